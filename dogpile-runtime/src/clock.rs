@@ -1,0 +1,266 @@
+//! Wall-clock time for creation times and expiry, behind a [`Clock`] that tests can replace.
+//!
+//! Creation times are wall-clock because they cross process and host boundaries (a value written
+//! to a shared store by one process is judged fresh or expired by another). They are kept as
+//! nanoseconds since the Unix epoch in an `i64`, which lasts until the year 2262.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::sync::{AtomicI64, Ordering};
+
+/// A point in wall-clock time: nanoseconds since the Unix epoch.
+///
+/// A timestamp that is not positive means "no value" to a [`Lock`](crate::Lock), as the seed's
+/// creation time of `-1` does.
+///
+/// ```
+/// use dogpile_runtime::Timestamp;
+/// use std::time::Duration;
+///
+/// let t = Timestamp::from_nanos(1_000);
+/// assert_eq!(t + Duration::from_nanos(500), Timestamp::from_nanos(1_500));
+/// assert!(t.is_positive());
+/// assert!(!Timestamp::NONE.is_positive());
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    /// The "no value yet" time, `-1` as in the seed's `createdtime`.
+    pub const NONE: Timestamp = Timestamp(-1);
+
+    /// A timestamp from nanoseconds since the Unix epoch.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Timestamp;
+    /// assert_eq!(Timestamp::from_nanos(7).as_nanos(), 7);
+    /// ```
+    pub const fn from_nanos(nanos: i64) -> Self {
+        Timestamp(nanos)
+    }
+
+    /// Nanoseconds since the Unix epoch.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Timestamp;
+    /// assert_eq!(Timestamp::NONE.as_nanos(), -1);
+    /// ```
+    pub const fn as_nanos(self) -> i64 {
+        self.0
+    }
+
+    /// Converts a [`SystemTime`], saturating at the ends of the representable range.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Timestamp;
+    /// use std::time::{Duration, UNIX_EPOCH};
+    /// let t = Timestamp::from_system_time(UNIX_EPOCH + Duration::from_secs(2));
+    /// assert_eq!(t.as_nanos(), 2_000_000_000);
+    /// ```
+    pub fn from_system_time(time: SystemTime) -> Self {
+        match time.duration_since(UNIX_EPOCH) {
+            Ok(after) => Timestamp(saturating_nanos(after)),
+            Err(before) => Timestamp(saturating_nanos(before.duration()).saturating_neg()),
+        }
+    }
+
+    /// Whether this is a real creation time (strictly after the epoch).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Timestamp;
+    /// assert!(!Timestamp::from_nanos(0).is_positive());
+    /// ```
+    pub const fn is_positive(self) -> bool {
+        self.0 > 0
+    }
+
+    /// The time elapsed from `self` to `now`, or zero if `now` is earlier (a clock that stepped
+    /// back never makes a value older).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Timestamp;
+    /// use std::time::Duration;
+    /// let created = Timestamp::from_nanos(1_000);
+    /// assert_eq!(created.elapsed_at(Timestamp::from_nanos(4_000)), Duration::from_nanos(3_000));
+    /// assert_eq!(created.elapsed_at(Timestamp::from_nanos(10)), Duration::ZERO);
+    /// ```
+    pub fn elapsed_at(self, now: Timestamp) -> Duration {
+        let nanos = now.0.saturating_sub(self.0);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(0))
+    }
+
+    /// Whether a value created at `self` is expired at `now` under `expiry` (`None` = never).
+    ///
+    /// Expiry is strict: a value whose age equals the expiry is still fresh. A timestamp that is
+    /// not positive is always expired, since it stands for "no value".
+    ///
+    /// ```
+    /// # use dogpile_runtime::Timestamp;
+    /// use std::time::Duration;
+    /// let created = Timestamp::from_nanos(1_000);
+    /// let expiry = Some(Duration::from_nanos(10));
+    /// assert!(!created.is_expired_at(Timestamp::from_nanos(1_010), expiry));
+    /// assert!(created.is_expired_at(Timestamp::from_nanos(1_011), expiry));
+    /// assert!(!created.is_expired_at(Timestamp::from_nanos(i64::MAX), None));
+    /// ```
+    #[inline]
+    pub fn is_expired_at(self, now: Timestamp, expiry: Option<Duration>) -> bool {
+        if !self.is_positive() {
+            return true;
+        }
+        match expiry {
+            None => false,
+            Some(expiry) => {
+                let age = now.0.saturating_sub(self.0);
+                age > saturating_nanos(expiry)
+            }
+        }
+    }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn add(self, rhs: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_add(saturating_nanos(rhs)))
+    }
+}
+
+impl std::ops::Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn sub(self, rhs: Duration) -> Timestamp {
+        Timestamp(self.0.saturating_sub(saturating_nanos(rhs)))
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_positive() {
+            let secs = self.0 / 1_000_000_000;
+            let nanos = self.0 % 1_000_000_000;
+            write!(f, "Timestamp({secs}.{nanos:09})")
+        } else {
+            write!(f, "Timestamp(none: {})", self.0)
+        }
+    }
+}
+
+pub(crate) fn saturating_nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// A source of wall-clock time.
+///
+/// The runtime reads time only through a `Clock`, so tests of expiry advance a [`ManualClock`]
+/// instead of sleeping.
+///
+/// ```
+/// use dogpile_runtime::{Clock, SystemClock};
+/// assert!(SystemClock.now().is_positive());
+/// ```
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+impl<C: Clock + ?Sized> Clock for &C {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    fn now(&self) -> Timestamp {
+        (**self).now()
+    }
+}
+
+/// The system's wall clock, `SystemTime::now()`, at full resolution.
+///
+/// ```
+/// use dogpile_runtime::{Clock, SystemClock};
+/// let a = SystemClock.now();
+/// let b = SystemClock.now();
+/// assert!(b >= a || a.elapsed_at(b).is_zero());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now())
+    }
+}
+
+/// A clock that moves only when told to: for tests of expiry that must not sleep.
+///
+/// ```
+/// use dogpile_runtime::{Clock, ManualClock, Timestamp};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
+/// clock.advance(Duration::from_secs(5));
+/// assert_eq!(clock.now(), Timestamp::from_nanos(6_000_000_000));
+/// ```
+#[derive(Debug)]
+pub struct ManualClock {
+    nanos: AtomicI64,
+}
+
+impl ManualClock {
+    /// A clock stopped at `start`.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{Clock, ManualClock, Timestamp};
+    /// let clock = ManualClock::new(Timestamp::from_nanos(42));
+    /// assert_eq!(clock.now().as_nanos(), 42);
+    /// ```
+    pub fn new(start: Timestamp) -> Self {
+        ManualClock {
+            nanos: AtomicI64::new(start.as_nanos()),
+        }
+    }
+
+    /// A clock stopped at the current system time.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{Clock, ManualClock};
+    /// assert!(ManualClock::starting_now().now().is_positive());
+    /// ```
+    pub fn starting_now() -> Self {
+        Self::new(SystemClock.now())
+    }
+
+    /// Moves the clock forward by `by`.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{Clock, ManualClock, Timestamp};
+    /// # use std::time::Duration;
+    /// let clock = ManualClock::new(Timestamp::from_nanos(1));
+    /// clock.advance(Duration::from_nanos(2));
+    /// assert_eq!(clock.now().as_nanos(), 3);
+    /// ```
+    pub fn advance(&self, by: Duration) {
+        self.nanos.fetch_add(saturating_nanos(by), Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `to` (which may be earlier than now, as a wall clock can step back).
+    ///
+    /// ```
+    /// # use dogpile_runtime::{Clock, ManualClock, Timestamp};
+    /// let clock = ManualClock::new(Timestamp::from_nanos(10));
+    /// clock.set(Timestamp::from_nanos(5));
+    /// assert_eq!(clock.now().as_nanos(), 5);
+    /// ```
+    pub fn set(&self, to: Timestamp) {
+        self.nanos.store(to.as_nanos(), Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp(self.nanos.load(Ordering::SeqCst))
+    }
+}

@@ -1,0 +1,202 @@
+//! The runtime's error types.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+/// "There is no value": what a getter returns when the value must be created.
+///
+/// It is the seed's `NeedRegenerationException`, returned in a `Result` instead of raised.
+///
+/// ```
+/// use dogpile_runtime::{NeedRegeneration, Timestamp};
+///
+/// fn getter() -> Result<(u32, Timestamp), NeedRegeneration> {
+///     Err(NeedRegeneration)
+/// }
+/// assert_eq!(getter().unwrap_err().to_string(), "the value must be regenerated");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NeedRegeneration;
+
+impl fmt::Display for NeedRegeneration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the value must be regenerated")
+    }
+}
+
+impl StdError for NeedRegeneration {}
+
+/// A mutex implementation could not do what was asked (for example, its server is unreachable).
+///
+/// The in-process [`LocalMutex`](crate::LocalMutex) never returns one; mutexes that live in a
+/// file or on a server do.
+///
+/// ```
+/// use dogpile_runtime::MutexError;
+/// let err = MutexError::new("lock server unreachable");
+/// assert_eq!(err.to_string(), "dogpile mutex: lock server unreachable");
+/// ```
+#[derive(Debug)]
+pub struct MutexError {
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync>>,
+}
+
+impl MutexError {
+    /// An error with a message saying what failed.
+    ///
+    /// ```
+    /// # use dogpile_runtime::MutexError;
+    /// let _ = MutexError::new("release by a non-holder");
+    /// ```
+    pub fn new(message: impl Into<String>) -> Self {
+        MutexError {
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with a message and the underlying cause.
+    ///
+    /// ```
+    /// # use dogpile_runtime::MutexError;
+    /// use std::error::Error;
+    /// let io = std::io::Error::new(std::io::ErrorKind::Other, "disk gone");
+    /// let err = MutexError::with_source("cannot lock file", io);
+    /// assert_eq!(err.source().unwrap().to_string(), "disk gone");
+    /// ```
+    pub fn with_source(
+        message: impl Into<String>,
+        source: impl Into<Box<dyn StdError + Send + Sync>>,
+    ) -> Self {
+        MutexError {
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+}
+
+impl fmt::Display for MutexError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dogpile mutex: {}", self.message)
+    }
+}
+
+impl StdError for MutexError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+/// Why [`Lock::enter`](crate::Lock::enter) returned no value.
+///
+/// `E` is the creator's own error type.
+///
+/// ```
+/// use dogpile_runtime::LockError;
+/// use std::time::Duration;
+///
+/// let err: LockError<std::io::Error> = LockError::Timeout(Duration::from_millis(250));
+/// assert_eq!(
+///     err.to_string(),
+///     "gave up waiting 250ms for another caller to create the value"
+/// );
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum LockError<E> {
+    /// The creator ran in this caller and failed; nothing was stored.
+    Creator(E),
+    /// There was no value, and the mutex was not acquired within the lock timeout.
+    Timeout(Duration),
+    /// This thread already holds the mutex (it is inside the creator of the same value) and asked
+    /// to wait for it: waiting would never end.
+    WouldDeadlock,
+    /// The mutex implementation failed.
+    Mutex(MutexError),
+}
+
+impl<E> LockError<E> {
+    /// Maps the creator's error, keeping the other variants.
+    ///
+    /// ```
+    /// # use dogpile_runtime::LockError;
+    /// let err: LockError<u8> = LockError::Creator(7);
+    /// assert!(matches!(err.map_creator(u32::from), LockError::Creator(7u32)));
+    /// ```
+    pub fn map_creator<F>(self, f: impl FnOnce(E) -> F) -> LockError<F> {
+        match self {
+            LockError::Creator(e) => LockError::Creator(f(e)),
+            LockError::Timeout(t) => LockError::Timeout(t),
+            LockError::WouldDeadlock => LockError::WouldDeadlock,
+            LockError::Mutex(e) => LockError::Mutex(e),
+        }
+    }
+}
+
+impl<E> From<MutexError> for LockError<E> {
+    fn from(e: MutexError) -> Self {
+        LockError::Mutex(e)
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for LockError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::Creator(e) => write!(f, "the creator failed: {e}"),
+            LockError::Timeout(t) => write!(
+                f,
+                "gave up waiting {t:?} for another caller to create the value"
+            ),
+            LockError::WouldDeadlock => f.write_str(
+                "the creator of this value asked for the same value again and would wait for \
+                 itself forever; break the cycle in the creator",
+            ),
+            LockError::Mutex(e) => fmt::Display::fmt(e, f),
+        }
+    }
+}
+
+impl<E: StdError + 'static> StdError for LockError<E> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            LockError::Creator(e) => Some(e),
+            LockError::Mutex(e) => Some(e),
+            LockError::Timeout(_) | LockError::WouldDeadlock => None,
+        }
+    }
+}
+
+/// A release that does not match an acquire on a [`ReadWriteMutex`](crate::ReadWriteMutex).
+///
+/// ```
+/// use dogpile_runtime::{ReadWriteMutex, ReleaseError};
+/// let rw = ReadWriteMutex::new();
+/// assert_eq!(rw.release_read_lock(), Err(ReleaseError::NotReadLocked));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// `release_read_lock` was called with no read lock held.
+    NotReadLocked,
+    /// `release_write_lock` was called by a thread that does not hold the write lock.
+    NotWriteLocker,
+}
+
+impl fmt::Display for ReleaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReleaseError::NotReadLocked => {
+                f.write_str("release_read_lock called, but no read lock is held")
+            }
+            ReleaseError::NotWriteLocker => f.write_str(
+                "release_write_lock called by a thread that does not hold the write lock",
+            ),
+        }
+    }
+}
+
+impl StdError for ReleaseError {}

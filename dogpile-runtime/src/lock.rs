@@ -1,0 +1,323 @@
+//! [`Lock`]: one entry into the dogpile protocol for one value.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::sync::thread_local;
+use crate::{
+    Clock, LockError, NeedRegeneration, OwnedMutexGuard, RawMutex, SystemClock, Timestamp,
+};
+
+/// What a getter returns: the value and its creation time, or [`NeedRegeneration`].
+pub type Got<V> = Result<(V, Timestamp), NeedRegeneration>;
+
+type AsyncCreator<'a, M, E> = Box<dyn FnOnce(OwnedMutexGuard<M>) -> Result<(), E> + 'a>;
+
+/// The dogpile lock: one caller regenerates an expired value while the others keep the old one.
+///
+/// A `Lock` is built for one call, from a shared mutex, a creator, a getter and an expiry, and
+/// [`enter`](Lock::enter) returns the value (the seed's `with Lock(...) as value`). It keeps no
+/// state between calls: the value lives wherever the getter reads it and the creator writes it.
+///
+/// | the getter finds          | `enter` does                                                    |
+/// |---------------------------|-----------------------------------------------------------------|
+/// | a fresh value             | returns it; the mutex is not touched                            |
+/// | an expired value          | tries the mutex without waiting; if held elsewhere, returns the stale value; if taken, reads again and creates only if still expired (or hands the mutex to the async creator and returns the stale value) |
+/// | no value                  | waits for the mutex, reads again, creates only if still missing  |
+///
+/// Expiry is strict: a value whose age equals the expiry is fresh. A creation time that is not
+/// positive means "no value". A creator that fails or panics releases the mutex, stores nothing
+/// and reaches only its own caller; a waiter then becomes the creator.
+///
+/// ```
+/// use dogpile_runtime::{LocalMutex, Lock, NeedRegeneration, SystemClock, Clock, Timestamp};
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// let mutex = Arc::new(LocalMutex::new());
+/// let cache: Mutex<Option<(String, Timestamp)>> = Mutex::new(None);
+///
+/// let value = Lock::new(
+///     &mutex,
+///     || {
+///         let created = ("expensive".to_string(), SystemClock.now());
+///         *cache.lock().unwrap() = Some(created.clone());
+///         Ok::<_, std::convert::Infallible>(created.0)
+///     },
+///     || cache.lock().unwrap().clone().ok_or(NeedRegeneration),
+///     Some(Duration::from_secs(3600)),
+/// )
+/// .enter()
+/// .unwrap();
+/// assert_eq!(value, "expensive");
+/// ```
+#[must_use = "a Lock does nothing until entered"]
+pub struct Lock<'a, M, V, E, C, G>
+where
+    M: RawMutex + ?Sized,
+{
+    mutex: &'a Arc<M>,
+    creator: C,
+    getter: G,
+    expiry: Option<Duration>,
+    clock: &'a dyn Clock,
+    lock_timeout: Option<Duration>,
+    async_creator: Option<AsyncCreator<'a, M, E>>,
+    _value: PhantomData<fn() -> V>,
+}
+
+impl<'a, M, V, E, C, G> Lock<'a, M, V, E, C, G>
+where
+    M: RawMutex + ?Sized,
+    C: FnOnce() -> Result<V, E>,
+    G: FnMut() -> Got<V>,
+{
+    /// A lock over `mutex` (shared by every caller of the same value), with the `creator` that
+    /// makes and stores a new value, the `getter` that reads the stored one, and its `expiry`
+    /// (`None`: never expires).
+    ///
+    /// ```
+    /// use dogpile_runtime::{LocalMutex, Lock, NeedRegeneration};
+    /// use std::sync::Arc;
+    ///
+    /// let mutex = Arc::new(LocalMutex::new());
+    /// let v = Lock::new(&mutex, || Ok::<_, ()>(1), || Err(NeedRegeneration), None)
+    ///     .enter()
+    ///     .unwrap();
+    /// assert_eq!(v, 1);
+    /// ```
+    pub fn new(mutex: &'a Arc<M>, creator: C, getter: G, expiry: Option<Duration>) -> Self {
+        static SYSTEM: SystemClock = SystemClock;
+        Lock {
+            mutex,
+            creator,
+            getter,
+            expiry,
+            clock: &SYSTEM,
+            lock_timeout: None,
+            async_creator: None,
+            _value: PhantomData,
+        }
+    }
+
+    /// Reads time from `clock` instead of the system clock.
+    ///
+    /// ```
+    /// use dogpile_runtime::{LocalMutex, Lock, ManualClock, Timestamp};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new(Timestamp::from_nanos(10_000_000_000));
+    /// let mutex = Arc::new(LocalMutex::new());
+    /// let created = Timestamp::from_nanos(9_000_000_000); // one second old
+    /// let v = Lock::new(&mutex, || Ok::<_, ()>("new"), || Ok(("old", created)),
+    ///                   Some(Duration::from_secs(1)))
+    ///     .with_clock(&clock)
+    ///     .enter()
+    ///     .unwrap();
+    /// assert_eq!(v, "old"); // age == expiry is still fresh
+    /// ```
+    pub fn with_clock(mut self, clock: &'a dyn Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Waits at most `timeout` for the mutex when there is no value; past it, `enter` returns
+    /// [`LockError::Timeout`] instead of a value.
+    ///
+    /// ```
+    /// use dogpile_runtime::{LocalMutex, Lock, LockError, NeedRegeneration, OwnedMutexGuard};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let mutex = Arc::new(LocalMutex::new());
+    /// let _creating = OwnedMutexGuard::acquire(mutex.clone()).unwrap();
+    /// let res = Lock::new(&mutex, || Ok::<_, ()>(1), || Err(NeedRegeneration), None)
+    ///     .with_lock_timeout(Duration::from_millis(5))
+    ///     .enter();
+    /// assert!(matches!(res, Err(LockError::Timeout(_))));
+    /// ```
+    pub fn with_lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// Regenerates expired values off the caller's path: when this caller wins the mutex for an
+    /// expired value, `async_creator` receives the held mutex and `enter` returns the stale value
+    /// at once. The async creator must arrange for the creation to happen and drop the guard when
+    /// it is done. On a missing value it is never used: that caller creates and the others wait.
+    /// If it returns an error, the guard it was given has been dropped and `enter` returns
+    /// [`LockError::Creator`].
+    ///
+    /// ```
+    /// use dogpile_runtime::{LocalMutex, Lock, ManualClock, Timestamp};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let clock = ManualClock::new(Timestamp::from_nanos(100_000_000_000));
+    /// let old = Timestamp::from_nanos(1_000_000_000);
+    /// let mutex = Arc::new(LocalMutex::new());
+    /// let background = std::cell::Cell::new(None);
+    /// let v = Lock::new(&mutex, || Ok::<_, ()>("new"), || Ok(("stale", old)),
+    ///                   Some(Duration::from_secs(1)))
+    ///     .with_clock(&clock)
+    ///     .with_async_creator(|guard| {
+    ///         background.set(Some(std::thread::spawn(move || drop(guard))));
+    ///         Ok(())
+    ///     })
+    ///     .enter()
+    ///     .unwrap();
+    /// assert_eq!(v, "stale");
+    /// background.take().unwrap().join().unwrap();
+    /// ```
+    pub fn with_async_creator(
+        mut self,
+        async_creator: impl FnOnce(OwnedMutexGuard<M>) -> Result<(), E> + 'a,
+    ) -> Self {
+        self.async_creator = Some(Box::new(async_creator));
+        self
+    }
+
+    /// Runs the protocol and returns the value: the stored one if fresh, the stale one while
+    /// another caller regenerates, or the one this caller created.
+    ///
+    /// ```
+    /// use dogpile_runtime::{LocalMutex, Lock, NeedRegeneration};
+    /// use std::sync::Arc;
+    ///
+    /// let mutex = Arc::new(LocalMutex::new());
+    /// let err = Lock::new(&mutex, || Err::<u8, _>("backend down"), || Err(NeedRegeneration), None)
+    ///     .enter()
+    ///     .unwrap_err();
+    /// assert_eq!(err.to_string(), "the creator failed: backend down");
+    /// ```
+    pub fn enter(mut self) -> Result<V, LockError<E>> {
+        match self.read() {
+            Found::Fresh(value) => Ok(value),
+            Found::Expired(stale) => self.regenerate_stale(stale),
+            Found::Missing => self.create_missing(),
+        }
+    }
+
+    fn read(&mut self) -> Found<V> {
+        match (self.getter)() {
+            Ok((value, created)) if created.is_positive() => {
+                if created.is_expired_at(self.clock.now(), self.expiry) {
+                    Found::Expired(value)
+                } else {
+                    Found::Fresh(value)
+                }
+            }
+            _ => Found::Missing,
+        }
+    }
+
+    /// Path 4 of the design: never wait; the winner re-reads once before creating.
+    #[cold]
+    fn regenerate_stale(mut self, stale: V) -> Result<V, LockError<E>> {
+        let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(self.mutex))? else {
+            return Ok(stale);
+        };
+        // Another caller may have finished regenerating between our read and the try-lock:
+        // without this read a burst on one key would regenerate once per slow getter call.
+        let stale = match self.read() {
+            Found::Fresh(value) => return Ok(value),
+            Found::Expired(value) => value,
+            Found::Missing => stale,
+        };
+        match self.async_creator.take() {
+            Some(async_creator) => {
+                async_creator(guard).map_err(LockError::Creator)?;
+                Ok(stale)
+            }
+            None => self.run_creator(guard),
+        }
+    }
+
+    /// Path 5: wait for the mutex (or for the lock timeout), then re-read before creating.
+    #[cold]
+    fn create_missing(mut self) -> Result<V, LockError<E>> {
+        if Holding::contains(self.mutex) {
+            return Err(LockError::WouldDeadlock);
+        }
+        let mutex = Arc::clone(self.mutex);
+        let guard = match self.lock_timeout {
+            None => OwnedMutexGuard::acquire(mutex)?,
+            Some(timeout) => OwnedMutexGuard::acquire_timeout(mutex, timeout)?
+                .ok_or(LockError::Timeout(timeout))?,
+        };
+        if let Found::Fresh(value) = self.read() {
+            return Ok(value);
+        }
+        self.run_creator(guard)
+    }
+
+    fn run_creator(self, guard: OwnedMutexGuard<M>) -> Result<V, LockError<E>> {
+        let holding = Holding::enter(self.mutex);
+        let created = (self.creator)();
+        // The mutex is released before the marker leaves, on success, error and unwind alike.
+        drop(guard);
+        drop(holding);
+        created.map_err(LockError::Creator)
+    }
+}
+
+enum Found<V> {
+    Fresh(V),
+    Expired(V),
+    Missing,
+}
+
+thread_local! {
+    /// The mutexes whose creators are running on this thread, innermost last.
+    static HOLDING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Marks a mutex as held by this thread's running creator, so that a creator asking to wait for
+/// its own mutex gets [`LockError::WouldDeadlock`] instead of waiting forever.
+struct Holding(usize);
+
+impl Holding {
+    fn id<M: ?Sized>(mutex: &Arc<M>) -> usize {
+        Arc::as_ptr(mutex).cast::<()>() as usize
+    }
+
+    fn contains<M: ?Sized>(mutex: &Arc<M>) -> bool {
+        let id = Self::id(mutex);
+        HOLDING.with(|held| held.borrow().contains(&id))
+    }
+
+    fn enter<M: ?Sized>(mutex: &Arc<M>) -> Self {
+        let id = Self::id(mutex);
+        HOLDING.with(|held| held.borrow_mut().push(id));
+        Holding(id)
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let id = self.0;
+        HOLDING.with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(pos) = held.iter().rposition(|&h| h == id) {
+                held.remove(pos);
+            }
+        });
+    }
+}
+
+impl<M, V, E, C, G> fmt::Debug for Lock<'_, M, V, E, C, G>
+where
+    M: RawMutex + ?Sized,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lock")
+            .field("expiry", &self.expiry)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("async_creator", &self.async_creator.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,273 @@
+//! The dogpile mutex: a raw lock protocol ([`RawMutex`]), the in-process implementation
+//! ([`LocalMutex`]) and the owned guard that releases it ([`OwnedMutexGuard`]).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::sync::{Condvar, Mutex};
+use crate::MutexError;
+
+/// The lock protocol a [`Lock`](crate::Lock) needs from its mutex.
+///
+/// Unlike `std::sync::Mutex`, it guards no data and its release is not tied to the acquiring
+/// thread: the seed hands a held mutex to an async creator, which releases it elsewhere. That is
+/// why it is a raw protocol (as in `lock_api`), with [`OwnedMutexGuard`] as its RAII face.
+///
+/// Implementations: [`LocalMutex`] for threads of one process; file and Redis mutexes for
+/// processes and hosts. Errors are for mutexes that can fail (a file, a server).
+///
+/// ```
+/// use dogpile_runtime::{LocalMutex, RawMutex};
+///
+/// let m = LocalMutex::new();
+/// assert!(m.try_acquire().unwrap());
+/// assert!(!m.try_acquire().unwrap());
+/// m.release().unwrap();
+/// m.acquire().unwrap();
+/// m.release().unwrap();
+/// ```
+pub trait RawMutex: Send + Sync {
+    /// Takes the mutex if it is free, without waiting; `Ok(false)` if another holder has it.
+    fn try_acquire(&self) -> Result<bool, MutexError>;
+
+    /// Waits until the mutex is free, then takes it.
+    fn acquire(&self) -> Result<(), MutexError>;
+
+    /// Waits at most `timeout` for the mutex; `Ok(false)` if it was not taken in time.
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, MutexError>;
+
+    /// Releases the mutex, which the caller must hold (from any thread).
+    fn release(&self) -> Result<(), MutexError>;
+}
+
+impl<M: RawMutex + ?Sized> RawMutex for Arc<M> {
+    fn try_acquire(&self) -> Result<bool, MutexError> {
+        (**self).try_acquire()
+    }
+
+    fn acquire(&self) -> Result<(), MutexError> {
+        (**self).acquire()
+    }
+
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, MutexError> {
+        (**self).acquire_timeout(timeout)
+    }
+
+    fn release(&self) -> Result<(), MutexError> {
+        (**self).release()
+    }
+}
+
+/// A dogpile mutex for the threads of one process.
+///
+/// | state    | `try_acquire` | `acquire`            | `release`        |
+/// |----------|---------------|----------------------|------------------|
+/// | free     | → held, true  | → held               | error            |
+/// | held     | false         | waits until free     | → free, wakes one|
+///
+/// Any thread may release it (the holder may have handed it to a background creator). It never
+/// poisons: a creator that panics releases it through its guard's drop.
+///
+/// ```
+/// use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+/// use std::sync::Arc;
+///
+/// let m = Arc::new(LocalMutex::new());
+/// let guard = OwnedMutexGuard::acquire(m.clone()).unwrap();
+/// assert!(OwnedMutexGuard::try_acquire(m.clone()).unwrap().is_none());
+/// drop(guard);
+/// assert!(OwnedMutexGuard::try_acquire(m).unwrap().is_some());
+/// ```
+#[derive(Default)]
+pub struct LocalMutex {
+    held: Mutex<bool>,
+    released: Condvar,
+}
+
+impl LocalMutex {
+    /// A free mutex.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{LocalMutex, RawMutex};
+    /// assert!(LocalMutex::new().try_acquire().unwrap());
+    /// ```
+    pub fn new() -> Self {
+        LocalMutex {
+            held: Mutex::new(false),
+            released: Condvar::new(),
+        }
+    }
+
+    fn take_blocking(&self, deadline: Option<Instant>) -> bool {
+        let mut held = self.held.lock();
+        while *held {
+            match deadline {
+                None => held = self.released.wait(held),
+                Some(deadline) => {
+                    let (guard, timed_out) = self.released.wait_until(held, deadline);
+                    held = guard;
+                    if timed_out && *held {
+                        return false;
+                    }
+                }
+            }
+        }
+        *held = true;
+        true
+    }
+}
+
+impl RawMutex for LocalMutex {
+    fn try_acquire(&self) -> Result<bool, MutexError> {
+        let mut held = self.held.lock();
+        if *held {
+            return Ok(false);
+        }
+        *held = true;
+        Ok(true)
+    }
+
+    fn acquire(&self) -> Result<(), MutexError> {
+        self.take_blocking(None);
+        Ok(())
+    }
+
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, MutexError> {
+        // A timeout too large for `Instant` means no timeout.
+        Ok(self.take_blocking(Instant::now().checked_add(timeout)))
+    }
+
+    fn release(&self) -> Result<(), MutexError> {
+        let mut held = self.held.lock();
+        if !*held {
+            return Err(MutexError::new("release of a LocalMutex that is not held"));
+        }
+        *held = false;
+        drop(held);
+        self.released.notify_one();
+        Ok(())
+    }
+}
+
+impl fmt::Debug for LocalMutex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalMutex")
+            .field("held", &*self.held.lock())
+            .finish()
+    }
+}
+
+/// A held [`RawMutex`], released when dropped.
+///
+/// It owns an `Arc` of its mutex, so it can move to another thread or task: this is what a
+/// [`Lock`](crate::Lock) hands to an async creator, whose drop of the guard ends the regeneration.
+///
+/// ```
+/// use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let m = Arc::new(LocalMutex::new());
+/// let guard = OwnedMutexGuard::acquire(m.clone()).unwrap();
+/// let elsewhere = std::thread::spawn(move || guard.release().unwrap());
+/// elsewhere.join().unwrap();
+/// let again = OwnedMutexGuard::acquire_timeout(m, Duration::from_secs(1)).unwrap();
+/// assert!(again.is_some());
+/// ```
+#[must_use = "the mutex is released as soon as the guard is dropped"]
+pub struct OwnedMutexGuard<M: RawMutex + ?Sized> {
+    mutex: Arc<M>,
+    held: bool,
+}
+
+impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
+    /// Takes `mutex` if it is free; `None` if another holder has it.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use std::sync::Arc;
+    /// let m = Arc::new(LocalMutex::new());
+    /// assert!(OwnedMutexGuard::try_acquire(m).unwrap().is_some());
+    /// ```
+    pub fn try_acquire(mutex: Arc<M>) -> Result<Option<Self>, MutexError> {
+        Ok(if mutex.try_acquire()? {
+            Some(OwnedMutexGuard { mutex, held: true })
+        } else {
+            None
+        })
+    }
+
+    /// Waits for `mutex`, then takes it.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use std::sync::Arc;
+    /// let _guard = OwnedMutexGuard::acquire(Arc::new(LocalMutex::new())).unwrap();
+    /// ```
+    pub fn acquire(mutex: Arc<M>) -> Result<Self, MutexError> {
+        mutex.acquire()?;
+        Ok(OwnedMutexGuard { mutex, held: true })
+    }
+
+    /// Waits at most `timeout` for `mutex`; `None` if it was not taken in time.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// let m = Arc::new(LocalMutex::new());
+    /// let _held = OwnedMutexGuard::acquire(m.clone()).unwrap();
+    /// let late = OwnedMutexGuard::acquire_timeout(m, Duration::from_millis(10)).unwrap();
+    /// assert!(late.is_none());
+    /// ```
+    pub fn acquire_timeout(mutex: Arc<M>, timeout: Duration) -> Result<Option<Self>, MutexError> {
+        Ok(if mutex.acquire_timeout(timeout)? {
+            Some(OwnedMutexGuard { mutex, held: true })
+        } else {
+            None
+        })
+    }
+
+    /// The mutex this guard holds.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use std::sync::Arc;
+    /// let m = Arc::new(LocalMutex::new());
+    /// let guard = OwnedMutexGuard::acquire(m.clone()).unwrap();
+    /// assert!(Arc::ptr_eq(guard.mutex(), &m));
+    /// ```
+    pub fn mutex(&self) -> &Arc<M> {
+        &self.mutex
+    }
+
+    /// Releases the mutex now and reports a failure, which dropping the guard cannot.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use std::sync::Arc;
+    /// let guard = OwnedMutexGuard::acquire(Arc::new(LocalMutex::new())).unwrap();
+    /// guard.release().unwrap();
+    /// ```
+    pub fn release(mut self) -> Result<(), MutexError> {
+        self.held = false;
+        self.mutex.release()
+    }
+}
+
+impl<M: RawMutex + ?Sized> Drop for OwnedMutexGuard<M> {
+    fn drop(&mut self) {
+        if self.held {
+            // A failed release here (say, a lost server lease) has nowhere to go; the mutex's
+            // own expiry frees it. Callers that care use `release`.
+            let _ = self.mutex.release();
+        }
+    }
+}
+
+impl<M: RawMutex + ?Sized> fmt::Debug for OwnedMutexGuard<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedMutexGuard").finish_non_exhaustive()
+    }
+}

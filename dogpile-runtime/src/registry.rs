@@ -1,0 +1,140 @@
+//! [`NameRegistry`]: one shared object per identifier, for as long as it is in use.
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::{Arc, Weak};
+
+use crate::sync::Mutex;
+
+/// The map is swept of dead entries when it reaches this many, or twice the live count at the
+/// last sweep, whichever is larger.
+const MIN_SWEEP: usize = 64;
+
+/// Hands out one shared object per identifier while anyone holds it, creating it on demand.
+///
+/// Every caller of [`get`](Self::get) with the same identifier receives the same `Arc<V>` for as
+/// long as one of them keeps it; once all are dropped the next `get` creates a new one. This is
+/// how a cache keeps one dogpile mutex per key without keeping a mutex for every key it ever saw.
+///
+/// The registry holds only `Weak` references. Dead ones are swept whenever the map has doubled
+/// since the last sweep, so it never holds more than twice the live identifiers plus 64 entries.
+/// The creator runs under the registry's lock, so it should be cheap (a mutex, not a value).
+///
+/// ```
+/// use dogpile_runtime::NameRegistry;
+/// use std::sync::Arc;
+///
+/// let registry = NameRegistry::new(|name: &String| format!("object for {name}"));
+/// let a = registry.get("foo1");
+/// let b = registry.get("foo1");
+/// assert!(Arc::ptr_eq(&a, &b));
+/// assert_eq!(registry.len(), 1);
+/// drop((a, b));
+/// assert_eq!(registry.len(), 0);
+/// ```
+pub struct NameRegistry<K, V, F = fn(&K) -> V> {
+    creator: F,
+    entries: Mutex<Entries<K, V>>,
+}
+
+struct Entries<K, V> {
+    map: HashMap<K, Weak<V>>,
+    sweep_at: usize,
+}
+
+impl<K: Hash + Eq, V> Entries<K, V> {
+    fn sweep(&mut self) {
+        self.map.retain(|_, weak| weak.strong_count() > 0);
+        self.sweep_at = (self.map.len() * 2).max(MIN_SWEEP);
+        if self.map.capacity() > 4 * self.sweep_at {
+            self.map.shrink_to(self.sweep_at);
+        }
+    }
+}
+
+impl<K, V, F> NameRegistry<K, V, F>
+where
+    K: Hash + Eq,
+    F: Fn(&K) -> V,
+{
+    /// A registry whose objects are made by `creator` from their identifier.
+    ///
+    /// ```
+    /// # use dogpile_runtime::NameRegistry;
+    /// let registry = NameRegistry::new(|id: &u32| id * 2);
+    /// assert_eq!(*registry.get(&21), 42);
+    /// ```
+    pub fn new(creator: F) -> Self {
+        NameRegistry {
+            creator,
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                sweep_at: MIN_SWEEP,
+            }),
+        }
+    }
+
+    /// The object for `identifier`: the live one if any, otherwise a new one from the creator.
+    ///
+    /// ```
+    /// # use dogpile_runtime::NameRegistry;
+    /// # use std::sync::Arc;
+    /// let registry = NameRegistry::new(|id: &String| id.len());
+    /// let held = registry.get("four");
+    /// assert!(Arc::ptr_eq(&held, &registry.get("four")));
+    /// ```
+    pub fn get<Q>(&self, identifier: &Q) -> Arc<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let mut entries = self.entries.lock();
+        if let Some(live) = entries.map.get(identifier).and_then(Weak::upgrade) {
+            return live;
+        }
+        let key = identifier.to_owned();
+        let value = Arc::new((self.creator)(&key));
+        entries.map.insert(key, Arc::downgrade(&value));
+        if entries.map.len() >= entries.sweep_at {
+            entries.sweep();
+        }
+        value
+    }
+
+    /// How many identifiers have a live object (dead entries are swept while counting).
+    ///
+    /// ```
+    /// # use dogpile_runtime::NameRegistry;
+    /// let registry = NameRegistry::new(|id: &u8| *id);
+    /// let kept = registry.get(&1);
+    /// drop(registry.get(&2));
+    /// assert_eq!(registry.len(), 1);
+    /// # drop(kept);
+    /// ```
+    pub fn len(&self) -> usize {
+        let mut entries = self.entries.lock();
+        entries.sweep();
+        entries.map.len()
+    }
+
+    /// Whether no identifier has a live object.
+    ///
+    /// ```
+    /// # use dogpile_runtime::NameRegistry;
+    /// let registry = NameRegistry::new(|id: &u8| *id);
+    /// assert!(registry.is_empty());
+    /// ```
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K, V, F> fmt::Debug for NameRegistry<K, V, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NameRegistry")
+            .field("entries", &self.entries.lock().map.len())
+            .finish_non_exhaustive()
+    }
+}
