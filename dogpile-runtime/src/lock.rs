@@ -271,10 +271,16 @@ enum Found<V> {
     Missing,
 }
 
-thread_local! {
-    /// The mutexes whose creators are running on this thread, innermost last.
-    static HOLDING: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) };
+// loom's `thread_local!` takes no `const { }` initializer.
+#[allow(clippy::missing_const_for_thread_local)]
+mod holding {
+    use super::{thread_local, RefCell};
+    thread_local! {
+        /// The mutexes whose creators are running on this thread, innermost last.
+        pub(super) static HOLDING: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+    }
 }
+use holding::HOLDING;
 
 /// Marks a mutex as held by this thread's running creator, so that a creator asking to wait for
 /// its own mutex gets [`LockError::WouldDeadlock`] instead of waiting forever.

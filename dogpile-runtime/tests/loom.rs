@@ -1,0 +1,207 @@
+//! Model checks of the runtime's concurrency with loom: every interleaving of a few threads on
+//! the real code, whose locks and atomics come from `loom` under `--cfg loom`.
+//!
+//! ```sh
+//! RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p dogpile-runtime --test loom --release
+//! ```
+#![cfg(loom)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dogpile_runtime::{
+    Clock, Got, LocalMutex, Lock, ManualClock, NameRegistry, NeedRegeneration, ReadWriteMutex,
+    Timestamp,
+};
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Mutex;
+use loom::thread;
+
+const EXPIRY: Duration = Duration::from_secs(10);
+
+struct Shared {
+    mutex: Arc<LocalMutex>,
+    store: Mutex<Option<(usize, Timestamp)>>,
+    clock: ManualClock,
+    created: AtomicUsize,
+}
+
+impl Shared {
+    fn new(initial: Option<usize>) -> Arc<Self> {
+        let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000_000));
+        let stale = clock.now() - EXPIRY * 2;
+        Arc::new(Shared {
+            mutex: Arc::new(LocalMutex::new()),
+            store: Mutex::new(initial.map(|v| (v, stale))),
+            clock,
+            created: AtomicUsize::new(0),
+        })
+    }
+
+    fn get(&self) -> Got<usize> {
+        self.store.lock().unwrap().ok_or(NeedRegeneration)
+    }
+
+    fn enter(&self) -> usize {
+        Lock::new(
+            &self.mutex,
+            || {
+                let n = self.created.fetch_add(1, Ordering::SeqCst) + 1;
+                *self.store.lock().unwrap() = Some((n, self.clock.now()));
+                Ok::<_, Infallible>(n)
+            },
+            || self.get(),
+            Some(EXPIRY),
+        )
+        .with_clock(&self.clock)
+        .enter()
+        .unwrap()
+    }
+}
+
+fn model(f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(f);
+}
+
+/// Path 5: callers of a missing value wait for one creator, then read its value.
+#[test]
+fn missing_value_is_created_once_and_waiters_get_it() {
+    model(|| {
+        let shared = Shared::new(None);
+        let other = {
+            let shared = shared.clone();
+            thread::spawn(move || shared.enter())
+        };
+        let here = shared.enter();
+        let there = other.join().unwrap();
+        assert_eq!(shared.created.load(Ordering::SeqCst), 1);
+        assert_eq!((here, there), (1, 1));
+    });
+}
+
+/// Paths 4 and 6: on an expired value one caller regenerates; the other gets the stale value or
+/// the new one, and the re-read after the try-lock stops a second regeneration.
+#[test]
+fn expired_value_is_regenerated_once() {
+    model(|| {
+        let shared = Shared::new(Some(0));
+        let other = {
+            let shared = shared.clone();
+            thread::spawn(move || shared.enter())
+        };
+        let here = shared.enter();
+        let there = other.join().unwrap();
+        assert_eq!(shared.created.load(Ordering::SeqCst), 1);
+        assert!(here <= 1 && there <= 1 && here + there >= 1);
+    });
+}
+
+/// The owned guard can be released by another thread (a background creator), and a blocked
+/// waiter then proceeds.
+#[test]
+fn guard_released_on_another_thread_wakes_a_waiter() {
+    model(|| {
+        let shared = Shared::new(Some(0));
+        let guard = dogpile_runtime::OwnedMutexGuard::acquire(shared.mutex.clone()).unwrap();
+        let releaser = thread::spawn(move || drop(guard));
+        let waiter = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                let _g = dogpile_runtime::OwnedMutexGuard::acquire(shared.mutex.clone()).unwrap();
+            })
+        };
+        releaser.join().unwrap();
+        waiter.join().unwrap();
+    });
+}
+
+/// A writer excludes readers, readers may overlap, and a released writer lets them in.
+#[test]
+fn read_write_mutex_excludes_writer_from_readers() {
+    model(|| {
+        let rw = Arc::new(ReadWriteMutex::new());
+        let readers = Arc::new(AtomicUsize::new(0));
+        let writing = Arc::new(AtomicUsize::new(0));
+        let reader = {
+            let (rw, readers, writing) = (rw.clone(), readers.clone(), writing.clone());
+            thread::spawn(move || {
+                let _r = rw.read();
+                readers.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(writing.load(Ordering::SeqCst), 0);
+                readers.fetch_sub(1, Ordering::SeqCst);
+            })
+        };
+        {
+            let _w = rw.write();
+            writing.fetch_add(1, Ordering::SeqCst);
+            assert_eq!(readers.load(Ordering::SeqCst), 0);
+            writing.fetch_sub(1, Ordering::SeqCst);
+        }
+        reader.join().unwrap();
+        assert!(rw.try_write().is_some());
+    });
+}
+
+/// The explicit calls: a non-blocking read fails while a writer is in, and succeeds after.
+#[test]
+fn read_write_mutex_non_blocking_calls() {
+    model(|| {
+        let rw = Arc::new(ReadWriteMutex::new());
+        let writer = {
+            let rw = rw.clone();
+            thread::spawn(move || {
+                assert!(rw.acquire_write_lock(true));
+                rw.release_write_lock().unwrap();
+            })
+        };
+        if rw.acquire_read_lock(false) {
+            rw.release_read_lock().unwrap();
+        }
+        writer.join().unwrap();
+        assert!(rw.acquire_read_lock(false));
+        rw.release_read_lock().unwrap();
+    });
+}
+
+/// Concurrent gets of one identifier while it is held return the same object; the creator runs
+/// once for it.
+#[test]
+fn name_registry_shares_one_object_while_held() {
+    model(|| {
+        let made = Arc::new(AtomicUsize::new(0));
+        let registry = {
+            let made = made.clone();
+            Arc::new(NameRegistry::new(move |_: &u8| {
+                made.fetch_add(1, Ordering::SeqCst);
+            }))
+        };
+        let other = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.get(&1))
+        };
+        let here = registry.get(&1);
+        let there = other.join().unwrap();
+        assert!(Arc::ptr_eq(&here, &there));
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        drop((here, there));
+        assert_eq!(registry.len(), 0);
+    });
+}
+
+/// A get racing with the drop of the last holder returns either the old object (still alive)
+/// or a new one, never a dead one.
+#[test]
+fn name_registry_get_racing_a_drop() {
+    model(|| {
+        let registry = Arc::new(NameRegistry::new(|id: &u8| *id));
+        let first = registry.get(&1);
+        let dropper = thread::spawn(move || drop(first));
+        let again = registry.get(&1);
+        dropper.join().unwrap();
+        assert_eq!(*again, 1);
+        assert_eq!(registry.len(), 1);
+    });
+}
