@@ -87,7 +87,7 @@ impl ReadWriteMutex {
     /// ```
     pub fn try_read(&self) -> Option<ReadGuard<'_>> {
         self.acquire_read_lock(false)
-            .then_some(ReadGuard { rw: self })
+            .then(|| ReadGuard { rw: self })
     }
 
     /// Waits until it is the only writer and every reader has left, then writes until the guard
@@ -115,7 +115,7 @@ impl ReadWriteMutex {
     /// ```
     pub fn try_write(&self) -> Option<WriteGuard<'_>> {
         self.acquire_write_lock(false)
-            .then_some(WriteGuard { rw: self })
+            .then(|| WriteGuard { rw: self })
     }
 
     /// The seed's explicit read acquire: with `wait`, blocks and returns `true`; without,
