@@ -27,31 +27,32 @@ impl fmt::Display for NeedRegeneration {
 
 impl StdError for NeedRegeneration {}
 
-/// A mutex implementation could not do what was asked (for example, its server is unreachable).
+/// A mutex or store backend could not do what was asked (for example, its server is
+/// unreachable).
 ///
-/// The in-process [`LocalMutex`](crate::LocalMutex) never returns one; mutexes that live in a
-/// file or on a server do.
+/// The in-process [`LocalMutex`](crate::LocalMutex) and the in-memory store never return one;
+/// mutexes and stores that live in a file or on a server do.
 ///
 /// ```
-/// use dogpile_runtime::MutexError;
-/// let err = MutexError::new("lock server unreachable");
-/// assert_eq!(err.to_string(), "dogpile mutex: lock server unreachable");
+/// use dogpile_runtime::BackendError;
+/// let err = BackendError::new("lock server unreachable");
+/// assert_eq!(err.to_string(), "dogpile backend: lock server unreachable");
 /// ```
 #[derive(Debug)]
-pub struct MutexError {
+pub struct BackendError {
     message: String,
     source: Option<Box<dyn StdError + Send + Sync>>,
 }
 
-impl MutexError {
+impl BackendError {
     /// An error with a message saying what failed.
     ///
     /// ```
-    /// # use dogpile_runtime::MutexError;
-    /// let _ = MutexError::new("release by a non-holder");
+    /// # use dogpile_runtime::BackendError;
+    /// let _ = BackendError::new("release by a non-holder");
     /// ```
     pub fn new(message: impl Into<String>) -> Self {
-        MutexError {
+        BackendError {
             message: message.into(),
             source: None,
         }
@@ -60,30 +61,30 @@ impl MutexError {
     /// An error with a message and the underlying cause.
     ///
     /// ```
-    /// # use dogpile_runtime::MutexError;
+    /// # use dogpile_runtime::BackendError;
     /// use std::error::Error;
     /// let io = std::io::Error::new(std::io::ErrorKind::Other, "disk gone");
-    /// let err = MutexError::with_source("cannot lock file", io);
+    /// let err = BackendError::with_source("cannot lock file", io);
     /// assert_eq!(err.source().unwrap().to_string(), "disk gone");
     /// ```
     pub fn with_source(
         message: impl Into<String>,
         source: impl Into<Box<dyn StdError + Send + Sync>>,
     ) -> Self {
-        MutexError {
+        BackendError {
             message: message.into(),
             source: Some(source.into()),
         }
     }
 }
 
-impl fmt::Display for MutexError {
+impl fmt::Display for BackendError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "dogpile mutex: {}", self.message)
+        write!(f, "dogpile backend: {}", self.message)
     }
 }
 
-impl StdError for MutexError {
+impl StdError for BackendError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.source
             .as_deref()
@@ -116,7 +117,7 @@ pub enum LockError<E> {
     /// to wait for it: waiting would never end.
     WouldDeadlock,
     /// The mutex implementation failed.
-    Mutex(MutexError),
+    Mutex(BackendError),
 }
 
 impl<E> LockError<E> {
@@ -137,8 +138,8 @@ impl<E> LockError<E> {
     }
 }
 
-impl<E> From<MutexError> for LockError<E> {
-    fn from(e: MutexError) -> Self {
+impl<E> From<BackendError> for LockError<E> {
+    fn from(e: BackendError) -> Self {
         LockError::Mutex(e)
     }
 }

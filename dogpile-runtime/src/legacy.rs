@@ -176,7 +176,7 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// let d = Dogpile::new(None);
     /// let create = || { *store.lock().unwrap() = 7; Ok::<_, ()>(7) };
     /// assert_eq!(d.acquire_value(create, || *store.lock().unwrap()).unwrap(), 7);
-    /// assert_eq!(d.acquire_value(|| Ok(8), || *store.lock().unwrap()).unwrap(), 7);
+    /// assert_eq!(d.acquire_value(|| Ok::<_, ()>(8), || *store.lock().unwrap()).unwrap(), 7);
     /// ```
     pub fn acquire_value<V, E>(
         &self,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex};
-use crate::MutexError;
+use crate::BackendError;
 
 /// The lock protocol a [`Lock`](crate::Lock) needs from its mutex.
 ///
@@ -29,32 +29,32 @@ use crate::MutexError;
 /// ```
 pub trait RawMutex: Send + Sync {
     /// Takes the mutex if it is free, without waiting; `Ok(false)` if another holder has it.
-    fn try_acquire(&self) -> Result<bool, MutexError>;
+    fn try_acquire(&self) -> Result<bool, BackendError>;
 
     /// Waits until the mutex is free, then takes it.
-    fn acquire(&self) -> Result<(), MutexError>;
+    fn acquire(&self) -> Result<(), BackendError>;
 
     /// Waits at most `timeout` for the mutex; `Ok(false)` if it was not taken in time.
-    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, MutexError>;
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError>;
 
     /// Releases the mutex, which the caller must hold (from any thread).
-    fn release(&self) -> Result<(), MutexError>;
+    fn release(&self) -> Result<(), BackendError>;
 }
 
 impl<M: RawMutex + ?Sized> RawMutex for Arc<M> {
-    fn try_acquire(&self) -> Result<bool, MutexError> {
+    fn try_acquire(&self) -> Result<bool, BackendError> {
         (**self).try_acquire()
     }
 
-    fn acquire(&self) -> Result<(), MutexError> {
+    fn acquire(&self) -> Result<(), BackendError> {
         (**self).acquire()
     }
 
-    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, MutexError> {
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError> {
         (**self).acquire_timeout(timeout)
     }
 
-    fn release(&self) -> Result<(), MutexError> {
+    fn release(&self) -> Result<(), BackendError> {
         (**self).release()
     }
 }
@@ -119,7 +119,7 @@ impl LocalMutex {
 }
 
 impl RawMutex for LocalMutex {
-    fn try_acquire(&self) -> Result<bool, MutexError> {
+    fn try_acquire(&self) -> Result<bool, BackendError> {
         let mut held = self.held.lock();
         if *held {
             return Ok(false);
@@ -128,20 +128,22 @@ impl RawMutex for LocalMutex {
         Ok(true)
     }
 
-    fn acquire(&self) -> Result<(), MutexError> {
+    fn acquire(&self) -> Result<(), BackendError> {
         self.take_blocking(None);
         Ok(())
     }
 
-    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, MutexError> {
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError> {
         // A timeout too large for `Instant` means no timeout.
         Ok(self.take_blocking(Instant::now().checked_add(timeout)))
     }
 
-    fn release(&self) -> Result<(), MutexError> {
+    fn release(&self) -> Result<(), BackendError> {
         let mut held = self.held.lock();
         if !*held {
-            return Err(MutexError::new("release of a LocalMutex that is not held"));
+            return Err(BackendError::new(
+                "release of a LocalMutex that is not held",
+            ));
         }
         *held = false;
         drop(held);
@@ -190,7 +192,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// let m = Arc::new(LocalMutex::new());
     /// assert!(OwnedMutexGuard::try_acquire(m).unwrap().is_some());
     /// ```
-    pub fn try_acquire(mutex: Arc<M>) -> Result<Option<Self>, MutexError> {
+    pub fn try_acquire(mutex: Arc<M>) -> Result<Option<Self>, BackendError> {
         Ok(if mutex.try_acquire()? {
             Some(OwnedMutexGuard { mutex, held: true })
         } else {
@@ -205,7 +207,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// # use std::sync::Arc;
     /// let _guard = OwnedMutexGuard::acquire(Arc::new(LocalMutex::new())).unwrap();
     /// ```
-    pub fn acquire(mutex: Arc<M>) -> Result<Self, MutexError> {
+    pub fn acquire(mutex: Arc<M>) -> Result<Self, BackendError> {
         mutex.acquire()?;
         Ok(OwnedMutexGuard { mutex, held: true })
     }
@@ -221,7 +223,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// let late = OwnedMutexGuard::acquire_timeout(m, Duration::from_millis(10)).unwrap();
     /// assert!(late.is_none());
     /// ```
-    pub fn acquire_timeout(mutex: Arc<M>, timeout: Duration) -> Result<Option<Self>, MutexError> {
+    pub fn acquire_timeout(mutex: Arc<M>, timeout: Duration) -> Result<Option<Self>, BackendError> {
         Ok(if mutex.acquire_timeout(timeout)? {
             Some(OwnedMutexGuard { mutex, held: true })
         } else {
@@ -250,7 +252,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// let guard = OwnedMutexGuard::acquire(Arc::new(LocalMutex::new())).unwrap();
     /// guard.release().unwrap();
     /// ```
-    pub fn release(mut self) -> Result<(), MutexError> {
+    pub fn release(mut self) -> Result<(), BackendError> {
         self.held = false;
         self.mutex.release()
     }

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use dogpile_runtime::{
-    Clock, Got, LocalMutex, Lock, LockError, ManualClock, MutexError, NeedRegeneration,
+    BackendError, Clock, Got, LocalMutex, Lock, LockError, ManualClock, NeedRegeneration,
     OwnedMutexGuard, RawMutex, Timestamp,
 };
 
@@ -48,21 +48,21 @@ struct Counted {
 }
 
 impl RawMutex for Counted {
-    fn try_acquire(&self) -> Result<bool, MutexError> {
+    fn try_acquire(&self) -> Result<bool, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.try_acquire()
     }
-    fn acquire(&self) -> Result<(), MutexError> {
+    fn acquire(&self) -> Result<(), BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.blocking.fetch_add(1, Ordering::SeqCst);
         self.inner.acquire()
     }
-    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, MutexError> {
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.blocking.fetch_add(1, Ordering::SeqCst);
         self.inner.acquire_timeout(timeout)
     }
-    fn release(&self) -> Result<(), MutexError> {
+    fn release(&self) -> Result<(), BackendError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.inner.release()
     }
@@ -604,16 +604,16 @@ fn a_creator_reading_its_own_expired_value_gets_the_stale_one() {
 fn a_mutex_that_fails_is_reported() {
     struct Down;
     impl RawMutex for Down {
-        fn try_acquire(&self) -> Result<bool, MutexError> {
-            Err(MutexError::new("server unreachable"))
+        fn try_acquire(&self) -> Result<bool, BackendError> {
+            Err(BackendError::new("server unreachable"))
         }
-        fn acquire(&self) -> Result<(), MutexError> {
-            Err(MutexError::new("server unreachable"))
+        fn acquire(&self) -> Result<(), BackendError> {
+            Err(BackendError::new("server unreachable"))
         }
-        fn acquire_timeout(&self, _: Duration) -> Result<bool, MutexError> {
-            Err(MutexError::new("server unreachable"))
+        fn acquire_timeout(&self, _: Duration) -> Result<bool, BackendError> {
+            Err(BackendError::new("server unreachable"))
         }
-        fn release(&self) -> Result<(), MutexError> {
+        fn release(&self) -> Result<(), BackendError> {
             Ok(())
         }
     }
@@ -621,7 +621,7 @@ fn a_mutex_that_fails_is_reported() {
     let err = Lock::new(&mutex, never_called, || Err(NeedRegeneration), None)
         .enter()
         .unwrap_err();
-    assert_eq!(err.to_string(), "dogpile mutex: server unreachable");
+    assert_eq!(err.to_string(), "dogpile backend: server unreachable");
     let dyn_mutex: Arc<dyn RawMutex> = mutex;
     let clock = clock();
     let store = Store::with(1, clock.now() - EXPIRY * 2);
