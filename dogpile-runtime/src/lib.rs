@@ -11,6 +11,8 @@
 //! - [`ReadWriteMutex`]: many readers or one writer, for swapping a value that readers use.
 //! - [`NameRegistry`]: one shared object (such as a mutex) per key, while it is in use.
 //! - [`Clock`], [`SystemClock`], [`ManualClock`], [`Timestamp`]: wall-clock time, injectable.
+//! - [`Region`]: a cache on the lock, what a `#[dogpile]` function runs on: a [`Store`] of
+//!   values ([`MemoryStore`] by default), a mutex per key, expiry, invalidation, [`Statistics`].
 //! - [`Dogpile`], [`SyncReaderDogpile`]: the seed's deprecated first API.
 //!
 //! ```
@@ -53,15 +55,20 @@ mod error;
 mod legacy;
 mod lock;
 mod mutex;
+mod region;
 mod registry;
 mod rwmutex;
 mod sync;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
-pub use error::{LockError, MutexError, NeedRegeneration, ReleaseError};
+pub use error::{BackendError, LockError, NeedRegeneration, ReleaseError};
 #[allow(deprecated)]
 pub use legacy::{Dogpile, Reading, SyncReaderDogpile};
 pub use lock::{Got, Lock};
 pub use mutex::{LocalMutex, OwnedMutexGuard, RawMutex};
+pub use region::{
+    MemoryStore, OnBackendError, Pool, PoolFull, Region, RegionBuilder, RegionError, Statistics,
+    Store,
+};
 pub use registry::NameRegistry;
 pub use rwmutex::{ReadGuard, ReadWriteMutex, WriteGuard};

@@ -64,6 +64,7 @@ where
     getter: G,
     expiry: Option<Duration>,
     clock: &'a dyn Clock,
+    is_expired: Option<&'a dyn Fn(Timestamp) -> bool>,
     lock_timeout: Option<Duration>,
     async_creator: Option<AsyncCreator<'a, M, E>>,
     _value: PhantomData<fn() -> V>,
@@ -97,6 +98,7 @@ where
             getter,
             expiry,
             clock: &SYSTEM,
+            is_expired: None,
             lock_timeout: None,
             async_creator: None,
             _value: PhantomData,
@@ -122,6 +124,28 @@ where
     /// ```
     pub fn with_clock(mut self, clock: &'a dyn Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Decides expiry with `is_expired(created)` instead of the expiry and the clock: for rules
+    /// beyond age, such as a cache's invalidation of everything created before some time.
+    /// Creation times that are not positive still mean "no value".
+    ///
+    /// ```
+    /// use dogpile_runtime::{LocalMutex, Lock, Timestamp};
+    /// use std::sync::Arc;
+    ///
+    /// let invalidated_before = Timestamp::from_nanos(500);
+    /// let expired = |created: Timestamp| created <= invalidated_before;
+    /// let mutex = Arc::new(LocalMutex::new());
+    /// let v = Lock::new(&mutex, || Ok::<_, ()>("new"), || Ok(("old", Timestamp::from_nanos(400))), None)
+    ///     .with_is_expired(&expired)
+    ///     .enter()
+    ///     .unwrap();
+    /// assert_eq!(v, "new");
+    /// ```
+    pub fn with_is_expired(mut self, is_expired: &'a dyn Fn(Timestamp) -> bool) -> Self {
+        self.is_expired = Some(is_expired);
         self
     }
 
@@ -205,7 +229,11 @@ where
     fn read(&mut self) -> Found<V> {
         match (self.getter)() {
             Ok((value, created)) if created.is_positive() => {
-                if created.is_expired_at(self.clock.now(), self.expiry) {
+                let expired = match self.is_expired {
+                    Some(is_expired) => is_expired(created),
+                    None => created.is_expired_at(self.clock.now(), self.expiry),
+                };
+                if expired {
                     Found::Expired(value)
                 } else {
                     Found::Fresh(value)
@@ -301,6 +329,17 @@ impl Holding {
         HOLDING.with(|held| held.borrow_mut().push(id));
         Holding(id)
     }
+}
+
+/// Whether this thread is running a creator under `mutex`.
+pub(crate) fn held_by_this_thread<M: ?Sized>(mutex: &Arc<M>) -> bool {
+    Holding::contains(mutex)
+}
+
+/// Runs `f` marked as holding `mutex`, for creators run outside a `Lock` (a region's refresh).
+pub(crate) fn while_holding<M: ?Sized, R>(mutex: &Arc<M>, f: impl FnOnce() -> R) -> R {
+    let _holding = Holding::enter(mutex);
+    f()
 }
 
 impl Drop for Holding {

@@ -1,0 +1,281 @@
+//! [`RegionBuilder`]: how a region is configured.
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::stats::Counters;
+use super::{Inner, MemoryStore, MutexFactory, Pool, Region, ShouldCache, Store};
+use crate::{Clock, LocalMutex, NameRegistry, RawMutex, SystemClock};
+
+/// What a region does when its store or mutex fails (a server is down, a file is gone).
+///
+/// ```
+/// use dogpile_runtime::{OnBackendError, Region};
+/// let region: Region<u8, u8> = Region::builder()
+///     .on_backend_error(OnBackendError::ReturnError)
+///     .build();
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnBackendError {
+    /// Run the creator in the caller, uncached, and count a direct call (the default): the
+    /// caller gets a value, the backend gets no traffic until it is back.
+    #[default]
+    CallDirectly,
+    /// Return [`RegionError::Backend`](crate::RegionError::Backend) to the caller.
+    ReturnError,
+}
+
+/// Configures a [`Region`]; from [`Region::builder`].
+///
+/// ```
+/// use dogpile_runtime::{ManualClock, Pool, Region};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// let clock = Arc::new(ManualClock::starting_now());
+/// let region: Region<String, Vec<u8>> = Region::builder()
+///     .name("thumbnails")
+///     .expiry(Duration::from_secs(300))
+///     .capacity(50_000)
+///     .lock_timeout(Duration::from_secs(2))
+///     .background(Pool::new(2, 128))
+///     .should_cache(|bytes: &Vec<u8>| !bytes.is_empty())
+///     .clock(clock)
+///     .build();
+/// ```
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
+    pub(super) store: S,
+    pub(super) mutexes: MutexFactory<K, M>,
+    pub(super) expiry: Option<Duration>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) lock_timeout: Option<Duration>,
+    pub(super) pool: Option<Pool>,
+    pub(super) should_cache: Option<ShouldCache<V>>,
+    pub(super) on_backend_error: super::OnBackendError,
+    pub(super) name: Option<String>,
+}
+
+impl<K, V> Region<K, V>
+where
+    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Configures a region. Defaults: values never expire, an unbounded [`MemoryStore`], a
+    /// [`LocalMutex`] per key, no lock timeout, no background pool, the system clock.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<String, u32> = Region::builder().build();
+    /// ```
+    pub fn builder() -> RegionBuilder<K, V> {
+        RegionBuilder {
+            store: MemoryStore::new(None),
+            mutexes: Box::new(|_: &K| LocalMutex::new()),
+            expiry: None,
+            clock: Arc::new(SystemClock),
+            lock_timeout: None,
+            pool: None,
+            should_cache: None,
+            on_backend_error: super::OnBackendError::default(),
+            name: None,
+        }
+    }
+}
+
+impl<K, V, S, M> RegionBuilder<K, V, S, M>
+where
+    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    M: RawMutex + 'static,
+{
+    /// A name for messages, statistics and tracing spans (default: `"region"`).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// let r: Region<u8, u8> = Region::builder().name("users").build();
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Values older than `expiry` are regenerated (strictly older: an age equal to it is
+    /// fresh). Without it, values live until invalidated or evicted.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// # use std::time::Duration;
+    /// let r: Region<u8, u8> = Region::builder().expiry(Duration::from_secs(60)).build();
+    /// ```
+    pub fn expiry(mut self, expiry: Duration) -> Self {
+        self.expiry = Some(expiry);
+        self
+    }
+
+    /// A caller that finds no value waits at most `timeout` for the creator in another caller;
+    /// then it runs the creator itself, and the statistics count a lock timeout.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// # use std::time::Duration;
+    /// let r: Region<u8, u8> = Region::builder().lock_timeout(Duration::from_secs(2)).build();
+    /// ```
+    pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.lock_timeout = Some(timeout);
+        self
+    }
+
+    /// The pool that the `*_background` calls regenerate expired values on.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{Pool, Region};
+    /// let r: Region<u8, u8> = Region::builder().background(Pool::shared()).build();
+    /// ```
+    pub fn background(mut self, pool: Pool) -> Self {
+        self.pool = Some(pool);
+        self
+    }
+
+    /// Stores a created value only if `should_cache` accepts it; the others are returned to
+    /// their caller and counted as errors.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// let r: Region<u8, String> = Region::builder().should_cache(|s: &String| !s.is_empty()).build();
+    /// r.get_or_create(&1, String::new);
+    /// assert!(r.is_empty());
+    /// ```
+    pub fn should_cache(
+        mut self,
+        should_cache: impl Fn(&V) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.should_cache = Some(Box::new(should_cache));
+        self
+    }
+
+    /// Reads time from `clock`: a [`ManualClock`](crate::ManualClock) lets tests of expiry run
+    /// without sleeping.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{ManualClock, Region};
+    /// # use std::sync::Arc;
+    /// let r: Region<u8, u8> = Region::builder().clock(Arc::new(ManualClock::starting_now())).build();
+    /// ```
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// What to do when the store or mutex fails; see [`OnBackendError`].
+    ///
+    /// ```
+    /// # use dogpile_runtime::{OnBackendError, Region};
+    /// let r: Region<u8, u8> = Region::builder().on_backend_error(OnBackendError::CallDirectly).build();
+    /// ```
+    pub fn on_backend_error(mut self, policy: super::OnBackendError) -> Self {
+        self.on_backend_error = policy;
+        self
+    }
+
+    /// Keeps values in `store` instead of an unbounded [`MemoryStore`].
+    ///
+    /// ```
+    /// # use dogpile_runtime::{MemoryStore, Region};
+    /// let r: Region<u8, u8, _> = Region::builder().store(MemoryStore::new(Some(10))).build();
+    /// ```
+    pub fn store<S2: Store<K, V>>(self, store: S2) -> RegionBuilder<K, V, S2, M> {
+        RegionBuilder {
+            store,
+            mutexes: self.mutexes,
+            expiry: self.expiry,
+            clock: self.clock,
+            lock_timeout: self.lock_timeout,
+            pool: self.pool,
+            should_cache: self.should_cache,
+            on_backend_error: self.on_backend_error,
+            name: self.name,
+        }
+    }
+
+    /// Makes each key's dogpile mutex with `mutexes` instead of a [`LocalMutex`]: a file lock
+    /// or a server lock, for regions shared by processes or hosts.
+    ///
+    /// ```
+    /// # use dogpile_runtime::{LocalMutex, Region};
+    /// let r: Region<u8, u8> = Region::builder().mutexes(|_key: &u8| LocalMutex::new()).build();
+    /// ```
+    pub fn mutexes<M2: RawMutex + 'static>(
+        self,
+        mutexes: impl Fn(&K) -> M2 + Send + Sync + 'static,
+    ) -> RegionBuilder<K, V, S, M2> {
+        RegionBuilder {
+            store: self.store,
+            mutexes: Box::new(mutexes),
+            expiry: self.expiry,
+            clock: self.clock,
+            lock_timeout: self.lock_timeout,
+            pool: self.pool,
+            should_cache: self.should_cache,
+            on_backend_error: self.on_backend_error,
+            name: self.name,
+        }
+    }
+}
+
+impl<K, V, M> RegionBuilder<K, V, MemoryStore<K, V>, M>
+where
+    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    M: RawMutex + 'static,
+{
+    /// Bounds the default [`MemoryStore`] to about `capacity` values, evicting the least
+    /// recently used first (approximately).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// let r: Region<u8, u8> = Region::builder().capacity(1000).build();
+    /// ```
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.store = MemoryStore::new(Some(capacity));
+        self
+    }
+}
+
+impl<K, V, S, M> RegionBuilder<K, V, S, M>
+where
+    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+{
+    /// Builds the region.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// let r: Region<u8, u8> = Region::builder().build();
+    /// assert!(r.is_empty());
+    /// ```
+    pub fn build(self) -> Region<K, V, S, M> {
+        Region {
+            inner: Arc::new(Inner {
+                store: self.store,
+                mutexes: NameRegistry::new(self.mutexes),
+                expiry: self.expiry,
+                clock: self.clock,
+                missing_until: AtomicI64::new(0),
+                expired_until: AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
+                lock_timeout: self.lock_timeout,
+                pool: self.pool,
+                should_cache: self.should_cache,
+                on_backend_error: self.on_backend_error,
+                name: self.name.unwrap_or_else(|| "region".to_string()),
+                stats: Counters::new(),
+            }),
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! [`RegionError`]: why a region call returned no value.
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use crate::BackendError;
+
+/// Why a [`Region`](crate::Region) call returned no value. `E` is the creator's error type.
+///
+/// ```
+/// use dogpile_runtime::{Region, RegionError};
+///
+/// let region: Region<u32, u32> = Region::builder().name("prices").build();
+/// let err = region
+///     .get_or_try_create(&1, || region.get_or_try_create(&1, || Ok::<_, String>(1)).map_err(|e| e.to_string()))
+///     .unwrap_err();
+/// let RegionError::Creator(inner) = err else { panic!() };
+/// assert_eq!(
+///     inner,
+///     "the creator of key 1 in region \"prices\" asked for key 1 again and would wait for \
+///      itself forever; break the cycle in the creator"
+/// );
+/// ```
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum RegionError<E> {
+    /// The creator ran in this caller and failed; nothing was stored.
+    Creator(E),
+    /// The creator of `key` asked for `key` again (directly or through other keys) while there
+    /// was no value: waiting for itself would never end.
+    Recursion {
+        /// The region's name.
+        region: String,
+        /// The key, in its `Debug` form.
+        key: String,
+    },
+    /// The store or mutex failed and the region is set to return such errors
+    /// ([`OnBackendError::ReturnError`](crate::OnBackendError::ReturnError)).
+    Backend(BackendError),
+}
+
+impl<E> RegionError<E> {
+    /// Panics with this error's message: for the calls whose creator cannot fail, where the only
+    /// errors left are programming errors (recursion) or a backend set to return errors.
+    #[cold]
+    #[track_caller]
+    pub(crate) fn fail(self) -> ! {
+        match self {
+            RegionError::Creator(_) => unreachable!("this creator cannot fail"),
+            other => panic!("{}", DisplayWithoutCreator(&other)),
+        }
+    }
+}
+
+struct DisplayWithoutCreator<'a, E>(&'a RegionError<E>);
+
+impl<E> fmt::Display for DisplayWithoutCreator<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            RegionError::Creator(_) => f.write_str("the creator failed"),
+            RegionError::Recursion { region, key } => write!(
+                f,
+                "the creator of key {key} in region {region:?} asked for key {key} again and \
+                 would wait for itself forever; break the cycle in the creator"
+            ),
+            RegionError::Backend(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl<E: fmt::Display> fmt::Display for RegionError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegionError::Creator(e) => write!(f, "the creator failed: {e}"),
+            other => DisplayWithoutCreator(other).fmt(f),
+        }
+    }
+}
+
+impl<E: StdError + 'static> StdError for RegionError<E> {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match self {
+            RegionError::Creator(e) => Some(e),
+            RegionError::Backend(e) => Some(e),
+            RegionError::Recursion { .. } => None,
+        }
+    }
+}

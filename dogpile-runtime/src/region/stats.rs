@@ -1,0 +1,136 @@
+//! A region's statistics: counters striped per thread, so that counting a hit writes no cache
+//! line that another thread writes too.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+/// Stripes per region; a power of two. Threads take stripes round-robin at their first count,
+/// so up to this many concurrent threads never share one.
+const STRIPES: usize = 32;
+
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub(crate) enum Counter {
+    Hit,
+    StaleHit,
+    Miss,
+    Regeneration,
+    Error,
+    Panic,
+    LockTimeout,
+    Wait,
+    DirectCall,
+}
+
+const COUNTERS: usize = Counter::DirectCall as usize + 1;
+
+/// One thread's counters, alone on its cache lines.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe([AtomicU64; COUNTERS]);
+
+pub(crate) struct Counters {
+    stripes: Box<[Stripe]>,
+}
+
+fn stripe_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    INDEX.with(|i| *i)
+}
+
+impl Counters {
+    pub(crate) fn new() -> Self {
+        Counters {
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, counter: Counter) {
+        self.stripes[stripe_index()].0[counter as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self, counter: Counter) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0[counter as usize].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub(crate) fn snapshot(&self, entries: usize) -> Statistics {
+        Statistics {
+            hits: self.sum(Counter::Hit),
+            stale_hits: self.sum(Counter::StaleHit),
+            misses: self.sum(Counter::Miss),
+            regenerations: self.sum(Counter::Regeneration),
+            errors: self.sum(Counter::Error),
+            panics: self.sum(Counter::Panic),
+            lock_timeouts: self.sum(Counter::LockTimeout),
+            waits: self.sum(Counter::Wait),
+            direct_calls: self.sum(Counter::DirectCall),
+            entries,
+        }
+    }
+}
+
+/// A snapshot of a region's counters since it was built.
+///
+/// Counters are summed over per-thread stripes when read, so a snapshot taken while other
+/// threads call the region may be a few counts behind them.
+///
+/// ```
+/// use dogpile_runtime::Region;
+///
+/// let region: Region<u32, String> = Region::builder().build();
+/// region.get_or_create(&1, || "one".to_string());
+/// region.get_or_create(&1, || unreachable!());
+/// let stats = region.statistics();
+/// assert_eq!((stats.misses, stats.hits, stats.regenerations, stats.entries), (1, 1, 1, 1));
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Statistics {
+    /// Calls answered with a fresh value.
+    pub hits: u64,
+    /// Calls answered with an expired value while another caller regenerated it.
+    pub stale_hits: u64,
+    /// Calls that found no value (they created it or waited for its creator).
+    pub misses: u64,
+    /// Creator runs that stored a value (in the caller or in the background).
+    pub regenerations: u64,
+    /// Creator runs that returned an error or a value the region does not cache.
+    pub errors: u64,
+    /// Creator runs that panicked.
+    pub panics: u64,
+    /// Waiters that gave up after the lock timeout and ran the creator themselves.
+    pub lock_timeouts: u64,
+    /// Calls that waited for another caller's creator.
+    pub waits: u64,
+    /// Calls that ran the creator without the cache because the store or mutex failed.
+    pub direct_calls: u64,
+    /// Values in the store when the snapshot was taken.
+    pub entries: usize,
+}
+
+impl fmt::Display for Statistics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
+             {} lock timeouts, {} waits, {} direct calls, {} entries",
+            self.hits,
+            self.stale_hits,
+            self.misses,
+            self.regenerations,
+            self.errors,
+            self.panics,
+            self.lock_timeouts,
+            self.waits,
+            self.direct_calls,
+            self.entries
+        )
+    }
+}
