@@ -1,0 +1,112 @@
+//! `NameRegistry`: one shared object per identifier while held, and memory that follows the
+//! live identifiers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use dogpile_runtime::NameRegistry;
+
+/// A port of the Python reference's `test_nameregistry`: 19 threads x 20 iterations over three
+/// names; while a thread holds a name's object, a per-name baton records it, and any other holder
+/// of that name must hold the very same object.
+#[test]
+fn concurrent_holders_of_a_name_share_one_object() {
+    const THREADS: usize = 19;
+    const ITERATIONS: usize = 20;
+    let created = Arc::new(AtomicUsize::new(0));
+    let registry = {
+        let created = created.clone();
+        Arc::new(NameRegistry::new(move |name: &String| {
+            created.fetch_add(1, Ordering::SeqCst);
+            name.clone()
+        }))
+    };
+    // Per name: the address of the object being held and how many hold it.
+    let batons: Arc<Mutex<HashMap<String, (usize, usize)>>> = Arc::default();
+    let failures = Arc::new(AtomicUsize::new(0));
+
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (registry, batons, failures) = (registry.clone(), batons.clone(), failures.clone());
+            thread::spawn(move || {
+                let mut seed = (t as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                for _ in 0..ITERATIONS {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let name = ["a", "b", "c"][(seed % 3) as usize];
+                    let object = registry.get(name);
+                    let address = Arc::as_ptr(&object) as usize;
+                    {
+                        let mut batons = batons.lock().unwrap();
+                        let baton = batons.entry(name.to_string()).or_insert((address, 0));
+                        if baton.1 > 0 && baton.0 != address {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                        }
+                        *baton = (address, baton.1 + 1);
+                    }
+                    thread::sleep(Duration::from_micros(seed % 10_000));
+                    {
+                        let mut batons = batons.lock().unwrap();
+                        let baton = batons.get_mut(name).unwrap();
+                        baton.1 -= 1;
+                    }
+                    drop(object);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(failures.load(Ordering::SeqCst), 0);
+    let created = created.load(Ordering::SeqCst);
+    assert!(
+        created < THREADS * ITERATIONS,
+        "{created} objects for {} gets: nothing was shared",
+        THREADS * ITERATIONS
+    );
+    assert_eq!(registry.len(), 0);
+}
+
+#[test]
+fn one_object_while_held_and_a_new_one_after() {
+    let created = AtomicUsize::new(0);
+    let registry = NameRegistry::new(|id: &String| {
+        created.fetch_add(1, Ordering::SeqCst);
+        format!("object {id}")
+    });
+    let a = registry.get("x");
+    let b = registry.get(&"x".to_string());
+    assert!(Arc::ptr_eq(&a, &b));
+    assert_eq!(*a, "object x");
+    assert_eq!(created.load(Ordering::SeqCst), 1);
+    drop((a, b));
+    assert_eq!(registry.len(), 0);
+    let c = registry.get("x");
+    assert_eq!(
+        created.load(Ordering::SeqCst),
+        2,
+        "a dropped object is made anew"
+    );
+    drop(c);
+}
+
+#[test]
+fn memory_follows_the_live_identifiers() {
+    let registry = NameRegistry::new(|id: &u64| *id);
+    let kept: Vec<_> = (0..10u64).map(|id| registry.get(&id)).collect();
+    for id in 10..100_000u64 {
+        let object = registry.get(&id);
+        assert_eq!(*object, id);
+    }
+    assert_eq!(registry.len(), kept.len());
+    for (id, object) in kept.iter().enumerate() {
+        assert!(Arc::ptr_eq(object, &registry.get(&(id as u64))));
+    }
+    drop(kept);
+    assert!(registry.is_empty());
+}
