@@ -1,0 +1,481 @@
+//! The region through its public API: bursts, stale serving, independence of keys, errors,
+//! panics, recursion, lock timeouts, invalidation, eviction, background regeneration, memory.
+
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::{ManualClock, Pool, Region, RegionError, Timestamp};
+
+const BOUND: Duration = Duration::from_secs(10);
+
+fn manual() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000_000)))
+}
+
+/// Runs `f` on a thread and fails instead of hanging if it takes longer than `BOUND`.
+fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(panic::catch_unwind(AssertUnwindSafe(f)));
+    });
+    match rx.recv_timeout(BOUND).expect("the call hung") {
+        Ok(v) => v,
+        Err(p) => panic::resume_unwind(p),
+    }
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn cold_burst_creates_once_and_everyone_gets_the_value() {
+    const THREADS: usize = 32;
+    let region: Region<&str, u64> = Region::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (region, calls, barrier) = (region.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                region.get_or_create(&"k", || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(20));
+                    42
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 42);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = region.statistics();
+    assert_eq!((stats.misses, stats.regenerations), (32, 1));
+    assert_eq!(stats.waits + stats.hits, 31, "{stats}");
+}
+
+#[test]
+fn expiry_with_stale_values_blocks_no_one_but_the_creator() {
+    const THREADS: usize = 32;
+    let region: Region<&str, u64> = Region::builder().expiry(Duration::from_millis(100)).build();
+    region.get_or_create(&"k", || 0);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let overlaps = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (region, calls, running, overlaps, barrier) = (
+                region.clone(),
+                calls.clone(),
+                running.clone(),
+                overlaps.clone(),
+                barrier.clone(),
+            );
+            thread::spawn(move || {
+                barrier.wait();
+                let mut slowest = Duration::ZERO;
+                while start.elapsed() < Duration::from_millis(300) {
+                    let asked = Instant::now();
+                    let mut created = false;
+                    region.get_or_create(&"k", || {
+                        created = true;
+                        if running.fetch_add(1, Ordering::SeqCst) > 0 {
+                            overlaps.fetch_add(1, Ordering::SeqCst);
+                        }
+                        thread::sleep(Duration::from_millis(100));
+                        running.fetch_sub(1, Ordering::SeqCst);
+                        calls.fetch_add(1, Ordering::SeqCst) as u64 + 1
+                    });
+                    if !created {
+                        slowest = slowest.max(asked.elapsed());
+                    }
+                    thread::sleep(Duration::from_millis(1));
+                }
+                slowest
+            })
+        })
+        .collect();
+    let slowest = threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .max()
+        .unwrap();
+    let calls = calls.load(Ordering::SeqCst);
+    println!("creator calls {calls}, slowest non-creator call {slowest:?}");
+    assert_eq!(
+        overlaps.load(Ordering::SeqCst),
+        0,
+        "two creators ran at once"
+    );
+    assert!((1..=4).contains(&calls), "{calls} creator calls in 300 ms");
+    assert!(
+        slowest < Duration::from_millis(5),
+        "a non-creator call took {slowest:?}"
+    );
+}
+
+#[test]
+fn unrelated_keys_never_wait_on_each_other() {
+    let region: Region<&str, u64> = Region::builder().build();
+    let (started_tx, started_rx) = mpsc::channel();
+    let slow = {
+        let region = region.clone();
+        thread::spawn(move || {
+            region.get_or_create(&"a", || {
+                started_tx.send(()).unwrap();
+                thread::sleep(Duration::from_millis(500));
+                1
+            })
+        })
+    };
+    started_rx.recv_timeout(BOUND).unwrap();
+    let asked = Instant::now();
+    assert_eq!(region.get_or_create(&"b", || 2), 2);
+    assert!(asked.elapsed() < Duration::from_millis(250));
+    assert_eq!(slow.join().unwrap(), 1);
+}
+
+#[test]
+fn errors_are_not_stored_and_waiters_retry_one_at_a_time() {
+    const THREADS: usize = 8;
+    let region: Region<&str, u64> = Region::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let running = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (region, calls, running, barrier) = (
+                region.clone(),
+                calls.clone(),
+                running.clone(),
+                barrier.clone(),
+            );
+            thread::spawn(move || {
+                barrier.wait();
+                region.get_or_try_create(&"k", || {
+                    assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
+                    thread::sleep(Duration::from_millis(5));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    match calls.fetch_add(1, Ordering::SeqCst) {
+                        n @ 0..=2 => Err(format!("failure {n}")),
+                        _ => Ok(7),
+                    }
+                })
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let errors = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    assert_eq!(errors, 3);
+    assert!(results.iter().flatten().all(|v| *v == 7));
+    assert!(matches!(
+        &results.iter().find(|r| r.is_err()).unwrap(),
+        Err(RegionError::Creator(_))
+    ));
+    assert_eq!(region.statistics().errors, 3);
+}
+
+#[test]
+fn options_and_the_cache_predicate_decide_what_is_stored() {
+    let region: Region<u8, u8> = Region::builder().should_cache(|v: &u8| *v != 0).build();
+    assert_eq!(region.get_or_create_optional(&1, || None), None);
+    assert_eq!(region.peek(&1), None);
+    assert_eq!(region.get_or_create(&2, || 0), 0);
+    assert_eq!(region.peek(&2), None, "the predicate refused 0");
+    assert_eq!(region.get_or_create(&2, || 5), 5);
+    assert_eq!(region.get_or_create_optional(&1, || Some(3)), Some(3));
+    assert_eq!(region.get_or_create_optional(&1, || None), Some(3));
+    assert_eq!(region.statistics().errors, 2);
+}
+
+#[test]
+fn a_panicking_creator_poisons_nothing_and_the_next_caller_creates() {
+    let region: Region<u8, u8> = Region::builder().build();
+    let r = region.clone();
+    let panicked = thread::spawn(move || r.get_or_create(&1, || panic!("creator exploded")))
+        .join()
+        .unwrap_err();
+    assert_eq!(panic_message(panicked), "creator exploded");
+    assert_eq!(region.get_or_create(&1, || 9), 9);
+    assert_eq!(region.statistics().panics, 1);
+}
+
+#[test]
+fn recursion_names_the_key_instead_of_hanging() {
+    let region: Region<String, u8> = Region::builder().name("reports").build();
+    let r = region.clone();
+    let message = bounded(move || {
+        let inner = r.clone();
+        let p = panic::catch_unwind(AssertUnwindSafe(|| {
+            r.get_or_create(&"day-7".to_string(), || {
+                inner.get_or_create(&"day-7".to_string(), || 1)
+            })
+        }))
+        .unwrap_err();
+        panic_message(p)
+    });
+    assert!(message.contains("\"day-7\""), "{message}");
+    assert!(message.contains("\"reports\""), "{message}");
+
+    // Through another key: a -> b -> a.
+    let r = region.clone();
+    let err = bounded(move || {
+        r.get_or_try_create(&"a".to_string(), || {
+            r.get_or_try_create(&"b".to_string(), || {
+                r.get_or_try_create(&"a".to_string(), || Ok::<_, String>(1))
+                    .map_err(|e| e.to_string())
+            })
+            .map_err(|e| match e {
+                RegionError::Creator(inner) => inner,
+                other => other.to_string(),
+            })
+        })
+    })
+    .unwrap_err();
+    let RegionError::Creator(message) = err else {
+        panic!("{err:?}")
+    };
+    assert!(message.contains("asked for key \"a\" again"), "{message}");
+    assert_eq!(region.mutexes_in_use(), 0);
+}
+
+#[test]
+fn a_waiter_that_times_out_runs_the_creator_itself() {
+    let region: Region<u8, u8> = Region::builder()
+        .lock_timeout(Duration::from_millis(20))
+        .build();
+    let (started_tx, started_rx) = mpsc::channel();
+    let slow = {
+        let region = region.clone();
+        thread::spawn(move || {
+            region.get_or_create(&1, || {
+                started_tx.send(()).unwrap();
+                thread::sleep(Duration::from_millis(500));
+                1
+            })
+        })
+    };
+    started_rx.recv_timeout(BOUND).unwrap();
+    let asked = Instant::now();
+    assert_eq!(region.get_or_create(&1, || 2), 2);
+    assert!(asked.elapsed() < Duration::from_millis(400));
+    assert_eq!(region.statistics().lock_timeouts, 1);
+    slow.join().unwrap();
+}
+
+#[test]
+fn expiry_is_strict_and_none_never_expires() {
+    let clock = manual();
+    let region: Region<u8, u8> = Region::builder()
+        .expiry(Duration::from_secs(10))
+        .clock(clock.clone())
+        .build();
+    region.get_or_create(&1, || 1);
+    clock.advance(Duration::from_secs(10));
+    assert_eq!(region.get_or_create(&1, || 2), 1, "age == expiry is fresh");
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(region.get_or_create(&1, || 2), 2);
+
+    let forever: Region<u8, u8> = Region::builder().clock(clock.clone()).build();
+    forever.get_or_create(&1, || 1);
+    clock.advance(Duration::from_secs(1 << 30));
+    assert_eq!(forever.get_or_create(&1, || 2), 1);
+}
+
+#[test]
+fn soft_invalidation_serves_stale_while_one_regenerates() {
+    let clock = manual();
+    let region: Region<u8, u8> = Region::builder().clock(clock.clone()).build();
+    region.get_or_create(&1, || 1);
+    region.soft_invalidate(&1);
+    assert_eq!(region.peek(&1), Some(1));
+
+    let (started_tx, started_rx) = mpsc::channel();
+    let (finish_tx, finish_rx) = mpsc::channel::<()>();
+    let regenerating = {
+        let region = region.clone();
+        thread::spawn(move || {
+            region.get_or_create(&1, || {
+                started_tx.send(()).unwrap();
+                finish_rx.recv().unwrap();
+                2
+            })
+        })
+    };
+    started_rx.recv_timeout(BOUND).unwrap();
+    let r = region.clone();
+    assert_eq!(
+        bounded(move || r.get_or_create(&1, || 3)),
+        1,
+        "stale, at once"
+    );
+    finish_tx.send(()).unwrap();
+    assert_eq!(regenerating.join().unwrap(), 2);
+    assert_eq!(region.get_or_create(&1, || 3), 2);
+
+    region.get_or_create(&5, || 5);
+    region.soft_invalidate_all();
+    assert_eq!(region.peek(&5), Some(5));
+    assert_eq!(region.get_or_create(&5, || 6), 6);
+    assert_eq!(region.get_or_create(&5, || 7), 6, "no regeneration loop");
+}
+
+#[test]
+fn hard_invalidation_removes_values() {
+    let clock = manual();
+    let region: Region<u8, u8> = Region::builder().clock(clock).build();
+    region.get_or_create(&1, || 1);
+    region.invalidate(&1);
+    assert_eq!(region.peek(&1), None);
+    assert_eq!(region.get_or_create(&1, || 2), 2);
+
+    region.get_or_create(&3, || 3);
+    region.invalidate_all();
+    assert_eq!(region.peek(&1), None);
+    assert_eq!(region.peek(&3), None);
+    assert_eq!(region.get_or_create(&3, || 4), 4);
+    assert_eq!(
+        region.get_or_create(&3, || 5),
+        4,
+        "values after the invalidation are fresh"
+    );
+}
+
+#[test]
+fn capacity_bounds_the_store_and_keeps_hot_keys() {
+    let region: Region<u64, u64> = Region::builder().capacity(1000).build();
+    for k in 0..100 {
+        region.get_or_create(&k, || k);
+    }
+    for k in 100..10_000 {
+        region.get_or_create(&k, || k);
+        if k % 10 == 0 {
+            for hot in 0..100 {
+                region.peek(&hot);
+            }
+        }
+    }
+    assert!(region.len() <= 1000, "{} values", region.len());
+    let hot_alive = (0..100).filter(|k| region.peek(k).is_some()).count();
+    assert!(hot_alive >= 80, "only {hot_alive} of 100 hot keys survived");
+}
+
+#[test]
+fn background_regeneration_returns_stale_at_once() {
+    let clock = manual();
+    let region: Region<u8, u8> = Region::builder()
+        .expiry(Duration::from_secs(1))
+        .clock(clock.clone())
+        .background(Pool::new(2, 16))
+        .build();
+    region.get_or_create(&1, || 1);
+    clock.advance(Duration::from_secs(2));
+    let (finish_tx, finish_rx) = mpsc::channel::<()>();
+    let finish_rx = std::sync::Mutex::new(finish_rx);
+    let r = region.clone();
+    let v = bounded(move || {
+        r.get_or_create_background(&1, move || {
+            finish_rx.lock().unwrap().recv().unwrap();
+            2
+        })
+    });
+    assert_eq!(v, 1, "the winner returns the stale value");
+    assert_eq!(region.get_or_create_background(&1, || 3), 1, "others too");
+    finish_tx.send(()).unwrap();
+    let deadline = Instant::now() + BOUND;
+    while region.peek(&1) != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the background creator never stored"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+    while region.mutexes_in_use() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the background creator kept the mutex"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+
+    // A full pool regenerates in the caller instead of growing.
+    let full: Region<u8, u8> = Region::builder()
+        .expiry(Duration::from_secs(1))
+        .clock(clock.clone())
+        .background(Pool::new(0, 0))
+        .build();
+    full.get_or_create(&1, || 1);
+    clock.advance(Duration::from_secs(2));
+    full.get_or_create_background(&1, || 2);
+    assert_eq!(full.peek(&1), Some(2));
+}
+
+#[test]
+fn refresh_peek_and_insert() {
+    let region: Region<u8, u8> = Region::builder().build();
+    region.insert(&1, 1).unwrap();
+    assert_eq!(region.get_or_create(&1, || 9), 1);
+    assert_eq!(region.refresh(&1, || Ok::<_, ()>(2)).unwrap(), 2);
+    assert_eq!(region.peek(&1), Some(2));
+    let before = region.statistics();
+    assert_eq!(region.peek(&7), None);
+    assert_eq!(region.peek(&7), None);
+    assert_eq!(
+        region.statistics(),
+        before,
+        "peek neither creates nor counts"
+    );
+}
+
+#[test]
+fn statistics_follow_a_scripted_sequence() {
+    let clock = manual();
+    let region: Region<u8, u8> = Region::builder()
+        .expiry(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build();
+    region.get_or_create(&1, || 1); // miss, regeneration
+    region.get_or_create(&1, || 1); // hit
+    clock.advance(Duration::from_secs(2));
+    region.get_or_create(&1, || 2); // expired: regeneration in this caller
+    let _ = region.get_or_try_create(&2, || Err::<u8, _>(())); // miss, error
+    let s = region.statistics();
+    assert_eq!(
+        (
+            s.hits,
+            s.misses,
+            s.regenerations,
+            s.errors,
+            s.stale_hits,
+            s.waits,
+            s.entries
+        ),
+        (1, 2, 2, 1, 0, 0, 1)
+    );
+}
+
+#[test]
+fn a_million_keys_leave_no_mutexes_behind() {
+    let region: Region<u64, u64> = Region::builder().build();
+    for k in 0..1_000_000u64 {
+        region.get_or_create(&k, || k);
+        if k % 100_000 == 0 {
+            assert!(region.mutexes_in_use() < 100);
+        }
+    }
+    assert_eq!(region.len(), 1_000_000);
+    assert_eq!(region.mutexes_in_use(), 0);
+    region.clear();
+    assert!(region.is_empty());
+}
