@@ -10,7 +10,8 @@
 //! - [`NeedRegeneration`]: what a getter returns when there is no value.
 //! - [`ReadWriteMutex`]: many readers or one writer, for swapping a value that readers use.
 //! - [`NameRegistry`]: one shared object (such as a mutex) per key, while it is in use.
-//! - [`Clock`], [`SystemClock`], [`ManualClock`], [`Timestamp`]: wall-clock time, injectable.
+//! - [`Clock`], [`SystemClock`], [`CoarseClock`], [`ManualClock`], [`Timestamp`]: wall-clock
+//!   time, injectable.
 //! - [`Region`]: a cache on the lock, what a `#[dogpile]` function runs on: a [`Store`] of
 //!   values ([`MemoryStore`] by default), a mutex per key, expiry, invalidation, [`Statistics`].
 //! - [`Dogpile`], [`SyncReaderDogpile`]: the seed's deprecated first API.
@@ -60,7 +61,7 @@ mod registry;
 mod rwmutex;
 mod sync;
 
-pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use clock::{Clock, CoarseClock, ManualClock, SystemClock, Timestamp};
 pub use error::{BackendError, LockError, NeedRegeneration, ReleaseError};
 #[allow(deprecated)]
 pub use legacy::{Dogpile, Reading, SyncReaderDogpile};

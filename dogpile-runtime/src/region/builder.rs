@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::stats::Counters;
 use super::{Inner, MemoryStore, MutexFactory, Pool, Region, ShouldCache, Store};
-use crate::{Clock, LocalMutex, NameRegistry, RawMutex, SystemClock};
+use crate::{Clock, CoarseClock, LocalMutex, NameRegistry, RawMutex};
 
 /// What a region does when its store or mutex fails (a server is down, a file is gone).
 ///
@@ -66,7 +66,8 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// Configures a region. Defaults: values never expire, an unbounded [`MemoryStore`], a
-    /// [`LocalMutex`] per key, no lock timeout, no background pool, the system clock.
+    /// [`LocalMutex`] per key, no lock timeout, no background pool, the [`CoarseClock`] (expiry
+    /// exact to one kernel tick).
     ///
     /// ```
     /// use dogpile_runtime::Region;
@@ -77,7 +78,7 @@ where
             store: MemoryStore::new(None),
             mutexes: Box::new(|_: &K| LocalMutex::new()),
             expiry: None,
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(CoarseClock),
             lock_timeout: None,
             pool: None,
             should_cache: None,

@@ -49,7 +49,7 @@ struct Entry<V> {
 /// The default store: a concurrent in-memory map, optionally bounded.
 ///
 /// Reads take no lock and write nothing shared: the map is [`papaya`]'s lock-free hash map, whose
-/// readers only mark their own thread's epoch. With a capacity, a read also sets the entry's
+/// readers only mark their own thread's epoch, hashed with `foldhash` (seeded per store). With a capacity, a read also sets the entry's
 /// "referenced" bit the first time after each sweep, and an insert past the capacity sweeps
 /// the map CLOCK-style: referenced entries get a second chance, the others are evicted, until
 /// the store is 1/16 below capacity. Without a capacity it grows until values are removed.
@@ -64,7 +64,7 @@ struct Entry<V> {
 /// assert!(store.count().unwrap() <= 100);
 /// ```
 pub struct MemoryStore<K, V> {
-    map: papaya::HashMap<K, Entry<V>>,
+    map: papaya::HashMap<K, Entry<V>, foldhash::fast::RandomState>,
     capacity: Option<usize>,
     sweeping: Mutex<()>,
 }
@@ -82,6 +82,7 @@ where
     pub fn new(capacity: Option<usize>) -> Self {
         MemoryStore {
             map: papaya::HashMap::builder()
+                .hasher(foldhash::fast::RandomState::default())
                 .capacity(capacity.unwrap_or(0).min(1 << 16))
                 .resize_mode(papaya::ResizeMode::Blocking)
                 .build(),
