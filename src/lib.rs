@@ -31,3 +31,10 @@
 
 #[doc(inline)]
 pub use dogpile_runtime::*;
+
+#[doc(inline)]
+pub use dogpile_macros::dogpile;
+
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;

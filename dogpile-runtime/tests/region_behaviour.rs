@@ -479,3 +479,20 @@ fn a_million_keys_leave_no_mutexes_behind() {
     region.clear();
     assert!(region.is_empty());
 }
+
+#[test]
+fn invalidating_all_twice_within_one_clock_tick_covers_values_made_between() {
+    // A coarse clock may not move between the two calls: the second cutoff must still cover
+    // the value stamped just past the first one.
+    let clock = manual();
+    let region: Region<u8, u8> = Region::builder().clock(clock.clone()).build();
+    region.insert(&1, 1).unwrap();
+    region.soft_invalidate_all();
+    assert_eq!(region.get_or_create(&1, || 2), 2);
+    region.invalidate_all();
+    assert_eq!(region.peek(&1), None);
+    assert_eq!(region.get_or_create(&1, || 3), 3);
+    region.soft_invalidate_all();
+    assert_eq!(region.get_or_create(&1, || 4), 4);
+    assert_eq!(region.get_or_create(&1, || 5), 4);
+}

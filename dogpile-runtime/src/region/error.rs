@@ -40,6 +40,23 @@ pub enum RegionError<E> {
 }
 
 impl<E> RegionError<E> {
+    /// Separates the creator's own error from the region's: `Ok(e)` for
+    /// [`Creator(e)`](Self::Creator), `Err` with the region's error otherwise.
+    ///
+    /// ```
+    /// use dogpile_runtime::{Region, RegionError};
+    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let err = region.get_or_try_create(&1, || Err::<u8, _>("down")).unwrap_err();
+    /// assert_eq!(err.into_creator().ok(), Some("down"));
+    /// ```
+    pub fn into_creator(self) -> Result<E, RegionError<std::convert::Infallible>> {
+        match self {
+            RegionError::Creator(e) => Ok(e),
+            RegionError::Recursion { region, key } => Err(RegionError::Recursion { region, key }),
+            RegionError::Backend(e) => Err(RegionError::Backend(e)),
+        }
+    }
+
     /// Panics with this error's message: for the calls whose creator cannot fail, where the only
     /// errors left are programming errors (recursion) or a backend set to return errors.
     #[cold]

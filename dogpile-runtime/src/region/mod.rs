@@ -303,8 +303,8 @@ where
     /// assert_eq!(region.get_or_create(&1, || 2), 2);
     /// ```
     pub fn invalidate_all(&self) {
-        let now = self.inner.clock.now().as_nanos();
-        self.inner.missing_until.fetch_max(now, Ordering::SeqCst);
+        let cutoff = self.inner.cutoff();
+        self.inner.missing_until.fetch_max(cutoff, Ordering::SeqCst);
     }
 
     /// Makes `key`'s value count as expired (soft invalidation): the next caller regenerates it
@@ -334,8 +334,8 @@ where
     /// assert_eq!(region.get_or_create(&1, || 2), 2);
     /// ```
     pub fn soft_invalidate_all(&self) {
-        let now = self.inner.clock.now().as_nanos();
-        self.inner.expired_until.fetch_max(now, Ordering::SeqCst);
+        let cutoff = self.inner.cutoff();
+        self.inner.expired_until.fetch_max(cutoff, Ordering::SeqCst);
     }
 
     /// Removes every value from the store.
@@ -635,6 +635,17 @@ where
 }
 
 impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
+    /// A time at or after the creation stamp of every value stored so far: now, or, when
+    /// values were stamped after an earlier cutoff within the same tick of a coarse clock,
+    /// just past that cutoff.
+    fn cutoff(&self) -> i64 {
+        let last = self
+            .missing_until
+            .load(Ordering::SeqCst)
+            .max(self.expired_until.load(Ordering::SeqCst));
+        self.clock.now().as_nanos().max(last.saturating_add(1))
+    }
+
     /// `None`: no value (hard-invalidated, or not a real creation time); `Some(expired)`
     /// otherwise.
     #[inline]

@@ -1,0 +1,614 @@
+//! Write: the function routed through a region, and its companion items.
+//!
+//! ```text
+//! // Input:
+//! #[dogpile(expire = 60)]
+//! pub fn report(day: u32) -> Report { body }
+//!
+//! // Output:
+//! pub fn report(day: u32) -> Report {
+//!     let key = key(Clone::clone(&day));
+//!     let region = __dogpile_region_report().region();
+//!     Region::get_or_create(region, &key, || report_uncached(day))
+//! }
+//! fn __dogpile_region_report() -> &'static Slot { static SLOT: Slot = ...; &SLOT }
+//! pub fn report_uncached(day: u32) -> Report { body }
+//! pub fn report_invalidate(day: u32) { ... }   // and the other companions
+//! ```
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Attribute, FnArg, Ident, ItemFn, Pat, Signature};
+
+use crate::ast::{self, Function};
+use crate::attr::{Args, CacheRule, Expire};
+use crate::errors::Errors;
+
+pub fn dogpile(args: TokenStream, input: TokenStream) -> TokenStream {
+    let item: ItemFn = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            let error = syn::Error::new(
+                first_token_span(&input),
+                "#[dogpile] goes on a function with a body, such as `fn report(day: u32) -> Report { ... }`",
+            );
+            return with_errors(input, error.to_compile_error());
+        }
+    };
+
+    let mut errors = Errors::default();
+    let mut parsed = Args::default();
+    let parser = syn::meta::parser(|meta| parsed.parse(meta, &mut errors));
+    if let Err(err) = syn::parse::Parser::parse2(parser, args) {
+        errors.add(err);
+    }
+    let Some(function) = Function::from_item(&item, &mut errors) else {
+        return with_errors(item.to_token_stream(), errors.into_compile_errors());
+    };
+    crate::valid::check(&parsed, &function, &mut errors);
+    if !errors.is_empty() {
+        // The function as written, so that its callers still type-check and only the real
+        // mistake shows.
+        return with_errors(item.to_token_stream(), errors.into_compile_errors());
+    }
+    Expansion::new(&parsed, &function).write()
+}
+
+fn with_errors(item: TokenStream, errors: TokenStream) -> TokenStream {
+    quote!(#item #errors)
+}
+
+fn first_token_span(tokens: &TokenStream) -> Span {
+    tokens
+        .clone()
+        .into_iter()
+        .next()
+        .map_or_else(Span::call_site, |t| t.span())
+}
+
+struct Expansion<'a> {
+    args: &'a Args,
+    function: &'a Function<'a>,
+    /// `::dogpile::__private`, or the `crate = ...` path's.
+    private: TokenStream,
+    krate: TokenStream,
+    /// `Self::` for methods and associated functions, nothing for free functions.
+    sibling: TokenStream,
+    rule: CacheRule,
+}
+
+impl<'a> Expansion<'a> {
+    fn new(args: &'a Args, function: &'a Function<'a>) -> Self {
+        let krate = match args.krate.get() {
+            Some(path) => path.to_token_stream(),
+            None => quote!(::dogpile),
+        };
+        Expansion {
+            args,
+            function,
+            private: quote!(#krate::__private),
+            krate,
+            sibling: if function.in_impl {
+                quote!(Self::)
+            } else {
+                TokenStream::new()
+            },
+            rule: args.cache.get().copied().unwrap_or(function.inferred_rule),
+        }
+    }
+
+    fn companion(&self, suffix: &str) -> Ident {
+        let name = self.function.name();
+        format_ident!("{}_{}", name, suffix, span = name.span())
+    }
+
+    fn slot_fn(&self) -> Ident {
+        format_ident!(
+            "__dogpile_region_{}",
+            self.function.name(),
+            span = Span::mixed_site()
+        )
+    }
+
+    /// The private module's path, spanned at the user's tokens that a check is about.
+    fn private_at(&self, span: Span) -> TokenStream {
+        respan(&self.private, span)
+    }
+
+    /// The cached value's type.
+    fn value_type(&self) -> TokenStream {
+        let ret = self.function.ret;
+        let p = self.private_at(ret.span());
+        match self.rule {
+            CacheRule::All => quote!(#ret),
+            CacheRule::Ok => quote_spanned!(ret.span()=> <#ret as #p::Fallible>::Ok),
+            CacheRule::Some => quote_spanned!(ret.span()=> <#ret as #p::Optional>::Some),
+        }
+    }
+
+    /// `&Region<K, V, ..>` for this function.
+    fn region(&self) -> TokenStream {
+        match self.args.region.get() {
+            Some(path) => {
+                let p = self.private_at(path.span());
+                quote_spanned!(path.span()=> #p::given(&#path))
+            }
+            None => {
+                let (sibling, slot, value) = (&self.sibling, self.slot_fn(), self.value_type());
+                quote!(#sibling #slot().region::<_, #value>())
+            }
+        }
+    }
+
+    /// What answers `invalidate_all`, `soft_invalidate_all` and `statistics`.
+    fn control(&self) -> TokenStream {
+        match self.args.region.get() {
+            Some(path) => {
+                let p = self.private_at(path.span());
+                quote_spanned!(path.span()=> #p::given(&#path))
+            }
+            None => {
+                let (sibling, slot) = (&self.sibling, self.slot_fn());
+                quote!(#sibling #slot())
+            }
+        }
+    }
+
+    /// The key, from the arguments in scope.
+    fn key(&self) -> TokenStream {
+        if let Some(key) = self.args.key.get() {
+            let p = self.private_at(key.span());
+            return quote_spanned!(key.span()=> #p::key(#key));
+        }
+        let parts: Vec<TokenStream> = self
+            .function
+            .args
+            .iter()
+            .map(|arg| {
+                let (name, ty) = (arg.name, arg.ty);
+                let p = self.private_at(ty.span());
+                if ast::is_shared_ref(ty) {
+                    quote_spanned!(ty.span()=> #p::key(#p::ToOwned::to_owned(#name)))
+                } else {
+                    quote_spanned!(ty.span()=> #p::key(#p::Clone::clone(&#name)))
+                }
+            })
+            .collect();
+        match parts.as_slice() {
+            [] => quote!(()),
+            [one] => one.clone(),
+            many => quote!((#(#many),*)),
+        }
+    }
+
+    /// `name_uncached(self, a, b)`, the original body with these arguments.
+    fn call_uncached(&self) -> TokenStream {
+        let (sibling, uncached) = (&self.sibling, self.companion("uncached"));
+        let receiver = self.function.receiver.map(|_| quote!(self,));
+        let names = self.function.args.iter().map(|a| a.name);
+        let call = quote!(#sibling #uncached(#receiver #(#names),*));
+        if self.function.item.sig.unsafety.is_some() {
+            quote!(unsafe { #call })
+        } else {
+            call
+        }
+    }
+
+    /// Owned copies of the arguments, moved into a background creator, and the call on them.
+    fn call_uncached_owned(&self) -> (TokenStream, TokenStream) {
+        let p = &self.private;
+        let mut owned = TokenStream::new();
+        let mut passed = Vec::new();
+        if let Some(receiver) = self.function.receiver {
+            if ast::is_shared_ref(&receiver.ty) {
+                owned.extend(quote!(let __dogpile_self = #p::ToOwned::to_owned(self);));
+                passed.push(quote!(#p::Borrow::borrow(&__dogpile_self)));
+            } else {
+                owned.extend(quote!(let __dogpile_self = self;));
+                passed.push(quote!(__dogpile_self));
+            }
+        }
+        for arg in &self.function.args {
+            let (name, ty) = (arg.name, arg.ty);
+            if ast::is_shared_ref(ty) {
+                owned.extend(quote_spanned!(ty.span()=> let #name = #p::ToOwned::to_owned(#name);));
+                passed.push(quote!(#p::Borrow::borrow(&#name)));
+            } else {
+                passed.push(quote!(#name));
+            }
+        }
+        let (sibling, uncached) = (&self.sibling, self.companion("uncached"));
+        let mut call = quote!(#sibling #uncached(#(#passed),*));
+        if self.function.item.sig.unsafety.is_some() {
+            call = quote!(unsafe { #call });
+        }
+        (owned, call)
+    }
+
+    fn write(&self) -> TokenStream {
+        let mut out = self.main_fn();
+        out.extend(self.dispatch_fn());
+        if self.args.region.get().is_none() {
+            out.extend(self.slot());
+        }
+        out.extend(self.companions());
+        out
+    }
+
+    fn dispatch_ident(&self) -> Ident {
+        format_ident!(
+            "__dogpile_call_{}",
+            self.function.name(),
+            span = Span::mixed_site()
+        )
+    }
+
+    /// `__dogpile_call_name(self, Op::X, a, b)`.
+    fn dispatch(&self, op: &str) -> TokenStream {
+        let p = &self.private;
+        let (sibling, dispatch) = (&self.sibling, self.dispatch_ident());
+        let op = Ident::new(op, Span::call_site());
+        let receiver = self.function.receiver.map(|_| quote!(self,));
+        let names = self.function.args.iter().map(|a| a.name);
+        let call = quote!(#sibling #dispatch(#receiver #p::Op::#op, #(#names),*));
+        if self.function.item.sig.unsafety.is_some() {
+            quote!(unsafe { #call })
+        } else {
+            call
+        }
+    }
+
+    /// The cached function: the signature as written, a call of the dispatcher.
+    fn main_fn(&self) -> TokenStream {
+        let item = self.function.item;
+        let p = &self.private;
+        let (attrs, vis) = (&item.attrs, &item.vis);
+        let sig = plain_signature(&item.sig);
+        let dispatch = self.dispatch("Get");
+        quote! {
+            #(#attrs)*
+            #vis #sig {
+                #p::Outcome::value(#dispatch)
+            }
+        }
+    }
+
+    /// Every keyed operation in one function, so that the key expression and the region are
+    /// written (and checked) once: a mistake in the key shows one error, not one per companion.
+    /// Inlined into each caller, where the operation is a constant.
+    fn dispatch_fn(&self) -> TokenStream {
+        let item = self.function.item;
+        let p = &self.private;
+        let sig = plain_signature(&item.sig);
+        let dispatch = self.dispatch_ident();
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        let unsafety = &sig.unsafety;
+        let receiver = self.function.receiver.map(|r| quote!(#r,));
+        let args = self.function.args.iter().map(|a| {
+            let (name, ty) = (a.name, a.ty);
+            quote!(#name: #ty)
+        });
+        let ret = self.function.ret;
+        let value = self.value_type();
+        let check_value = {
+            let p = self.private_at(ret.span());
+            quote_spanned!(ret.span()=> #p::value::<#value>();)
+        };
+        let key = self.key();
+        let region = self.region();
+        let get = self.get_body();
+        let refresh = self.refresh_body();
+        let cfgs = self.cfg_attrs();
+        quote! {
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[inline]
+            #[allow(clippy::needless_pass_by_value, clippy::too_many_arguments)]
+            #unsafety fn #dispatch #generics(
+                #receiver
+                __dogpile_op: #p::Op,
+                #(#args),*
+            ) -> #p::Outcome<#ret, #value> #where_clause {
+                #check_value
+                let __dogpile_key = #key;
+                let __dogpile_region = #region;
+                match __dogpile_op {
+                    #p::Op::Get => #p::Outcome::Value({ #get }),
+                    #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
+                    #p::Op::Peek => #p::Outcome::Peeked(#p::Region::peek(__dogpile_region, &__dogpile_key)),
+                    #p::Op::Invalidate => {
+                        #p::Region::invalidate(__dogpile_region, &__dogpile_key);
+                        #p::Outcome::Done
+                    }
+                    #p::Op::SoftInvalidate => {
+                        #p::Region::soft_invalidate(__dogpile_region, &__dogpile_key);
+                        #p::Outcome::Done
+                    }
+                }
+            }
+        }
+    }
+
+    /// Get-or-create, by the cache rule; `background` moves owned arguments to the pool.
+    fn get_body(&self) -> TokenStream {
+        let p = &self.private;
+        if self.args.background.get().is_some() {
+            let (owned, call) = self.call_uncached_owned();
+            return match self.rule {
+                CacheRule::All => quote! {
+                    #owned
+                    #p::Region::get_or_create_background(__dogpile_region, &__dogpile_key, move || #call)
+                },
+                CacheRule::Ok => quote! {
+                    #owned
+                    match #p::Region::get_or_try_create_background(__dogpile_region, &__dogpile_key, move || #call) {
+                        #p::Ok(value) => #p::Ok(value),
+                        #p::Err(err) => #p::Err(#p::creator_error(err)),
+                    }
+                },
+                CacheRule::Some => quote! {
+                    #owned
+                    #p::optional(#p::Region::get_or_try_create_background(
+                        __dogpile_region, &__dogpile_key, move || #p::some(#call),
+                    ))
+                },
+            };
+        }
+        let call = self.call_uncached();
+        match self.rule {
+            CacheRule::All => quote! {
+                #p::Region::get_or_create(__dogpile_region, &__dogpile_key, || #call)
+            },
+            CacheRule::Ok => quote! {
+                match #p::Region::get_or_try_create(__dogpile_region, &__dogpile_key, || #call) {
+                    #p::Ok(value) => #p::Ok(value),
+                    #p::Err(err) => #p::Err(#p::creator_error(err)),
+                }
+            },
+            CacheRule::Some => quote! {
+                #p::Region::get_or_create_optional(__dogpile_region, &__dogpile_key, || #call)
+            },
+        }
+    }
+
+    fn refresh_body(&self) -> TokenStream {
+        let p = &self.private;
+        let call = self.call_uncached();
+        match self.rule {
+            CacheRule::All => quote! {
+                #p::value_of(#p::Region::refresh(__dogpile_region, &__dogpile_key, || #p::infallible(#call)))
+            },
+            CacheRule::Ok => quote! {
+                match #p::Region::refresh(__dogpile_region, &__dogpile_key, || #call) {
+                    #p::Ok(value) => #p::Ok(value),
+                    #p::Err(err) => #p::Err(#p::creator_error(err)),
+                }
+            },
+            CacheRule::Some => quote! {
+                #p::optional(#p::Region::refresh(__dogpile_region, &__dogpile_key, || #p::some(#call)))
+            },
+        }
+    }
+
+    fn slot(&self) -> TokenStream {
+        let p = &self.private;
+        let slot = self.slot_fn();
+        let name = self.function.name().to_string();
+        let duration = |nanos: crate::duration::Nanos| {
+            let (secs, nanos) = nanos.secs_nanos();
+            quote!(#p::Some(#p::Duration::new(#secs, #nanos)))
+        };
+        let expiry = match self.args.expire.get() {
+            Some(Expire::After(nanos)) => duration(*nanos),
+            Some(Expire::Never) | None => quote!(#p::None),
+        };
+        let lock_timeout = match self.args.lock_timeout.get() {
+            Some(nanos) => duration(*nanos),
+            None => quote!(#p::None),
+        };
+        let capacity = match self.args.capacity.get() {
+            Some(n) => quote!(#p::Some(#n)),
+            None => quote!(#p::None),
+        };
+        let background = self.args.background.get().is_some();
+        let cfgs = self.cfg_attrs();
+        quote! {
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[inline]
+            fn #slot() -> &'static #p::Slot {
+                static SLOT: #p::Slot = #p::Slot::new(#p::Config {
+                    name: ::core::concat!(::core::module_path!(), "::", #name),
+                    expiry: #expiry,
+                    capacity: #capacity,
+                    lock_timeout: #lock_timeout,
+                    background: #background,
+                });
+                &SLOT
+            }
+        }
+    }
+
+    /// The user's `cfg`s and lint levels, which apply to every generated item.
+    fn cfg_attrs(&self) -> Vec<&'a Attribute> {
+        const SHARED: [&str; 8] = [
+            "cfg",
+            "cfg_attr",
+            "allow",
+            "expect",
+            "warn",
+            "deny",
+            "forbid",
+            "deprecated",
+        ];
+        self.function
+            .item
+            .attrs
+            .iter()
+            .filter(|a| SHARED.iter().any(|name| a.path().is_ident(name)))
+            .collect()
+    }
+
+    fn companions(&self) -> TokenStream {
+        let item = self.function.item;
+        let p = &self.private;
+        let krate = &self.krate;
+        let vis = &item.vis;
+        let name = self.function.name().to_string();
+        let cfgs = self.cfg_attrs();
+        let keyed = plain_signature(&item.sig);
+        let inputs = &keyed.inputs;
+        let generics = &keyed.generics;
+        let where_clause = &keyed.generics.where_clause;
+        let unsafety = &keyed.unsafety;
+        let ret = self.function.ret;
+        let value = self.value_type();
+        let control = self.control();
+
+        let uncached = self.companion("uncached");
+        let invalidate = self.companion("invalidate");
+        let soft_invalidate = self.companion("soft_invalidate");
+        let invalidate_all = self.companion("invalidate_all");
+        let soft_invalidate_all = self.companion("soft_invalidate_all");
+        let refresh = self.companion("refresh");
+        let peek = self.companion("peek");
+        let statistics = self.companion("statistics");
+        let [do_invalidate, do_soft_invalidate, do_refresh, do_peek] =
+            ["Invalidate", "SoftInvalidate", "Refresh", "Peek"].map(|op| self.dispatch(op));
+
+        // The original body keeps the user's own attributes (but not the cached function's
+        // docs) and signature, `mut` bindings included.
+        let body_attrs = item.attrs.iter().filter(|a| !a.path().is_ident("doc"));
+        let mut body_sig = item.sig.clone();
+        body_sig.ident = uncached.clone();
+        let block = &item.block;
+
+        let refresh_errors = match self.rule {
+            CacheRule::Ok => {
+                quote!(#[doc = "\n# Errors\n\nThe body's error; nothing is stored then."])
+            }
+            _ => TokenStream::new(),
+        };
+        let doc = |text: String| quote!(#[doc = #text]);
+        let uncached_doc = doc(format!(
+            "Runs the body of `{name}` directly: no cache read, nothing stored."
+        ));
+        let invalidate_doc = doc(format!(
+            "Removes the value `{name}` cached for these arguments: the next call runs the body \
+             and calls meanwhile wait for it."
+        ));
+        let soft_invalidate_doc = doc(format!(
+            "Marks the value `{name}` cached for these arguments as expired: the next call \
+             regenerates it while the others get the old value."
+        ));
+        let invalidate_all_doc = doc(format!(
+            "Removes every value `{name}` has cached (as `{name}_invalidate` for each key)."
+        ));
+        let soft_invalidate_all_doc = doc(format!(
+            "Marks every value `{name}` has cached as expired (as `{name}_soft_invalidate` for \
+             each key)."
+        ));
+        let refresh_doc = doc(format!(
+            "Runs the body of `{name}` now for these arguments and stores the result, whether \
+             or not the cached value is fresh; never beside another creator of the same key."
+        ));
+        let peek_doc = doc(format!(
+            "The value `{name}` has cached for these arguments, fresh or expired, without \
+             running the body."
+        ));
+        let statistics_doc = doc(format!("Hits, misses and regenerations of `{name}`."));
+
+        let common = quote! {
+            #(#cfgs)*
+            #[allow(dead_code, clippy::needless_pass_by_value, clippy::too_many_arguments)]
+        };
+        quote! {
+            #uncached_doc
+            #(#body_attrs)*
+            #[allow(dead_code)]
+            #vis #body_sig #block
+
+            #invalidate_doc
+            #common
+            #vis #unsafety fn #invalidate #generics(#inputs) #where_clause {
+                let _ = #do_invalidate;
+            }
+
+            #soft_invalidate_doc
+            #common
+            #vis #unsafety fn #soft_invalidate #generics(#inputs) #where_clause {
+                let _ = #do_soft_invalidate;
+            }
+
+            #invalidate_all_doc
+            #common
+            #vis fn #invalidate_all() {
+                #p::Control::invalidate_all(#control);
+            }
+
+            #soft_invalidate_all_doc
+            #common
+            #vis fn #soft_invalidate_all() {
+                #p::Control::soft_invalidate_all(#control);
+            }
+
+            #refresh_doc
+            #refresh_errors
+            #common
+            #vis #unsafety fn #refresh #generics(#inputs) -> #ret #where_clause {
+                #p::Outcome::value(#do_refresh)
+            }
+
+            #peek_doc
+            #common
+            #[must_use]
+            #vis #unsafety fn #peek #generics(#inputs) -> #p::Option<#value> #where_clause {
+                #p::Outcome::peeked(#do_peek)
+            }
+
+            #statistics_doc
+            #common
+            #[must_use]
+            #vis fn #statistics() -> #krate::Statistics {
+                #p::Control::statistics(#control)
+            }
+        }
+    }
+}
+
+/// `tokens` with every span set to `span`, so that an error in generated code that wraps the
+/// user's tokens points at them rather than at the attribute.
+fn respan(tokens: &TokenStream, span: Span) -> TokenStream {
+    tokens
+        .clone()
+        .into_iter()
+        .map(|mut tree| {
+            if let proc_macro2::TokenTree::Group(group) = &tree {
+                let mut inner =
+                    proc_macro2::Group::new(group.delimiter(), respan(&group.stream(), span));
+                inner.set_span(span);
+                tree = proc_macro2::TokenTree::Group(inner);
+            } else {
+                tree.set_span(span);
+            }
+            tree
+        })
+        .collect()
+}
+
+/// The signature with `mut` and `ref` dropped from argument bindings: the generated functions
+/// only pass the arguments on.
+fn plain_signature(sig: &Signature) -> Signature {
+    let mut sig = sig.clone();
+    for input in &mut sig.inputs {
+        if let FnArg::Typed(typed) = input {
+            if let Pat::Ident(pat) = &mut *typed.pat {
+                pat.mutability = None;
+                pat.by_ref = None;
+            }
+        }
+    }
+    sig
+}
