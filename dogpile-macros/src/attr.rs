@@ -12,6 +12,8 @@ use crate::errors::Errors;
 #[derive(Default)]
 pub struct Args {
     pub expire: Once<Expire>,
+    /// `expire` was written, even if its value was refused.
+    pub expire_written: bool,
     pub key: Once<Expr>,
     pub capacity: Once<usize>,
     pub background: Once<()>,
@@ -78,6 +80,7 @@ impl Args {
         let name = path_name(&meta.path);
         match name.as_str() {
             "expire" => {
+                self.expire_written = true;
                 let expr = value(&meta, &name)?;
                 if let Some(expire) = expire(&expr, errors) {
                     self.expire.set(&meta, expire, errors);

@@ -485,12 +485,12 @@ impl<'a> Expansion<'a> {
         body_sig.ident = uncached.clone();
         let block = &item.block;
 
-        let refresh_errors = match self.rule {
-            CacheRule::Ok => {
+        let errors_doc =
+            if self.rule == CacheRule::Ok || self.function.inferred_rule == CacheRule::Ok {
                 quote!(#[doc = "\n# Errors\n\nThe body's error; nothing is stored then."])
-            }
-            _ => TokenStream::new(),
-        };
+            } else {
+                TokenStream::new()
+            };
         let doc = |text: String| quote!(#[doc = #text]);
         let uncached_doc = doc(format!(
             "Runs the body of `{name}` directly: no cache read, nothing stored."
@@ -526,8 +526,9 @@ impl<'a> Expansion<'a> {
         };
         quote! {
             #uncached_doc
+            #errors_doc
             #(#body_attrs)*
-            #[allow(dead_code)]
+            #[allow(dead_code, clippy::missing_errors_doc)]
             #vis #body_sig #block
 
             #invalidate_doc
@@ -555,7 +556,7 @@ impl<'a> Expansion<'a> {
             }
 
             #refresh_doc
-            #refresh_errors
+            #errors_doc
             #common
             #vis #unsafety fn #refresh #generics(#inputs) -> #ret #where_clause {
                 #p::Outcome::value(#do_refresh)

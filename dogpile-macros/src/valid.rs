@@ -17,7 +17,7 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
              `Region` from inside the async function",
         );
     }
-    if args.expire.get().is_none() {
+    if !args.expire_written {
         errors.push(
             Span::call_site(),
             "#[dogpile] needs `expire`: seconds (`expire = 3600`), a duration (`expire = \"5m\"`), \

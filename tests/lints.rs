@@ -1,0 +1,65 @@
+//! The expansion raises no lint in user code, pedantic clippy included (checked by the
+//! `cargo clippy --all-targets` step of CI; `cargo test` checks the rustc half).
+#![deny(warnings, missing_docs, clippy::all, clippy::pedantic)]
+
+use std::sync::Arc;
+
+use dogpile::dogpile;
+
+/// A report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Its day.
+    pub day: u32,
+}
+
+/// A public cached function with a borrowed argument.
+#[dogpile(expire = 3600)]
+#[must_use]
+pub fn report(day: u32, title: &str) -> Arc<Report> {
+    let _ = title;
+    Arc::new(Report { day })
+}
+
+/// A fallible one with an explicit key, a capacity and a lock timeout.
+///
+/// # Errors
+///
+/// Never, in fact.
+#[dogpile(expire = "5m", key = sku.to_owned(), capacity = 100, lock_timeout = "2s")]
+pub fn price(sku: &str, mut retries: u8) -> Result<u64, std::num::ParseIntError> {
+    retries = retries.saturating_add(1);
+    Ok(u64::from(retries) + sku.parse::<u64>()?)
+}
+
+#[dogpile(expire = never)]
+fn config(on: bool) -> Option<Arc<str>> {
+    on.then(|| Arc::from("on"))
+}
+
+#[dogpile(expire = 60, background)]
+fn private_unused(name: &str) -> String {
+    name.to_owned()
+}
+
+/// A service.
+pub struct Service {
+    id: u64,
+}
+
+impl Service {
+    /// A method with an explicit key.
+    #[dogpile(expire = 60, key = (self.id, n))]
+    #[must_use]
+    pub fn lookup(&self, n: u32) -> u64 {
+        self.id + u64::from(n)
+    }
+}
+
+#[test]
+fn the_annotated_functions_work() {
+    assert_eq!(report(1, "t").day, 1);
+    assert_eq!(price("4", 0), Ok(5));
+    assert_eq!(config(true).as_deref(), Some("on"));
+    assert_eq!(Service { id: 1 }.lookup(1), 2);
+}

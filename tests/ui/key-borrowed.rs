@@ -1,0 +1,8 @@
+use dogpile::dogpile;
+
+#[dogpile(expire = 60, key = name)]
+fn greet(name: &str, loud: bool) -> String {
+    if loud { name.to_uppercase() } else { name.to_owned() }
+}
+
+fn main() {}
