@@ -1,84 +1,77 @@
-//! Several threads read one value across its expiry: one regenerates, the others get the stale
-//! value at once. Only the very first read, when there is no value yet, makes anyone wait.
+//! Four threads read one cached value across several expiries. Each time it expires, one
+//! reader runs the body again while the others get the previous value at once; only the very
+//! first read, when there is no value yet, makes anyone wait.
 //!
 //! Run with `cargo run --example quickstart`.
 
-use std::convert::Infallible;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile::{Clock, LocalMutex, Lock, NeedRegeneration, SystemClock, Timestamp};
+use dogpile::dogpile;
 
-/// Where the value lives between calls: any cache that keeps a creation time beside the value.
-type Slot = Mutex<Option<(u32, Timestamp)>>;
+static GENERATION: AtomicU32 = AtomicU32::new(0);
 
-const EXPIRY: Duration = Duration::from_millis(300);
-const CREATION: Duration = Duration::from_millis(150);
+thread_local! {
+    /// Set when this thread ran the body, to label its read.
+    static RAN_BODY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The expensive value: 150 ms to make, fresh for 300 ms.
+#[dogpile(expire = "300ms")]
+fn exchange_rate(pair: &str) -> String {
+    RAN_BODY.with(|ran| ran.set(true));
+    thread::sleep(Duration::from_millis(150));
+    let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
+    format!("{pair} rate #{generation}")
+}
 
 fn main() {
-    let slot: Arc<Slot> = Arc::default();
-    let mutex = Arc::new(LocalMutex::new());
-    let generation = Arc::new(AtomicU32::new(0));
     let start = Instant::now();
-
     let readers: Vec<_> = (0..4)
         .map(|reader| {
-            let (slot, mutex, generation) = (slot.clone(), mutex.clone(), generation.clone());
             thread::spawn(move || {
-                for _ in 0..12 {
+                let mut slowest_other = Duration::ZERO;
+                for read in 0..12 {
+                    RAN_BODY.with(|ran| ran.set(false));
                     let asked = Instant::now();
-                    let mut created_here = false;
-                    let value = Lock::new(
-                        &mutex,
-                        || {
-                            created_here = true;
-                            thread::sleep(CREATION); // the expensive part
-                            let value = (
-                                generation.fetch_add(1, Ordering::SeqCst) + 1,
-                                SystemClock.now(),
-                            );
-                            *slot.lock().unwrap() = Some(value);
-                            Ok::<_, Infallible>(value)
-                        },
-                        // The getter returns the value (here carrying its own creation time,
-                        // to print it) and the creation time the lock judges expiry by.
-                        || {
-                            slot.lock()
-                                .unwrap()
-                                .map(|v| (v, v.1))
-                                .ok_or(NeedRegeneration)
-                        },
-                        Some(EXPIRY),
-                    )
-                    .enter()
-                    .unwrap();
-                    let waited = asked.elapsed();
-                    let (value, created) = value;
-                    let what = if created_here {
-                        "regenerated it"
-                    } else if created.is_expired_at(SystemClock.now(), Some(EXPIRY)) {
-                        "got the stale value"
-                    } else {
-                        "got the fresh value"
-                    };
+                    let value = exchange_rate("EUR/USD");
+                    let took = asked.elapsed();
+                    let ran = RAN_BODY.with(Cell::get);
+                    if !ran && read > 0 {
+                        slowest_other = slowest_other.max(took);
+                    }
                     println!(
-                        "{:>6.0?}  reader {reader}: generation {value}, {what} (waited {:.1?})",
-                        start.elapsed(),
-                        waited,
+                        "{:>5} ms  reader {reader}  {value:<18} {:>7.1} ms{}",
+                        start.elapsed().as_millis(),
+                        took.as_secs_f64() * 1e3,
+                        if ran { "  <- ran the body" } else { "" },
                     );
                     thread::sleep(Duration::from_millis(60));
                 }
+                slowest_other
             })
         })
         .collect();
-    for reader in readers {
-        reader.join().unwrap();
-    }
+    let slowest = readers
+        .into_iter()
+        .map(|r| r.join().expect("a reader panicked"))
+        .max()
+        .unwrap_or_default();
+
+    let stats = exchange_rate_statistics();
+    println!();
     println!(
-        "{} generations for 4 readers x 12 reads over {:.1?}",
-        generation.load(Ordering::SeqCst),
-        start.elapsed()
+        "48 reads: {} fresh, {} stale while another reader regenerated, {} waited for the first value",
+        stats.hits,
+        stats.stale_hits,
+        stats.waits,
+    );
+    println!(
+        "the body ran {} times: once for the first value, then once per expiry; after the first \
+         value, the slowest read that did not run the body took {:.1} ms",
+        stats.regenerations,
+        slowest.as_secs_f64() * 1e3,
     );
 }

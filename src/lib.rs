@@ -3,35 +3,158 @@
 //! value at once. Only on a first miss do callers wait, and then for that one creator.
 //!
 //! It is a Rust rebuild of Python's `dogpile.core` lock. This crate is the one to depend on: it
-//! re-exports the runtime ([`dogpile_runtime`]) and, as it lands, the `#[dogpile]` attribute.
+//! re-exports the runtime ([`dogpile_runtime`]) and the [`#[dogpile]`](macro@dogpile) attribute.
 //!
 //! ```
-//! use dogpile::{LocalMutex, Lock, NeedRegeneration, Clock, SystemClock, Timestamp};
-//! use std::sync::{Arc, Mutex};
-//! use std::time::Duration;
+//! use dogpile::dogpile;
+//! use std::sync::Arc;
 //!
-//! let stored: Mutex<Option<(String, Timestamp)>> = Mutex::new(None);
-//! let mutex = Arc::new(LocalMutex::new());
-//! let report = Lock::new(
-//!     &mutex,
-//!     || {
-//!         let fresh = "report".to_string();
-//!         *stored.lock().unwrap() = Some((fresh.clone(), SystemClock.now()));
-//!         Ok::<_, std::convert::Infallible>(fresh)
-//!     },
-//!     || stored.lock().unwrap().clone().ok_or(NeedRegeneration),
-//!     Some(Duration::from_secs(3600)),
-//! )
-//! .enter()
-//! .unwrap();
-//! assert_eq!(report, "report");
+//! #[dogpile(expire = "5m")]
+//! fn exchange_rate(from: &str, to: &str) -> Arc<f64> {
+//!     Arc::new(1.1) // a slow call to another service, made by one caller per pair and expiry
+//! }
+//!
+//! assert_eq!(*exchange_rate("EUR", "USD"), 1.1);
 //! ```
+//!
+//! The attribute ([`macro@dogpile`]) runs on a [`Region`], a cache usable directly; the region
+//! runs each call through a [`Lock`], the dogpile lock itself, over a mutex per key.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 #[doc(inline)]
 pub use dogpile_runtime::*;
 
+/// Caches a function's values on a dogpile lock: when a value expires, one caller runs the
+/// body again while every other caller gets the previous value at once; only when there is no
+/// value yet do callers wait, and then for that one caller.
+///
+/// ```
+/// use dogpile::dogpile;
+/// use std::sync::Arc;
+///
+/// #[derive(Debug)]
+/// pub struct Report { pub day: u32 }
+///
+/// #[dogpile(expire = 3600)]
+/// pub fn report(day: u32) -> Arc<Report> {
+///     Arc::new(Report { day }) // expensive work, run by one caller per day and hour
+/// }
+///
+/// assert_eq!(report(7).day, 7);
+/// assert!(Arc::ptr_eq(&report(7), &report(7)));
+/// assert_eq!(report_statistics().hits, 2);
+/// ```
+///
+/// # Options
+///
+/// | option | value | meaning |
+/// |---|---|---|
+/// | `expire` (required) | `3600` (seconds), `"250ms"`, `"90s"`, `"5m"`, `"1h30m"`, or `never` | how long a value stays fresh; strings are checked at compile time |
+/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku.to_owned())` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. Default: every argument, owned (`&str` becomes `String`, `&T` becomes `T` through `ToOwned`) |
+/// | `capacity` | `10_000` | the most values kept (approximate LRU eviction) |
+/// | `background` | (no value) | an expired value is regenerated on a shared thread pool; the caller that would regenerate returns the stale value too. Arguments are copied to owned values to move there |
+/// | `lock_timeout` | `"2s"` | a caller waiting for a first value longer than this runs the body itself |
+/// | `region` | a path to a [`Region`] (or anything that derefs to one), such as `crate::caches::USERS` | use a region configured elsewhere (another store or mutex) instead of the function's own |
+/// | `cache` | `ok`, `some` or `all` | which returned values are stored. Default: only `Ok` for a return type named `Result`, only `Some` for `Option`, every value otherwise; `cache = ok` for a type alias of `Result`, `cache = all` to store errors or `None` too |
+/// | `crate` | a path, such as `::my_dogpile` | where the `dogpile` crate is, if renamed |
+///
+/// The return type must be `Clone + Send + Sync + 'static`: every caller gets a clone, from
+/// any thread. Wrap large values in an `Arc`. A function with no arguments caches one value.
+///
+/// # Companion items
+///
+/// Beside `fn report(day: u32) -> Arc<Report>`, with the same visibility:
+///
+/// | item | does |
+/// |---|---|
+/// | `report_uncached(day) -> Arc<Report>` | runs the original body: no cache read, nothing stored |
+/// | `report_peek(day) -> Option<Arc<Report>>` | the stored value, fresh or expired, without running the body |
+/// | `report_refresh(day) -> Arc<Report>` | runs the body now and stores the value, never beside another creator of the key |
+/// | `report_invalidate(day)` | removes the value: the next call runs the body and the others wait for it |
+/// | `report_soft_invalidate(day)` | marks the value expired: the next call regenerates it while the others get the old value |
+/// | `report_invalidate_all()`, `report_soft_invalidate_all()` | the same for every key |
+/// | `report_statistics() -> Statistics` | hits, stale hits, misses, regenerations, errors, panics, waits |
+///
+/// For a method, the keyed companions take the same receiver (`self.price_peek(sku)`) and the
+/// others are associated functions (`Service::price_statistics()`).
+///
+/// ```
+/// use dogpile::dogpile;
+///
+/// struct Prices { tenant: u32 }
+///
+/// impl Prices {
+///     #[dogpile(expire = "5m", key = (self.tenant, sku.to_owned()))]
+///     fn price(&self, sku: &str) -> Result<u64, std::num::ParseIntError> {
+///         sku.parse() // only Ok values are stored
+///     }
+/// }
+///
+/// let prices = Prices { tenant: 1 };
+/// assert!(prices.price("x").is_err());
+/// assert_eq!(prices.price("12"), Ok(12));
+/// assert_eq!(prices.price_peek("12"), Some(12));
+/// prices.price_invalidate("12");
+/// assert_eq!(prices.price_peek("12"), None);
+/// ```
+///
+/// # Equivalent code without the macro
+///
+/// `#[dogpile(expire = 3600)] fn report(day: u32) -> Arc<Report> { body }` behaves as:
+///
+/// ```
+/// # use std::sync::Arc;
+/// # pub struct Report { pub day: u32 }
+/// use dogpile::Region;
+/// use std::sync::LazyLock;
+/// use std::time::Duration;
+///
+/// static REPORT: LazyLock<Region<u32, Arc<Report>>> = LazyLock::new(|| {
+///     Region::builder()
+///         .name(concat!(module_path!(), "::report"))
+///         .expiry(Duration::from_secs(3600))
+///         .build()
+/// });
+///
+/// fn report(day: u32) -> Arc<Report> {
+///     REPORT.get_or_create(&day, || report_uncached(day))
+/// }
+///
+/// fn report_uncached(day: u32) -> Arc<Report> {
+///     Arc::new(Report { day }) // the body
+/// }
+///
+/// fn report_invalidate(day: u32) {
+///     REPORT.invalidate(&day);
+/// }
+/// // ... and the other companions, each one call on the region.
+/// # assert_eq!(report(1).day, 1);
+/// ```
+///
+/// A `Result` function calls [`Region::get_or_try_create`], an `Option` one
+/// [`Region::get_or_create_optional`], and `background` the `_background` variants.
+///
+/// # Errors at compile time
+///
+/// Misuse is a compile error at the offending tokens: an unknown or repeated option, a
+/// missing, zero, negative or unreadable `expire`, a `key` that uses no argument, a generic,
+/// `const`, `extern` or variadic function, a method without `key`, a `&mut` or `impl Trait`
+/// argument in the default key, a key or return type that cannot be cached.
+///
+/// ```compile_fail
+/// #[dogpile::dogpile(expire = "5d")] // error: bad `expire` duration: unknown unit `d`; use ms, s, m or h
+/// fn report(day: u32) -> u32 { day }
+/// ```
+///
+/// # Limits
+///
+/// - `async fn` is not supported yet: it is a compile error, never a blocking wrapper.
+/// - Inside an `impl` block, an associated function without `self` must name `Self` in its
+///   signature, or the companions cannot find each other (`Self::` is how they are called).
+/// - A panic in the body reaches only the caller that ran it, and nothing is stored; a body
+///   that calls its own function with the same key panics with a message naming the key,
+///   instead of waiting for itself.
 #[doc(inline)]
 pub use dogpile_macros::dogpile;
 
