@@ -301,3 +301,27 @@ impl<R, V> Outcome<R, V> {
 fn wrong_outcome() -> ! {
     unreachable!("a #[dogpile] dispatcher answered with another operation's outcome")
 }
+
+/// A handle derived from a region given with `region = PATH` (its own expiry), made once.
+pub struct Derived {
+    cell: OnceLock<Box<dyn Any + Send + Sync>>,
+}
+
+impl Derived {
+    /// An empty slot.
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        Derived {
+            cell: OnceLock::new(),
+        }
+    }
+
+    /// The handle, made by `init` on the first call.
+    #[inline]
+    pub fn get<R: Any + Send + Sync>(&'static self, init: impl FnOnce() -> R) -> &'static R {
+        match self.cell.get_or_init(|| Box::new(init())).downcast_ref() {
+            Some(handle) => handle,
+            None => mismatch("a function with `region = ...`"),
+        }
+    }
+}

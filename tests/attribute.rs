@@ -410,3 +410,58 @@ fn expire_never_keeps_the_value_until_invalidated() {
     assert!(!Arc::ptr_eq(&first, &forever()));
     assert_eq!(NEVER_CALLS.load(Ordering::SeqCst), 2);
 }
+
+mod caches {
+    use dogpile::Region;
+    use std::sync::LazyLock;
+    use std::time::Duration;
+
+    /// Configured elsewhere, as a region on another store or mutex would be.
+    pub static USERS: LazyLock<Region<u64, String>> = LazyLock::new(|| {
+        Region::builder()
+            .name("users")
+            .expiry(Duration::from_secs(3600))
+            .build()
+    });
+}
+
+static USER_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = "50ms", region = caches::USERS)]
+fn user(id: u64) -> String {
+    let n = USER_CALLS.fetch_add(1, Ordering::SeqCst);
+    format!("user {id} #{n}")
+}
+
+#[test]
+fn a_region_configured_elsewhere_with_the_function_s_expiry() {
+    assert_eq!(user(1), "user 1 #0");
+    assert_eq!(user(1), "user 1 #0");
+    // The value lives in the given region...
+    assert_eq!(caches::USERS.peek(&1).as_deref(), Some("user 1 #0"));
+    assert_eq!(user_statistics().hits, 1);
+    // ...and expires by the function's `expire`, not the region's hour.
+    thread::sleep(Duration::from_millis(80));
+    assert_eq!(user(1), "user 1 #1");
+    assert_eq!(
+        caches::USERS.get_or_create(&1, || unreachable!()),
+        "user 1 #1"
+    );
+    user_invalidate(1);
+    assert_eq!(caches::USERS.peek(&1), None);
+}
+
+mod renamed {
+    pub use dogpile as cache_lib;
+}
+
+#[dogpile(expire = 60, crate = renamed::cache_lib)]
+fn through_a_renamed_crate(n: u8) -> u8 {
+    n + 1
+}
+
+#[test]
+fn the_crate_option_names_a_renamed_dependency() {
+    assert_eq!(through_a_renamed_crate(1), 2);
+    assert_eq!(through_a_renamed_crate_peek(1), Some(2));
+}

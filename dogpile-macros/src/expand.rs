@@ -129,13 +129,18 @@ impl<'a> Expansion<'a> {
 
     /// `&Region<K, V, ..>` for this function.
     fn region(&self) -> TokenStream {
+        let (sibling, slot) = (&self.sibling, self.slot_fn());
         match self.args.region.get() {
             Some(path) => {
+                // A handle on the given region with this function's expiry, made once.
                 let p = self.private_at(path.span());
-                quote_spanned!(path.span()=> #p::given(&#path))
+                let expiry = self.expiry();
+                quote_spanned! {path.span()=>
+                    #sibling #slot().get(|| #p::given(&#path).with_expiry(#expiry))
+                }
             }
             None => {
-                let (sibling, slot, value) = (&self.sibling, self.slot_fn(), self.value_type());
+                let value = self.value_type();
                 quote!(#sibling #slot().region::<_, #value>())
             }
         }
@@ -144,14 +149,25 @@ impl<'a> Expansion<'a> {
     /// What answers `invalidate_all`, `soft_invalidate_all` and `statistics`.
     fn control(&self) -> TokenStream {
         match self.args.region.get() {
-            Some(path) => {
-                let p = self.private_at(path.span());
-                quote_spanned!(path.span()=> #p::given(&#path))
-            }
+            Some(_) => self.region(),
             None => {
                 let (sibling, slot) = (&self.sibling, self.slot_fn());
                 quote!(#sibling #slot())
             }
+        }
+    }
+
+    fn duration(&self, nanos: crate::duration::Nanos) -> TokenStream {
+        let p = &self.private;
+        let (secs, nanos) = nanos.secs_nanos();
+        quote!(#p::Some(#p::Duration::new(#secs, #nanos)))
+    }
+
+    fn expiry(&self) -> TokenStream {
+        let p = &self.private;
+        match self.args.expire.get() {
+            Some(Expire::After(nanos)) => self.duration(*nanos),
+            Some(Expire::Never) | None => quote!(#p::None),
         }
     }
 
@@ -229,9 +245,7 @@ impl<'a> Expansion<'a> {
     fn write(&self) -> TokenStream {
         let mut out = self.main_fn();
         out.extend(self.dispatch_fn());
-        if self.args.region.get().is_none() {
-            out.extend(self.slot());
-        }
+        out.extend(self.slot());
         out.extend(self.companions());
         out
     }
@@ -395,17 +409,22 @@ impl<'a> Expansion<'a> {
     fn slot(&self) -> TokenStream {
         let p = &self.private;
         let slot = self.slot_fn();
+        let cfgs = self.cfg_attrs();
+        if self.args.region.get().is_some() {
+            return quote! {
+                #(#cfgs)*
+                #[doc(hidden)]
+                #[inline]
+                fn #slot() -> &'static #p::Derived {
+                    static SLOT: #p::Derived = #p::Derived::new();
+                    &SLOT
+                }
+            };
+        }
         let name = self.function.name().to_string();
-        let duration = |nanos: crate::duration::Nanos| {
-            let (secs, nanos) = nanos.secs_nanos();
-            quote!(#p::Some(#p::Duration::new(#secs, #nanos)))
-        };
-        let expiry = match self.args.expire.get() {
-            Some(Expire::After(nanos)) => duration(*nanos),
-            Some(Expire::Never) | None => quote!(#p::None),
-        };
+        let expiry = self.expiry();
         let lock_timeout = match self.args.lock_timeout.get() {
-            Some(nanos) => duration(*nanos),
+            Some(nanos) => self.duration(*nanos),
             None => quote!(#p::None),
         };
         let capacity = match self.args.capacity.get() {
@@ -413,7 +432,6 @@ impl<'a> Expansion<'a> {
             None => quote!(#p::None),
         };
         let background = self.args.background.get().is_some();
-        let cfgs = self.cfg_attrs();
         quote! {
             #(#cfgs)*
             #[doc(hidden)]

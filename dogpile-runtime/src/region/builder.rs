@@ -266,7 +266,6 @@ where
             inner: Arc::new(Inner {
                 store: self.store,
                 mutexes: NameRegistry::new(self.mutexes),
-                expiry: self.expiry,
                 clock: self.clock,
                 missing_until: AtomicI64::new(0),
                 expired_until: AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
@@ -277,6 +276,7 @@ where
                 name: self.name.unwrap_or_else(|| "region".to_string()),
                 stats: Counters::new(),
             }),
+            expiry: self.expiry,
         }
     }
 }

@@ -65,12 +65,13 @@ where
     M: RawMutex,
 {
     inner: Arc<Inner<K, V, S, M>>,
+    /// Per handle, so that functions sharing a region can each keep their own expiry.
+    expiry: Option<Duration>,
 }
 
 struct Inner<K, V, S, M: RawMutex> {
     store: S,
     mutexes: NameRegistry<K, M, MutexFactory<K, M>>,
-    expiry: Option<Duration>,
     clock: Arc<dyn Clock>,
     /// Values created at or before this time count as missing (hard invalidation).
     missing_until: AtomicI64,
@@ -102,6 +103,7 @@ where
     fn clone(&self) -> Self {
         Region {
             inner: Arc::clone(&self.inner),
+            expiry: self.expiry,
         }
     }
 }
@@ -398,6 +400,45 @@ where
         self.inner.mutexes.len()
     }
 
+    /// How long a value stays fresh through this handle (`None`: until invalidated).
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// let region: Region<u8, u8> = Region::builder().expiry(Duration::from_secs(60)).build();
+    /// assert_eq!(region.expiry(), Some(Duration::from_secs(60)));
+    /// ```
+    pub fn expiry(&self) -> Option<Duration> {
+        self.expiry
+    }
+
+    /// A handle on the same cache that judges freshness by `expiry` instead: for several
+    /// functions (or callers) sharing one region, each with its own expiry. Values, mutexes,
+    /// invalidation and statistics stay shared.
+    ///
+    /// ```
+    /// use dogpile_runtime::{ManualClock, Region, Timestamp};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000)));
+    /// let hourly: Region<u8, u8> = Region::builder()
+    ///     .expiry(Duration::from_secs(3600))
+    ///     .clock(clock.clone())
+    ///     .build();
+    /// let every_minute = hourly.with_expiry(Some(Duration::from_secs(60)));
+    /// hourly.insert(&1, 1).unwrap();
+    /// clock.advance(Duration::from_secs(120));
+    /// assert_eq!(hourly.get_or_create(&1, || 2), 1); // fresh for an hour
+    /// assert_eq!(every_minute.get_or_create(&1, || 2), 2); // expired after a minute
+    /// ```
+    pub fn with_expiry(&self, expiry: Option<Duration>) -> Self {
+        Region {
+            inner: Arc::clone(&self.inner),
+            expiry,
+        }
+    }
+
     // ---- the hot path ---------------------------------------------------------------------
 
     /// A fresh value, counted as a hit; `None` sends the caller down the slow path.
@@ -405,11 +446,29 @@ where
     fn fresh(&self, key: &K) -> Option<V> {
         let inner = &*self.inner;
         let (value, created) = inner.store.get(key).ok()??;
-        if inner.judge(created) != Some(false) {
+        if self.judge(created) != Some(false) {
             return None;
         }
         inner.stats.add(Counter::Hit);
         Some(value)
+    }
+
+    /// `None`: no value (hard-invalidated, or not a real creation time); `Some(expired)`
+    /// otherwise.
+    #[inline]
+    fn judge(&self, created: Timestamp) -> Option<bool> {
+        let inner = &*self.inner;
+        let nanos = created.as_nanos();
+        if nanos <= inner.missing_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        if nanos <= inner.expired_until.load(Ordering::Relaxed) {
+            return Some(true);
+        }
+        Some(match self.expiry {
+            None => false,
+            Some(expiry) => created.is_expired_at(inner.clock.now(), Some(expiry)),
+        })
     }
 
     // ---- the slow paths ---------------------------------------------------------------------
@@ -417,7 +476,7 @@ where
     fn read(&self, key: &K) -> Result<Found<V>, BackendError> {
         Ok(match self.inner.store.get(key)? {
             None => Found::Missing,
-            Some((value, created)) => match self.inner.judge(created) {
+            Some((value, created)) => match self.judge(created) {
                 None => Found::Missing,
                 Some(true) => Found::Expired(value),
                 Some(false) => Found::Fresh(value),
@@ -429,9 +488,7 @@ where
     /// `is_expired` rule given to the lock.
     fn getter(&self, key: &K) -> Result<(V, Timestamp), NeedRegeneration> {
         match self.inner.store.get(key) {
-            Ok(Some((value, created))) if self.inner.judge(created).is_some() => {
-                Ok((value, created))
-            }
+            Ok(Some((value, created))) if self.judge(created).is_some() => Ok((value, created)),
             _ => Err(NeedRegeneration),
         }
     }
@@ -573,9 +630,9 @@ where
             created_here.set(true);
             self.run_creator(key, take(slot))
         };
-        let is_expired = |created| inner.judge(created) != Some(false);
+        let is_expired = |created| self.judge(created) != Some(false);
         let mutex = inner.mutexes.get(key);
-        let mut lock = Lock::new(&mutex, create, || self.getter(key), inner.expiry)
+        let mut lock = Lock::new(&mutex, create, || self.getter(key), self.expiry)
             .with_is_expired(&is_expired);
         if let Some(timeout) = inner.lock_timeout {
             lock = lock.with_lock_timeout(timeout);
@@ -645,23 +702,6 @@ impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
             .max(self.expired_until.load(Ordering::SeqCst));
         self.clock.now().as_nanos().max(last.saturating_add(1))
     }
-
-    /// `None`: no value (hard-invalidated, or not a real creation time); `Some(expired)`
-    /// otherwise.
-    #[inline]
-    fn judge(&self, created: Timestamp) -> Option<bool> {
-        let nanos = created.as_nanos();
-        if nanos <= self.missing_until.load(Ordering::Relaxed) {
-            return None;
-        }
-        if nanos <= self.expired_until.load(Ordering::Relaxed) {
-            return Some(true);
-        }
-        Some(match self.expiry {
-            None => false,
-            Some(expiry) => created.is_expired_at(self.clock.now(), Some(expiry)),
-        })
-    }
 }
 
 impl<K, V, S, M: RawMutex> fmt::Debug for Region<K, V, S, M> {
@@ -669,7 +709,7 @@ impl<K, V, S, M: RawMutex> fmt::Debug for Region<K, V, S, M> {
         let inner = &*self.inner;
         f.debug_struct("Region")
             .field("name", &inner.name)
-            .field("expiry", &inner.expiry)
+            .field("expiry", &self.expiry)
             .field("lock_timeout", &inner.lock_timeout)
             .field("background", &inner.pool.is_some())
             .finish_non_exhaustive()
