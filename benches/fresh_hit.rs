@@ -1,9 +1,12 @@
 //! Fresh hits, keyed, against the caches users would otherwise pick: S1 (one thread, ns/op) and
 //! S2 (two threads, total throughput and its ratio to one thread).
 //!
-//! `cargo bench --bench fresh_hit` prints a markdown table: medians of 5 repetitions, the
-//! contenders in rotating order. `cargo bench --bench fresh_hit -- --contender NAME --iters N`
-//! runs one contender's loop once, for `valgrind --tool=callgrind` instruction counts.
+//! `cargo bench --bench fresh_hit` prints two markdown tables, one per value type: an
+//! `Arc<str>` (each clone writes the shared reference count, which limits two-thread scaling
+//! for every contender) and a `u64` (clones write nothing shared: the cache's own scaling).
+//! Medians of 5 repetitions, the contenders in rotating order.
+//! `cargo bench --bench fresh_hit -- --contender NAME --iters N [--value u64]` runs one
+//! contender's loop once, for `valgrind --tool=callgrind` instruction counts.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier, Mutex};
@@ -18,51 +21,66 @@ const ITERS: u64 = 5_000_000;
 const REPS: usize = 5;
 const TTL: Duration = Duration::from_secs(3600);
 
-type Value = Arc<str>;
-
-trait Contender: Send + Sync {
-    fn get(&self, key: u64) -> Option<Value>;
+/// A cached value type.
+trait Value: Clone + Send + Sync + 'static {
+    fn make(k: u64) -> Self;
 }
 
-struct Dogpile(Region<u64, Value>);
-impl Contender for Dogpile {
+impl Value for Arc<str> {
+    fn make(k: u64) -> Self {
+        Arc::from(format!("value number {k:>20}"))
+    }
+}
+
+impl Value for u64 {
+    fn make(k: u64) -> Self {
+        k * 3
+    }
+}
+
+trait Contender<V>: Send + Sync {
+    fn get(&self, key: u64) -> Option<V>;
+}
+
+struct Dogpile<V: Value>(Region<u64, V>);
+impl<V: Value> Contender<V> for Dogpile<V> {
     #[inline]
-    fn get(&self, key: u64) -> Option<Value> {
+    fn get(&self, key: u64) -> Option<V> {
         Some(self.0.get_or_create(&key, || unreachable!("preloaded")))
     }
 }
 
-struct Moka(moka::sync::Cache<u64, Value>);
-impl Contender for Moka {
+struct Moka<V>(moka::sync::Cache<u64, V>);
+impl<V: Value> Contender<V> for Moka<V> {
     #[inline]
-    fn get(&self, key: u64) -> Option<Value> {
+    fn get(&self, key: u64) -> Option<V> {
         self.0.get(&key)
     }
 }
 
 /// What `#[cached(ttl = ...)]` expands to: a TTL store behind a mutex.
-struct CachedTtl(Mutex<TtlCache<u64, Value>>);
-impl Contender for CachedTtl {
+struct CachedTtl<V>(Mutex<TtlCache<u64, V>>);
+impl<V: Value> Contender<V> for CachedTtl<V> {
     #[inline]
-    fn get(&self, key: u64) -> Option<Value> {
+    fn get(&self, key: u64) -> Option<V> {
         self.0.lock().unwrap().cache_get(&key).cloned()
     }
 }
 
 /// No expiry at all: a floor for what a concurrent map read and clone cost.
-struct QuickCache(quick_cache::sync::Cache<u64, Value>);
-impl Contender for QuickCache {
+struct QuickCache<V: Value>(quick_cache::sync::Cache<u64, V>);
+impl<V: Value> Contender<V> for QuickCache<V> {
     #[inline]
-    fn get(&self, key: u64) -> Option<Value> {
+    fn get(&self, key: u64) -> Option<V> {
         self.0.get(&key)
     }
 }
 
-fn value(k: u64) -> Value {
-    Arc::from(format!("value number {k:>20}"))
+fn value<V: Value>(k: u64) -> V {
+    V::make(k)
 }
 
-fn build(name: &str) -> Arc<dyn Contender> {
+fn build<V: Value>(name: &str) -> Arc<dyn Contender<V>> {
     match name {
         "dogpile" => {
             let region = Region::builder().expiry(TTL).capacity(10_000).build();
@@ -100,7 +118,7 @@ fn build(name: &str) -> Arc<dyn Contender> {
 }
 
 /// Reads `iters` keys in a fixed pseudo-random order; returns the elapsed time.
-fn run(cache: &dyn Contender, iters: u64, seed: u64) -> Duration {
+fn run<V>(cache: &dyn Contender<V>, iters: u64, seed: u64) -> Duration {
     let mut x = seed | 1;
     let start = Instant::now();
     for _ in 0..iters {
@@ -125,17 +143,27 @@ fn main() {
             .iter()
             .position(|a| a == "--iters")
             .map_or(ITERS, |j| args[j + 1].parse().unwrap());
-        let cache = build(name);
-        run(&*cache, iters, 7);
+        if args.iter().any(|a| a == "u64") {
+            run(&*build::<u64>(name), iters, 7);
+        } else {
+            run(&*build::<Arc<str>>(name), iters, 7);
+        }
         return;
     }
+    println!("Values: Arc<str>\n");
+    table::<Arc<str>>();
+    println!("\nValues: u64\n");
+    table::<u64>();
+}
+
+fn table<V: Value>() {
     let names = ["dogpile", "moka", "cached", "quick_cache"];
     let mut s1 = vec![Vec::new(); names.len()];
     let mut s2 = vec![Vec::new(); names.len()];
     for rep in 0..REPS {
         for turn in 0..names.len() {
             let i = (turn + rep) % names.len();
-            let cache = build(names[i]);
+            let cache = build::<V>(names[i]);
             run(&*cache, ITERS / 10, 3); // warm up
             let one = run(&*cache, ITERS, 7);
             s1[i].push(one.as_nanos() as f64 / ITERS as f64);

@@ -241,10 +241,11 @@ impl Clock for CoarseClock {
         #[cfg(target_os = "linux")]
         {
             let now = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+            // No overflow before the year 2262, where `i64` nanoseconds end anyway.
             Timestamp(
                 now.tv_sec
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(now.tv_nsec),
+                    .wrapping_mul(1_000_000_000)
+                    .wrapping_add(now.tv_nsec),
             )
         }
         #[cfg(not(target_os = "linux"))]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::stats::Counters;
 use super::{Inner, MemoryStore, MutexFactory, Pool, Region, ShouldCache, Store};
-use crate::{Clock, CoarseClock, LocalMutex, NameRegistry, RawMutex};
+use crate::{Clock, LocalMutex, NameRegistry, RawMutex};
 
 /// What a region does when its store or mutex fails (a server is down, a file is gone).
 ///
@@ -52,7 +52,8 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) store: S,
     pub(super) mutexes: MutexFactory<K, M>,
     pub(super) expiry: Option<Duration>,
-    pub(super) clock: Arc<dyn Clock>,
+    /// `None`: the coarse clock, called directly on the hot path.
+    pub(super) clock: Option<Arc<dyn Clock>>,
     pub(super) lock_timeout: Option<Duration>,
     pub(super) pool: Option<Pool>,
     pub(super) should_cache: Option<ShouldCache<V>>,
@@ -78,7 +79,7 @@ where
             store: MemoryStore::new(None),
             mutexes: Box::new(|_: &K| LocalMutex::new()),
             expiry: None,
-            clock: Arc::new(CoarseClock),
+            clock: None,
             lock_timeout: None,
             pool: None,
             should_cache: None,
@@ -168,7 +169,7 @@ where
     /// let r: Region<u8, u8> = Region::builder().clock(Arc::new(ManualClock::starting_now())).build();
     /// ```
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
-        self.clock = clock;
+        self.clock = Some(clock);
         self
     }
 
@@ -269,6 +270,7 @@ where
                 clock: self.clock,
                 missing_until: AtomicI64::new(0),
                 expired_until: AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
+                any_until: AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
                 lock_timeout: self.lock_timeout,
                 pool: self.pool,
                 should_cache: self.should_cache,
@@ -277,6 +279,7 @@ where
                 stats: Counters::new(),
             }),
             expiry: self.expiry,
+            expiry_nanos: super::expiry_nanos(self.expiry),
         }
     }
 }

@@ -22,7 +22,7 @@ pub use stats::Statistics;
 pub use store::{MemoryStore, Store};
 
 use crate::{
-    BackendError, Clock, LocalMutex, Lock, LockError, NameRegistry, NeedRegeneration,
+    BackendError, Clock, CoarseClock, LocalMutex, Lock, LockError, NameRegistry, NeedRegeneration,
     OwnedMutexGuard, RawMutex, Timestamp,
 };
 use stats::{Counter, Counters};
@@ -67,22 +67,34 @@ where
     inner: Arc<Inner<K, V, S, M>>,
     /// Per handle, so that functions sharing a region can each keep their own expiry.
     expiry: Option<Duration>,
+    /// `expiry` in nanoseconds for the hot path; `i64::MAX` for never.
+    expiry_nanos: i64,
 }
 
 struct Inner<K, V, S, M: RawMutex> {
     store: S,
     mutexes: NameRegistry<K, M, MutexFactory<K, M>>,
-    clock: Arc<dyn Clock>,
+    /// `None`: [`CoarseClock`], called directly (inlined) rather than through a vtable.
+    clock: Option<Arc<dyn Clock>>,
     /// Values created at or before this time count as missing (hard invalidation).
     missing_until: AtomicI64,
     /// Values created at or before this time count as expired (soft invalidation).
     expired_until: AtomicI64,
+    /// The later of the two cutoffs: the hot path compares against this one only.
+    any_until: AtomicI64,
     lock_timeout: Option<Duration>,
     pool: Option<Pool>,
     should_cache: Option<ShouldCache<V>>,
     on_backend_error: OnBackendError,
     name: String,
     stats: Counters,
+}
+
+/// `expiry` as the hot path compares it: nanoseconds, `i64::MAX` for never.
+fn expiry_nanos(expiry: Option<Duration>) -> i64 {
+    expiry.map_or(i64::MAX, |e| {
+        i64::try_from(e.as_nanos()).map_or(i64::MAX - 1, |n| n.min(i64::MAX - 1))
+    })
 }
 
 /// The creation time a soft-invalidated key is stored with: positive (a value exists) and never
@@ -104,6 +116,7 @@ where
         Region {
             inner: Arc::clone(&self.inner),
             expiry: self.expiry,
+            expiry_nanos: self.expiry_nanos,
         }
     }
 }
@@ -307,6 +320,7 @@ where
     pub fn invalidate_all(&self) {
         let cutoff = self.inner.cutoff();
         self.inner.missing_until.fetch_max(cutoff, Ordering::SeqCst);
+        self.inner.any_until.fetch_max(cutoff, Ordering::SeqCst);
     }
 
     /// Makes `key`'s value count as expired (soft invalidation): the next caller regenerates it
@@ -338,6 +352,7 @@ where
     pub fn soft_invalidate_all(&self) {
         let cutoff = self.inner.cutoff();
         self.inner.expired_until.fetch_max(cutoff, Ordering::SeqCst);
+        self.inner.any_until.fetch_max(cutoff, Ordering::SeqCst);
     }
 
     /// Removes every value from the store.
@@ -436,6 +451,7 @@ where
         Region {
             inner: Arc::clone(&self.inner),
             expiry,
+            expiry_nanos: expiry_nanos(expiry),
         }
     }
 
@@ -459,16 +475,24 @@ where
     fn judge(&self, created: Timestamp) -> Option<bool> {
         let inner = &*self.inner;
         let nanos = created.as_nanos();
-        if nanos <= inner.missing_until.load(Ordering::Relaxed) {
-            return None;
+        if nanos <= inner.any_until.load(Ordering::Relaxed) {
+            return self.judge_invalidated(nanos);
         }
-        if nanos <= inner.expired_until.load(Ordering::Relaxed) {
-            return Some(true);
+        // Creation times that reach this point are positive (past `missing_until`, at least
+        // 0), and clocks read after 1970, so the subtraction cannot overflow.
+        Some(
+            self.expiry_nanos != i64::MAX
+                && inner.now().as_nanos().wrapping_sub(nanos) > self.expiry_nanos,
+        )
+    }
+
+    #[cold]
+    fn judge_invalidated(&self, nanos: i64) -> Option<bool> {
+        if nanos <= self.inner.missing_until.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(true)
         }
-        Some(match self.expiry {
-            None => false,
-            Some(expiry) => created.is_expired_at(inner.clock.now(), Some(expiry)),
-        })
     }
 
     // ---- the slow paths ---------------------------------------------------------------------
@@ -501,7 +525,7 @@ where
             .load(Ordering::Acquire)
             .max(inner.expired_until.load(Ordering::Acquire))
             .saturating_add(1);
-        let created = Timestamp::from_nanos(inner.clock.now().as_nanos().max(floor));
+        let created = Timestamp::from_nanos(inner.now().as_nanos().max(floor));
         inner.store.put(key, value, created)
     }
 
@@ -700,7 +724,15 @@ impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
             .missing_until
             .load(Ordering::SeqCst)
             .max(self.expired_until.load(Ordering::SeqCst));
-        self.clock.now().as_nanos().max(last.saturating_add(1))
+        self.now().as_nanos().max(last.saturating_add(1))
+    }
+
+    #[inline]
+    fn now(&self) -> Timestamp {
+        match &self.clock {
+            None => CoarseClock.now(),
+            Some(clock) => clock.now(),
+        }
     }
 }
 

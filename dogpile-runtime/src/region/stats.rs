@@ -1,6 +1,7 @@
 //! A region's statistics: counters striped per thread, so that counting a hit writes no cache
 //! line that another thread writes too.
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -33,12 +34,26 @@ pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
 }
 
+#[inline]
 fn stripe_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    // A const initializer: the hot path reads a plain thread-local, with no lazy-init check.
     thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
     }
-    INDEX.with(|i| *i)
+    let index = INDEX.with(Cell::get);
+    if index != usize::MAX {
+        return index;
+    }
+    first_stripe_index(&INDEX)
+}
+
+#[cold]
+#[inline(never)]
+fn first_stripe_index(slot: &'static std::thread::LocalKey<Cell<usize>>) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let index = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    slot.with(|i| i.set(index));
+    index
 }
 
 impl Counters {
