@@ -66,7 +66,7 @@ pub use error::{BackendError, LockError, NeedRegeneration, ReleaseError};
 #[allow(deprecated)]
 pub use legacy::{Dogpile, Reading, SyncReaderDogpile};
 pub use lock::{Got, Lock};
-pub use mutex::{LocalMutex, OwnedMutexGuard, RawMutex};
+pub use mutex::{LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
 pub use region::{
     MemoryStore, OnBackendError, Pool, PoolFull, Region, RegionBuilder, RegionError, Statistics,
     Store,

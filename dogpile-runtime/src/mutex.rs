@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 use crate::sync::{Condvar, Mutex};
@@ -39,6 +40,50 @@ pub trait RawMutex: Send + Sync {
 
     /// Releases the mutex, which the caller must hold (from any thread).
     fn release(&self) -> Result<(), BackendError>;
+
+    /// For async waiters: asks to have `waker` woken when the mutex is next released, if it is
+    /// held now. Checking and registering are one step, so a release cannot slip between them.
+    ///
+    /// The default, for mutexes that cannot notify (a file, a server), is
+    /// [`WakeOnRelease::Unsupported`]: async waiters then try again after a short sleep.
+    ///
+    /// ```
+    /// use dogpile_runtime::{LocalMutex, RawMutex, WakeOnRelease};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::task::{Wake, Waker};
+    ///
+    /// struct Flag(AtomicBool);
+    /// impl Wake for Flag {
+    ///     fn wake(self: Arc<Self>) {
+    ///         self.0.store(true, Ordering::SeqCst);
+    ///     }
+    /// }
+    ///
+    /// let m = LocalMutex::new();
+    /// let flag = Arc::new(Flag(AtomicBool::new(false)));
+    /// let waker = Waker::from(flag.clone());
+    /// assert_eq!(m.wake_on_release(&waker), WakeOnRelease::Free);
+    /// m.acquire().unwrap();
+    /// assert_eq!(m.wake_on_release(&waker), WakeOnRelease::Registered);
+    /// m.release().unwrap();
+    /// assert!(flag.0.load(Ordering::SeqCst));
+    /// ```
+    fn wake_on_release(&self, waker: &Waker) -> WakeOnRelease {
+        let _ = waker;
+        WakeOnRelease::Unsupported
+    }
+}
+
+/// The answer of [`RawMutex::wake_on_release`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WakeOnRelease {
+    /// The mutex is held; the waker will be woken when it is released.
+    Registered,
+    /// The mutex is free now: try to take it.
+    Free,
+    /// This mutex cannot wake waiters; poll it.
+    Unsupported,
 }
 
 impl<M: RawMutex + ?Sized> RawMutex for Arc<M> {
@@ -56,6 +101,10 @@ impl<M: RawMutex + ?Sized> RawMutex for Arc<M> {
 
     fn release(&self) -> Result<(), BackendError> {
         (**self).release()
+    }
+
+    fn wake_on_release(&self, waker: &Waker) -> WakeOnRelease {
+        (**self).wake_on_release(waker)
     }
 }
 
@@ -81,8 +130,15 @@ impl<M: RawMutex + ?Sized> RawMutex for Arc<M> {
 /// ```
 #[derive(Default)]
 pub struct LocalMutex {
-    held: Mutex<bool>,
+    state: Mutex<State>,
     released: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    held: bool,
+    /// Async waiters, woken (all) at the next release.
+    wakers: Vec<Waker>,
 }
 
 impl LocalMutex {
@@ -94,37 +150,37 @@ impl LocalMutex {
     /// ```
     pub fn new() -> Self {
         LocalMutex {
-            held: Mutex::new(false),
+            state: Mutex::new(State::default()),
             released: Condvar::new(),
         }
     }
 
     fn take_blocking(&self, deadline: Option<Instant>) -> bool {
-        let mut held = self.held.lock();
-        while *held {
+        let mut state = self.state.lock();
+        while state.held {
             match deadline {
-                None => held = self.released.wait(held),
+                None => state = self.released.wait(state),
                 Some(deadline) => {
-                    let (guard, timed_out) = self.released.wait_until(held, deadline);
-                    held = guard;
-                    if timed_out && *held {
+                    let (guard, timed_out) = self.released.wait_until(state, deadline);
+                    state = guard;
+                    if timed_out && state.held {
                         return false;
                     }
                 }
             }
         }
-        *held = true;
+        state.held = true;
         true
     }
 }
 
 impl RawMutex for LocalMutex {
     fn try_acquire(&self) -> Result<bool, BackendError> {
-        let mut held = self.held.lock();
-        if *held {
+        let mut state = self.state.lock();
+        if state.held {
             return Ok(false);
         }
-        *held = true;
+        state.held = true;
         Ok(true)
     }
 
@@ -139,23 +195,40 @@ impl RawMutex for LocalMutex {
     }
 
     fn release(&self) -> Result<(), BackendError> {
-        let mut held = self.held.lock();
-        if !*held {
+        let mut state = self.state.lock();
+        if !state.held {
             return Err(BackendError::new(
                 "release of a LocalMutex that is not held",
             ));
         }
-        *held = false;
-        drop(held);
+        state.held = false;
+        let wakers = std::mem::take(&mut state.wakers);
+        drop(state);
         self.released.notify_one();
+        // Every async waiter re-checks: the first to poll takes the mutex, or, on a first
+        // miss, all of them find the value the creator stored.
+        for waker in wakers {
+            waker.wake();
+        }
         Ok(())
+    }
+
+    fn wake_on_release(&self, waker: &Waker) -> WakeOnRelease {
+        let mut state = self.state.lock();
+        if !state.held {
+            return WakeOnRelease::Free;
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(waker)) {
+            state.wakers.push(waker.clone());
+        }
+        WakeOnRelease::Registered
     }
 }
 
 impl fmt::Debug for LocalMutex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LocalMutex")
-            .field("held", &*self.held.lock())
+            .field("held", &self.state.lock().held)
             .finish()
     }
 }

@@ -2,6 +2,8 @@
 
 mod builder;
 mod error;
+#[cfg(feature = "tokio")]
+mod future;
 mod pool;
 mod stats;
 mod store;
@@ -531,12 +533,18 @@ where
 
     /// Runs the creator, stores an `Ok` the region caches, counts the outcome (panics included).
     fn run_creator<E>(&self, key: &K, creator: impl FnOnce() -> Result<V, E>) -> Result<V, E> {
-        let stats = &self.inner.stats;
         let span = trace::Regeneration::start(&self.inner.name, key);
-        let panicking = CountOnUnwind(stats);
+        let panicking = CountOnUnwind(&self.inner.stats);
         let created = creator();
         std::mem::forget(panicking);
-        let outcome = match &created {
+        span.finish(self.record_creation(key, &created));
+        created
+    }
+
+    /// Stores what a creator made, if the region caches it, and counts the outcome.
+    fn record_creation<E>(&self, key: &K, created: &Result<V, E>) -> &'static str {
+        let stats = &self.inner.stats;
+        match created {
             Ok(value)
                 if self
                     .inner
@@ -563,9 +571,7 @@ where
                 stats.add(Counter::Error);
                 "error"
             }
-        };
-        span.finish(outcome);
-        created
+        }
     }
 
     #[cold]

@@ -1,0 +1,330 @@
+//! The region from async code under tokio: bursts, stale serving without waiting, cancellation,
+//! panics, current-thread runtimes, and sync and async callers sharing one creator.
+#![cfg(feature = "tokio")]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dogpile_runtime::{ManualClock, Region, RegionError, Timestamp};
+use tokio::time::{sleep, timeout, Instant};
+
+/// Every test must end well within this.
+const BOUND: Duration = Duration::from_secs(20);
+
+fn manual() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000_000)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_tasks_on_a_missing_key_run_one_creator() {
+    let region: Region<&str, u64> = Region::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let (region, calls) = (region.clone(), calls.clone());
+            tokio::spawn(async move {
+                region
+                    .get_or_create_async(&"k", || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        sleep(Duration::from_millis(50)).await;
+                        42
+                    })
+                    .await
+            })
+        })
+        .collect();
+    timeout(BOUND, async {
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 42);
+        }
+    })
+    .await
+    .expect("the burst hung");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = region.statistics();
+    assert_eq!(stats.misses, 1000);
+    assert_eq!(stats.regenerations, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_key_is_served_stale_without_waiting() {
+    let clock = manual();
+    let region: Region<u8, u64> = Region::builder()
+        .expiry(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build();
+    region.insert(&1, 1).unwrap();
+    clock.advance(Duration::from_secs(61));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (region, calls) = (region.clone(), calls.clone());
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let mut created = false;
+                let value = region
+                    .get_or_create_async(&1, || async {
+                        created = true;
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        sleep(Duration::from_millis(200)).await;
+                        2
+                    })
+                    .await;
+                (value, created, start.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest_other = Duration::ZERO;
+    for task in tasks {
+        let (value, created, took) = timeout(BOUND, task).await.unwrap().unwrap();
+        if created {
+            assert_eq!(value, 2);
+        } else {
+            assert!(value == 1 || value == 2);
+            slowest_other = slowest_other.max(took);
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(
+        slowest_other < Duration::from_millis(5),
+        "a task waited {slowest_other:?}"
+    );
+    assert!(region.statistics().stale_hits > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_creator_releases_the_key_and_stores_nothing() {
+    let region: Region<u8, u64> = Region::builder().build();
+    let cancelled = timeout(
+        Duration::from_millis(50),
+        region.get_or_create_async(&1, || async {
+            sleep(Duration::from_secs(3600)).await;
+            1
+        }),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the creator should have been cut off");
+    assert_eq!(region.peek(&1), None);
+    assert_eq!(region.mutexes_in_use(), 0);
+    let next = timeout(BOUND, region.get_or_create_async(&1, || async { 2 }))
+        .await
+        .expect("the next caller hung on a mutex left behind");
+    assert_eq!(next, 2);
+    assert_eq!(
+        region.statistics().panics,
+        0,
+        "a cancellation is not a panic"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_becomes_the_creator_when_the_creator_is_cancelled() {
+    let region: Region<u8, u64> = Region::builder().build();
+    let first = {
+        let region = region.clone();
+        tokio::spawn(async move {
+            region
+                .get_or_create_async(&1, || async {
+                    sleep(Duration::from_secs(3600)).await;
+                    1
+                })
+                .await
+        })
+    };
+    sleep(Duration::from_millis(30)).await;
+    let second = {
+        let region = region.clone();
+        tokio::spawn(async move { region.get_or_create_async(&1, || async { 2 }).await })
+    };
+    sleep(Duration::from_millis(30)).await;
+    first.abort();
+    assert_eq!(timeout(BOUND, second).await.unwrap().unwrap(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_creator_poisons_nothing() {
+    let region: Region<u8, u64> = Region::builder().build();
+    let panicked = {
+        let region = region.clone();
+        tokio::spawn(async move {
+            region
+                .get_or_create_async(&1, || async { panic!("creator failed") })
+                .await
+        })
+    };
+    assert!(panicked.await.unwrap_err().is_panic());
+    assert_eq!(region.get_or_create_async(&1, || async { 3 }).await, 3);
+    assert_eq!(region.statistics().panics, 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_current_thread_runtime_does_not_deadlock_while_the_creator_awaits() {
+    let region: Region<u8, u64> = Region::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (region, calls) = (region.clone(), calls.clone());
+            tokio::spawn(async move {
+                region
+                    .get_or_create_async(&1, || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        sleep(Duration::from_millis(20)).await;
+                        7
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(timeout(BOUND, task).await.unwrap().unwrap(), 7);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_and_async_callers_share_one_creator() {
+    let region: Region<u8, u64> = Region::builder().build();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let creator_calls = calls.clone();
+    let creating = {
+        let region = region.clone();
+        tokio::spawn(async move {
+            region
+                .get_or_create_async(&1, || async {
+                    creator_calls.fetch_add(1, Ordering::SeqCst);
+                    sleep(Duration::from_millis(100)).await;
+                    5
+                })
+                .await
+        })
+    };
+    sleep(Duration::from_millis(20)).await;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (region, calls) = (region.clone(), calls.clone());
+            std::thread::spawn(move || {
+                region.get_or_create(&1, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    6
+                })
+            })
+        })
+        .collect();
+    assert_eq!(creating.await.unwrap(), 5);
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), 5);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    // And the other way round: a sync creator, async waiters.
+    let region: Region<u8, u64> = Region::builder().build();
+    let sync_creator = {
+        let region = region.clone();
+        std::thread::spawn(move || {
+            region.get_or_create(&1, || {
+                std::thread::sleep(Duration::from_millis(100));
+                8
+            })
+        })
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    let waited = timeout(BOUND, region.get_or_create_async(&1, || async { 9 }))
+        .await
+        .unwrap();
+    assert_eq!(waited, 8);
+    assert_eq!(sync_creator.join().unwrap(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_creator_asking_for_its_own_key_fails_instead_of_hanging() {
+    let region: Region<u8, u64> = Region::builder().name("loops").build();
+    let inner = region.clone();
+    let result = timeout(
+        BOUND,
+        region.get_or_try_create_async(&1, || async move {
+            inner
+                .get_or_try_create_async(&1, || async { Ok::<_, String>(1) })
+                .await
+                .map_err(|e| e.to_string())
+        }),
+    )
+    .await
+    .expect("recursion hung");
+    let Err(RegionError::Creator(message)) = result else {
+        panic!("expected the recursion error")
+    };
+    assert!(message.contains("key 1"), "{message}");
+    assert!(message.contains("loops"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_regeneration_is_a_spawned_task() {
+    let clock = manual();
+    let region: Region<u8, u64> = Region::builder()
+        .expiry(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build();
+    region.insert(&1, 1).unwrap();
+    clock.advance(Duration::from_secs(61));
+    let start = Instant::now();
+    let value = region
+        .get_or_try_create_background_async(&1, || async {
+            sleep(Duration::from_millis(100)).await;
+            Ok::<_, ()>(2)
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, 1, "the winner returns the stale value");
+    assert!(start.elapsed() < Duration::from_millis(50));
+    let deadline = Instant::now() + BOUND;
+    while region.peek(&1) != Some(2) {
+        assert!(
+            Instant::now() < deadline,
+            "the spawned creator never stored"
+        );
+        sleep(Duration::from_millis(5)).await;
+    }
+    // The mutex was released when the spawned creator finished.
+    let deadline = Instant::now() + BOUND;
+    while region.mutexes_in_use() != 0 {
+        assert!(Instant::now() < deadline, "the mutex stayed held");
+        sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiter_past_the_lock_timeout_creates_the_value_itself() {
+    let region: Region<u8, u64> = Region::builder()
+        .lock_timeout(Duration::from_millis(50))
+        .build();
+    let slow = {
+        let region = region.clone();
+        tokio::spawn(async move {
+            region
+                .get_or_create_async(&1, || async {
+                    sleep(Duration::from_secs(2)).await;
+                    1
+                })
+                .await
+        })
+    };
+    sleep(Duration::from_millis(20)).await;
+    let start = Instant::now();
+    assert_eq!(region.get_or_create_async(&1, || async { 2 }).await, 2);
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(region.statistics().lock_timeouts, 1);
+    slow.abort();
+}
+
+#[test]
+fn the_async_calls_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let region: Region<String, Arc<str>> = Region::builder().build();
+    let key = "k".to_string();
+    assert_send(&region.get_or_create_async(&key, || async { Arc::from("v") }));
+    assert_send(
+        &region.get_or_try_create_async(&key, || async { Ok::<_, String>(Arc::from("v")) }),
+    );
+    assert_send(&region.refresh_async(&key, || async { Ok::<_, String>(Arc::from("v")) }));
+}
