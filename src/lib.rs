@@ -135,6 +135,24 @@ pub use dogpile_runtime::*;
 /// A `Result` function calls [`Region::get_or_try_create`], an `Option` one
 /// [`Region::get_or_create_optional`], and `background` the `_background` variants.
 ///
+/// # Async functions
+///
+/// ```
+/// # #[cfg(feature = "tokio")] {
+/// use dogpile::dogpile;
+///
+/// #[dogpile(expire = "30s")]
+/// async fn profile(user: u64) -> String {
+///     format!("user {user}") // an awaited call to another service, in practice
+/// }
+///
+/// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+/// assert_eq!(profile(7).await, "user 7");
+/// assert_eq!(profile_peek(7).as_deref(), Some("user 7"));
+/// # });
+/// # }
+/// ```
+///
 /// # Errors at compile time
 ///
 /// Misuse is a compile error at the offending tokens: an unknown or repeated option, a
@@ -149,7 +167,10 @@ pub use dogpile_runtime::*;
 ///
 /// # Limits
 ///
-/// - `async fn` is not supported yet: it is a compile error, never a blocking wrapper.
+/// - On an `async fn` (feature `tokio`, on by default), waiting tasks await the creator
+///   without blocking a worker thread, and the returned future is `Send` when the body's is.
+///   `_refresh` is async too; the other companions are not. A creator whose future is dropped
+///   (a timeout, a cancelled request) releases its key: the next caller creates.
 /// - Inside an `impl` block, an associated function without `self` must name `Self` in its
 ///   signature, or the companions cannot find each other (`Self::` is how they are called).
 /// - A panic in the body reaches only the caller that ran it, and nothing is stored; a body

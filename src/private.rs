@@ -325,3 +325,28 @@ impl Derived {
         }
     }
 }
+
+/// Reached only if a dispatcher is asked for an operation its function routes elsewhere.
+#[cold]
+#[inline(never)]
+pub fn wrong_op<T>() -> T {
+    wrong_outcome()
+}
+
+/// Checks that `#[dogpile]` on an `async fn` has the async runtime support it needs.
+#[cfg(feature = "tokio")]
+#[inline(always)]
+pub fn async_support<T>() {}
+
+/// What an `async fn` needs, missing without the `tokio` feature.
+#[cfg(not(feature = "tokio"))]
+#[diagnostic::on_unimplemented(
+    message = "#[dogpile] on an `async fn` needs the `tokio` feature of dogpile",
+    label = "this function is async",
+    note = "enable it in Cargo.toml: dogpile = {{ version = \"0.1\", features = [\"tokio\"] }}"
+)]
+pub trait AsyncSupport {}
+
+/// Checks that `#[dogpile]` on an `async fn` has the async runtime support it needs.
+#[cfg(not(feature = "tokio"))]
+pub fn async_support<T: AsyncSupport>() {}

@@ -63,3 +63,18 @@ fn the_annotated_functions_work() {
     assert_eq!(config(true).as_deref(), Some("on"));
     assert_eq!(Service { id: 1 }.lookup(1), 2);
 }
+
+/// An async one, with a borrowed argument outside the key.
+///
+/// # Errors
+///
+/// When the name is empty.
+#[cfg(feature = "tokio")]
+#[dogpile(expire = 60, key = id)]
+pub async fn user(id: u64, name: &str) -> Result<String, std::fmt::Error> {
+    if name.is_empty() {
+        return Err(std::fmt::Error);
+    }
+    std::future::ready(()).await;
+    Ok(format!("{id}: {name}"))
+}

@@ -245,6 +245,9 @@ impl<'a> Expansion<'a> {
     fn write(&self) -> TokenStream {
         let mut out = self.main_fn();
         out.extend(self.dispatch_fn());
+        if self.is_async() {
+            out.extend(self.async_dispatch_fn());
+        }
         out.extend(self.slot());
         out.extend(self.companions());
         out
@@ -256,6 +259,33 @@ impl<'a> Expansion<'a> {
             self.function.name(),
             span = Span::mixed_site()
         )
+    }
+
+    fn is_async(&self) -> bool {
+        self.function.item.sig.asyncness.is_some()
+    }
+
+    fn async_dispatch_ident(&self) -> Ident {
+        format_ident!(
+            "__dogpile_call_async_{}",
+            self.function.name(),
+            span = Span::mixed_site()
+        )
+    }
+
+    /// `__dogpile_call_async_name(self, Op::X, a, b).await`: `Get` and `Refresh` of an `async fn`.
+    fn dispatch_async(&self, op: &str) -> TokenStream {
+        let p = &self.private;
+        let (sibling, dispatch) = (&self.sibling, self.async_dispatch_ident());
+        let op = Ident::new(op, Span::call_site());
+        let receiver = self.function.receiver.map(|_| quote!(self,));
+        let names = self.function.args.iter().map(|a| a.name);
+        let call = quote!(#sibling #dispatch(#receiver #p::Op::#op, #(#names),*));
+        if self.function.item.sig.unsafety.is_some() {
+            quote!(unsafe { #call }.await)
+        } else {
+            quote!(#call.await)
+        }
     }
 
     /// `__dogpile_call_name(self, Op::X, a, b)`.
@@ -279,7 +309,11 @@ impl<'a> Expansion<'a> {
         let p = &self.private;
         let (attrs, vis) = (&item.attrs, &item.vis);
         let sig = plain_signature(&item.sig);
-        let dispatch = self.dispatch("Get");
+        let dispatch = if self.is_async() {
+            self.dispatch_async("Get")
+        } else {
+            self.dispatch("Get")
+        };
         quote! {
             #(#attrs)*
             #vis #sig {
@@ -312,14 +346,18 @@ impl<'a> Expansion<'a> {
         };
         let key = self.key();
         let region = self.region();
-        let get = self.get_body();
-        let refresh = self.refresh_body();
+        let (get, refresh) = if self.is_async() {
+            // An `async fn` gets and refreshes through its async dispatcher.
+            (quote!(#p::wrong_op()), quote!(#p::wrong_op()))
+        } else {
+            (self.get_body(), self.refresh_body())
+        };
         let cfgs = self.cfg_attrs();
         quote! {
             #(#cfgs)*
             #[doc(hidden)]
             #[inline]
-            #[allow(clippy::needless_pass_by_value, clippy::too_many_arguments)]
+            #[allow(unused_variables, clippy::needless_pass_by_value, clippy::too_many_arguments)]
             #unsafety fn #dispatch #generics(
                 #receiver
                 __dogpile_op: #p::Op,
@@ -342,6 +380,126 @@ impl<'a> Expansion<'a> {
                     }
                 }
             }
+        }
+    }
+
+    /// `Get` and `Refresh` of an `async fn`. The key and region are written here a second time;
+    /// an error in them shows once all the same (the compiler merges identical reports).
+    fn async_dispatch_fn(&self) -> TokenStream {
+        let item = self.function.item;
+        let p = &self.private;
+        let sig = plain_signature(&item.sig);
+        let dispatch = self.async_dispatch_ident();
+        let generics = &sig.generics;
+        let where_clause = &sig.generics.where_clause;
+        let unsafety = &sig.unsafety;
+        let receiver = self.function.receiver.map(|r| quote!(#r,));
+        let args = self.function.args.iter().map(|a| {
+            let (name, ty) = (a.name, a.ty);
+            quote!(#name: #ty)
+        });
+        let ret = self.function.ret;
+        let value = self.value_type();
+        let support = {
+            let span = sig.asyncness.map_or_else(Span::call_site, |a| a.span);
+            let p = self.private_at(span);
+            quote_spanned!(span=> #p::async_support::<()>();)
+        };
+        let key = self.key();
+        let region = self.region();
+        let get = self.get_async_body();
+        let refresh = self.refresh_async_body();
+        let cfgs = self.cfg_attrs();
+        quote! {
+            #(#cfgs)*
+            #[doc(hidden)]
+            #[allow(unused_variables, clippy::needless_pass_by_value, clippy::too_many_arguments)]
+            #unsafety async fn #dispatch #generics(
+                #receiver
+                __dogpile_op: #p::Op,
+                #(#args),*
+            ) -> #p::Outcome<#ret, #value> #where_clause {
+                #support
+                let __dogpile_key = #key;
+                let __dogpile_region = #region;
+                match __dogpile_op {
+                    #p::Op::Get => #p::Outcome::Value({ #get }),
+                    #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
+                    _ => #p::wrong_op(),
+                }
+            }
+        }
+    }
+
+    fn get_async_body(&self) -> TokenStream {
+        let p = &self.private;
+        if self.args.background.get().is_some() {
+            let (owned, call) = self.call_uncached_owned();
+            let creator = match self.rule {
+                CacheRule::All => quote!(move || async move { #p::infallible(#call.await) }),
+                CacheRule::Ok => quote!(move || async move { #call.await }),
+                CacheRule::Some => quote!(move || async move { #p::some(#call.await) }),
+            };
+            let call = quote! {
+                #p::Region::get_or_try_create_background_async(__dogpile_region, &__dogpile_key, #creator).await
+            };
+            return match self.rule {
+                CacheRule::All => quote!(#owned #p::value_of(#call)),
+                CacheRule::Ok => quote! {
+                    #owned
+                    match #call {
+                        #p::Ok(value) => #p::Ok(value),
+                        #p::Err(err) => #p::Err(#p::creator_error(err)),
+                    }
+                },
+                CacheRule::Some => quote!(#owned #p::optional(#call)),
+            };
+        }
+        let call = self.call_uncached();
+        match self.rule {
+            CacheRule::All => quote! {
+                #p::Region::get_or_create_async(__dogpile_region, &__dogpile_key, || #call).await
+            },
+            CacheRule::Ok => quote! {
+                match #p::Region::get_or_try_create_async(__dogpile_region, &__dogpile_key, || #call).await {
+                    #p::Ok(value) => #p::Ok(value),
+                    #p::Err(err) => #p::Err(#p::creator_error(err)),
+                }
+            },
+            CacheRule::Some => quote! {
+                #p::optional(#p::Region::get_or_try_create_async(__dogpile_region, &__dogpile_key, || {
+                    let __dogpile_body = #call;
+                    async move { #p::some(__dogpile_body.await) }
+                }).await)
+            },
+        }
+    }
+
+    fn refresh_async_body(&self) -> TokenStream {
+        let p = &self.private;
+        let call = self.call_uncached();
+        let creator = match self.rule {
+            CacheRule::All => quote!(|| {
+                let __dogpile_body = #call;
+                async move { #p::infallible(__dogpile_body.await) }
+            }),
+            CacheRule::Ok => quote!(|| #call),
+            CacheRule::Some => quote!(|| {
+                let __dogpile_body = #call;
+                async move { #p::some(__dogpile_body.await) }
+            }),
+        };
+        let call =
+            quote!(#p::Region::refresh_async(__dogpile_region, &__dogpile_key, #creator).await);
+        match self.rule {
+            CacheRule::All => quote!(#p::value_of(#call)),
+            CacheRule::Ok => quote! {
+                match #call {
+                    #p::Ok(value) => #p::Ok(value),
+                    #p::Err(err) => #p::Err(#p::creator_error(err)),
+                }
+            },
+            CacheRule::Some => quote!(#p::optional(#call)),
         }
     }
 
@@ -493,8 +651,13 @@ impl<'a> Expansion<'a> {
         let refresh = self.companion("refresh");
         let peek = self.companion("peek");
         let statistics = self.companion("statistics");
-        let [do_invalidate, do_soft_invalidate, do_refresh, do_peek] =
-            ["Invalidate", "SoftInvalidate", "Refresh", "Peek"].map(|op| self.dispatch(op));
+        let [do_invalidate, do_soft_invalidate, do_peek] =
+            ["Invalidate", "SoftInvalidate", "Peek"].map(|op| self.dispatch(op));
+        let (do_refresh, asyncness) = if self.is_async() {
+            (self.dispatch_async("Refresh"), quote!(async))
+        } else {
+            (self.dispatch("Refresh"), TokenStream::new())
+        };
 
         // The original body keeps the user's own attributes (but not the cached function's
         // docs) and signature, `mut` bindings included.
@@ -576,7 +739,7 @@ impl<'a> Expansion<'a> {
             #refresh_doc
             #errors_doc
             #common
-            #vis #unsafety fn #refresh #generics(#inputs) -> #ret #where_clause {
+            #vis #unsafety #asyncness fn #refresh #generics(#inputs) -> #ret #where_clause {
                 #p::Outcome::value(#do_refresh)
             }
 

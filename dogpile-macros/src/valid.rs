@@ -9,14 +9,6 @@ use crate::attr::Args;
 use crate::errors::Errors;
 
 pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
-    let sig = &function.item.sig;
-    if let Some(token) = &sig.asyncness {
-        errors.push(
-            token.span(),
-            "#[dogpile] does not support `async fn` yet; cache a synchronous function, or use \
-             `Region` from inside the async function",
-        );
-    }
     if !args.expire_written {
         errors.push(
             Span::call_site(),

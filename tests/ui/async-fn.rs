@@ -1,8 +1,0 @@
-use dogpile::dogpile;
-
-#[dogpile(expire = 60)]
-async fn report(day: u32) -> u32 {
-    day
-}
-
-fn main() {}
