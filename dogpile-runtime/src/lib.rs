@@ -9,6 +9,8 @@
 //! - [`LocalMutex`], [`OwnedMutexGuard`]: the in-process mutex and its owned guard.
 //! - [`NeedRegeneration`]: what a getter returns when there is no value.
 //! - [`ReadWriteMutex`]: many readers or one writer, for swapping a value that readers use.
+//! - [`FileMutex`], [`FileReadWriteMutex`]: the same across the processes of one host, on lock
+//!   files.
 //! - [`NameRegistry`]: one shared object (such as a mutex) per key, while it is in use.
 //! - [`Clock`], [`SystemClock`], [`CoarseClock`], [`ManualClock`], [`Timestamp`]: wall-clock
 //!   time, injectable.
@@ -53,6 +55,7 @@
 
 mod clock;
 mod error;
+mod file;
 mod legacy;
 mod lock;
 mod mutex;
@@ -63,6 +66,7 @@ mod sync;
 
 pub use clock::{Clock, CoarseClock, ManualClock, SystemClock, Timestamp};
 pub use error::{BackendError, LockError, NeedRegeneration, ReleaseError};
+pub use file::{FileMutex, FileReadGuard, FileReadWriteMutex, FileWriteGuard};
 #[allow(deprecated)]
 pub use legacy::{Dogpile, Reading, SyncReaderDogpile};
 pub use lock::{Got, Lock};

@@ -1,0 +1,239 @@
+//! File locks with real processes: children of this test binary share a lock directory and a
+//! store on disk. One expired key, eight processes: one regeneration. A holder killed with
+//! SIGKILL frees its lock at once.
+//!
+//! A child is this same binary run with `--exact child --nocapture` and its role in the
+//! environment; the `child` test does nothing otherwise.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::{
+    BackendError, FileMutex, FileReadWriteMutex, RawMutex, Region, Store, Timestamp,
+};
+
+const ROLE: &str = "DOGPILE_FILE_LOCK_ROLE";
+const DIR: &str = "DOGPILE_FILE_LOCK_DIR";
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Values on disk, one file per key: `<created nanos> <value>`, replaced atomically.
+struct DirStore {
+    dir: PathBuf,
+}
+
+impl DirStore {
+    fn path(&self, key: &u64) -> PathBuf {
+        self.dir.join(format!("value-{key}"))
+    }
+}
+
+impl Store<u64, u64> for DirStore {
+    fn get(&self, key: &u64) -> Result<Option<(u64, Timestamp)>, BackendError> {
+        let Ok(text) = fs::read_to_string(self.path(key)) else {
+            return Ok(None);
+        };
+        let mut parts = text.split_whitespace().map(|p| p.parse::<i64>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(created)), Some(Ok(value))) => {
+                Ok(Some((value as u64, Timestamp::from_nanos(created))))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn put(&self, key: &u64, value: &u64, created: Timestamp) -> Result<(), BackendError> {
+        let tmp = self.dir.join(format!("tmp-{key}-{}", std::process::id()));
+        fs::write(&tmp, format!("{} {value}", created.as_nanos()))
+            .and_then(|()| fs::rename(&tmp, self.path(key)))
+            .map_err(|e| BackendError::with_source("could not write the value file", e))
+    }
+
+    fn remove(&self, key: &u64) -> Result<(), BackendError> {
+        let _ = fs::remove_file(self.path(key));
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    fn count(&self) -> Option<usize> {
+        None
+    }
+}
+
+fn region(dir: &Path) -> Region<u64, u64, DirStore, FileMutex> {
+    let locks = dir.join("locks");
+    Region::builder()
+        .expiry(Duration::from_secs(60))
+        .store(DirStore {
+            dir: dir.to_path_buf(),
+        })
+        .mutexes(move |key: &u64| FileMutex::for_key(&locks, key))
+        .build()
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + BOUND;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dogpile-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("locks")).unwrap();
+    dir
+}
+
+fn spawn_child(role: &str, dir: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(DIR, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// What a child process does, by its role; nothing when run as a normal test.
+#[test]
+fn child() {
+    let (Ok(role), Ok(dir)) = (std::env::var(ROLE), std::env::var(DIR)) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    match role.split_once(':') {
+        Some(("reader", n)) => {
+            let region = region(&dir);
+            fs::write(dir.join(format!("ready-{n}")), "").unwrap();
+            wait_for(&dir.join("go"));
+            let value = region.get_or_create(&1, || {
+                let mut log = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("creations"))
+                    .unwrap();
+                writeln!(log, "{n}").unwrap();
+                thread::sleep(Duration::from_millis(300));
+                2
+            });
+            println!("value={value}");
+        }
+        Some(("holder", _)) => {
+            let mutex = FileMutex::for_key(dir.join("locks"), &1u64);
+            mutex.acquire().unwrap();
+            fs::write(dir.join("holding"), "").unwrap();
+            thread::sleep(Duration::from_secs(3600));
+        }
+        Some(("reader-lock", _)) => {
+            let lock = FileReadWriteMutex::new(dir.join("rw.lock"));
+            let _reading = lock.read().unwrap();
+            fs::write(dir.join("holding"), "").unwrap();
+            thread::sleep(Duration::from_secs(3600));
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+#[test]
+fn eight_processes_on_one_expired_key_regenerate_it_once() {
+    let dir = fresh_dir("expired");
+    // An old value: expired for every process.
+    DirStore { dir: dir.clone() }
+        .put(&1, &1, Timestamp::from_nanos(1_000_000_000))
+        .unwrap();
+    let children: Vec<Child> = (0..8)
+        .map(|n| spawn_child(&format!("reader:{n}"), &dir))
+        .collect();
+    for n in 0..8 {
+        wait_for(&dir.join(format!("ready-{n}")));
+    }
+    fs::write(dir.join("go"), "").unwrap();
+    let mut values = Vec::new();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "a child failed");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // libtest prints the test's name on the same line.
+        let value = stdout
+            .split("value=")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the child printed no value")
+            .to_string();
+        values.push(value);
+    }
+    let creations = fs::read_to_string(dir.join("creations")).unwrap();
+    assert_eq!(creations.lines().count(), 1, "creators: {creations:?}");
+    assert!(values.iter().all(|v| v == "1" || v == "2"), "{values:?}");
+    assert!(
+        values.iter().any(|v| v == "2"),
+        "the creator returns the new value"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_holder_killed_with_sigkill_frees_the_lock_at_once() {
+    let dir = fresh_dir("killed");
+    let mut holder = spawn_child("holder:0", &dir);
+    wait_for(&dir.join("holding"));
+    let mutex = FileMutex::for_key(dir.join("locks"), &1u64);
+    assert!(!mutex.try_acquire().unwrap(), "another process holds it");
+    holder.kill().unwrap(); // SIGKILL
+    holder.wait().unwrap();
+    let start = Instant::now();
+    assert!(mutex.acquire_timeout(Duration::from_secs(5)).unwrap());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    mutex.release().unwrap();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_reader_in_another_process_keeps_writers_out_until_killed() {
+    let dir = fresh_dir("rw");
+    let mut reader = spawn_child("reader-lock:0", &dir);
+    wait_for(&dir.join("holding"));
+    let lock = FileReadWriteMutex::new(dir.join("rw.lock"));
+    assert!(lock.try_write().unwrap().is_none());
+    assert!(lock.try_read().unwrap().is_some(), "readers share");
+    reader.kill().unwrap();
+    reader.wait().unwrap();
+    assert!(lock.try_write().unwrap().is_some());
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn threads_of_one_process_exclude_each_other_too() {
+    let dir = fresh_dir("threads");
+    let a = FileMutex::for_key(dir.join("locks"), &"k");
+    let b = FileMutex::for_key(dir.join("locks"), &"k");
+    a.acquire().unwrap();
+    let waiter = thread::spawn(move || {
+        let start = Instant::now();
+        b.acquire().unwrap();
+        b.release().unwrap();
+        start.elapsed()
+    });
+    thread::sleep(Duration::from_millis(100));
+    a.release().unwrap();
+    assert!(waiter.join().unwrap() >= Duration::from_millis(90));
+    assert!(a.release().is_err(), "a release without a hold is an error");
+    let _ = fs::remove_dir_all(&dir);
+}
