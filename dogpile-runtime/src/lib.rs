@@ -11,6 +11,8 @@
 //! - [`ReadWriteMutex`]: many readers or one writer, for swapping a value that readers use.
 //! - [`FileMutex`], [`FileReadWriteMutex`]: the same across the processes of one host, on lock
 //!   files.
+//! - [`Redis`], [`RedisStore`], [`RedisMutex`] (feature `redis`): a store and a mutex for
+//!   processes on many hosts.
 //! - [`NameRegistry`]: one shared object (such as a mutex) per key, while it is in use.
 //! - [`Clock`], [`SystemClock`], [`CoarseClock`], [`ManualClock`], [`Timestamp`]: wall-clock
 //!   time, injectable.
@@ -59,6 +61,8 @@ mod file;
 mod legacy;
 mod lock;
 mod mutex;
+#[cfg(feature = "redis")]
+mod on_redis;
 mod region;
 mod registry;
 mod rwmutex;
@@ -71,6 +75,8 @@ pub use file::{FileMutex, FileReadGuard, FileReadWriteMutex, FileWriteGuard};
 pub use legacy::{Dogpile, Reading, SyncReaderDogpile};
 pub use lock::{Got, Lock};
 pub use mutex::{LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
+#[cfg(feature = "redis")]
+pub use on_redis::{Redis, RedisMutex, RedisStore};
 pub use region::{
     MemoryStore, OnBackendError, Pool, PoolFull, Region, RegionBuilder, RegionError, Statistics,
     Store,

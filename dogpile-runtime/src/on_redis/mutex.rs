@@ -1,0 +1,230 @@
+//! A dogpile mutex in Redis: `SET name token NX PX lease`, renewed while held, released by its
+//! holder only.
+//!
+//! | state                   | `try_acquire` | `release` (holder's token)         |
+//! |-------------------------|---------------|------------------------------------|
+//! | free (no key)           | → held, true  | error                              |
+//! | held, lease running     | false         | → free                             |
+//! | holder died             | false until the lease runs out, then as free | — |
+//! | lease lost (not renewed)| another may take it | error: reported, counted     |
+
+use std::fmt;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::Redis;
+use crate::sync::Mutex;
+use crate::{BackendError, RawMutex};
+
+/// Deletes the key only if it still holds the caller's token.
+const RELEASE: &str = r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("DEL", KEYS[1])
+end
+return 0
+"#;
+
+/// Extends the lease only if the key still holds the caller's token.
+const RENEW: &str = r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+    return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+/// A [`RawMutex`] in Redis, for processes on many hosts; made by [`Redis::mutex`].
+///
+/// Taking it sets a key to a random token with the lease as its expiry, if the key is absent.
+/// While held, a thread renews the lease every third of it, so a creator may run longer than
+/// the lease; if the holder dies, the key expires with its lease and another process takes
+/// over. Release and renewal check the token in a server-side script, so a holder whose lease
+/// ran out can never release or extend another's.
+///
+/// ```no_run
+/// use dogpile_runtime::{RawMutex, Redis};
+/// let redis = Redis::open("redis://127.0.0.1/")?;
+/// let a = redis.mutex("reports", &7u32);
+/// let b = redis.mutex("reports", &7u32); // as another host would
+/// assert!(a.try_acquire()?);
+/// assert!(!b.try_acquire()?);
+/// a.release()?;
+/// # Ok::<(), dogpile_runtime::BackendError>(())
+/// ```
+pub struct RedisMutex {
+    redis: Redis,
+    name: Vec<u8>,
+    held: Mutex<Option<Held>>,
+}
+
+struct Held {
+    token: String,
+    /// Dropping it stops the renewer.
+    stop: mpsc::Sender<()>,
+    renewer: JoinHandle<bool>,
+}
+
+impl RedisMutex {
+    pub(super) fn new(redis: Redis, name: Vec<u8>) -> Self {
+        RedisMutex {
+            redis,
+            name,
+            held: Mutex::new(None),
+        }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.redis.lease.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Renews the lease until told to stop; `false` if it was lost on the way.
+    fn start_renewer(
+        &self,
+        token: String,
+        stop: mpsc::Receiver<()>,
+    ) -> std::io::Result<JoinHandle<bool>> {
+        let (redis, name, lease_ms) = (self.redis.clone(), self.name.clone(), self.lease_ms());
+        let every = self.redis.lease / 3;
+        thread::Builder::new()
+            .name("dogpile-redis-lease".into())
+            .spawn(move || loop {
+                match stop.recv_timeout(every) {
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return true,
+                }
+                let renewed = redis.run("lease renewal", |c| {
+                    redis::Script::new(RENEW)
+                        .key(&name)
+                        .arg(&token)
+                        .arg(lease_ms)
+                        .invoke::<i64>(c)
+                });
+                match renewed {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        // The key expired or changed hands: another holder may be creating.
+                        redis.shared.leases_lost.fetch_add(1, Ordering::Relaxed);
+                        #[cfg(feature = "tracing")]
+                        tracing::warn!(
+                            "dogpile: a Redis mutex lease ran out while its creator ran"
+                        );
+                        return false;
+                    }
+                    // A failed renewal is retried at the next beat; the lease covers two.
+                    Err(_) => {}
+                }
+            })
+    }
+}
+
+fn token() -> Result<String, BackendError> {
+    let a = getrandom::u64()
+        .map_err(|e| BackendError::new(format!("no randomness for a Redis mutex token: {e}")))?;
+    let b = getrandom::u64()
+        .map_err(|e| BackendError::new(format!("no randomness for a Redis mutex token: {e}")))?;
+    Ok(format!("{a:016x}{b:016x}"))
+}
+
+impl RawMutex for RedisMutex {
+    fn try_acquire(&self) -> Result<bool, BackendError> {
+        let token = token()?;
+        let lease_ms = self.lease_ms();
+        let set: Option<String> = self.redis.run("SET NX", |c| {
+            redis::cmd("SET")
+                .arg(&self.name)
+                .arg(&token)
+                .arg("NX")
+                .arg("PX")
+                .arg(lease_ms)
+                .query(c)
+        })?;
+        if set.is_none() {
+            return Ok(false);
+        }
+        let (stop, stopped) = mpsc::channel();
+        let renewer = match self.start_renewer(token.clone(), stopped) {
+            Ok(renewer) => renewer,
+            Err(err) => {
+                // Without a renewer the lease would run out under a long creator: give the
+                // mutex back rather than hold it unprotected.
+                let _ = self.redis.run("release", |c| {
+                    redis::Script::new(RELEASE)
+                        .key(&self.name)
+                        .arg(&token)
+                        .invoke::<i64>(c)
+                });
+                return Err(BackendError::with_source(
+                    "could not start the Redis lease renewal thread",
+                    err,
+                ));
+            }
+        };
+        *self.held.lock() = Some(Held {
+            token,
+            stop,
+            renewer,
+        });
+        Ok(true)
+    }
+
+    fn acquire(&self) -> Result<(), BackendError> {
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if self.try_acquire()? {
+                return Ok(());
+            }
+            thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut pause = Duration::from_millis(2);
+        loop {
+            if self.try_acquire()? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            match deadline {
+                Some(deadline) if now >= deadline => return Ok(false),
+                Some(deadline) => thread::sleep(pause.min(deadline - now)),
+                None => thread::sleep(pause),
+            }
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    fn release(&self) -> Result<(), BackendError> {
+        let held = self.held.lock().take().ok_or_else(|| {
+            BackendError::new("release of a Redis mutex that this process does not hold")
+        })?;
+        drop(held.stop);
+        let kept = held.renewer.join().unwrap_or(false);
+        let deleted = self.redis.run("release", |c| {
+            redis::Script::new(RELEASE)
+                .key(&self.name)
+                .arg(&held.token)
+                .invoke::<i64>(c)
+        })?;
+        if !kept || deleted != 1 {
+            return Err(BackendError::new(
+                "the Redis mutex's lease ran out before its release: another process may have \
+                 regenerated the value at the same time; raise the lease",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for RedisMutex {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisMutex")
+            .field("name", &String::from_utf8_lossy(&self.name))
+            .field("held", &self.held.lock().is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,235 @@
+//! Values in Redis: one string per key holding the creation time and the value, so one `GET`
+//! reads both.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::Redis;
+use crate::{BackendError, Store, Timestamp};
+
+/// The format's first byte, so that a later format can tell old values apart.
+const FORMAT: u8 = 1;
+
+/// A [`Store`] in Redis: keys and values encoded with `postcard` (compact, serde), each value
+/// beside its creation time under `<namespace>:v:<key>`.
+///
+/// A value that does not decode (another program's data, a changed type, corrupt bytes) is a
+/// miss: the region regenerates it and [`undecodable`](Self::undecodable) counts it. Values
+/// stay in Redis past their expiry (so that callers can be given the stale one) unless
+/// [`retain`](Self::retain) bounds them.
+///
+/// ```no_run
+/// use dogpile_runtime::{Redis, RedisStore, Store, Timestamp};
+/// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("names");
+/// store.put(&1, &"ann".to_string(), Timestamp::from_nanos(1))?;
+/// assert_eq!(store.get(&1)?, Some(("ann".to_string(), Timestamp::from_nanos(1))));
+/// # Ok::<(), dogpile_runtime::BackendError>(())
+/// ```
+pub struct RedisStore<K, V> {
+    redis: Redis,
+    namespace: String,
+    retain: Option<Duration>,
+    undecodable: AtomicU64,
+    types: PhantomData<fn(&K) -> V>,
+}
+
+impl<K, V> RedisStore<K, V> {
+    pub(super) fn new(redis: Redis, namespace: &str) -> Self {
+        RedisStore {
+            redis,
+            namespace: namespace.to_string(),
+            retain: None,
+            undecodable: AtomicU64::new(0),
+            types: PhantomData,
+        }
+    }
+
+    /// Lets Redis delete a value `retain` after it was stored (its `PX`), however stale values
+    /// are served until then. Keep it well above the region's expiry.
+    ///
+    /// ```no_run
+    /// # use dogpile_runtime::{Redis, RedisStore};
+    /// # use std::time::Duration;
+    /// let store: RedisStore<u64, String> =
+    ///     Redis::open("redis://127.0.0.1/")?.store("names").retain(Duration::from_secs(3600));
+    /// # Ok::<(), dogpile_runtime::BackendError>(())
+    /// ```
+    pub fn retain(mut self, retain: Duration) -> Self {
+        self.retain = Some(retain);
+        self
+    }
+
+    /// How many values read so far did not decode (and counted as misses).
+    ///
+    /// ```no_run
+    /// # use dogpile_runtime::{Redis, RedisStore};
+    /// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("names");
+    /// assert_eq!(store.undecodable(), 0);
+    /// # Ok::<(), dogpile_runtime::BackendError>(())
+    /// ```
+    pub fn undecodable(&self) -> u64 {
+        self.undecodable.load(Ordering::Relaxed)
+    }
+
+    /// The Redis key of `key`'s value.
+    fn redis_key(&self, key: &K) -> Result<Vec<u8>, BackendError>
+    where
+        K: Serialize,
+    {
+        let mut name = format!("{}:v:", self.namespace).into_bytes();
+        let encoded = postcard::to_stdvec(key)
+            .map_err(|e| BackendError::with_source("could not encode a key for Redis", e))?;
+        name.extend(encoded);
+        Ok(name)
+    }
+}
+
+fn encode<V: Serialize>(value: &V, created: Timestamp) -> Result<Vec<u8>, BackendError> {
+    let mut bytes = vec![FORMAT];
+    bytes.extend(created.as_nanos().to_be_bytes());
+    postcard::to_io(value, &mut bytes)
+        .map_err(|e| BackendError::with_source("could not encode a value for Redis", e))?;
+    Ok(bytes)
+}
+
+fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Timestamp)> {
+    let (&format, rest) = bytes.split_first()?;
+    if format != FORMAT || rest.len() < 8 {
+        return None;
+    }
+    let (created, value) = rest.split_at(8);
+    let created = i64::from_be_bytes(created.try_into().ok()?);
+    let (value, left) = postcard::take_from_bytes(value).ok()?;
+    left.is_empty()
+        .then_some((value, Timestamp::from_nanos(created)))
+}
+
+impl<K, V> Store<K, V> for RedisStore<K, V>
+where
+    K: Serialize + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn get(&self, key: &K) -> Result<Option<(V, Timestamp)>, BackendError> {
+        let name = self.redis_key(key)?;
+        let bytes: Option<Vec<u8>> = self
+            .redis
+            .run("GET", |c| redis::cmd("GET").arg(&name).query(c))?;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        match decode(&bytes) {
+            Some(found) => Ok(Some(found)),
+            None => {
+                self.undecodable.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    namespace = %self.namespace,
+                    bytes = bytes.len(),
+                    "dogpile: a Redis value did not decode; regenerating it"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
+        let name = self.redis_key(key)?;
+        let bytes = encode(value, created)?;
+        let retain = self
+            .retain
+            .map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1));
+        self.redis.run("SET", |c| {
+            let mut set = redis::cmd("SET");
+            set.arg(&name).arg(bytes);
+            if let Some(ms) = retain {
+                set.arg("PX").arg(ms);
+            }
+            set.query::<()>(c)
+        })
+    }
+
+    fn remove(&self, key: &K) -> Result<(), BackendError> {
+        let name = self.redis_key(key)?;
+        self.redis
+            .run("DEL", |c| redis::cmd("DEL").arg(&name).query::<()>(c))
+    }
+
+    fn clear(&self) -> Result<(), BackendError> {
+        let pattern = format!("{}:v:*", glob_escape(&self.namespace));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, names): (u64, Vec<Vec<u8>>) = self.redis.run("SCAN", |c| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query(c)
+            })?;
+            if !names.is_empty() {
+                self.redis
+                    .run("DEL", |c| redis::cmd("DEL").arg(&names).query::<()>(c))?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+
+    fn count(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// `text` with Redis glob characters escaped, for `SCAN MATCH`.
+fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl<K, V> fmt::Debug for RedisStore<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("namespace", &self.namespace)
+            .field("retain", &self.retain)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_foreign_bytes_do_not_decode() {
+        let bytes = encode(&("ann".to_string(), 7u32), Timestamp::from_nanos(42)).unwrap();
+        assert_eq!(
+            decode::<(String, u32)>(&bytes),
+            Some((("ann".to_string(), 7), Timestamp::from_nanos(42)))
+        );
+        assert_eq!(decode::<(String, u32)>(b""), None);
+        assert_eq!(decode::<(String, u32)>(b"\x01short"), None);
+        assert_eq!(decode::<(String, u32)>(b"plain text from elsewhere"), None);
+        let mut trailing = bytes.clone();
+        trailing.push(0);
+        assert_eq!(decode::<(String, u32)>(&trailing), None);
+    }
+
+    #[test]
+    fn glob_characters_in_namespaces_are_escaped() {
+        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    }
+}

@@ -1,0 +1,407 @@
+//! The Redis store and mutex against a real `redis-server` that this harness starts on a free
+//! loopback port (and stops, and restarts): processes bursting on one expired key, one round
+//! trip per fresh hit, a killed holder, lease renewal, an outage, corrupt bytes.
+//!
+//! Needs `redis-server` on the `PATH` (`.ci/run` installs it if missing).
+#![cfg(feature = "redis")]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::{
+    OnBackendError, Redis, RedisMutex, RedisStore, Region, RegionError, Store, Timestamp,
+};
+
+const BOUND: Duration = Duration::from_secs(30);
+const ROLE: &str = "DOGPILE_REDIS_ROLE";
+const URL: &str = "DOGPILE_REDIS_URL";
+const DIR: &str = "DOGPILE_REDIS_DIR";
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+use redis_server::Server;
+
+type RedisRegion = Region<u64, u64, RedisStore<u64, u64>, RedisMutex>;
+
+fn region(redis: &Redis, namespace: &'static str, expiry: Duration) -> RedisRegion {
+    Region::builder()
+        .name(namespace)
+        .expiry(expiry)
+        .store(redis.store(namespace))
+        .mutexes({
+            let redis = redis.clone();
+            move |key: &u64| redis.mutex(namespace, key)
+        })
+        .build()
+}
+
+fn incr(redis_url: &str, counter: &str) -> u64 {
+    let mut c = redis::Client::open(redis_url)
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap();
+    redis::cmd("INCR").arg(counter).query(&mut c).unwrap()
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + BOUND;
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dogpile-redis-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn spawn_child(role: &str, url: &str, dir: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
+        .env(ROLE, role)
+        .env(URL, url)
+        .env(DIR, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// What a child process does, by its role; nothing when run as a normal test.
+#[test]
+fn child() {
+    let (Ok(role), Ok(url), Ok(dir)) =
+        (std::env::var(ROLE), std::env::var(URL), std::env::var(DIR))
+    else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let redis = Redis::open(&url)
+        .unwrap()
+        .with_lease(Duration::from_secs(1));
+    match role.split_once(':') {
+        Some(("burst", n)) => {
+            let region = region(&redis, "burst", Duration::from_secs(1));
+            let (mut stale, mut new) = (0, 0);
+            for round in 1..=2u64 {
+                fs::write(dir.join(format!("ready-{round}-{n}")), "").unwrap();
+                wait_for(&dir.join(format!("go-{round}")));
+                let barrier = Arc::new(Barrier::new(16));
+                let threads: Vec<_> = (0..16)
+                    .map(|_| {
+                        let (region, barrier, url) = (region.clone(), barrier.clone(), url.clone());
+                        thread::spawn(move || {
+                            barrier.wait();
+                            region.get_or_create(&1, || {
+                                let generation = incr(&url, "creations");
+                                thread::sleep(Duration::from_millis(300));
+                                generation
+                            })
+                        })
+                    })
+                    .collect();
+                for t in threads {
+                    if t.join().unwrap() == round {
+                        new += 1;
+                    } else {
+                        stale += 1;
+                    }
+                }
+            }
+            println!("stale={stale} new={new}");
+        }
+        Some(("holder", _)) => {
+            let region = region(&redis, "killed", Duration::from_secs(60));
+            region.get_or_create(&1, || {
+                fs::write(dir.join("creating"), "").unwrap();
+                thread::sleep(Duration::from_secs(3600));
+                0
+            });
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
+
+#[test]
+fn eight_processes_of_sixteen_threads_regenerate_once_per_expiry() {
+    let server = Server::start();
+    let url = server.url();
+    let dir = fresh_dir("burst");
+    // An old value: expired everywhere.
+    let redis = Redis::open(&url).unwrap();
+    redis
+        .store::<u64, u64>("burst")
+        .put(&1, &0, Timestamp::from_nanos(1_000_000_000))
+        .unwrap();
+    let children: Vec<Child> = (0..8)
+        .map(|n| spawn_child(&format!("burst:{n}"), &url, &dir))
+        .collect();
+    for round in 1..=2 {
+        for n in 0..8 {
+            wait_for(&dir.join(format!("ready-{round}-{n}")));
+        }
+        if round == 2 {
+            // Let the first regeneration's value expire (1 s).
+            thread::sleep(Duration::from_millis(1300));
+        }
+        fs::write(dir.join(format!("go-{round}")), "").unwrap();
+    }
+    let (mut stale, mut new) = (0, 0);
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "a child failed");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let counts = text.split("stale=").nth(1).expect("no counts");
+        let mut numbers = counts
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>().unwrap());
+        stale += numbers.next().unwrap();
+        new += numbers.next().unwrap();
+    }
+    let creations: u64 = redis::cmd("GET")
+        .arg("creations")
+        .query(&mut server.connection())
+        .unwrap();
+    assert_eq!(creations, 2, "one regeneration per expiry, two expiries");
+    assert_eq!(stale + new, 8 * 16 * 2);
+    assert!(
+        stale >= 8 * 16 * 2 - 40,
+        "stale values served meanwhile: {stale} stale, {new} new"
+    );
+    assert!(
+        server.keys("burst:lock:*").is_empty(),
+        "no lock left behind"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_fresh_hit_is_one_round_trip() {
+    let server = Server::start();
+    let redis = Redis::open(&server.url()).unwrap();
+    let region = region(&redis, "hits", Duration::from_secs(60));
+    assert_eq!(region.get_or_create(&5, || 50), 50);
+    let mut admin = server.connection();
+    redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query::<()>(&mut admin)
+        .unwrap();
+    for _ in 0..100 {
+        assert_eq!(region.get_or_create(&5, || unreachable!()), 50);
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut admin)
+        .unwrap();
+    let calls = |command: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    assert_eq!(calls("get"), 100, "{info}");
+    let others: u64 = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_"))
+        .filter(|l| !l.starts_with("cmdstat_get:") && !l.starts_with("cmdstat_config"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(others, 0, "only GETs on the hot path: {info}");
+}
+
+#[test]
+fn a_holder_killed_mid_creation_is_replaced_within_the_lease() {
+    let server = Server::start();
+    let url = server.url();
+    let dir = fresh_dir("killed");
+    let redis = Redis::open(&url)
+        .unwrap()
+        .with_lease(Duration::from_secs(1));
+    redis
+        .store::<u64, u64>("killed")
+        .put(&1, &0, Timestamp::from_nanos(1_000_000_000))
+        .unwrap();
+    let mut holder = spawn_child("holder:0", &url, &dir);
+    wait_for(&dir.join("creating"));
+    holder.kill().unwrap(); // SIGKILL: no release
+    holder.wait().unwrap();
+    let killed = Instant::now();
+    let region = region(&redis, "killed", Duration::from_secs(60));
+    // Stale values meanwhile; then this process takes over once the lease runs out.
+    loop {
+        let value = region.get_or_create(&1, || 1);
+        if value == 1 {
+            break;
+        }
+        assert_eq!(value, 0, "the stale value");
+        assert!(killed.elapsed() < Duration::from_secs(5), "never took over");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let took = killed.elapsed();
+    assert!(
+        took <= Duration::from_millis(1500),
+        "took over after {took:?}"
+    );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_creator_longer_than_the_lease_keeps_the_lock_by_renewal() {
+    let server = Server::start();
+    let redis = Redis::open(&server.url())
+        .unwrap()
+        .with_lease(Duration::from_millis(300));
+    // Two regions on one namespace: two hosts, as far as the lock can tell.
+    let (a, b) = (
+        region(&redis, "long", Duration::from_secs(60)),
+        region(&redis, "long", Duration::from_secs(60)),
+    );
+    let creations = Arc::new(AtomicUsize::new(0));
+    let slow = {
+        let creations = creations.clone();
+        thread::spawn(move || {
+            a.get_or_create(&1, || {
+                creations.fetch_add(1, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(1200)); // four leases
+                7
+            })
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    let others: Vec<_> = (0..4)
+        .map(|_| {
+            let (b, creations) = (b.clone(), creations.clone());
+            thread::spawn(move || {
+                b.get_or_create(&1, || {
+                    creations.fetch_add(1, Ordering::SeqCst);
+                    8
+                })
+            })
+        })
+        .collect();
+    assert_eq!(slow.join().unwrap(), 7);
+    for other in others {
+        assert_eq!(other.join().unwrap(), 7);
+    }
+    assert_eq!(creations.load(Ordering::SeqCst), 1, "no second creator");
+    assert_eq!(redis.leases_lost(), 0);
+}
+
+#[test]
+fn an_outage_gets_the_chosen_policy_and_the_region_recovers() {
+    let mut server = Server::start();
+    let redis = Redis::open(&server.url())
+        .unwrap()
+        .with_timeout(Duration::from_millis(200))
+        .with_lease(Duration::from_secs(2));
+    let direct = region(&redis, "outage", Duration::from_millis(100));
+    let strict: RedisRegion = Region::builder()
+        .name("outage-strict")
+        .expiry(Duration::from_millis(100))
+        .store(redis.store("outage-strict"))
+        .mutexes({
+            let redis = redis.clone();
+            move |key: &u64| redis.mutex("outage-strict", key)
+        })
+        .on_backend_error(OnBackendError::ReturnError)
+        .build();
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let slowest = Arc::new(std::sync::Mutex::new(Duration::ZERO));
+    let load: Vec<_> = (0..4)
+        .map(|t| {
+            let (direct, stop, slowest) = (direct.clone(), stop.clone(), slowest.clone());
+            thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let start = Instant::now();
+                    let value = direct.get_or_create(&(n % 10), || t);
+                    assert!(value < 4);
+                    let took = start.elapsed();
+                    let mut slowest = slowest.lock().unwrap();
+                    *slowest = (*slowest).max(took);
+                    n += 1;
+                    thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    server.stop();
+    thread::sleep(Duration::from_millis(200));
+    let failed = strict.get_or_try_create(&1, || Ok::<_, ()>(1));
+    assert!(
+        matches!(failed, Err(RegionError::Backend(_))),
+        "the strict region returns the error: {failed:?}"
+    );
+    thread::sleep(Duration::from_millis(300));
+    let during = direct.statistics().direct_calls;
+    assert!(during > 0, "calls went to the creator directly");
+    server.resume();
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    for thread in load {
+        thread.join().expect("a caller panicked");
+    }
+    let slowest = *slowest.lock().unwrap();
+    assert!(slowest < Duration::from_secs(2), "a call took {slowest:?}");
+    // Working again: stored and then served fresh.
+    let hits = direct.statistics().hits;
+    assert_eq!(direct.get_or_create(&99, || 3), 3);
+    assert_eq!(direct.get_or_create(&99, || unreachable!()), 3);
+    assert!(direct.statistics().hits > hits);
+    assert_eq!(strict.get_or_try_create(&1, || Ok::<_, ()>(1)).unwrap(), 1);
+    // No lock key stuck: every lock taken was released or expires with its lease.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !server.keys("outage:lock:*").is_empty() {
+        assert!(Instant::now() < deadline, "lock keys stuck");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn corrupt_bytes_under_a_key_are_a_miss() {
+    let server = Server::start();
+    let redis = Redis::open(&server.url()).unwrap();
+    let store = redis.store::<u64, u64>("corrupt");
+    store.put(&1, &1, Timestamp::from_nanos(1)).unwrap();
+    let keys = server.keys("corrupt:v:*");
+    assert_eq!(keys.len(), 1);
+    redis::cmd("SET")
+        .arg(&keys[0])
+        .arg("{\"not\": \"ours\"}")
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let region: RedisRegion = Region::builder()
+        .expiry(Duration::from_secs(60))
+        .store(store)
+        .mutexes({
+            let redis = redis.clone();
+            move |key: &u64| redis.mutex("corrupt", key)
+        })
+        .build();
+    assert_eq!(region.peek(&1), None);
+    assert_eq!(region.get_or_create(&1, || 2), 2);
+    assert_eq!(region.get_or_create(&1, || unreachable!()), 2);
+    assert!(region.statistics().misses >= 1);
+}

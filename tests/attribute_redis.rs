@@ -1,0 +1,87 @@
+//! `#[dogpile(region = ...)]` on a region configured on Redis, from sync and async functions,
+//! against a `redis-server` this test starts.
+#![cfg(all(feature = "redis", feature = "tokio"))]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{LazyLock, OnceLock};
+use std::time::Duration;
+
+use dogpile::{dogpile, Redis, RedisMutex, RedisStore, Region};
+
+#[path = "../dogpile-runtime/tests/support/redis_server.rs"]
+mod redis_server;
+use redis_server::Server;
+
+/// Set by the test, which owns the server (and stops it when done).
+static REDIS: OnceLock<Redis> = OnceLock::new();
+
+fn redis() -> &'static Redis {
+    REDIS.get().expect("the test starts the server first")
+}
+
+fn on_redis(namespace: &'static str) -> Region<u64, String, RedisStore<u64, String>, RedisMutex> {
+    Region::builder()
+        .name(namespace)
+        .expiry(Duration::from_secs(3600))
+        .store(redis().store(namespace))
+        .mutexes(move |id: &u64| redis().mutex(namespace, id))
+        .build()
+}
+
+static USERS: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>> =
+    LazyLock::new(|| on_redis("users"));
+static PROFILES: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>> =
+    LazyLock::new(|| on_redis("profiles"));
+
+static USER_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = 60, region = USERS)]
+fn user(id: u64) -> String {
+    USER_CALLS.fetch_add(1, Ordering::SeqCst);
+    format!("user {id}")
+}
+
+static PROFILE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = 60, region = PROFILES)]
+async fn profile(id: u64) -> String {
+    PROFILE_CALLS.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    format!("profile {id}")
+}
+
+#[test]
+fn functions_on_redis_regions_sync_and_async() {
+    let server = Server::start();
+    REDIS.set(Redis::open(&server.url()).unwrap()).unwrap();
+    a_sync_function_on_a_redis_region();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(an_async_function_on_a_redis_region());
+    drop(server);
+}
+
+fn a_sync_function_on_a_redis_region() {
+    let threads: Vec<_> = (0..8).map(|_| std::thread::spawn(|| user(1))).collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), "user 1");
+    }
+    assert_eq!(USER_CALLS.load(Ordering::SeqCst), 1);
+    // The value is in Redis, where another process would find it.
+    let elsewhere = on_redis("users");
+    assert_eq!(elsewhere.peek(&1).as_deref(), Some("user 1"));
+    user_invalidate(1);
+    assert_eq!(elsewhere.peek(&1), None);
+}
+
+async fn an_async_function_on_a_redis_region() {
+    let tasks: Vec<_> = (0..50).map(|_| tokio::spawn(profile(2))).collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), "profile 2");
+    }
+    assert_eq!(PROFILE_CALLS.load(Ordering::SeqCst), 1);
+    assert_eq!(profile_statistics().regenerations, 1);
+}
