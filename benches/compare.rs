@@ -1,0 +1,700 @@
+//! dogpile beside the caches users would otherwise pick, on the scenarios that matter for a
+//! dogpile lock. `cargo bench --bench compare` runs every scenario, each repetition in a fresh
+//! process (this binary, run with `--run SCENARIO CONTENDER`), contenders in rotating order,
+//! and prints medians and ratios against dogpile as a markdown table; it also writes them to
+//! `target/bench/compare.md` and `target/bench/compare.json`.
+//!
+//! - S1 fresh hit, 1,000 keys preloaded, one thread: ns/op
+//! - S2 the same on two threads: Mops/s, and its ratio to one thread
+//! - S3 fresh hit of a function without arguments: ns/op
+//! - S4 32 threads released together on one missing key, creator 20 ms: creator calls, wall ms
+//! - S5 expiry 100 ms, creator 100 ms, 32 threads calling for 300 ms: creator calls; for the
+//!   calls that did not run the creator, the slowest and how many took over 1 ms
+//! - S6 1,000,000 distinct keys through get-or-create: bytes per key (resident memory
+//!   growth) and ns per insert
+//!
+//! Options: `--callgrind` adds instructions per op for S1 and S3 (`valgrind --tool=callgrind`,
+//! difference of two run lengths); `--plot FILE.svg` draws the slowest reader of S5 over time
+//! for dogpile, moka and cached (the README's `docs/reader-latency.svg`); `--reps N` (default 5).
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cached::{Cached, TtlCache};
+use dogpile::{dogpile, Region};
+
+type Value = Arc<str>;
+
+const KEYS: u64 = 1_000;
+const HIT_ITERS: u64 = 3_000_000;
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn value(k: u64) -> Value {
+    Arc::from(format!("value number {k:>20}"))
+}
+
+// ---- the contenders -----------------------------------------------------------------------
+
+/// What a memoized function does, for each contender: a get-or-create.
+trait Contender: Send + Sync {
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value;
+}
+
+struct DogpileRegion(Region<u64, Value>);
+impl Contender for DogpileRegion {
+    #[inline]
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+        self.0.get_or_create(&key, create)
+    }
+}
+
+#[dogpile(expire = 3600, capacity = 2_000_000)]
+fn memoized(key: u64) -> Value {
+    value(key)
+}
+
+/// The attribute's own path: only for hits (its body makes `value(key)`).
+struct DogpileAttribute;
+impl Contender for DogpileAttribute {
+    #[inline]
+    fn get_or_create(&self, key: u64, _: &dyn Fn() -> Value) -> Value {
+        memoized(key)
+    }
+}
+
+struct Moka(moka::sync::Cache<u64, Value>);
+impl Contender for Moka {
+    #[inline]
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+        self.0.get_with(key, create)
+    }
+}
+
+/// What `#[cached(ttl = ...)]` expands to: a TTL store behind a mutex, checked under the lock,
+/// computed outside it, then inserted.
+struct CachedTtl(Mutex<TtlCache<u64, Value>>);
+impl Contender for CachedTtl {
+    #[inline]
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+        if let Some(v) = self.0.lock().unwrap().cache_get(&key) {
+            return v.clone();
+        }
+        let v = create();
+        self.0.lock().unwrap().cache_set(key, v.clone());
+        v
+    }
+}
+
+/// No expiry at all: a floor for a concurrent map read and clone.
+struct QuickCache(quick_cache::sync::Cache<u64, Value>);
+impl Contender for QuickCache {
+    #[inline]
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+        self.0
+            .get_or_insert_with(&key, || Ok::<_, ()>(create()))
+            .unwrap_or_else(|()| unreachable!())
+    }
+}
+
+fn contender(name: &str, ttl: Duration, capacity: usize) -> Arc<dyn Contender> {
+    match name {
+        "dogpile" => Arc::new(DogpileRegion(
+            Region::builder().expiry(ttl).capacity(capacity).build(),
+        )),
+        "dogpile #[dogpile]" => Arc::new(DogpileAttribute),
+        "moka" => Arc::new(Moka(
+            moka::sync::Cache::builder()
+                .max_capacity(capacity as u64)
+                .time_to_live(ttl)
+                .build(),
+        )),
+        "cached" => Arc::new(CachedTtl(Mutex::new(TtlCache::new(ttl)))),
+        "quick_cache" => Arc::new(QuickCache(quick_cache::sync::Cache::new(capacity))),
+        other => panic!("unknown contender {other}"),
+    }
+}
+
+// ---- the scenarios, each in its own process -------------------------------------------------
+
+/// Reads `iters` keys in a fixed pseudo-random order; the elapsed time.
+fn read_loop(cache: &dyn Contender, iters: u64, seed: u64, keys: u64) -> Duration {
+    let mut x = seed | 1;
+    let miss = || -> Value { unreachable!("preloaded") };
+    let start = Instant::now();
+    for _ in 0..iters {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        black_box(cache.get_or_create(black_box(x % keys), &miss));
+    }
+    start.elapsed()
+}
+
+fn preloaded(name: &str, keys: u64) -> Arc<dyn Contender> {
+    let cache = contender(name, HOUR, 10_000);
+    for k in 0..keys {
+        cache.get_or_create(k, &|| value(k));
+    }
+    cache
+}
+
+fn s1_s2(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
+    let cache = preloaded(name, KEYS);
+    read_loop(&*cache, iters / 10, 3, KEYS); // warm up
+    let one = read_loop(&*cache, iters, 7, KEYS);
+    let barrier = Arc::new(Barrier::new(2));
+    let start = Instant::now();
+    thread::scope(|s| {
+        for seed in [7, 11] {
+            let (cache, barrier) = (&cache, barrier.clone());
+            s.spawn(move || {
+                barrier.wait();
+                read_loop(&**cache, iters, seed, KEYS)
+            });
+        }
+    });
+    let two = start.elapsed();
+    let s1 = one.as_nanos() as f64 / iters as f64;
+    let s2 = 2.0 * iters as f64 / two.as_secs_f64() / 1e6;
+    BTreeMap::from([
+        ("s1_ns", s1),
+        ("s2_mops", s2),
+        ("s2_scaling", s2 / (1e3 / s1)),
+    ])
+}
+
+#[dogpile(expire = 3600)]
+fn config() -> Value {
+    value(0)
+}
+
+static ONCE: OnceLock<Value> = OnceLock::new();
+
+fn s3(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
+    let elapsed = match name {
+        "dogpile #[dogpile]" => {
+            config();
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(config());
+            }
+            start.elapsed()
+        }
+        "OnceLock" => {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(black_box(&ONCE).get_or_init(|| value(0)).clone());
+            }
+            start.elapsed()
+        }
+        _ => {
+            let cache = preloaded(name, 1);
+            read_loop(&*cache, iters, 7, 1)
+        }
+    };
+    BTreeMap::from([("s3_ns", elapsed.as_nanos() as f64 / iters as f64)])
+}
+
+fn s4(name: &str) -> BTreeMap<&'static str, f64> {
+    const THREADS: usize = 32;
+    let cache = contender(name, HOUR, 10_000);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(THREADS + 1));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                cache.get_or_create(1, &|| {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(20));
+                    value(1)
+                })
+            })
+        })
+        .collect();
+    barrier.wait();
+    let start = Instant::now();
+    for t in threads {
+        t.join().unwrap();
+    }
+    BTreeMap::from([
+        ("s4_creator_calls", calls.load(Ordering::SeqCst) as f64),
+        ("s4_wall_ms", start.elapsed().as_secs_f64() * 1e3),
+    ])
+}
+
+thread_local! {
+    static CREATED_HERE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// S5's calls: (time since start, latency, ran the creator).
+fn s5_calls(name: &str) -> (Vec<(Duration, Duration, bool)>, usize) {
+    const THREADS: usize = 32;
+    let ttl = Duration::from_millis(100);
+    let cache = contender(name, ttl, 10_000);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let create = {
+        let calls = calls.clone();
+        move || {
+            CREATED_HERE.with(|c| c.set(true));
+            calls.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(Duration::from_millis(100));
+            value(1)
+        }
+    };
+    cache.get_or_create(1, &create); // the first value, before the measured 300 ms
+    let created_before = calls.load(Ordering::SeqCst);
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (cache, barrier, create) = (cache.clone(), barrier.clone(), create.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let mut seen = Vec::new();
+                while start.elapsed() < Duration::from_millis(300) {
+                    CREATED_HERE.with(|c| c.set(false));
+                    let asked = Instant::now();
+                    black_box(cache.get_or_create(1, &create));
+                    let took = asked.elapsed();
+                    seen.push((asked - start, took, CREATED_HERE.with(Cell::get)));
+                    thread::sleep(Duration::from_micros(500));
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        all.extend(t.join().unwrap());
+    }
+    (all, calls.load(Ordering::SeqCst) - created_before)
+}
+
+fn s5(name: &str) -> BTreeMap<&'static str, f64> {
+    let (calls, creations) = s5_calls(name);
+    let others: Vec<Duration> = calls
+        .iter()
+        .filter(|(_, _, created)| !created)
+        .map(|(_, took, _)| *took)
+        .collect();
+    BTreeMap::from([
+        ("s5_creator_calls", creations as f64),
+        (
+            "s5_max_wait_ms",
+            others
+                .iter()
+                .max()
+                .copied()
+                .unwrap_or_default()
+                .as_secs_f64()
+                * 1e3,
+        ),
+        (
+            "s5_over_1ms",
+            others
+                .iter()
+                .filter(|t| **t > Duration::from_millis(1))
+                .count() as f64,
+        ),
+        ("s5_calls", calls.len() as f64),
+    ])
+}
+
+fn resident_bytes() -> f64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: f64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0.0);
+    pages * 4096.0
+}
+
+fn s6(name: &str) -> BTreeMap<&'static str, f64> {
+    const N: u64 = 1_000_000;
+    let cache = contender(name, HOUR, 2_000_000);
+    let before = resident_bytes();
+    let start = Instant::now();
+    for k in 0..N {
+        black_box(cache.get_or_create(k, &|| value(k)));
+    }
+    let elapsed = start.elapsed();
+    let after = resident_bytes();
+    black_box(&cache);
+    // The values themselves (an Arc<str> of 36 bytes: 52 with its counts, 64 allocated) are
+    // the same for everyone and included.
+    BTreeMap::from([
+        ("s6_bytes_per_key", (after - before) / N as f64),
+        ("s6_ns_per_insert", elapsed.as_nanos() as f64 / N as f64),
+    ])
+}
+
+fn run_one(scenario: &str, name: &str, iters: Option<u64>) -> BTreeMap<&'static str, f64> {
+    match scenario {
+        "s1" => s1_s2(name, iters.unwrap_or(HIT_ITERS)),
+        "s3" => s3(name, iters.unwrap_or(HIT_ITERS)),
+        "s4" => s4(name),
+        "s5" => s5(name),
+        "s6" => s6(name),
+        other => panic!("unknown scenario {other}"),
+    }
+}
+
+/// One hit loop only (no second thread), for callgrind.
+fn run_hits_only(scenario: &str, name: &str, iters: u64) {
+    match scenario {
+        "s1" => {
+            let cache = preloaded(name, KEYS);
+            read_loop(&*cache, iters, 7, KEYS);
+        }
+        _ => {
+            s3(name, iters);
+        }
+    }
+}
+
+// ---- the orchestration ----------------------------------------------------------------------
+
+const SCENARIOS: [(&str, &[&str]); 5] = [
+    (
+        "s1",
+        &[
+            "dogpile",
+            "dogpile #[dogpile]",
+            "moka",
+            "cached",
+            "quick_cache",
+        ],
+    ),
+    (
+        "s3",
+        &[
+            "dogpile #[dogpile]",
+            "OnceLock",
+            "moka",
+            "cached",
+            "quick_cache",
+        ],
+    ),
+    ("s4", &["dogpile", "moka", "cached", "quick_cache"]),
+    ("s5", &["dogpile", "moka", "cached"]),
+    ("s6", &["dogpile", "moka", "cached", "quick_cache"]),
+];
+
+fn child(args: &[&str]) -> String {
+    let output = Command::new(std::env::current_exe().unwrap())
+        .args(args)
+        .output()
+        .expect("running a repetition");
+    assert!(output.status.success(), "a repetition failed: {args:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn parse(line: &str) -> BTreeMap<String, f64> {
+    line.trim()
+        .split(' ')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn callgrind_per_op(scenario: &str, name: &str) -> Option<f64> {
+    let count = |iters: u64| -> Option<f64> {
+        let output = Command::new("valgrind")
+            .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--hits", scenario, name, &iters.to_string()])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&output.stderr);
+        let line = text.lines().find(|l| l.contains("Collected"))?;
+        line.split(':').nth(1)?.trim().replace(',', "").parse().ok()
+    };
+    Some((count(400_000)? - count(200_000)?) / 200_000.0)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |flag: &str| args.iter().position(|a| a == flag).map(|i| i + 1);
+    if let Some(i) = arg("--run") {
+        let iters = arg("--iters").map(|j| args[j].parse().unwrap());
+        let result = run_one(&args[i], &args[i + 1], iters);
+        let line: Vec<String> = result.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!("{}", line.join(" "));
+        return;
+    }
+    if let Some(i) = arg("--hits") {
+        run_hits_only(&args[i], &args[i + 1], args[i + 2].parse().unwrap());
+        return;
+    }
+    if let Some(i) = arg("--plot") {
+        plot(&args[i]);
+        return;
+    }
+    let reps: usize = arg("--reps").map_or(5, |i| args[i].parse().unwrap());
+    let callgrind = args.iter().any(|a| a == "--callgrind");
+
+    // results[scenario][contender][metric] = every repetition's figure
+    let mut results: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
+    for rep in 0..reps {
+        for (scenario, names) in SCENARIOS {
+            if scenario == "s6" && rep >= 3 {
+                continue; // slow, and steady: three are enough
+            }
+            for turn in 0..names.len() {
+                let name = names[(turn + rep) % names.len()];
+                let line = child(&["--run", scenario, name]);
+                for (metric, figure) in parse(&line) {
+                    results
+                        .entry(scenario)
+                        .or_default()
+                        .entry(name)
+                        .or_default()
+                        .entry(metric)
+                        .or_default()
+                        .push(figure);
+                }
+            }
+        }
+        eprintln!("repetition {} of {reps} done", rep + 1);
+    }
+    let mut medians: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, f64>>> = BTreeMap::new();
+    for (scenario, by_name) in &results {
+        for (name, metrics) in by_name {
+            for (metric, figures) in metrics {
+                medians
+                    .entry(scenario)
+                    .or_default()
+                    .entry(name)
+                    .or_default()
+                    .insert(metric.clone(), median(figures.clone()));
+            }
+        }
+    }
+    if callgrind {
+        for (scenario, names) in &SCENARIOS[..2] {
+            for name in *names {
+                if let Some(per_op) = callgrind_per_op(scenario, name) {
+                    medians
+                        .entry(scenario)
+                        .or_default()
+                        .entry(name)
+                        .or_default()
+                        .insert(format!("{scenario}_instructions"), per_op);
+                }
+            }
+        }
+    }
+    let markdown = report(&medians, reps);
+    print!("{markdown}");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let _ = std::fs::write(dir.join("compare.md"), &markdown);
+    let _ = std::fs::write(dir.join("compare.json"), json(&medians));
+}
+
+type Medians<'a> = BTreeMap<&'a str, BTreeMap<&'a str, BTreeMap<String, f64>>>;
+
+fn report(m: &Medians, reps: usize) -> String {
+    let get = |s: &str, n: &str, k: &str| {
+        m.get(s)
+            .and_then(|x| x.get(n))
+            .and_then(|x| x.get(k))
+            .copied()
+    };
+    let ratio = |s: &str, n: &str, k: &str, base: &str| match (get(s, n, k), get(s, base, k)) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}x", a / b),
+        _ => "-".into(),
+    };
+    let fmt = |x: Option<f64>, digits: usize| x.map_or("-".into(), |x| format!("{x:.digits$}"));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Medians of {reps} repetitions, each in a fresh process, contenders in rotating order.\n"
+    );
+    let _ = writeln!(out, "| S1/S2 keyed fresh hit | S1 ns/op | vs dogpile | S1 instr/op | S2 Mops/s | S2/S1 scaling |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    for (_, names) in &SCENARIOS[..1] {
+        for n in *names {
+            let _ = writeln!(
+                out,
+                "| {n} | {} | {} | {} | {} | {} |",
+                fmt(get("s1", n, "s1_ns"), 1),
+                ratio("s1", n, "s1_ns", "dogpile"),
+                fmt(get("s1", n, "s1_instructions"), 0),
+                fmt(get("s1", n, "s2_mops"), 1),
+                fmt(get("s1", n, "s2_scaling"), 2),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n| S3 function without arguments | ns/op | vs OnceLock | instr/op |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for n in SCENARIOS[1].1 {
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} | {} |",
+            fmt(get("s3", n, "s3_ns"), 1),
+            ratio("s3", n, "s3_ns", "OnceLock"),
+            fmt(get("s3", n, "s3_instructions"), 0),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| S4 32 threads, one missing key, creator 20 ms | creator calls | wall ms |"
+    );
+    let _ = writeln!(out, "|---|---|---|");
+    for n in SCENARIOS[2].1 {
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} |",
+            fmt(get("s4", n, "s4_creator_calls"), 0),
+            fmt(get("s4", n, "s4_wall_ms"), 1),
+        );
+    }
+    let _ = writeln!(out, "\n| S5 expiry 100 ms, creator 100 ms, 32 threads for 300 ms | creator calls | calls | other calls over 1 ms | slowest other call ms |");
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for n in SCENARIOS[3].1 {
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} | {} | {} |",
+            fmt(get("s5", n, "s5_creator_calls"), 0),
+            fmt(get("s5", n, "s5_calls"), 0),
+            fmt(get("s5", n, "s5_over_1ms"), 0),
+            fmt(get("s5", n, "s5_max_wait_ms"), 1),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| S6 1,000,000 keys | bytes/key | vs dogpile | ns/insert | vs dogpile |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|");
+    for n in SCENARIOS[4].1 {
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} | {} | {} |",
+            fmt(get("s6", n, "s6_bytes_per_key"), 0),
+            ratio("s6", n, "s6_bytes_per_key", "dogpile"),
+            fmt(get("s6", n, "s6_ns_per_insert"), 0),
+            ratio("s6", n, "s6_ns_per_insert", "dogpile"),
+        );
+    }
+    out
+}
+
+fn json(m: &Medians) -> String {
+    let mut out = String::from("{\n");
+    let scenarios: Vec<String> = m
+        .iter()
+        .map(|(s, by_name)| {
+            let names: Vec<String> = by_name
+                .iter()
+                .map(|(n, metrics)| {
+                    let fields: Vec<String> = metrics
+                        .iter()
+                        .map(|(k, v)| format!("\"{k}\": {v}"))
+                        .collect();
+                    format!("    \"{n}\": {{ {} }}", fields.join(", "))
+                })
+                .collect();
+            format!("  \"{s}\": {{\n{}\n  }}", names.join(",\n"))
+        })
+        .collect();
+    out.push_str(&scenarios.join(",\n"));
+    out.push_str("\n}\n");
+    out
+}
+
+/// The README's plot: for each contender, the slowest S5 call that did not run the creator in
+/// each 5 ms of the run (log scale), so a regeneration that makes readers wait shows as a spike.
+fn plot(path: &str) {
+    const BUCKET: Duration = Duration::from_millis(5);
+    let buckets = (Duration::from_millis(300).as_nanos() / BUCKET.as_nanos()) as usize;
+    let series: Vec<(&str, &str, Vec<Duration>)> = [
+        ("dogpile", "#1b9e77"),
+        ("moka", "#d95f02"),
+        ("cached", "#7570b3"),
+    ]
+    .into_iter()
+    .map(|(name, colour)| {
+        let mut slowest = vec![Duration::ZERO; buckets];
+        for (at, took, created) in s5_calls(name).0 {
+            let i = ((at.as_nanos() / BUCKET.as_nanos()) as usize).min(buckets - 1);
+            if !created {
+                slowest[i] = slowest[i].max(took);
+            }
+        }
+        (name, colour, slowest)
+    })
+    .collect();
+    let (w, h, left, bottom, top, right) = (720.0, 360.0, 70.0, 40.0, 30.0, 150.0);
+    let x = |i: usize| left + (i as f64 + 0.5) / buckets as f64 * (w - left - right);
+    // Latency from 1 µs to 1 s, log scale.
+    let y = |d: Duration| {
+        let us = (d.as_secs_f64() * 1e6).clamp(1.0, 1e6);
+        top + (1.0 - us.log10() / 6.0) * (h - top - bottom)
+    };
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{left}\" y=\"18\">Slowest reader per 5 ms that did not regenerate (S5: expiry 100 ms, creator 100 ms, 32 threads)</text>\n"
+    );
+    for (label, us) in [("1 µs", 1.0), ("1 ms", 1e3), ("100 ms", 1e5), ("1 s", 1e6)] {
+        let yy = y(Duration::from_secs_f64(us / 1e6));
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{left}\" y1=\"{yy:.1}\" x2=\"{:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"8\" y=\"{:.1}\">{label}</text>",
+            w - right,
+            yy + 4.0
+        );
+    }
+    for ms in [0, 100, 200, 300] {
+        let xx = left + ms as f64 / 300.0 * (w - left - right);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{:.1}\">{ms} ms</text>",
+            xx - 12.0,
+            h - bottom + 18.0
+        );
+    }
+    for (i, (name, colour, slowest)) in series.iter().enumerate() {
+        let points: Vec<String> = slowest
+            .iter()
+            .enumerate()
+            .map(|(b, d)| format!("{:.1},{:.1}", x(b), y(*d)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\"/>",
+            points.join(" ")
+        );
+        let ly = top + 20.0 + 20.0 * i as f64;
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{:.1}\" y1=\"{ly:.1}\" x2=\"{:.1}\" y2=\"{ly:.1}\" stroke=\"{colour}\" stroke-width=\"3\"/><text x=\"{:.1}\" y=\"{:.1}\">{name}</text>",
+            w - right + 14.0,
+            w - right + 34.0,
+            w - right + 40.0,
+            ly + 4.0
+        );
+    }
+    svg.push_str("</svg>\n");
+    std::fs::write(path, svg).expect("writing the plot");
+    eprintln!("wrote {path}");
+}
