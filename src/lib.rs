@@ -171,6 +171,8 @@ pub use dogpile_runtime::*;
 ///   without blocking a worker thread, and the returned future is `Send` when the body's is.
 ///   `_refresh` is async too; the other companions are not. A creator whose future is dropped
 ///   (a timeout, a cancelled request) releases its key: the next caller creates.
+/// - A method of a generic `impl` caches per instantiation of the impl (each key and value
+///   type its own region); the companions that take no key cover all of them.
 /// - Inside an `impl` block, an associated function without `self` must name `Self` in its
 ///   signature, or the companions cannot find each other (`Self::` is how they are called).
 /// - A panic in the body reaches only the caller that ran it, and nothing is stored; a body

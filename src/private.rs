@@ -5,7 +5,7 @@ use std::any::Any;
 use std::convert::Infallible;
 use std::fmt::Debug;
 use std::hash::Hash;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 pub use std::borrow::{Borrow, ToOwned};
 pub use std::clone::Clone;
@@ -82,9 +82,14 @@ pub struct Config {
 /// A function's own region, built on first use. The key type cannot be named in a `static`
 /// (it is the type of the user's key expression), so the region is kept type-erased and the
 /// typed handle is recovered by a downcast.
+///
+/// A method of a generic `impl` shares one slot between the impl's instantiations, whose key or
+/// value types may differ: each (key, value) pair of types gets its own region, the first in
+/// `cell` (the fast path), any others in `more`.
 pub struct Slot {
     config: Config,
     cell: OnceLock<Built>,
+    more: Mutex<Vec<&'static Built>>,
 }
 
 struct Built {
@@ -98,6 +103,7 @@ impl Slot {
         Slot {
             config,
             cell: OnceLock::new(),
+            more: Mutex::new(Vec::new()),
         }
     }
 
@@ -107,8 +113,38 @@ impl Slot {
         let built = self.cell.get_or_init(|| self.build::<K, V>());
         match built.typed.downcast_ref() {
             Some(region) => region,
-            None => mismatch(self.config.name),
+            None => self.another::<K, V>(),
         }
+    }
+
+    /// The region of other key and value types than the first ones (a generic `impl`).
+    #[cold]
+    #[inline(never)]
+    fn another<K: CacheKey, V: CacheValue>(&'static self) -> &'static Region<K, V> {
+        let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        let built = match more.iter().find(|b| b.typed.is::<Region<K, V>>()) {
+            Some(built) => *built,
+            None => {
+                // One per instantiation of the impl, kept for the program's life as a static.
+                let built: &'static Built = Box::leak(Box::new(self.build::<K, V>()));
+                more.push(built);
+                built
+            }
+        };
+        match built.typed.downcast_ref() {
+            Some(region) => region,
+            None => unreachable!("found by its type"),
+        }
+    }
+
+    /// Every region built, for the calls that need no key.
+    fn all(&self) -> Vec<&Built> {
+        let more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
+        self.cell
+            .get()
+            .into_iter()
+            .chain(more.iter().copied())
+            .collect()
     }
 
     #[cold]
@@ -138,7 +174,7 @@ impl Slot {
 #[cold]
 #[inline(never)]
 fn mismatch(name: &str) -> ! {
-    // Every use of a slot comes from one expansion with one key and one value type.
+    // Every use of a derived handle comes from one expansion, on one region.
     unreachable!("the region of {name} was used with two key or value types")
 }
 
@@ -154,20 +190,32 @@ pub trait Control {
 
 impl Control for Slot {
     fn invalidate_all(&self) {
-        if let Some(built) = self.cell.get() {
+        for built in self.all() {
             built.control.invalidate_all();
         }
     }
     fn soft_invalidate_all(&self) {
-        if let Some(built) = self.cell.get() {
+        for built in self.all() {
             built.control.soft_invalidate_all();
         }
     }
     fn statistics(&self) -> Statistics {
-        self.cell
-            .get()
+        self.all()
+            .iter()
             .map(|built| built.control.statistics())
-            .unwrap_or_default()
+            .fold(Statistics::default(), |mut sum, s| {
+                sum.hits += s.hits;
+                sum.stale_hits += s.stale_hits;
+                sum.misses += s.misses;
+                sum.regenerations += s.regenerations;
+                sum.errors += s.errors;
+                sum.panics += s.panics;
+                sum.lock_timeouts += s.lock_timeouts;
+                sum.waits += s.waits;
+                sum.direct_calls += s.direct_calls;
+                sum.entries += s.entries;
+                sum
+            })
     }
 }
 

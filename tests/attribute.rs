@@ -465,3 +465,38 @@ fn the_crate_option_names_a_renamed_dependency() {
     assert_eq!(through_a_renamed_crate(1), 2);
     assert_eq!(through_a_renamed_crate_peek(1), Some(2));
 }
+
+struct Boxed<T> {
+    id: u32,
+    item: T,
+}
+
+impl<T: Clone + Send + Sync + 'static> Boxed<T> {
+    /// The cached value's type depends on the impl's parameter: each instantiation gets a
+    /// region of its own.
+    #[dogpile(expire = 3600, key = self.id)]
+    fn item(&self) -> T {
+        self.item.clone()
+    }
+}
+
+#[test]
+fn methods_of_a_generic_impl_cache_per_instantiation() {
+    let a = Boxed { id: 1, item: 5u8 };
+    let b = Boxed {
+        id: 1,
+        item: "five".to_string(),
+    };
+    assert_eq!(a.item(), 5);
+    assert_eq!(b.item(), "five");
+    assert_eq!(Boxed { id: 1, item: 6u8 }.item(), 5, "cached by id");
+    assert_eq!(b.item_peek().as_deref(), Some("five"));
+    assert_eq!(
+        Boxed::<u8>::item_statistics().misses,
+        2,
+        "both instantiations counted"
+    );
+    Boxed::<String>::item_invalidate_all();
+    assert_eq!(a.item_peek(), None);
+    assert_eq!(b.item_peek(), None);
+}
