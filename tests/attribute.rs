@@ -500,3 +500,20 @@ fn methods_of_a_generic_impl_cache_per_instantiation() {
     assert_eq!(a.item_peek(), None);
     assert_eq!(b.item_peek(), None);
 }
+
+#[dogpile(expire = 60)]
+fn with_lifetime<'a>(name: &'a str, suffix: &'a str) -> String {
+    format!("{name}{suffix}")
+}
+
+#[cfg(any())]
+#[dogpile(expire = 60)]
+fn compiled_out(n: u32) -> u32 {
+    n
+}
+
+#[test]
+fn lifetime_parameters_and_cfg_are_kept() {
+    assert_eq!(with_lifetime("a", "b"), "ab");
+    assert_eq!(with_lifetime_peek("a", "b").as_deref(), Some("ab"));
+}
