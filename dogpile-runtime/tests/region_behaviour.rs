@@ -496,3 +496,37 @@ fn invalidating_all_twice_within_one_clock_tick_covers_values_made_between() {
     assert_eq!(region.get_or_create(&1, || 4), 4);
     assert_eq!(region.get_or_create(&1, || 5), 4);
 }
+
+#[test]
+fn statistics_count_exactly_with_more_threads_than_owned_stripes() {
+    // 64 threads at once: 32 own a stripe, the others share one; none loses a count.
+    const THREADS: usize = 64;
+    let region: Region<u8, u8> = Region::builder().build();
+    region.insert(&1, 1).unwrap();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (region, barrier) = (region.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..1000 {
+                    region.get_or_create(&1, || unreachable!());
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // And threads that ended gave their stripes back to the next ones, counts kept.
+    let more: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let region = region.clone();
+            thread::spawn(move || region.get_or_create(&1, || unreachable!()))
+        })
+        .collect();
+    for t in more {
+        t.join().unwrap();
+    }
+    assert_eq!(region.statistics().hits, (THREADS * 1000 + THREADS) as u64);
+}

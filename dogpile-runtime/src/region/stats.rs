@@ -1,13 +1,21 @@
 //! A region's statistics: counters striped per thread, so that counting a hit writes no cache
 //! line that another thread writes too.
+//!
+//! Each thread claims a stripe of its own at its first count (released when the thread ends)
+//! and, being its only writer, counts with a plain load and store instead of a locked
+//! read-modify-write. Threads beyond the owned stripes share one more stripe, counted with
+//! `fetch_add`.
 
 use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Stripes per region; a power of two. Threads take stripes round-robin at their first count,
-/// so up to this many concurrent threads never share one.
-const STRIPES: usize = 32;
+/// Stripes that a thread can own; one more is shared by the threads that found none free.
+const OWNED: usize = 32;
+const SHARED: usize = OWNED;
+
+/// Which owned stripes are taken, process-wide (the same index in every region).
+static TAKEN: [AtomicBool; OWNED] = [const { AtomicBool::new(false) }; OWNED];
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -34,38 +42,65 @@ pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
 }
 
+/// This thread's stripe; gives it back when the thread ends.
+struct Claim(Cell<usize>);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let index = self.0.get();
+        if index < OWNED {
+            // Release: the next owner's first load sees this thread's last store.
+            TAKEN[index].store(false, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    static CLAIM: Claim = const { Claim(Cell::new(usize::MAX)) };
+}
+
 #[inline]
 fn stripe_index() -> usize {
-    // A const initializer: the hot path reads a plain thread-local, with no lazy-init check.
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    let index = INDEX.with(Cell::get);
+    // During thread teardown the claim may be gone: count on the shared stripe then.
+    let index = CLAIM.try_with(|c| c.0.get()).unwrap_or(SHARED);
     if index != usize::MAX {
         return index;
     }
-    first_stripe_index(&INDEX)
+    claim()
 }
 
 #[cold]
 #[inline(never)]
-fn first_stripe_index(slot: &'static std::thread::LocalKey<Cell<usize>>) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let index = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-    slot.with(|i| i.set(index));
+fn claim() -> usize {
+    let index = TAKEN
+        .iter()
+        .position(|taken| {
+            taken
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+        .unwrap_or(SHARED);
+    let _ = CLAIM.try_with(|c| c.0.set(index));
     index
 }
 
 impl Counters {
     pub(crate) fn new() -> Self {
         Counters {
-            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            stripes: (0..=OWNED).map(|_| Stripe::default()).collect(),
         }
     }
 
     #[inline]
     pub(crate) fn add(&self, counter: Counter) {
-        self.stripes[stripe_index()].0[counter as usize].fetch_add(1, Ordering::Relaxed);
+        let index = stripe_index();
+        let cell = &self.stripes[index].0[counter as usize];
+        if index < OWNED {
+            // This thread is the stripe's only writer.
+            cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        } else {
+            cell.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn sum(&self, counter: Counter) -> u64 {
