@@ -277,6 +277,7 @@ async fn background_regeneration_is_a_spawned_task() {
         .unwrap();
     assert_eq!(value, 1, "the winner returns the stale value");
     assert!(start.elapsed() < Duration::from_millis(50));
+    assert_eq!(region.statistics().stale_hits, 1);
     let deadline = Instant::now() + BOUND;
     while region.peek(&1) != Some(2) {
         assert!(

@@ -216,7 +216,11 @@ where
             }
             let (guard, creator) = match background {
                 Some(spawn) => match spawn(guard, creator) {
-                    Ok(()) => return Ok(stale),
+                    Ok(()) => {
+                        // As the blocking path counts it: this caller got the stale value.
+                        stats.add(Counter::StaleHit);
+                        return Ok(stale);
+                    }
                     Err(back) => back,
                 },
                 None => (guard, creator),
