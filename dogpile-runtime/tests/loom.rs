@@ -205,3 +205,39 @@ fn name_registry_get_racing_a_drop() {
         assert_eq!(registry.len(), 1);
     });
 }
+
+/// An async waiter's registration and the holder's release, in any order: a waiter told
+/// `Registered` is always woken; one told `Free` finds the mutex free.
+#[test]
+fn a_registered_waker_is_never_missed_by_a_release() {
+    use dogpile_runtime::{RawMutex, WakeOnRelease};
+    use loom::sync::atomic::AtomicBool;
+    use std::task::{Wake, Waker};
+
+    struct Flag(AtomicBool);
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    loom::model(|| {
+        let mutex = Arc::new(LocalMutex::new());
+        mutex.acquire().unwrap();
+        let flag = Arc::new(Flag(AtomicBool::new(false)));
+        let waiter = {
+            let (mutex, flag) = (mutex.clone(), flag.clone());
+            thread::spawn(move || mutex.wake_on_release(&Waker::from(flag)))
+        };
+        let holder = {
+            let mutex = mutex.clone();
+            thread::spawn(move || mutex.release().unwrap())
+        };
+        holder.join().unwrap();
+        match waiter.join().unwrap() {
+            WakeOnRelease::Registered => assert!(flag.0.load(Ordering::SeqCst), "missed wake-up"),
+            WakeOnRelease::Free => assert!(mutex.try_acquire().unwrap()),
+            WakeOnRelease::Unsupported => unreachable!("LocalMutex wakes its waiters"),
+        }
+    });
+}
