@@ -67,7 +67,7 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// Configures a region. Defaults: values never expire, an unbounded [`MemoryStore`], a
-    /// [`LocalMutex`] per key, no lock timeout, no background pool, the [`CoarseClock`] (expiry
+    /// [`LocalMutex`] per key, no lock timeout, no background pool, the [`CoarseClock`](crate::CoarseClock) (expiry
     /// exact to one kernel tick).
     ///
     /// ```
