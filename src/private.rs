@@ -13,7 +13,7 @@ pub use std::option::Option::{self, None, Some};
 pub use std::result::Result::{self, Err, Ok};
 pub use std::time::Duration;
 
-pub use dogpile_runtime::Region;
+pub use dogpile_runtime::{OnBackendError, Region};
 use dogpile_runtime::{Pool, RawMutex, RegionError, Statistics, Store};
 
 /// What a `#[dogpile]` function's key must be.

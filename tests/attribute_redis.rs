@@ -19,6 +19,12 @@ fn redis() -> &'static Redis {
     REDIS.get().expect("the test starts the server first")
 }
 
+fn open(url: &str) -> Redis {
+    Redis::open(url)
+        .unwrap()
+        .with_timeout(Duration::from_millis(200))
+}
+
 fn on_redis(namespace: &'static str) -> Region<u64, String, RedisStore<u64, String>, RedisMutex> {
     Region::builder()
         .name(namespace)
@@ -32,6 +38,23 @@ static USERS: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>>
     LazyLock::new(|| on_redis("users"));
 static PROFILES: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>> =
     LazyLock::new(|| on_redis("profiles"));
+
+/// A region set to return backend errors to its own callers.
+static STRICT: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>> =
+    LazyLock::new(|| {
+        Region::builder()
+            .name("strict")
+            .expiry(Duration::from_secs(3600))
+            .store(redis().store("strict"))
+            .mutexes(move |id: &u64| redis().mutex("strict", id))
+            .on_backend_error(dogpile::OnBackendError::ReturnError)
+            .build()
+    });
+
+#[dogpile(expire = 60, region = STRICT)]
+fn strict_user(id: u64) -> Result<String, std::fmt::Error> {
+    Ok(format!("strict {id}"))
+}
 
 static USER_CALLS: AtomicUsize = AtomicUsize::new(0);
 
@@ -52,8 +75,8 @@ async fn profile(id: u64) -> String {
 
 #[test]
 fn functions_on_redis_regions_sync_and_async() {
-    let server = Server::start();
-    REDIS.set(Redis::open(&server.url()).unwrap()).unwrap();
+    let mut server = Server::start();
+    REDIS.set(open(&server.url())).unwrap();
     a_sync_function_on_a_redis_region();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -61,7 +84,24 @@ fn functions_on_redis_regions_sync_and_async() {
         .build()
         .unwrap()
         .block_on(an_async_function_on_a_redis_region());
-    drop(server);
+
+    // With Redis down, an annotated function runs its body directly, even on a region that
+    // returns backend errors to its own callers: the attribute has no error to hand back.
+    assert_eq!(strict_user(5).unwrap(), "strict 5");
+    server.stop();
+    let start = std::time::Instant::now();
+    assert_eq!(strict_user(6).unwrap(), "strict 6");
+    assert_eq!(user(7), "user 7");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(matches!(
+        STRICT.get_or_try_create(&8, || Ok::<_, ()>(String::new())),
+        Err(dogpile::RegionError::Backend(_))
+    ));
+    assert!(user_statistics().direct_calls >= 1);
 }
 
 fn a_sync_function_on_a_redis_region() {

@@ -135,8 +135,13 @@ impl<'a> Expansion<'a> {
                 // A handle on the given region with this function's expiry, made once.
                 let p = self.private_at(path.span());
                 let expiry = self.expiry();
+                // The attribute has no error to return: a failing backend means a direct call.
                 quote_spanned! {path.span()=>
-                    #sibling #slot().get(|| #p::given(&#path).with_expiry(#expiry))
+                    #sibling #slot().get(|| {
+                        #p::given(&#path)
+                            .with_expiry(#expiry)
+                            .with_on_backend_error(#p::OnBackendError::CallDirectly)
+                    })
                 }
             }
             None => {

@@ -530,3 +530,46 @@ fn statistics_count_exactly_with_more_threads_than_owned_stripes() {
     }
     assert_eq!(region.statistics().hits, (THREADS * 1000 + THREADS) as u64);
 }
+
+/// A store that is down.
+struct Down;
+
+impl dogpile_runtime::Store<u8, u8> for Down {
+    fn get(&self, _: &u8) -> Result<Option<(u8, Timestamp)>, dogpile_runtime::BackendError> {
+        Err(dogpile_runtime::BackendError::new("down"))
+    }
+    fn put(&self, _: &u8, _: &u8, _: Timestamp) -> Result<(), dogpile_runtime::BackendError> {
+        Err(dogpile_runtime::BackendError::new("down"))
+    }
+    fn remove(&self, _: &u8) -> Result<(), dogpile_runtime::BackendError> {
+        Err(dogpile_runtime::BackendError::new("down"))
+    }
+    fn clear(&self) -> Result<(), dogpile_runtime::BackendError> {
+        Err(dogpile_runtime::BackendError::new("down"))
+    }
+    fn count(&self) -> Option<usize> {
+        None
+    }
+}
+
+#[test]
+fn a_failing_store_gets_the_policy_where_an_error_can_be_returned_and_a_direct_call_elsewhere() {
+    use dogpile_runtime::OnBackendError;
+    let strict: Region<u8, u8, Down> = Region::builder()
+        .store(Down)
+        .on_backend_error(OnBackendError::ReturnError)
+        .build();
+    assert!(matches!(
+        strict.get_or_try_create(&1, || Ok::<_, ()>(1)),
+        Err(RegionError::Backend(_))
+    ));
+    // The calls that cannot return an error call the creator, never panic.
+    assert_eq!(strict.get_or_create(&1, || 2), 2);
+    assert_eq!(strict.get_or_create_optional(&1, || Some(3)), Some(3));
+    assert_eq!(strict.get_or_create_background(&1, || 4), 4);
+    assert_eq!(strict.statistics().direct_calls, 3);
+    // A handle with the other policy, on the same region.
+    let lenient = strict.with_on_backend_error(OnBackendError::CallDirectly);
+    assert_eq!(lenient.get_or_try_create(&1, || Ok::<_, ()>(5)).unwrap(), 5);
+    assert_eq!(strict.statistics().direct_calls, 4);
+}

@@ -274,12 +274,12 @@ where
                 lock_timeout: self.lock_timeout,
                 pool: self.pool,
                 should_cache: self.should_cache,
-                on_backend_error: self.on_backend_error,
                 name: self.name.unwrap_or_else(|| "region".to_string()),
                 stats: Counters::new(),
             }),
             expiry: self.expiry,
             expiry_nanos: super::expiry_nanos(self.expiry),
+            on_backend_error: self.on_backend_error,
         }
     }
 }

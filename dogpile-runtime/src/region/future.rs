@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::stats::{Counter, Counters};
-use super::{Found, Region, RegionError, Store};
+use super::{Found, OnBackendError, Region, RegionError, Store};
 use crate::{BackendError, OwnedMutexGuard, RawMutex, WakeOnRelease};
 
 tokio::task_local! {
@@ -65,7 +65,11 @@ where
         Fut: Future<Output = V>,
     {
         let creator = move || async move { Ok::<_, std::convert::Infallible>(creator().await) };
-        match self.enter_async(key, creator, in_place()).await {
+        // No error to return: a failing backend means a direct call.
+        match self
+            .enter_async(key, creator, in_place(), OnBackendError::CallDirectly)
+            .await
+        {
             Ok(value) => value,
             Err(err) => err.fail(),
         }
@@ -94,7 +98,8 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        self.enter_async(key, creator, in_place()).await
+        self.enter_async(key, creator, in_place(), self.on_backend_error)
+            .await
     }
 
     /// [`get_or_try_create_async`](Self::get_or_try_create_async), but an expired value is
@@ -134,7 +139,8 @@ where
             });
             Ok(())
         };
-        self.enter_async(key, creator, Some(spawn)).await
+        self.enter_async(key, creator, Some(spawn), self.on_backend_error)
+            .await
     }
 
     /// [`refresh`](Self::refresh) for async code: awaits the key's mutex, runs the creator,
@@ -182,6 +188,7 @@ where
         key: &K,
         creator: F,
         background: Option<B>,
+        policy: OnBackendError,
     ) -> Result<V, RegionError<E>>
     where
         F: FnOnce() -> Fut,
@@ -196,7 +203,7 @@ where
             }
             Ok(Found::Expired(value)) => Some(value),
             Ok(Found::Missing) => None,
-            Err(err) => return self.backend_failed_async(key, creator, err).await,
+            Err(err) => return self.backend_failed_async(key, creator, err, policy).await,
         };
         let mutex = self.inner.mutexes.get(key);
         if let Some(stale) = stale {
@@ -207,7 +214,7 @@ where
                     stats.add(Counter::StaleHit);
                     return Ok(stale);
                 }
-                Err(err) => return self.backend_failed_async(key, creator, err).await,
+                Err(err) => return self.backend_failed_async(key, creator, err, policy).await,
             };
             // Read again under the mutex: the previous holder may have just stored a value.
             if let Ok(Found::Fresh(value)) = self.read(key) {
@@ -246,7 +253,7 @@ where
                     return created.map_err(RegionError::Creator);
                 }
                 Ok(None) => {}
-                Err(err) => return self.backend_failed_async(key, creator, err).await,
+                Err(err) => return self.backend_failed_async(key, creator, err, policy).await,
             }
             if holding(&mutex) {
                 return Err(self.recursion(key));
@@ -287,18 +294,19 @@ where
         key: &K,
         creator: F,
         err: BackendError,
+        policy: OnBackendError,
     ) -> Result<V, RegionError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
-        match self.inner.on_backend_error {
-            super::OnBackendError::CallDirectly => {
+        match policy {
+            OnBackendError::CallDirectly => {
                 self.inner.stats.add(Counter::DirectCall);
                 super::trace::direct_call(&self.inner.name, key, &err);
                 creator().await.map_err(RegionError::Creator)
             }
-            super::OnBackendError::ReturnError => Err(RegionError::Backend(err)),
+            OnBackendError::ReturnError => Err(RegionError::Backend(err)),
         }
     }
 }

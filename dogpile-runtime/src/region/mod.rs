@@ -71,6 +71,9 @@ where
     expiry: Option<Duration>,
     /// `expiry` in nanoseconds for the hot path; `i64::MAX` for never.
     expiry_nanos: i64,
+    /// Per handle too: a function given a shared region may call directly where the region's
+    /// other users want the error.
+    on_backend_error: OnBackendError,
 }
 
 struct Inner<K, V, S, M: RawMutex> {
@@ -87,7 +90,6 @@ struct Inner<K, V, S, M: RawMutex> {
     lock_timeout: Option<Duration>,
     pool: Option<Pool>,
     should_cache: Option<ShouldCache<V>>,
-    on_backend_error: OnBackendError,
     name: String,
     stats: Counters,
 }
@@ -119,6 +121,7 @@ where
             inner: Arc::clone(&self.inner),
             expiry: self.expiry,
             expiry_nanos: self.expiry_nanos,
+            on_backend_error: self.on_backend_error,
         }
     }
 }
@@ -171,7 +174,7 @@ where
         if let Some(value) = self.fresh(key) {
             return Ok(value);
         }
-        self.try_create_or_wait(key, creator)
+        self.try_create_or_wait(key, creator, self.on_backend_error)
     }
 
     /// Like [`get_or_create`](Self::get_or_create) for a creator that may have no value: only
@@ -189,7 +192,12 @@ where
         key: &K,
         creator: impl FnOnce() -> Option<V>,
     ) -> Option<V> {
-        match self.get_or_try_create(key, || creator().ok_or(NotCached)) {
+        if let Some(value) = self.fresh(key) {
+            return Some(value);
+        }
+        // No error to return: a failing backend means a direct call.
+        let creator = || creator().ok_or(NotCached);
+        match self.try_create_or_wait(key, creator, OnBackendError::CallDirectly) {
             Ok(value) => Some(value),
             Err(RegionError::Creator(NotCached)) => None,
             Err(other) => other.fail(),
@@ -212,7 +220,12 @@ where
         key: &K,
         creator: impl FnOnce() -> V + Send + 'static,
     ) -> V {
-        match self.get_or_try_create_background(key, move || Ok::<_, Infallible>(creator())) {
+        if let Some(value) = self.fresh(key) {
+            return value;
+        }
+        let creator = move || Ok::<_, Infallible>(creator());
+        // No error to return: a failing backend means a direct call.
+        match self.try_create_or_wait_background(key, creator, OnBackendError::CallDirectly) {
             Ok(value) => value,
             Err(err) => err.fail(),
         }
@@ -239,7 +252,7 @@ where
         if let Some(value) = self.fresh(key) {
             return Ok(value);
         }
-        self.try_create_or_wait_background(key, creator)
+        self.try_create_or_wait_background(key, creator, self.on_backend_error)
     }
 
     /// The stored value for `key`, fresh or stale, without creating one or counting a call.
@@ -454,6 +467,28 @@ where
             inner: Arc::clone(&self.inner),
             expiry,
             expiry_nanos: expiry_nanos(expiry),
+            on_backend_error: self.on_backend_error,
+        }
+    }
+
+    /// A handle on the same cache with its own answer to a failing store or mutex, for the
+    /// calls that can return an error (`get_or_try_create` and its variants). The calls that
+    /// cannot (`get_or_create`, `get_or_create_optional`, `get_or_create_background`) always
+    /// call the creator directly.
+    ///
+    /// ```
+    /// use dogpile_runtime::{OnBackendError, Region};
+    /// let strict: Region<u8, u8> =
+    ///     Region::builder().on_backend_error(OnBackendError::ReturnError).build();
+    /// let lenient = strict.with_on_backend_error(OnBackendError::CallDirectly);
+    /// assert_eq!(lenient.get_or_try_create(&1, || Ok::<_, ()>(1)).unwrap(), 1);
+    /// ```
+    pub fn with_on_backend_error(&self, policy: OnBackendError) -> Self {
+        Region {
+            inner: Arc::clone(&self.inner),
+            expiry: self.expiry,
+            expiry_nanos: self.expiry_nanos,
+            on_backend_error: policy,
         }
     }
 
@@ -582,6 +617,7 @@ where
             key,
             &slot,
             None::<fn(OwnedMutexGuard<M>) -> Result<(), Infallible>>,
+            OnBackendError::CallDirectly,
         ) {
             Ok(value) => value,
             Err(err) => err.fail(),
@@ -594,22 +630,29 @@ where
         &self,
         key: &K,
         creator: impl FnOnce() -> Result<V, E>,
+        policy: OnBackendError,
     ) -> Result<V, RegionError<E>> {
         self.enter(
             key,
             &Cell::new(Some(creator)),
             None::<fn(OwnedMutexGuard<M>) -> Result<(), E>>,
+            policy,
         )
     }
 
     #[cold]
     #[inline(never)]
-    fn try_create_or_wait_background<E, C>(&self, key: &K, creator: C) -> Result<V, RegionError<E>>
+    fn try_create_or_wait_background<E, C>(
+        &self,
+        key: &K,
+        creator: C,
+        policy: OnBackendError,
+    ) -> Result<V, RegionError<E>>
     where
         C: FnOnce() -> Result<V, E> + Send + 'static,
     {
         let Some(pool) = &self.inner.pool else {
-            return self.try_create_or_wait(key, creator);
+            return self.try_create_or_wait(key, creator, policy);
         };
         let slot = Cell::new(Some(creator));
         let to_pool = |guard: OwnedMutexGuard<M>| {
@@ -627,7 +670,7 @@ where
             }
             Ok(())
         };
-        self.enter(key, &slot, Some(to_pool))
+        self.enter(key, &slot, Some(to_pool), policy)
     }
 
     /// One call through the dogpile lock of `key`. The creator sits in `slot` so that whichever
@@ -637,6 +680,7 @@ where
         key: &K,
         slot: &Cell<Option<C>>,
         background: Option<B>,
+        policy: OnBackendError,
     ) -> Result<V, RegionError<E>>
     where
         C: FnOnce() -> Result<V, E>,
@@ -650,7 +694,7 @@ where
             }
             Ok(Found::Expired(_)) => false,
             Ok(Found::Missing) => true,
-            Err(err) => return self.backend_failed(key, slot, err),
+            Err(err) => return self.backend_failed(key, slot, err, policy),
         };
         if was_missing {
             inner.stats.add(Counter::Miss);
@@ -688,7 +732,7 @@ where
                     .map_err(RegionError::Creator)
             }
             Err(LockError::WouldDeadlock) => Err(self.recursion(key)),
-            Err(LockError::Mutex(err)) => self.backend_failed(key, slot, err),
+            Err(LockError::Mutex(err)) => self.backend_failed(key, slot, err, policy),
         }
     }
 
@@ -706,11 +750,12 @@ where
         key: &K,
         slot: &Cell<Option<C>>,
         err: BackendError,
+        policy: OnBackendError,
     ) -> Result<V, RegionError<E>>
     where
         C: FnOnce() -> Result<V, E>,
     {
-        match self.inner.on_backend_error {
+        match policy {
             OnBackendError::CallDirectly => {
                 self.inner.stats.add(Counter::DirectCall);
                 trace::direct_call(&self.inner.name, key, &err);
