@@ -1,0 +1,142 @@
+//! The companion items: `_uncached` (the original body), `_peek`, `_refresh`, `_invalidate`,
+//! `_soft_invalidate`, `_invalidate_all`, `_soft_invalidate_all`, `_statistics`.
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+use super::{plain_signature, Expansion};
+use crate::attr::CacheRule;
+
+impl Expansion<'_> {
+    pub(super) fn companions(&self) -> TokenStream {
+        let item = self.function.item;
+        let p = &self.private;
+        let krate = &self.krate;
+        let vis = &item.vis;
+        let name = self.function.name().to_string();
+        let cfgs = self.cfg_attrs();
+        let keyed = plain_signature(&item.sig);
+        let inputs = &keyed.inputs;
+        let generics = &keyed.generics;
+        let where_clause = &keyed.generics.where_clause;
+        let unsafety = &keyed.unsafety;
+        let ret = self.function.ret;
+        let value = self.value_type();
+        let control = self.control();
+
+        let uncached = self.companion("uncached");
+        let invalidate = self.companion("invalidate");
+        let soft_invalidate = self.companion("soft_invalidate");
+        let invalidate_all = self.companion("invalidate_all");
+        let soft_invalidate_all = self.companion("soft_invalidate_all");
+        let refresh = self.companion("refresh");
+        let peek = self.companion("peek");
+        let statistics = self.companion("statistics");
+        let [do_invalidate, do_soft_invalidate, do_peek] =
+            ["Invalidate", "SoftInvalidate", "Peek"].map(|op| self.dispatch(op));
+        let (do_refresh, asyncness) = if self.is_async() {
+            (self.dispatch_async("Refresh"), quote!(async))
+        } else {
+            (self.dispatch("Refresh"), TokenStream::new())
+        };
+
+        // The original body keeps the user's own attributes (but not the cached function's
+        // docs) and signature, `mut` bindings included.
+        let body_attrs = item.attrs.iter().filter(|a| !a.path().is_ident("doc"));
+        let mut body_sig = item.sig.clone();
+        body_sig.ident = uncached.clone();
+        let block = &item.block;
+
+        let errors_doc =
+            if self.rule == CacheRule::Ok || self.function.inferred_rule == CacheRule::Ok {
+                quote!(#[doc = "\n# Errors\n\nThe body's error; nothing is stored then."])
+            } else {
+                TokenStream::new()
+            };
+        let doc = |text: String| quote!(#[doc = #text]);
+        let uncached_doc = doc(format!(
+            "Runs the body of `{name}` directly: no cache read, nothing stored."
+        ));
+        let invalidate_doc = doc(format!(
+            "Removes the value `{name}` cached for these arguments: the next call runs the body \
+             and calls meanwhile wait for it."
+        ));
+        let soft_invalidate_doc = doc(format!(
+            "Marks the value `{name}` cached for these arguments as expired: the next call \
+             regenerates it while the others get the old value."
+        ));
+        let invalidate_all_doc = doc(format!(
+            "Removes every value `{name}` has cached (as `{name}_invalidate` for each key)."
+        ));
+        let soft_invalidate_all_doc = doc(format!(
+            "Marks every value `{name}` has cached as expired (as `{name}_soft_invalidate` for \
+             each key)."
+        ));
+        let refresh_doc = doc(format!(
+            "Runs the body of `{name}` now for these arguments and stores the result, whether \
+             or not the cached value is fresh; never beside another creator of the same key."
+        ));
+        let peek_doc = doc(format!(
+            "The value `{name}` has cached for these arguments, fresh or expired, without \
+             running the body."
+        ));
+        let statistics_doc = doc(format!("Hits, misses and regenerations of `{name}`."));
+
+        let common = quote! {
+            #(#cfgs)*
+            #[allow(dead_code, clippy::needless_pass_by_value, clippy::too_many_arguments)]
+        };
+        quote! {
+            #uncached_doc
+            #errors_doc
+            #(#body_attrs)*
+            #[allow(dead_code, clippy::missing_errors_doc)]
+            #vis #body_sig #block
+
+            #invalidate_doc
+            #common
+            #vis #unsafety fn #invalidate #generics(#inputs) #where_clause {
+                let _ = #do_invalidate;
+            }
+
+            #soft_invalidate_doc
+            #common
+            #vis #unsafety fn #soft_invalidate #generics(#inputs) #where_clause {
+                let _ = #do_soft_invalidate;
+            }
+
+            #invalidate_all_doc
+            #common
+            #vis fn #invalidate_all() {
+                #p::Control::invalidate_all(#control);
+            }
+
+            #soft_invalidate_all_doc
+            #common
+            #vis fn #soft_invalidate_all() {
+                #p::Control::soft_invalidate_all(#control);
+            }
+
+            #refresh_doc
+            #errors_doc
+            #common
+            #vis #unsafety #asyncness fn #refresh #generics(#inputs) -> #ret #where_clause {
+                #p::Outcome::value(#do_refresh)
+            }
+
+            #peek_doc
+            #common
+            #[must_use]
+            #vis #unsafety fn #peek #generics(#inputs) -> #p::Option<#value> #where_clause {
+                #p::Outcome::peeked(#do_peek)
+            }
+
+            #statistics_doc
+            #common
+            #[must_use]
+            #vis fn #statistics() -> #krate::Statistics {
+                #p::Control::statistics(#control)
+            }
+        }
+    }
+}
