@@ -5,7 +5,8 @@
 //! `target/bench/compare.md` and `target/bench/compare.json`.
 //!
 //! - S1 fresh hit, 1,000 keys preloaded, one thread: ns/op
-//! - S2 the same on two threads: Mops/s, and its ratio to one thread
+//! - S2 the same on two threads: Mops/s, and its ratio to one thread; once more with `u64`
+//!   values, whose clones write nothing shared, for the caches' own scaling
 //! - S3 fresh hit of a function without arguments: ns/op
 //! - S4 32 threads released together on one missing key, creator 20 ms: creator calls, wall ms
 //! - S5 expiry 100 ms, creator 100 ms, 32 threads calling for 300 ms: creator calls; for the
@@ -32,6 +33,24 @@ use dogpile::{dogpile, Region};
 
 type Value = Arc<str>;
 
+/// A cached value type: `Arc<str>` everywhere, and `u64` for a second S2, whose clones write
+/// nothing shared (so it shows the cache's own scaling, without the values' reference counts).
+trait BenchValue: Clone + Send + Sync + 'static {
+    fn make(k: u64) -> Self;
+}
+
+impl BenchValue for Arc<str> {
+    fn make(k: u64) -> Self {
+        value(k)
+    }
+}
+
+impl BenchValue for u64 {
+    fn make(k: u64) -> Self {
+        k * 3
+    }
+}
+
 const KEYS: u64 = 1_000;
 const HIT_ITERS: u64 = 3_000_000;
 const HOUR: Duration = Duration::from_secs(3600);
@@ -43,14 +62,14 @@ fn value(k: u64) -> Value {
 // ---- the contenders -----------------------------------------------------------------------
 
 /// What a memoized function does, for each contender: a get-or-create.
-trait Contender: Send + Sync {
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value;
+trait Contender<V = Value>: Send + Sync {
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V;
 }
 
-struct DogpileRegion(Region<u64, Value>);
-impl Contender for DogpileRegion {
+struct DogpileRegion<V: BenchValue>(Region<u64, V>);
+impl<V: BenchValue> Contender<V> for DogpileRegion<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
         self.0.get_or_create(&key, create)
     }
 }
@@ -69,20 +88,20 @@ impl Contender for DogpileAttribute {
     }
 }
 
-struct Moka(moka::sync::Cache<u64, Value>);
-impl Contender for Moka {
+struct Moka<V>(moka::sync::Cache<u64, V>);
+impl<V: BenchValue> Contender<V> for Moka<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
         self.0.get_with(key, create)
     }
 }
 
 /// What `#[cached(ttl = ...)]` expands to: a TTL store behind a mutex, checked under the lock,
 /// computed outside it, then inserted.
-struct CachedTtl(Mutex<TtlCache<u64, Value>>);
-impl Contender for CachedTtl {
+struct CachedTtl<V>(Mutex<TtlCache<u64, V>>);
+impl<V: BenchValue> Contender<V> for CachedTtl<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
         if let Some(v) = self.0.lock().unwrap().cache_get(&key) {
             return v.clone();
         }
@@ -93,10 +112,10 @@ impl Contender for CachedTtl {
 }
 
 /// No expiry at all: a floor for a concurrent map read and clone.
-struct QuickCache(quick_cache::sync::Cache<u64, Value>);
-impl Contender for QuickCache {
+struct QuickCache<V: BenchValue>(quick_cache::sync::Cache<u64, V>);
+impl<V: BenchValue> Contender<V> for QuickCache<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> Value) -> Value {
+    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
         self.0
             .get_or_insert_with(&key, || Ok::<_, ()>(create()))
             .unwrap_or_else(|()| unreachable!())
@@ -105,10 +124,20 @@ impl Contender for QuickCache {
 
 fn contender(name: &str, ttl: Duration, capacity: usize) -> Arc<dyn Contender> {
     match name {
+        "dogpile #[dogpile]" => Arc::new(DogpileAttribute),
+        other => contender_of(other, ttl, capacity),
+    }
+}
+
+fn contender_of<V: BenchValue>(
+    name: &str,
+    ttl: Duration,
+    capacity: usize,
+) -> Arc<dyn Contender<V>> {
+    match name {
         "dogpile" => Arc::new(DogpileRegion(
             Region::builder().expiry(ttl).capacity(capacity).build(),
         )),
-        "dogpile #[dogpile]" => Arc::new(DogpileAttribute),
         "moka" => Arc::new(Moka(
             moka::sync::Cache::builder()
                 .max_capacity(capacity as u64)
@@ -124,9 +153,9 @@ fn contender(name: &str, ttl: Duration, capacity: usize) -> Arc<dyn Contender> {
 // ---- the scenarios, each in its own process -------------------------------------------------
 
 /// Reads `iters` keys in a fixed pseudo-random order; the elapsed time.
-fn read_loop(cache: &dyn Contender, iters: u64, seed: u64, keys: u64) -> Duration {
+fn read_loop<V>(cache: &dyn Contender<V>, iters: u64, seed: u64, keys: u64) -> Duration {
     let mut x = seed | 1;
-    let miss = || -> Value { unreachable!("preloaded") };
+    let miss = || -> V { unreachable!("preloaded") };
     let start = Instant::now();
     for _ in 0..iters {
         x ^= x << 13;
@@ -145,8 +174,31 @@ fn preloaded(name: &str, keys: u64) -> Arc<dyn Contender> {
     cache
 }
 
+fn preloaded_of<V: BenchValue>(name: &str, keys: u64) -> Arc<dyn Contender<V>> {
+    let cache = contender_of::<V>(name, HOUR, 10_000);
+    for k in 0..keys {
+        cache.get_or_create(k, &|| V::make(k));
+    }
+    cache
+}
+
 fn s1_s2(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
-    let cache = preloaded(name, KEYS);
+    hits_on_one_and_two_threads(preloaded(name, KEYS), iters)
+}
+
+fn s2_u64(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
+    let figures = hits_on_one_and_two_threads(preloaded_of::<u64>(name, KEYS), iters);
+    BTreeMap::from([
+        ("u64_s1_ns", figures["s1_ns"]),
+        ("u64_s2_mops", figures["s2_mops"]),
+        ("u64_s2_scaling", figures["s2_scaling"]),
+    ])
+}
+
+fn hits_on_one_and_two_threads<V>(
+    cache: Arc<dyn Contender<V>>,
+    iters: u64,
+) -> BTreeMap<&'static str, f64> {
     read_loop(&*cache, iters / 10, 3, KEYS); // warm up
     let one = read_loop(&*cache, iters, 7, KEYS);
     let barrier = Arc::new(Barrier::new(2));
@@ -341,6 +393,7 @@ fn s6(name: &str) -> BTreeMap<&'static str, f64> {
 fn run_one(scenario: &str, name: &str, iters: Option<u64>) -> BTreeMap<&'static str, f64> {
     match scenario {
         "s1" => s1_s2(name, iters.unwrap_or(HIT_ITERS)),
+        "s2u64" => s2_u64(name, iters.unwrap_or(HIT_ITERS)),
         "s3" => s3(name, iters.unwrap_or(HIT_ITERS)),
         "s4" => s4(name),
         "s5" => s5(name),
@@ -364,7 +417,7 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
 
 // ---- the orchestration ----------------------------------------------------------------------
 
-const SCENARIOS: [(&str, &[&str]); 5] = [
+const SCENARIOS: [(&str, &[&str]); 6] = [
     (
         "s1",
         &[
@@ -375,6 +428,7 @@ const SCENARIOS: [(&str, &[&str]); 5] = [
             "quick_cache",
         ],
     ),
+    ("s2u64", &["dogpile", "moka", "cached", "quick_cache"]),
     (
         "s3",
         &[
@@ -395,7 +449,11 @@ fn child(args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("running a repetition");
-    assert!(output.status.success(), "a repetition failed: {args:?}");
+    assert!(
+        output.status.success(),
+        "a repetition failed: {args:?}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout).unwrap()
 }
 
@@ -486,7 +544,7 @@ fn main() {
         }
     }
     if callgrind {
-        for (scenario, names) in &SCENARIOS[..2] {
+        for (scenario, names) in SCENARIOS.iter().filter(|(s, _)| *s == "s1" || *s == "s3") {
             for name in *names {
                 if let Some(per_op) = callgrind_per_op(scenario, name) {
                     medians
@@ -541,12 +599,29 @@ fn report(m: &Medians, reps: usize) -> String {
             );
         }
     }
+    let names = |scenario: &str| {
+        SCENARIOS
+            .iter()
+            .find(|(s, _)| *s == scenario)
+            .map_or(&[][..], |(_, n)| *n)
+    };
+    let _ = writeln!(out, "\n| S2 again, `u64` values (clones write nothing shared) | S1 ns/op | S2 Mops/s | S2/S1 scaling |");
+    let _ = writeln!(out, "|---|---|---|---|");
+    for n in names("s2u64") {
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} | {} |",
+            fmt(get("s2u64", n, "u64_s1_ns"), 1),
+            fmt(get("s2u64", n, "u64_s2_mops"), 1),
+            fmt(get("s2u64", n, "u64_s2_scaling"), 2),
+        );
+    }
     let _ = writeln!(
         out,
         "\n| S3 function without arguments | ns/op | vs OnceLock | instr/op |"
     );
     let _ = writeln!(out, "|---|---|---|---|");
-    for n in SCENARIOS[1].1 {
+    for n in names("s3") {
         let _ = writeln!(
             out,
             "| {n} | {} | {} | {} |",
@@ -560,7 +635,7 @@ fn report(m: &Medians, reps: usize) -> String {
         "\n| S4 32 threads, one missing key, creator 20 ms | creator calls | wall ms |"
     );
     let _ = writeln!(out, "|---|---|---|");
-    for n in SCENARIOS[2].1 {
+    for n in names("s4") {
         let _ = writeln!(
             out,
             "| {n} | {} | {} |",
@@ -570,7 +645,7 @@ fn report(m: &Medians, reps: usize) -> String {
     }
     let _ = writeln!(out, "\n| S5 expiry 100 ms, creator 100 ms, 32 threads for 300 ms | creator calls | calls | other calls over 1 ms | slowest other call ms |");
     let _ = writeln!(out, "|---|---|---|---|---|");
-    for n in SCENARIOS[3].1 {
+    for n in names("s5") {
         let _ = writeln!(
             out,
             "| {n} | {} | {} | {} | {} |",
@@ -585,7 +660,7 @@ fn report(m: &Medians, reps: usize) -> String {
         "\n| S6 1,000,000 keys | bytes/key | vs dogpile | ns/insert | vs dogpile |"
     );
     let _ = writeln!(out, "|---|---|---|---|---|");
-    for n in SCENARIOS[4].1 {
+    for n in names("s6") {
         let _ = writeln!(
             out,
             "| {n} | {} | {} | {} | {} |",
