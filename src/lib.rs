@@ -51,7 +51,7 @@ pub use dogpile_runtime::*;
 /// | option | value | meaning |
 /// |---|---|---|
 /// | `expire` (required) | `3600` (seconds), `"250ms"`, `"90s"`, `"5m"`, `"1h30m"`, or `never` | how long a value stays fresh; strings are checked at compile time |
-/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku.to_owned())` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. Default: every argument, owned (`&str` becomes `String`, `&T` becomes `T` through `ToOwned`) |
+/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. A bare `&T` argument, alone or in a tuple, is made owned through `ToOwned` (`&str` becomes `String`); any other borrowed expression needs its own `.to_owned()`. Default: every argument, owned that way |
 /// | `capacity` | `10_000` | the most values kept (approximate LRU eviction) |
 /// | `background` | (no value) | an expired value is regenerated on a shared thread pool; the caller that would regenerate returns the stale value too. Arguments are copied to owned values to move there |
 /// | `lock_timeout` | `"2s"` | a caller waiting for a first value longer than this runs the body itself |
@@ -85,7 +85,7 @@ pub use dogpile_runtime::*;
 /// struct Prices { tenant: u32 }
 ///
 /// impl Prices {
-///     #[dogpile(expire = "5m", key = (self.tenant, sku.to_owned()))]
+///     #[dogpile(expire = "5m", key = (self.tenant, sku))]
 ///     fn price(&self, sku: &str) -> Result<u64, std::num::ParseIntError> {
 ///         sku.parse() // only Ok values are stored
 ///     }

@@ -270,7 +270,7 @@ struct Service {
 }
 
 impl Service {
-    #[dogpile(expire = 3600, key = (self.tenant, item.to_owned()))]
+    #[dogpile(expire = 3600, key = (self.tenant, item))]
     fn price(&self, item: &str) -> u32 {
         self.calls.fetch_add(1, Ordering::SeqCst);
         self.tenant * 1000 + item.len() as u32

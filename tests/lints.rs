@@ -26,7 +26,7 @@ pub fn report(day: u32, title: &str) -> Arc<Report> {
 /// # Errors
 ///
 /// Never, in fact.
-#[dogpile(expire = "5m", key = sku.to_owned(), capacity = 100, lock_timeout = "2s")]
+#[dogpile(expire = "5m", key = sku, capacity = 100, lock_timeout = "2s")]
 pub fn price(sku: &str, mut retries: u8) -> Result<u64, std::num::ParseIntError> {
     retries = retries.saturating_add(1);
     Ok(u64::from(retries) + sku.parse::<u64>()?)

@@ -183,6 +183,7 @@ impl<'a> Expansion<'a> {
     fn key(&self) -> TokenStream {
         if let Some(key) = self.args.key.get() {
             let p = self.private_at(key.span());
+            let key = self.owned(key);
             return quote_spanned!(key.span()=> #p::key(#key));
         }
         let parts: Vec<TokenStream> = self
@@ -203,6 +204,34 @@ impl<'a> Expansion<'a> {
             [] => quote!(()),
             [one] => one.clone(),
             many => quote!((#(#many),*)),
+        }
+    }
+
+    /// An explicit key with its borrowed arguments owned: a bare argument of type `&T` (alone
+    /// or in a tuple) becomes `T::to_owned()`, as in the default key. Other expressions are
+    /// the user's to make owned.
+    fn owned(&self, key: &syn::Expr) -> TokenStream {
+        match key {
+            syn::Expr::Path(path) if path.qself.is_none() => {
+                let borrowed = self
+                    .function
+                    .args
+                    .iter()
+                    .find(|arg| path.path.is_ident(arg.name) && ast::is_shared_ref(arg.ty));
+                match borrowed {
+                    Some(arg) => {
+                        let (p, name) = (self.private_at(key.span()), arg.name);
+                        quote_spanned!(key.span()=> #p::ToOwned::to_owned(#name))
+                    }
+                    None => key.to_token_stream(),
+                }
+            }
+            syn::Expr::Tuple(tuple) => {
+                let elems = tuple.elems.iter().map(|e| self.owned(e));
+                quote_spanned!(key.span()=> (#(#elems,)*))
+            }
+            syn::Expr::Paren(paren) => self.owned(&paren.expr),
+            other => other.to_token_stream(),
         }
     }
 
