@@ -37,7 +37,7 @@ type ShouldCache<V> = Box<dyn Fn(&V) -> bool + Send + Sync>;
 /// value: what a `#[dogpile]` function runs on, usable directly.
 ///
 /// Each key has a value with its creation time in a [`Store`] and, while anyone regenerates
-/// it, a dogpile mutex from a [`NameRegistry`]. A call goes through the rules of [`Lock`]:
+/// it, a dogpile mutex from a [`NameRegistry`]. A call goes through the rules of [`Lock`](crate::Lock):
 ///
 /// | the key has              | the call                                                        |
 /// |--------------------------|-----------------------------------------------------------------|
