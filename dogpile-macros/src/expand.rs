@@ -250,13 +250,17 @@ impl<'a> Expansion<'a> {
 
     /// Owned copies of the arguments, moved into a background creator, and the call on them.
     fn call_uncached_owned(&self) -> (TokenStream, TokenStream) {
-        let p = &self.private;
         let mut owned = TokenStream::new();
         let mut passed = Vec::new();
         if let Some(receiver) = self.function.receiver {
             if ast::is_shared_ref(&receiver.ty) {
-                owned.extend(quote!(let __dogpile_self = #p::ToOwned::to_owned(self);));
-                passed.push(quote!(#p::Borrow::borrow(&__dogpile_self)));
+                // Spanned at `&self`: "Self is not Clone" points there.
+                let span = receiver.span();
+                let p = self.private_at(span);
+                owned.extend(
+                    quote_spanned!(span=> let __dogpile_self = #p::ToOwned::to_owned(self);),
+                );
+                passed.push(quote_spanned!(span=> #p::Borrow::borrow(&__dogpile_self)));
             } else {
                 owned.extend(quote!(let __dogpile_self = self;));
                 passed.push(quote!(__dogpile_self));
@@ -265,8 +269,9 @@ impl<'a> Expansion<'a> {
         for arg in &self.function.args {
             let (name, ty) = (arg.name, arg.ty);
             if ast::is_shared_ref(ty) {
+                let p = self.private_at(ty.span());
                 owned.extend(quote_spanned!(ty.span()=> let #name = #p::ToOwned::to_owned(#name);));
-                passed.push(quote!(#p::Borrow::borrow(&#name)));
+                passed.push(quote_spanned!(ty.span()=> #p::Borrow::borrow(&#name)));
             } else {
                 passed.push(quote!(#name));
             }
