@@ -12,11 +12,11 @@ use std::fmt::{self, Debug};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fs4::fs_std::FileExt;
 
+use crate::mutex::poll_acquire;
 use crate::sync::Mutex;
 use crate::{BackendError, RawMutex};
 
@@ -109,20 +109,8 @@ impl RawMutex for FileMutex {
 
     fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError> {
         // The OS lock has no timeout: try, then sleep a little longer each time.
-        let deadline = Instant::now().checked_add(timeout);
-        let mut pause = Duration::from_millis(1);
-        loop {
-            if self.try_acquire()? {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            match deadline {
-                Some(deadline) if now >= deadline => return Ok(false),
-                Some(deadline) => thread::sleep(pause.min(deadline - now)),
-                None => thread::sleep(pause),
-            }
-            pause = (pause * 2).min(Duration::from_millis(20));
-        }
+        let (first, most) = (Duration::from_millis(1), Duration::from_millis(20));
+        poll_acquire(|| self.try_acquire(), Some(timeout), first, most)
     }
 
     fn release(&self) -> Result<(), BackendError> {

@@ -75,6 +75,32 @@ pub trait RawMutex: Send + Sync {
     }
 }
 
+/// For mutexes whose lock cannot wait (a file lock with a deadline, a Redis key): tries
+/// `try_acquire`, sleeping between tries from `first` doubling up to `most`, until it succeeds
+/// or `timeout` (if any) has passed.
+pub(crate) fn poll_acquire(
+    try_acquire: impl Fn() -> Result<bool, BackendError>,
+    timeout: Option<Duration>,
+    first: Duration,
+    most: Duration,
+) -> Result<bool, BackendError> {
+    // A timeout too large for `Instant` means no timeout.
+    let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+    let mut pause = first;
+    loop {
+        if try_acquire()? {
+            return Ok(true);
+        }
+        let now = Instant::now();
+        match deadline {
+            Some(deadline) if now >= deadline => return Ok(false),
+            Some(deadline) => std::thread::sleep(pause.min(deadline - now)),
+            None => std::thread::sleep(pause),
+        }
+        pause = (pause * 2).min(most);
+    }
+}
+
 /// The answer of [`RawMutex::wake_on_release`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WakeOnRelease {

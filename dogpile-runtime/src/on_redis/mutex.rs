@@ -12,11 +12,16 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Redis;
+use crate::mutex::poll_acquire;
 use crate::sync::Mutex;
 use crate::{BackendError, RawMutex};
+
+/// The first and the longest pause between two tries of a held mutex.
+const POLL_FIRST: Duration = Duration::from_millis(2);
+const POLL_MOST: Duration = Duration::from_millis(50);
 
 /// Deletes the key only if it still holds the caller's token.
 const RELEASE: &str = r#"
@@ -171,31 +176,12 @@ impl RawMutex for RedisMutex {
     }
 
     fn acquire(&self) -> Result<(), BackendError> {
-        let mut pause = Duration::from_millis(2);
-        loop {
-            if self.try_acquire()? {
-                return Ok(());
-            }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
+        // Redis cannot wake a waiter: poll, sleeping a little longer each time.
+        poll_acquire(|| self.try_acquire(), None, POLL_FIRST, POLL_MOST).map(|_| ())
     }
 
     fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError> {
-        let deadline = Instant::now().checked_add(timeout);
-        let mut pause = Duration::from_millis(2);
-        loop {
-            if self.try_acquire()? {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            match deadline {
-                Some(deadline) if now >= deadline => return Ok(false),
-                Some(deadline) => thread::sleep(pause.min(deadline - now)),
-                None => thread::sleep(pause),
-            }
-            pause = (pause * 2).min(Duration::from_millis(50));
-        }
+        poll_acquire(|| self.try_acquire(), Some(timeout), POLL_FIRST, POLL_MOST)
     }
 
     fn release(&self) -> Result<(), BackendError> {
