@@ -317,27 +317,22 @@ impl<'a> Expansion<'a> {
 
     /// `__dogpile_call_async_name(self, Op::X, a, b).await`: `Get` and `Refresh` of an `async fn`.
     fn dispatch_async(&self, op: &str) -> TokenStream {
-        let p = &self.private;
-        let (sibling, dispatch) = (&self.sibling, self.async_dispatch_ident());
-        let op = Ident::new(op, Span::call_site());
-        let receiver = self.function.receiver.map(|_| quote!(self,));
-        let names = self.function.args.iter().map(|a| a.name);
-        let call = quote!(#sibling #dispatch(#receiver #p::Op::#op, #(#names),*));
-        if self.function.item.sig.unsafety.is_some() {
-            quote!(unsafe { #call }.await)
-        } else {
-            quote!(#call.await)
-        }
+        let call = self.call_dispatcher(&self.async_dispatch_ident(), op);
+        quote!(#call.await)
     }
 
     /// `__dogpile_call_name(self, Op::X, a, b)`.
     fn dispatch(&self, op: &str) -> TokenStream {
+        self.call_dispatcher(&self.dispatch_ident(), op)
+    }
+
+    fn call_dispatcher(&self, dispatcher: &Ident, op: &str) -> TokenStream {
         let p = &self.private;
-        let (sibling, dispatch) = (&self.sibling, self.dispatch_ident());
+        let sibling = &self.sibling;
         let op = Ident::new(op, Span::call_site());
         let receiver = self.function.receiver.map(|_| quote!(self,));
         let names = self.function.args.iter().map(|a| a.name);
-        let call = quote!(#sibling #dispatch(#receiver #p::Op::#op, #(#names),*));
+        let call = quote!(#sibling #dispatcher(#receiver #p::Op::#op, #(#names),*));
         if self.function.item.sig.unsafety.is_some() {
             quote!(unsafe { #call })
         } else {
@@ -368,73 +363,75 @@ impl<'a> Expansion<'a> {
     /// written (and checked) once: a mistake in the key shows one error, not one per companion.
     /// Inlined into each caller, where the operation is a constant.
     fn dispatch_fn(&self) -> TokenStream {
-        let item = self.function.item;
         let p = &self.private;
-        let sig = plain_signature(&item.sig);
-        let dispatch = self.dispatch_ident();
-        let generics = &sig.generics;
-        let where_clause = &sig.generics.where_clause;
-        let unsafety = &sig.unsafety;
-        let receiver = self.function.receiver.map(|r| quote!(#r,));
-        let args = self.function.args.iter().map(|a| {
-            let (name, ty) = (a.name, a.ty);
-            quote!(#name: #ty)
-        });
         let ret = self.function.ret;
         let value = self.value_type();
         let check_value = {
             let p = self.private_at(ret.span());
             quote_spanned!(ret.span()=> #p::value::<#value>();)
         };
-        let key = self.key();
-        let region = self.region();
         let (get, refresh) = if self.is_async() {
             // An `async fn` gets and refreshes through its async dispatcher.
             (quote!(#p::wrong_op()), quote!(#p::wrong_op()))
         } else {
             (self.get_body(), self.refresh_body())
         };
-        let cfgs = self.cfg_attrs();
-        quote! {
-            #(#cfgs)*
-            #[doc(hidden)]
-            #[inline]
-            #[allow(unused_variables, clippy::needless_pass_by_value, clippy::too_many_arguments)]
-            #unsafety fn #dispatch #generics(
-                #receiver
-                __dogpile_op: #p::Op,
-                #(#args),*
-            ) -> #p::Outcome<#ret, #value> #where_clause {
-                #check_value
-                let __dogpile_key = #key;
-                let __dogpile_region = #region;
-                match __dogpile_op {
-                    #p::Op::Get => #p::Outcome::Value({ #get }),
-                    #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
-                    #p::Op::Peek => #p::Outcome::Peeked(#p::Region::peek(__dogpile_region, &__dogpile_key)),
-                    #p::Op::Invalidate => {
-                        #p::Region::invalidate(__dogpile_region, &__dogpile_key);
-                        #p::Outcome::Done
-                    }
-                    #p::Op::SoftInvalidate => {
-                        #p::Region::soft_invalidate(__dogpile_region, &__dogpile_key);
-                        #p::Outcome::Done
-                    }
-                }
+        let arms = quote! {
+            #p::Op::Get => #p::Outcome::Value({ #get }),
+            #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
+            #p::Op::Peek => #p::Outcome::Peeked(#p::Region::peek(__dogpile_region, &__dogpile_key)),
+            #p::Op::Invalidate => {
+                #p::Region::invalidate(__dogpile_region, &__dogpile_key);
+                #p::Outcome::Done
             }
-        }
+            #p::Op::SoftInvalidate => {
+                #p::Region::soft_invalidate(__dogpile_region, &__dogpile_key);
+                #p::Outcome::Done
+            }
+        };
+        self.dispatcher(&self.dispatch_ident(), false, check_value, arms)
     }
 
     /// `Get` and `Refresh` of an `async fn`. The key and region are written here a second time;
     /// an error in them shows once all the same (the compiler merges identical reports).
     fn async_dispatch_fn(&self) -> TokenStream {
-        let item = self.function.item;
         let p = &self.private;
-        let sig = plain_signature(&item.sig);
-        let dispatch = self.async_dispatch_ident();
+        let support = {
+            let span = self
+                .function
+                .item
+                .sig
+                .asyncness
+                .map_or_else(Span::call_site, |a| a.span);
+            let p = self.private_at(span);
+            quote_spanned!(span=> #p::async_support::<()>();)
+        };
+        let get = self.get_async_body();
+        let refresh = self.refresh_async_body();
+        let arms = quote! {
+            #p::Op::Get => #p::Outcome::Value({ #get }),
+            #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
+            _ => #p::wrong_op(),
+        };
+        self.dispatcher(&self.async_dispatch_ident(), true, support, arms)
+    }
+
+    /// A dispatcher: the function's arguments after an operation, its key and region, then
+    /// `arms` matched on the operation.
+    fn dispatcher(
+        &self,
+        ident: &Ident,
+        is_async: bool,
+        prologue: TokenStream,
+        arms: TokenStream,
+    ) -> TokenStream {
+        let p = &self.private;
+        let sig = plain_signature(&self.function.item.sig);
         let generics = &sig.generics;
         let where_clause = &sig.generics.where_clause;
         let unsafety = &sig.unsafety;
+        let asyncness = is_async.then(|| quote!(async));
+        let inline = (!is_async).then(|| quote!(#[inline]));
         let receiver = self.function.receiver.map(|r| quote!(#r,));
         let args = self.function.args.iter().map(|a| {
             let (name, ty) = (a.name, a.ty);
@@ -442,32 +439,24 @@ impl<'a> Expansion<'a> {
         });
         let ret = self.function.ret;
         let value = self.value_type();
-        let support = {
-            let span = sig.asyncness.map_or_else(Span::call_site, |a| a.span);
-            let p = self.private_at(span);
-            quote_spanned!(span=> #p::async_support::<()>();)
-        };
         let key = self.key();
         let region = self.region();
-        let get = self.get_async_body();
-        let refresh = self.refresh_async_body();
         let cfgs = self.cfg_attrs();
         quote! {
             #(#cfgs)*
             #[doc(hidden)]
+            #inline
             #[allow(unused_variables, clippy::needless_pass_by_value, clippy::too_many_arguments)]
-            #unsafety async fn #dispatch #generics(
+            #unsafety #asyncness fn #ident #generics(
                 #receiver
                 __dogpile_op: #p::Op,
                 #(#args),*
             ) -> #p::Outcome<#ret, #value> #where_clause {
-                #support
+                #prologue
                 let __dogpile_key = #key;
                 let __dogpile_region = #region;
                 match __dogpile_op {
-                    #p::Op::Get => #p::Outcome::Value({ #get }),
-                    #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
-                    _ => #p::wrong_op(),
+                    #arms
                 }
             }
         }
