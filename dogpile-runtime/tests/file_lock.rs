@@ -8,7 +8,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,9 +16,23 @@ use dogpile_runtime::{
     BackendError, FileMutex, FileReadWriteMutex, RawMutex, Region, Store, Timestamp,
 };
 
+#[path = "support/children.rs"]
+mod children;
+use children::wait_for;
+
 const ROLE: &str = "DOGPILE_FILE_LOCK_ROLE";
 const DIR: &str = "DOGPILE_FILE_LOCK_DIR";
-const BOUND: Duration = Duration::from_secs(30);
+
+/// A fresh directory with a `locks` directory in it.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = children::fresh_dir(name);
+    fs::create_dir_all(dir.join("locks")).unwrap();
+    dir
+}
+
+fn spawn_child(role: &str, dir: &Path) -> Child {
+    children::spawn_child(&[(ROLE, role), (DIR, &dir.display().to_string())])
+}
 
 /// Values on disk, one file per key: `<created nanos> <value>`, replaced atomically.
 struct DirStore {
@@ -75,36 +89,6 @@ fn region(dir: &Path) -> Region<u64, u64, DirStore, FileMutex> {
         })
         .mutexes(move |key: &u64| FileMutex::for_key(&locks, key))
         .build()
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + BOUND;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dogpile-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(dir.join("locks")).unwrap();
-    dir
-}
-
-fn spawn_child(role: &str, dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(DIR, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
 }
 
 /// What a child process does, by its role; nothing when run as a normal test.

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -17,7 +17,10 @@ use dogpile_runtime::{
     OnBackendError, Redis, RedisMutex, RedisStore, Region, RegionError, Store, Timestamp,
 };
 
-const BOUND: Duration = Duration::from_secs(30);
+#[path = "support/children.rs"]
+mod children;
+use children::{fresh_dir, wait_for};
+
 const ROLE: &str = "DOGPILE_REDIS_ROLE";
 const URL: &str = "DOGPILE_REDIS_URL";
 const DIR: &str = "DOGPILE_REDIS_DIR";
@@ -25,6 +28,10 @@ const DIR: &str = "DOGPILE_REDIS_DIR";
 #[path = "support/redis_server.rs"]
 mod redis_server;
 use redis_server::Server;
+
+fn spawn_child(role: &str, url: &str, dir: &Path) -> Child {
+    children::spawn_child(&[(ROLE, role), (URL, url), (DIR, &dir.display().to_string())])
+}
 
 type RedisRegion = Region<u64, u64, RedisStore<u64, u64>, RedisMutex>;
 
@@ -46,37 +53,6 @@ fn incr(redis_url: &str, counter: &str) -> u64 {
         .get_connection_with_timeout(Duration::from_secs(2))
         .unwrap();
     redis::cmd("INCR").arg(counter).query(&mut c).unwrap()
-}
-
-fn wait_for(path: &Path) {
-    let deadline = Instant::now() + BOUND;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        thread::sleep(Duration::from_millis(2));
-    }
-}
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dogpile-redis-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn spawn_child(role: &str, url: &str, dir: &Path) -> Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child", "--nocapture", "--test-threads=1"])
-        .env(ROLE, role)
-        .env(URL, url)
-        .env(DIR, dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
 }
 
 /// What a child process does, by its role; nothing when run as a normal test.
