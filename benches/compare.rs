@@ -29,7 +29,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use cached::{Cached, TtlCache};
-use dogpile::{dogpile, Region};
+use dogpile::dogpile;
+use dogpile::Region;
 
 type Value = Arc<str>;
 

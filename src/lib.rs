@@ -177,7 +177,7 @@ pub use dogpile_runtime::*;
 ///   signature, or the companions cannot find each other (`Self::` is how they are called).
 /// - When the region's store or mutex fails (Redis unreachable, say), the call runs the body
 ///   directly and counts it in `direct_calls`, whatever the region's
-///   [`OnBackendError`]: the function has no error to return.
+///   [`OnBackendError`](region::OnBackendError): the function has no error to return.
 /// - A panic in the body reaches only the caller that ran it, and nothing is stored; a body
 ///   that calls its own function with the same key panics with a message naming the key,
 ///   instead of waiting for itself.

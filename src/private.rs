@@ -13,8 +13,11 @@ pub use std::option::Option::{self, None, Some};
 pub use std::result::Result::{self, Err, Ok};
 pub use std::time::Duration;
 
-pub use dogpile_runtime::{OnBackendError, Region};
-use dogpile_runtime::{Pool, RawMutex, RegionError, Statistics, Store};
+use dogpile_runtime::lock::RawMutex;
+pub use dogpile_runtime::region::OnBackendError;
+use dogpile_runtime::region::{Pool, Store};
+pub use dogpile_runtime::Region;
+use dogpile_runtime::{RegionError, Statistics};
 
 /// What a `#[dogpile]` function's key must be.
 #[diagnostic::on_unimplemented(

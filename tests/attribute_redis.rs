@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use dogpile::{dogpile, Redis, RedisMutex, RedisStore, Region};
+use dogpile::backend::redis::{Redis, RedisMutex, RedisStore};
+use dogpile::dogpile;
+use dogpile::Region;
 
 #[path = "../dogpile-runtime/tests/support/redis_server.rs"]
 mod redis_server;
@@ -47,7 +49,7 @@ static STRICT: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>
             .expiry(Duration::from_secs(3600))
             .store(redis().store("strict"))
             .mutexes(move |id: &u64| redis().mutex("strict", id))
-            .on_backend_error(dogpile::OnBackendError::ReturnError)
+            .on_backend_error(dogpile::region::OnBackendError::ReturnError)
             .build()
     });
 

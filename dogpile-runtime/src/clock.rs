@@ -15,7 +15,7 @@ use crate::sync::{AtomicI64, Ordering};
 /// creation time of `-1` does.
 ///
 /// ```
-/// use dogpile_runtime::Timestamp;
+/// use dogpile_runtime::clock::Timestamp;
 /// use std::time::Duration;
 ///
 /// let t = Timestamp::from_nanos(1_000);
@@ -33,7 +33,7 @@ impl Timestamp {
     /// A timestamp from nanoseconds since the Unix epoch.
     ///
     /// ```
-    /// # use dogpile_runtime::Timestamp;
+    /// # use dogpile_runtime::clock::Timestamp;
     /// assert_eq!(Timestamp::from_nanos(7).as_nanos(), 7);
     /// ```
     pub const fn from_nanos(nanos: i64) -> Self {
@@ -43,7 +43,7 @@ impl Timestamp {
     /// Nanoseconds since the Unix epoch.
     ///
     /// ```
-    /// # use dogpile_runtime::Timestamp;
+    /// # use dogpile_runtime::clock::Timestamp;
     /// assert_eq!(Timestamp::NONE.as_nanos(), -1);
     /// ```
     pub const fn as_nanos(self) -> i64 {
@@ -53,7 +53,7 @@ impl Timestamp {
     /// Converts a [`SystemTime`], saturating at the ends of the representable range.
     ///
     /// ```
-    /// # use dogpile_runtime::Timestamp;
+    /// # use dogpile_runtime::clock::Timestamp;
     /// use std::time::{Duration, UNIX_EPOCH};
     /// let t = Timestamp::from_system_time(UNIX_EPOCH + Duration::from_secs(2));
     /// assert_eq!(t.as_nanos(), 2_000_000_000);
@@ -68,7 +68,7 @@ impl Timestamp {
     /// Whether this is a real creation time (strictly after the epoch).
     ///
     /// ```
-    /// # use dogpile_runtime::Timestamp;
+    /// # use dogpile_runtime::clock::Timestamp;
     /// assert!(!Timestamp::from_nanos(0).is_positive());
     /// ```
     pub const fn is_positive(self) -> bool {
@@ -79,7 +79,7 @@ impl Timestamp {
     /// back never makes a value older).
     ///
     /// ```
-    /// # use dogpile_runtime::Timestamp;
+    /// # use dogpile_runtime::clock::Timestamp;
     /// use std::time::Duration;
     /// let created = Timestamp::from_nanos(1_000);
     /// assert_eq!(created.elapsed_at(Timestamp::from_nanos(4_000)), Duration::from_nanos(3_000));
@@ -96,7 +96,7 @@ impl Timestamp {
     /// not positive is always expired, since it stands for "no value".
     ///
     /// ```
-    /// # use dogpile_runtime::Timestamp;
+    /// # use dogpile_runtime::clock::Timestamp;
     /// use std::time::Duration;
     /// let created = Timestamp::from_nanos(1_000);
     /// let expiry = Some(Duration::from_nanos(10));
@@ -157,7 +157,7 @@ pub(crate) fn saturating_nanos(d: Duration) -> i64 {
 /// instead of sleeping.
 ///
 /// ```
-/// use dogpile_runtime::{Clock, SystemClock};
+/// use dogpile_runtime::clock::{Clock, SystemClock};
 /// assert!(SystemClock.now().is_positive());
 /// ```
 pub trait Clock: Send + Sync {
@@ -180,7 +180,7 @@ impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
 /// The system's wall clock, `SystemTime::now()`, at full resolution.
 ///
 /// ```
-/// use dogpile_runtime::{Clock, SystemClock};
+/// use dogpile_runtime::clock::{Clock, SystemClock};
 /// let a = SystemClock.now();
 /// let b = SystemClock.now();
 /// assert!(b >= a || a.elapsed_at(b).is_zero());
@@ -202,7 +202,7 @@ impl Clock for SystemClock {
 /// served up to one tick past its expiry. Elsewhere it is [`SystemClock`].
 ///
 /// ```
-/// use dogpile_runtime::{Clock, CoarseClock, SystemClock};
+/// use dogpile_runtime::clock::{Clock, CoarseClock, SystemClock};
 /// use std::time::Duration;
 ///
 /// let coarse = CoarseClock.now();
@@ -216,7 +216,7 @@ impl CoarseClock {
     /// How far apart its successive readings are: the kernel's tick on Linux, zero elsewhere.
     ///
     /// ```
-    /// # use dogpile_runtime::CoarseClock;
+    /// # use dogpile_runtime::clock::CoarseClock;
     /// assert!(CoarseClock::resolution() <= std::time::Duration::from_millis(10));
     /// ```
     pub fn resolution() -> Duration {
@@ -258,7 +258,7 @@ impl Clock for CoarseClock {
 /// A clock that moves only when told to: for tests of expiry that must not sleep.
 ///
 /// ```
-/// use dogpile_runtime::{Clock, ManualClock, Timestamp};
+/// use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
 /// use std::time::Duration;
 ///
 /// let clock = ManualClock::new(Timestamp::from_nanos(1_000_000_000));
@@ -274,7 +274,7 @@ impl ManualClock {
     /// A clock stopped at `start`.
     ///
     /// ```
-    /// # use dogpile_runtime::{Clock, ManualClock, Timestamp};
+    /// # use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
     /// let clock = ManualClock::new(Timestamp::from_nanos(42));
     /// assert_eq!(clock.now().as_nanos(), 42);
     /// ```
@@ -287,7 +287,7 @@ impl ManualClock {
     /// A clock stopped at the current system time.
     ///
     /// ```
-    /// # use dogpile_runtime::{Clock, ManualClock};
+    /// # use dogpile_runtime::clock::{Clock, ManualClock};
     /// assert!(ManualClock::starting_now().now().is_positive());
     /// ```
     pub fn starting_now() -> Self {
@@ -297,7 +297,7 @@ impl ManualClock {
     /// Moves the clock forward by `by`.
     ///
     /// ```
-    /// # use dogpile_runtime::{Clock, ManualClock, Timestamp};
+    /// # use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
     /// # use std::time::Duration;
     /// let clock = ManualClock::new(Timestamp::from_nanos(1));
     /// clock.advance(Duration::from_nanos(2));
@@ -310,7 +310,7 @@ impl ManualClock {
     /// Sets the clock to `to` (which may be earlier than now, as a wall clock can step back).
     ///
     /// ```
-    /// # use dogpile_runtime::{Clock, ManualClock, Timestamp};
+    /// # use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
     /// let clock = ManualClock::new(Timestamp::from_nanos(10));
     /// clock.set(Timestamp::from_nanos(5));
     /// assert_eq!(clock.now().as_nanos(), 5);

@@ -9,7 +9,8 @@ use std::time::Duration;
 /// It is the seed's `NeedRegenerationException`, returned in a `Result` instead of raised.
 ///
 /// ```
-/// use dogpile_runtime::{NeedRegeneration, Timestamp};
+/// use dogpile_runtime::NeedRegeneration;
+/// use dogpile_runtime::clock::Timestamp;
 ///
 /// fn getter() -> Result<(u32, Timestamp), NeedRegeneration> {
 ///     Err(NeedRegeneration)
@@ -174,7 +175,7 @@ impl<E: StdError + 'static> StdError for LockError<E> {
 /// A release that does not match an acquire on a [`ReadWriteMutex`](crate::ReadWriteMutex).
 ///
 /// ```
-/// use dogpile_runtime::{ReadWriteMutex, ReleaseError};
+/// use dogpile_runtime::lock::{ReadWriteMutex, ReleaseError};
 /// let rw = ReadWriteMutex::new();
 /// assert_eq!(rw.release_read_lock(), Err(ReleaseError::NotReadLocked));
 /// ```
@@ -201,3 +202,53 @@ impl fmt::Display for ReleaseError {
 }
 
 impl StdError for ReleaseError {}
+
+/// A configuration value that cannot work, found when a region, pool or backend is built
+/// rather than at the first call: a capacity of 0, a pool without threads, a zero or absurd
+/// duration.
+///
+/// ```
+/// use dogpile_runtime::ConfigError;
+/// let err = ConfigError::new("capacity", "must be at least 1");
+/// assert_eq!(err.option(), "capacity");
+/// assert_eq!(err.to_string(), "invalid `capacity`: must be at least 1");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    option: &'static str,
+    reason: String,
+}
+
+impl ConfigError {
+    /// An error about `option` (its name as the builder spells it), with the `reason` it
+    /// cannot work and what to use instead.
+    ///
+    /// ```
+    /// # use dogpile_runtime::ConfigError;
+    /// let _ = ConfigError::new("lease", "must be longer than the command timeout");
+    /// ```
+    pub fn new(option: &'static str, reason: impl Into<String>) -> Self {
+        ConfigError {
+            option,
+            reason: reason.into(),
+        }
+    }
+
+    /// The option that was rejected.
+    ///
+    /// ```
+    /// # use dogpile_runtime::ConfigError;
+    /// assert_eq!(ConfigError::new("threads", "must be at least 1").option(), "threads");
+    /// ```
+    pub fn option(&self) -> &'static str {
+        self.option
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid `{}`: {}", self.option, self.reason)
+    }
+}
+
+impl StdError for ConfigError {}

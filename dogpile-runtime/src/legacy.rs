@@ -21,7 +21,7 @@ use crate::{
 ///
 /// ```
 /// #![allow(deprecated)]
-/// use dogpile_runtime::Dogpile;
+/// use dogpile_runtime::legacy::Dogpile;
 /// use std::sync::Mutex;
 /// use std::time::Duration;
 ///
@@ -52,7 +52,7 @@ impl Dogpile<LocalMutex> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::Dogpile;
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// assert!(!Dogpile::new(None).has_value());
     /// ```
     pub fn new(expiry: Option<Duration>) -> Self {
@@ -65,7 +65,8 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::{Dogpile, LocalMutex};
+    /// # use dogpile_runtime::legacy::Dogpile;
+    /// # use dogpile_runtime::lock::LocalMutex;
     /// # use std::sync::Arc;
     /// let d = Dogpile::with_mutex(None, Arc::new(LocalMutex::new()));
     /// assert!(d.is_expired());
@@ -83,7 +84,8 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::{Dogpile, ManualClock, Timestamp};
+    /// # use dogpile_runtime::clock::{ManualClock, Timestamp};
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// # use std::sync::Arc;
     /// let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(5)));
     /// let d = Dogpile::new(None).with_clock(clock).init();
@@ -98,7 +100,7 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::Dogpile;
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// assert!(Dogpile::new(None).init().has_value());
     /// ```
     pub fn init(self) -> Self {
@@ -111,7 +113,8 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::{Dogpile, Timestamp};
+    /// # use dogpile_runtime::clock::Timestamp;
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// assert_eq!(Dogpile::new(None).created_time(), Timestamp::NONE);
     /// ```
     pub fn created_time(&self) -> Timestamp {
@@ -122,7 +125,7 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::Dogpile;
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// let d = Dogpile::new(None);
     /// d.acquire(|| Ok::<_, ()>(())).unwrap();
     /// assert!(d.has_value());
@@ -135,7 +138,8 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::{Dogpile, ManualClock, Timestamp};
+    /// # use dogpile_runtime::clock::{ManualClock, Timestamp};
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// # use std::{sync::Arc, time::Duration};
     /// let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_000)));
     /// let d = Dogpile::new(Some(Duration::from_nanos(10))).with_clock(clock.clone()).init();
@@ -154,7 +158,7 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::Dogpile;
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// let d = Dogpile::new(None);
     /// let mut runs = 0;
     /// d.acquire(|| { runs += 1; Ok::<_, ()>(()) }).unwrap();
@@ -170,7 +174,7 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::Dogpile;
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// use std::sync::Mutex;
     /// let store = Mutex::new(0);
     /// let d = Dogpile::new(None);
@@ -199,7 +203,8 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::{Dogpile, Timestamp, Clock, SystemClock};
+    /// # use dogpile_runtime::clock::{Timestamp, Clock, SystemClock};
+    /// # use dogpile_runtime::legacy::Dogpile;
     /// let made = SystemClock.now();
     /// let d = Dogpile::new(None);
     /// let v = d.acquire_value_and_created(|| Ok::<_, ()>(0), || Ok((5, made))).unwrap();
@@ -247,7 +252,7 @@ impl<M: RawMutex + ?Sized> fmt::Debug for Dogpile<M> {
 ///
 /// ```
 /// #![allow(deprecated)]
-/// use dogpile_runtime::SyncReaderDogpile;
+/// use dogpile_runtime::legacy::SyncReaderDogpile;
 /// use std::sync::Mutex;
 ///
 /// let datafile = Mutex::new(String::new());
@@ -276,7 +281,7 @@ impl SyncReaderDogpile<LocalMutex> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::SyncReaderDogpile;
+    /// # use dogpile_runtime::legacy::SyncReaderDogpile;
     /// assert!(!SyncReaderDogpile::new(None).dogpile().has_value());
     /// ```
     pub fn new(expiry: Option<Duration>) -> Self {
@@ -289,7 +294,7 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::{Dogpile, SyncReaderDogpile};
+    /// # use dogpile_runtime::legacy::{Dogpile, SyncReaderDogpile};
     /// let d = SyncReaderDogpile::from_dogpile(Dogpile::new(None).init());
     /// assert!(d.dogpile().has_value());
     /// ```
@@ -304,7 +309,7 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::SyncReaderDogpile;
+    /// # use dogpile_runtime::legacy::SyncReaderDogpile;
     /// assert!(SyncReaderDogpile::new(None).dogpile().is_expired());
     /// ```
     pub fn dogpile(&self) -> &Dogpile<M> {
@@ -315,7 +320,7 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::SyncReaderDogpile;
+    /// # use dogpile_runtime::legacy::SyncReaderDogpile;
     /// let d = SyncReaderDogpile::new(None);
     /// let _w = d.acquire_write_lock();
     /// ```
@@ -327,7 +332,7 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::SyncReaderDogpile;
+    /// # use dogpile_runtime::legacy::SyncReaderDogpile;
     /// let d = SyncReaderDogpile::new(None);
     /// let r = d.acquire_value(|| Ok::<_, ()>(3), || 3).unwrap();
     /// assert_eq!(*r, 3);
@@ -358,7 +363,7 @@ impl<M: RawMutex + ?Sized> fmt::Debug for SyncReaderDogpile<M> {
 ///
 /// ```
 /// # #![allow(deprecated)]
-/// # use dogpile_runtime::SyncReaderDogpile;
+/// # use dogpile_runtime::legacy::SyncReaderDogpile;
 /// let d = SyncReaderDogpile::new(None);
 /// let r = d.acquire_value(|| Ok::<_, ()>("v"), || "v").unwrap();
 /// assert_eq!(r.into_inner(), "v");
@@ -374,7 +379,7 @@ impl<V> Reading<'_, V> {
     ///
     /// ```
     /// # #![allow(deprecated)]
-    /// # use dogpile_runtime::SyncReaderDogpile;
+    /// # use dogpile_runtime::legacy::SyncReaderDogpile;
     /// let d = SyncReaderDogpile::new(None);
     /// let v = d.acquire_value(|| Ok::<_, ()>(1), || 1).unwrap().into_inner();
     /// assert_eq!(v, 1);

@@ -5,23 +5,21 @@
 //! caller keeps using the old one until the new one is ready. Only when there is no value at all
 //! do the others wait, and then for that single creator.
 //!
-//! - [`Lock`]: one call through the protocol, over a [`RawMutex`], a creator and a getter.
-//! - [`LocalMutex`], [`OwnedMutexGuard`]: the in-process mutex and its owned guard.
-//! - [`NeedRegeneration`]: what a getter returns when there is no value.
-//! - [`ReadWriteMutex`]: many readers or one writer, for swapping a value that readers use.
-//! - [`FileMutex`], [`FileReadWriteMutex`]: the same across the processes of one host, on lock
-//!   files.
-//! - [`Redis`], [`RedisStore`], [`RedisMutex`] (feature `redis`): a store and a mutex for
-//!   processes on many hosts.
-//! - [`NameRegistry`]: one shared object (such as a mutex) per key, while it is in use.
-//! - [`Clock`], [`SystemClock`], [`CoarseClock`], [`ManualClock`], [`Timestamp`]: wall-clock
-//!   time, injectable.
-//! - [`Region`]: a cache on the lock, what a `#[dogpile]` function runs on: a [`Store`] of
-//!   values ([`MemoryStore`] by default), a mutex per key, expiry, invalidation, [`Statistics`].
-//! - [`Dogpile`], [`SyncReaderDogpile`]: the seed's deprecated first API.
+//! - [`region`]: [`Region`], a cache on the lock, what a `#[dogpile]` function runs on: a
+//!   [`Store`] of values, a mutex per key, expiry, invalidation,
+//!   [`Statistics`].
+//! - [`lock`]: [`Lock`], one call through the dogpile protocol over a
+//!   [`RawMutex`], a creator and a getter; the in-process mutex, a
+//!   read/write mutex and a registry of one shared object per key.
+//! - [`clock`]: wall-clock time behind a [`Clock`] that tests can replace.
+//! - [`backend`]: lock files for the processes of one host; Redis for processes on many
+//!   hosts (feature `redis`).
+//! - [`legacy`]: the deprecated first API of Python's `dogpile.core`, `Dogpile` and
+//!   `SyncReaderDogpile`.
 //!
 //! ```
-//! use dogpile_runtime::{Clock, LocalMutex, Lock, NeedRegeneration, SystemClock, Timestamp};
+//! use dogpile_runtime::clock::{Clock, SystemClock, Timestamp};
+//! use dogpile_runtime::lock::{LocalMutex, Lock, NeedRegeneration};
 //! use std::sync::{Arc, Mutex};
 //! use std::time::Duration;
 //!
@@ -54,32 +52,24 @@
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod clock;
+pub mod backend;
+pub mod clock;
 mod error;
-mod file;
-mod legacy;
-mod lock;
-mod mutex;
-#[cfg(feature = "redis")]
-mod on_redis;
-mod region;
-mod registry;
-mod rwmutex;
+pub mod legacy;
+pub mod lock;
+pub mod region;
 mod sync;
 
-pub use clock::{Clock, CoarseClock, ManualClock, SystemClock, Timestamp};
-pub use error::{BackendError, LockError, NeedRegeneration, ReleaseError};
-pub use file::{FileMutex, FileReadGuard, FileReadWriteMutex, FileWriteGuard};
-#[allow(deprecated)]
-pub use legacy::{Dogpile, Reading, SyncReaderDogpile};
-pub use lock::{Got, Lock};
-pub use mutex::{LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
-#[cfg(feature = "redis")]
-pub use on_redis::{Redis, RedisMutex, RedisStore};
-pub use region::{
-    MemoryStore, OnBackendError, Pool, PoolFull, Region, RegionBuilder, RegionError, Statistics,
-    Store,
+pub use error::{BackendError, ConfigError};
+pub use lock::{Lock, LockError, NeedRegeneration};
+pub use region::{Region, RegionError, Statistics};
+
+// The crate's own short paths to what it uses everywhere.
+pub(crate) use clock::{Clock, CoarseClock, SystemClock, Timestamp};
+pub(crate) use lock::{
+    LocalMutex, NameRegistry, OwnedMutexGuard, RawMutex, ReadGuard, ReadWriteMutex, ReleaseError,
+    WakeOnRelease, WriteGuard,
 };
-pub use registry::NameRegistry;
-pub use rwmutex::{ReadGuard, ReadWriteMutex, WriteGuard};
+pub(crate) use region::Store;

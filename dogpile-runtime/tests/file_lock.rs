@@ -12,9 +12,11 @@ use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile_runtime::{
-    BackendError, FileMutex, FileReadWriteMutex, RawMutex, Region, Store, Timestamp,
-};
+use dogpile_runtime::backend::file::{FileMutex, FileReadWriteMutex};
+use dogpile_runtime::clock::Timestamp;
+use dogpile_runtime::lock::RawMutex;
+use dogpile_runtime::region::Store;
+use dogpile_runtime::{BackendError, Region};
 
 #[path = "support/children.rs"]
 mod children;

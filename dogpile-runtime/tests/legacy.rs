@@ -6,9 +6,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use dogpile_runtime::{
-    Clock, Dogpile, ManualClock, NeedRegeneration, SyncReaderDogpile, Timestamp,
-};
+use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
+use dogpile_runtime::legacy::{Dogpile, SyncReaderDogpile};
+use dogpile_runtime::NeedRegeneration;
 
 fn clock() -> Arc<ManualClock> {
     Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000_000)))

@@ -8,10 +8,9 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use dogpile_runtime::{
-    BackendError, Clock, Got, LocalMutex, Lock, LockError, ManualClock, NeedRegeneration,
-    OwnedMutexGuard, RawMutex, Timestamp,
-};
+use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
+use dogpile_runtime::lock::{Got, LocalMutex, OwnedMutexGuard, RawMutex};
+use dogpile_runtime::{BackendError, Lock, LockError, NeedRegeneration};
 
 const EXPIRY: Duration = Duration::from_secs(10);
 const BOUND: Duration = Duration::from_secs(10);

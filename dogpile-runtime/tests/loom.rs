@@ -10,10 +10,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_runtime::{
-    Clock, Got, LocalMutex, Lock, ManualClock, NameRegistry, NeedRegeneration, ReadWriteMutex,
-    Timestamp,
-};
+use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
+use dogpile_runtime::lock::{Got, LocalMutex, NameRegistry, ReadWriteMutex};
+use dogpile_runtime::{Lock, NeedRegeneration};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Mutex;
 use loom::thread;
@@ -105,12 +104,13 @@ fn expired_value_is_regenerated_once() {
 fn guard_released_on_another_thread_wakes_a_waiter() {
     model(|| {
         let shared = Shared::new(Some(0));
-        let guard = dogpile_runtime::OwnedMutexGuard::acquire(shared.mutex.clone()).unwrap();
+        let guard = dogpile_runtime::lock::OwnedMutexGuard::acquire(shared.mutex.clone()).unwrap();
         let releaser = thread::spawn(move || drop(guard));
         let waiter = {
             let shared = shared.clone();
             thread::spawn(move || {
-                let _g = dogpile_runtime::OwnedMutexGuard::acquire(shared.mutex.clone()).unwrap();
+                let _g =
+                    dogpile_runtime::lock::OwnedMutexGuard::acquire(shared.mutex.clone()).unwrap();
             })
         };
         releaser.join().unwrap();
@@ -210,7 +210,7 @@ fn name_registry_get_racing_a_drop() {
 /// `Registered` is always woken; one told `Free` finds the mutex free.
 #[test]
 fn a_registered_waker_is_never_missed_by_a_release() {
-    use dogpile_runtime::{RawMutex, WakeOnRelease};
+    use dogpile_runtime::lock::{RawMutex, WakeOnRelease};
     use loom::sync::atomic::AtomicBool;
     use std::task::{Wake, Waker};
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use dogpile_runtime::NameRegistry;
+use dogpile_runtime::lock::NameRegistry;
 
 /// A port of the Python reference's `test_nameregistry`: 19 threads x 20 iterations over three
 /// names; while a thread holds a name's object, a per-name baton records it, and any other holder

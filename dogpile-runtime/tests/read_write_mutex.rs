@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use dogpile_runtime::{ReadWriteMutex, ReleaseError};
+use dogpile_runtime::lock::{ReadWriteMutex, ReleaseError};
 
 const BOUND: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_millis(50);

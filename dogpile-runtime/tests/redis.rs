@@ -13,9 +13,10 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile_runtime::{
-    OnBackendError, Redis, RedisMutex, RedisStore, Region, RegionError, Store, Timestamp,
-};
+use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
+use dogpile_runtime::clock::Timestamp;
+use dogpile_runtime::region::{OnBackendError, Store};
+use dogpile_runtime::{Region, RegionError};
 
 #[path = "support/children.rs"]
 mod children;

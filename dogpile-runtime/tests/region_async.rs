@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dogpile_runtime::{ManualClock, Region, RegionError, Timestamp};
+use dogpile_runtime::clock::{ManualClock, Timestamp};
+use dogpile_runtime::{Region, RegionError};
 use tokio::time::{sleep, timeout, Instant};
 
 /// Every test must end well within this.

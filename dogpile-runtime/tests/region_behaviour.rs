@@ -7,7 +7,9 @@ use std::sync::{mpsc, Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile_runtime::{ManualClock, Pool, Region, RegionError, Timestamp};
+use dogpile_runtime::clock::{ManualClock, Timestamp};
+use dogpile_runtime::region::Pool;
+use dogpile_runtime::{Region, RegionError};
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -534,7 +536,7 @@ fn statistics_count_exactly_with_more_threads_than_owned_stripes() {
 /// A store that is down.
 struct Down;
 
-impl dogpile_runtime::Store<u8, u8> for Down {
+impl dogpile_runtime::region::Store<u8, u8> for Down {
     fn get(&self, _: &u8) -> Result<Option<(u8, Timestamp)>, dogpile_runtime::BackendError> {
         Err(dogpile_runtime::BackendError::new("down"))
     }
@@ -554,7 +556,7 @@ impl dogpile_runtime::Store<u8, u8> for Down {
 
 #[test]
 fn a_failing_store_gets_the_policy_where_an_error_can_be_returned_and_a_direct_call_elsewhere() {
-    use dogpile_runtime::OnBackendError;
+    use dogpile_runtime::region::OnBackendError;
     let strict: Region<u8, u8, Down> = Region::builder()
         .store(Down)
         .on_backend_error(OnBackendError::ReturnError)

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile_runtime::{Clock, LocalMutex, Lock, NeedRegeneration, SystemClock, Timestamp};
+use dogpile_runtime::clock::{Clock, SystemClock, Timestamp};
+use dogpile_runtime::lock::LocalMutex;
+use dogpile_runtime::{Lock, NeedRegeneration};
 
 const THREADS: usize = 10;
 

@@ -13,7 +13,8 @@ use crate::{Clock, LocalMutex, NameRegistry, RawMutex};
 /// What a region does when its store or mutex fails (a server is down, a file is gone).
 ///
 /// ```
-/// use dogpile_runtime::{OnBackendError, Region};
+/// use dogpile_runtime::Region;
+/// use dogpile_runtime::region::OnBackendError;
 /// let region: Region<u8, u8> = Region::builder()
 ///     .on_backend_error(OnBackendError::ReturnError)
 ///     .build();
@@ -32,7 +33,9 @@ pub enum OnBackendError {
 /// Configures a [`Region`]; from [`Region::builder`].
 ///
 /// ```
-/// use dogpile_runtime::{ManualClock, Pool, Region};
+/// use dogpile_runtime::Region;
+/// use dogpile_runtime::clock::ManualClock;
+/// use dogpile_runtime::region::Pool;
 /// use std::sync::Arc;
 /// use std::time::Duration;
 ///
@@ -135,7 +138,8 @@ where
     /// The pool that the `*_background` calls regenerate expired values on.
     ///
     /// ```
-    /// # use dogpile_runtime::{Pool, Region};
+    /// # use dogpile_runtime::Region;
+    /// # use dogpile_runtime::region::Pool;
     /// let r: Region<u8, u8> = Region::builder().background(Pool::shared()).build();
     /// ```
     pub fn background(mut self, pool: Pool) -> Self {
@@ -160,11 +164,12 @@ where
         self
     }
 
-    /// Reads time from `clock`: a [`ManualClock`](crate::ManualClock) lets tests of expiry run
+    /// Reads time from `clock`: a [`ManualClock`](crate::clock::ManualClock) lets tests of expiry run
     /// without sleeping.
     ///
     /// ```
-    /// # use dogpile_runtime::{ManualClock, Region};
+    /// # use dogpile_runtime::Region;
+    /// # use dogpile_runtime::clock::ManualClock;
     /// # use std::sync::Arc;
     /// let r: Region<u8, u8> = Region::builder().clock(Arc::new(ManualClock::starting_now())).build();
     /// ```
@@ -176,7 +181,8 @@ where
     /// What to do when the store or mutex fails; see [`OnBackendError`].
     ///
     /// ```
-    /// # use dogpile_runtime::{OnBackendError, Region};
+    /// # use dogpile_runtime::Region;
+    /// # use dogpile_runtime::region::OnBackendError;
     /// let r: Region<u8, u8> = Region::builder().on_backend_error(OnBackendError::CallDirectly).build();
     /// ```
     pub fn on_backend_error(mut self, policy: super::OnBackendError) -> Self {
@@ -187,7 +193,8 @@ where
     /// Keeps values in `store` instead of an unbounded [`MemoryStore`].
     ///
     /// ```
-    /// # use dogpile_runtime::{MemoryStore, Region};
+    /// # use dogpile_runtime::Region;
+    /// # use dogpile_runtime::region::MemoryStore;
     /// let r: Region<u8, u8, _> = Region::builder().store(MemoryStore::new(Some(10))).build();
     /// ```
     pub fn store<S2: Store<K, V>>(self, store: S2) -> RegionBuilder<K, V, S2, M> {
@@ -208,7 +215,8 @@ where
     /// or a server lock, for regions shared by processes or hosts.
     ///
     /// ```
-    /// # use dogpile_runtime::{LocalMutex, Region};
+    /// # use dogpile_runtime::Region;
+    /// # use dogpile_runtime::lock::LocalMutex;
     /// let r: Region<u8, u8> = Region::builder().mutexes(|_key: &u8| LocalMutex::new()).build();
     /// ```
     pub fn mutexes<M2: RawMutex + 'static>(

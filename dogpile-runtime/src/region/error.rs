@@ -35,7 +35,7 @@ pub enum RegionError<E> {
         key: String,
     },
     /// The store or mutex failed and the region is set to return such errors
-    /// ([`OnBackendError::ReturnError`](crate::OnBackendError::ReturnError)).
+    /// ([`OnBackendError::ReturnError`](crate::region::OnBackendError::ReturnError)).
     Backend(BackendError),
 }
 

@@ -211,7 +211,8 @@ where
     /// is still created in the caller. Without a pool configured, this is `get_or_create`.
     ///
     /// ```
-    /// use dogpile_runtime::{Pool, Region};
+    /// use dogpile_runtime::Region;
+    /// use dogpile_runtime::region::Pool;
     /// let region: Region<u8, String> = Region::builder().background(Pool::new(2, 64)).build();
     /// assert_eq!(region.get_or_create_background(&1, || "one".into()), "one");
     /// ```
@@ -237,7 +238,8 @@ where
     /// error is counted in the statistics and leaves the stale value in place.
     ///
     /// ```
-    /// use dogpile_runtime::{Pool, Region};
+    /// use dogpile_runtime::Region;
+    /// use dogpile_runtime::region::Pool;
     /// let region: Region<u8, u8> = Region::builder().background(Pool::new(1, 8)).build();
     /// assert_eq!(region.get_or_try_create_background(&1, || Ok::<_, ()>(1)).unwrap(), 1);
     /// ```
@@ -448,7 +450,8 @@ where
     /// invalidation and statistics stay shared.
     ///
     /// ```
-    /// use dogpile_runtime::{ManualClock, Region, Timestamp};
+    /// use dogpile_runtime::Region;
+    /// use dogpile_runtime::clock::{ManualClock, Timestamp};
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -478,7 +481,8 @@ where
     /// call the creator directly.
     ///
     /// ```
-    /// use dogpile_runtime::{OnBackendError, Region};
+    /// use dogpile_runtime::Region;
+    /// use dogpile_runtime::region::OnBackendError;
     /// let strict: Region<u8, u8> =
     ///     Region::builder().on_backend_error(OnBackendError::ReturnError).build();
     /// let lenient = strict.with_on_backend_error(OnBackendError::CallDirectly);

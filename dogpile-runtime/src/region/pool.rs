@@ -20,7 +20,7 @@ const IDLE: Duration = Duration::from_secs(30);
 /// region then regenerates in the calling thread instead: the pool never grows without bound.
 ///
 /// ```
-/// use dogpile_runtime::Pool;
+/// use dogpile_runtime::region::Pool;
 /// use std::sync::mpsc;
 ///
 /// let pool = Pool::new(2, 16);
@@ -50,7 +50,7 @@ struct State {
 /// The pool had no free thread and no room in its queue; the job is returned unrun.
 ///
 /// ```
-/// use dogpile_runtime::Pool;
+/// use dogpile_runtime::region::Pool;
 /// use std::sync::mpsc;
 ///
 /// let pool = Pool::new(1, 0);
@@ -66,7 +66,7 @@ impl PoolFull {
     /// The job that was not run, to run elsewhere.
     ///
     /// ```
-    /// # use dogpile_runtime::Pool;
+    /// # use dogpile_runtime::region::Pool;
     /// let pool = Pool::new(0, 0);
     /// let mut ran = false;
     /// let job = pool.try_spawn(|| ()).unwrap_err().into_job();
@@ -95,7 +95,7 @@ impl Pool {
     /// A pool of at most `threads` threads and `queue` waiting jobs.
     ///
     /// ```
-    /// # use dogpile_runtime::Pool;
+    /// # use dogpile_runtime::region::Pool;
     /// let pool = Pool::new(4, 64);
     /// assert_eq!(pool.threads(), 0); // threads start on demand
     /// ```
@@ -114,7 +114,7 @@ impl Pool {
     /// cores (at least 2, at most 16), and a queue of 1024 jobs.
     ///
     /// ```
-    /// # use dogpile_runtime::Pool;
+    /// # use dogpile_runtime::region::Pool;
     /// let a = Pool::shared();
     /// let b = Pool::shared();
     /// a.try_spawn(|| ()).unwrap();
@@ -133,7 +133,7 @@ impl Pool {
     /// take its thread down.
     ///
     /// ```
-    /// # use dogpile_runtime::Pool;
+    /// # use dogpile_runtime::region::Pool;
     /// let pool = Pool::new(1, 1);
     /// pool.try_spawn(|| ()).unwrap();
     /// ```
@@ -176,7 +176,7 @@ impl Pool {
     /// How many threads the pool has now.
     ///
     /// ```
-    /// # use dogpile_runtime::Pool;
+    /// # use dogpile_runtime::region::Pool;
     /// assert_eq!(Pool::new(2, 2).threads(), 0);
     /// ```
     pub fn threads(&self) -> usize {

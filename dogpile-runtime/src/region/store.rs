@@ -14,7 +14,8 @@ use crate::{BackendError, Timestamp};
 /// region then applies its failure policy.
 ///
 /// ```
-/// use dogpile_runtime::{MemoryStore, Store, Timestamp};
+/// use dogpile_runtime::clock::Timestamp;
+/// use dogpile_runtime::region::{MemoryStore, Store};
 ///
 /// let store = MemoryStore::new(None);
 /// store.put(&"k", &7, Timestamp::from_nanos(1)).unwrap();
@@ -55,7 +56,8 @@ struct Entry<V> {
 /// the store is 1/16 below capacity. Without a capacity it grows until values are removed.
 ///
 /// ```
-/// use dogpile_runtime::{MemoryStore, Store, Timestamp};
+/// use dogpile_runtime::clock::Timestamp;
+/// use dogpile_runtime::region::{MemoryStore, Store};
 ///
 /// let store = MemoryStore::new(Some(100));
 /// for k in 0..1000u32 {
@@ -76,7 +78,7 @@ where
     /// An empty store holding at most `capacity` values (`None`: unbounded).
     ///
     /// ```
-    /// # use dogpile_runtime::MemoryStore;
+    /// # use dogpile_runtime::region::MemoryStore;
     /// let store: MemoryStore<String, u64> = MemoryStore::new(Some(10_000));
     /// ```
     pub fn new(capacity: Option<usize>) -> Self {

@@ -19,7 +19,7 @@ use crate::BackendError;
 /// processes and hosts. Errors are for mutexes that can fail (a file, a server).
 ///
 /// ```
-/// use dogpile_runtime::{LocalMutex, RawMutex};
+/// use dogpile_runtime::lock::{LocalMutex, RawMutex};
 ///
 /// let m = LocalMutex::new();
 /// assert!(m.try_acquire().unwrap());
@@ -48,7 +48,7 @@ pub trait RawMutex: Send + Sync {
     /// [`WakeOnRelease::Unsupported`]: async waiters then try again after a short sleep.
     ///
     /// ```
-    /// use dogpile_runtime::{LocalMutex, RawMutex, WakeOnRelease};
+    /// use dogpile_runtime::lock::{LocalMutex, RawMutex, WakeOnRelease};
     /// use std::sync::atomic::{AtomicBool, Ordering};
     /// use std::sync::Arc;
     /// use std::task::{Wake, Waker};
@@ -145,7 +145,7 @@ impl<M: RawMutex + ?Sized> RawMutex for Arc<M> {
 /// poisons: a creator that panics releases it through its guard's drop.
 ///
 /// ```
-/// use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+/// use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
 /// use std::sync::Arc;
 ///
 /// let m = Arc::new(LocalMutex::new());
@@ -171,7 +171,7 @@ impl LocalMutex {
     /// A free mutex.
     ///
     /// ```
-    /// # use dogpile_runtime::{LocalMutex, RawMutex};
+    /// # use dogpile_runtime::lock::{LocalMutex, RawMutex};
     /// assert!(LocalMutex::new().try_acquire().unwrap());
     /// ```
     pub fn new() -> Self {
@@ -265,7 +265,7 @@ impl fmt::Debug for LocalMutex {
 /// [`Lock`](crate::Lock) hands to an async creator, whose drop of the guard ends the regeneration.
 ///
 /// ```
-/// use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+/// use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
 /// use std::sync::Arc;
 /// use std::time::Duration;
 ///
@@ -286,7 +286,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// Takes `mutex` if it is free; `None` if another holder has it.
     ///
     /// ```
-    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
     /// # use std::sync::Arc;
     /// let m = Arc::new(LocalMutex::new());
     /// assert!(OwnedMutexGuard::try_acquire(m).unwrap().is_some());
@@ -302,7 +302,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// Waits for `mutex`, then takes it.
     ///
     /// ```
-    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
     /// # use std::sync::Arc;
     /// let _guard = OwnedMutexGuard::acquire(Arc::new(LocalMutex::new())).unwrap();
     /// ```
@@ -314,7 +314,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// Waits at most `timeout` for `mutex`; `None` if it was not taken in time.
     ///
     /// ```
-    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
     /// # use std::sync::Arc;
     /// # use std::time::Duration;
     /// let m = Arc::new(LocalMutex::new());
@@ -333,7 +333,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// The mutex this guard holds.
     ///
     /// ```
-    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
     /// # use std::sync::Arc;
     /// let m = Arc::new(LocalMutex::new());
     /// let guard = OwnedMutexGuard::acquire(m.clone()).unwrap();
@@ -346,7 +346,7 @@ impl<M: RawMutex + ?Sized> OwnedMutexGuard<M> {
     /// Releases the mutex now and reports a failure, which dropping the guard cannot.
     ///
     /// ```
-    /// # use dogpile_runtime::{LocalMutex, OwnedMutexGuard};
+    /// # use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
     /// # use std::sync::Arc;
     /// let guard = OwnedMutexGuard::acquire(Arc::new(LocalMutex::new())).unwrap();
     /// guard.release().unwrap();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use fs4::fs_std::FileExt;
 
-use crate::mutex::poll_acquire;
+use crate::lock::poll_acquire;
 use crate::sync::Mutex;
 use crate::{BackendError, RawMutex};
 
@@ -28,7 +28,8 @@ use crate::{BackendError, RawMutex};
 /// that another process is about to lock would let two holders in).
 ///
 /// ```
-/// use dogpile_runtime::{FileMutex, RawMutex};
+/// use dogpile_runtime::backend::file::FileMutex;
+/// use dogpile_runtime::lock::RawMutex;
 ///
 /// let dir = std::env::temp_dir();
 /// let a = FileMutex::for_key(&dir, &("report", 7));
@@ -49,7 +50,7 @@ impl FileMutex {
     /// A mutex on the file at `path` (created on first use; its directory must exist).
     ///
     /// ```
-    /// # use dogpile_runtime::FileMutex;
+    /// # use dogpile_runtime::backend::file::FileMutex;
     /// let m = FileMutex::new(std::env::temp_dir().join("dogpile-doc.lock"));
     /// assert!(m.path().ends_with("dogpile-doc.lock"));
     /// ```
@@ -65,7 +66,7 @@ impl FileMutex {
     /// lock file, which only makes them wait for each other.
     ///
     /// ```
-    /// # use dogpile_runtime::FileMutex;
+    /// # use dogpile_runtime::backend::file::FileMutex;
     /// let m = FileMutex::for_key(std::env::temp_dir(), &42u64);
     /// assert_eq!(m.path().extension().unwrap(), "lock");
     /// ```
@@ -76,7 +77,7 @@ impl FileMutex {
     /// The lock file.
     ///
     /// ```
-    /// # use dogpile_runtime::FileMutex;
+    /// # use dogpile_runtime::backend::file::FileMutex;
     /// let m = FileMutex::new("/tmp/x.lock");
     /// assert_eq!(m.path(), std::path::Path::new("/tmp/x.lock"));
     /// ```
@@ -138,7 +139,7 @@ impl Debug for FileMutex {
 /// when dropped (or when its process dies).
 ///
 /// ```
-/// use dogpile_runtime::FileReadWriteMutex;
+/// use dogpile_runtime::backend::file::FileReadWriteMutex;
 ///
 /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-doc.lock"));
 /// let r1 = lock.read().unwrap();
@@ -172,7 +173,7 @@ impl FileReadWriteMutex {
     /// A lock on the file at `path` (created on first use; its directory must exist).
     ///
     /// ```
-    /// # use dogpile_runtime::FileReadWriteMutex;
+    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
     /// let _ = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-new.lock"));
     /// ```
     pub fn new(path: impl Into<PathBuf>) -> Self {
@@ -182,7 +183,7 @@ impl FileReadWriteMutex {
     /// Waits for a shared hold.
     ///
     /// ```
-    /// # use dogpile_runtime::FileReadWriteMutex;
+    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
     /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-read.lock"));
     /// let _reading = lock.read().unwrap();
     /// ```
@@ -195,7 +196,7 @@ impl FileReadWriteMutex {
     /// A shared hold if no writer has the lock; `None` otherwise.
     ///
     /// ```
-    /// # use dogpile_runtime::FileReadWriteMutex;
+    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
     /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-tryread.lock"));
     /// assert!(lock.try_read().unwrap().is_some());
     /// ```
@@ -213,7 +214,7 @@ impl FileReadWriteMutex {
     /// Waits for the exclusive hold.
     ///
     /// ```
-    /// # use dogpile_runtime::FileReadWriteMutex;
+    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
     /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-write.lock"));
     /// let _writing = lock.write().unwrap();
     /// ```
@@ -226,7 +227,7 @@ impl FileReadWriteMutex {
     /// The exclusive hold if no one holds the lock; `None` otherwise.
     ///
     /// ```
-    /// # use dogpile_runtime::FileReadWriteMutex;
+    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
     /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-trywrite.lock"));
     /// assert!(lock.try_write().unwrap().is_some());
     /// ```

@@ -15,7 +15,7 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use super::Redis;
-use crate::mutex::poll_acquire;
+use crate::lock::poll_acquire;
 use crate::sync::Mutex;
 use crate::{BackendError, RawMutex};
 
@@ -48,7 +48,8 @@ return 0
 /// ran out can never release or extend another's.
 ///
 /// ```no_run
-/// use dogpile_runtime::{RawMutex, Redis};
+/// use dogpile_runtime::backend::redis::Redis;
+/// use dogpile_runtime::lock::RawMutex;
 /// let redis = Redis::open("redis://127.0.0.1/")?;
 /// let a = redis.mutex("reports", &7u32);
 /// let b = redis.mutex("reports", &7u32); // as another host would
@@ -101,7 +102,7 @@ impl RedisMutex {
                     Ok(()) | Err(RecvTimeoutError::Disconnected) => return true,
                 }
                 let renewed = redis.run("lease renewal", |c| {
-                    redis::Script::new(RENEW)
+                    ::redis::Script::new(RENEW)
                         .key(&name)
                         .arg(&token)
                         .arg(lease_ms)
@@ -138,7 +139,7 @@ impl RawMutex for RedisMutex {
         let token = token()?;
         let lease_ms = self.lease_ms();
         let set: Option<String> = self.redis.run("SET NX", |c| {
-            redis::cmd("SET")
+            ::redis::cmd("SET")
                 .arg(&self.name)
                 .arg(&token)
                 .arg("NX")
@@ -156,7 +157,7 @@ impl RawMutex for RedisMutex {
                 // Without a renewer the lease would run out under a long creator: give the
                 // mutex back rather than hold it unprotected.
                 let _ = self.redis.run("release", |c| {
-                    redis::Script::new(RELEASE)
+                    ::redis::Script::new(RELEASE)
                         .key(&self.name)
                         .arg(&token)
                         .invoke::<i64>(c)
@@ -191,7 +192,7 @@ impl RawMutex for RedisMutex {
         drop(held.stop);
         let kept = held.renewer.join().unwrap_or(false);
         let deleted = self.redis.run("release", |c| {
-            redis::Script::new(RELEASE)
+            ::redis::Script::new(RELEASE)
                 .key(&self.name)
                 .arg(&held.token)
                 .invoke::<i64>(c)

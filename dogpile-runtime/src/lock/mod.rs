@@ -1,4 +1,16 @@
-//! [`Lock`]: one entry into the dogpile protocol for one value.
+//! The dogpile lock and the primitives it is built from: [`Lock`] (one call through the
+//! protocol), the mutexes it runs over ([`RawMutex`], [`LocalMutex`], [`OwnedMutexGuard`]),
+//! [`ReadWriteMutex`] and [`NameRegistry`].
+
+mod mutex;
+mod registry;
+mod rwmutex;
+
+pub use crate::error::{LockError, NeedRegeneration, ReleaseError};
+pub(crate) use mutex::poll_acquire;
+pub use mutex::{LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
+pub use registry::NameRegistry;
+pub use rwmutex::{ReadGuard, ReadWriteMutex, WriteGuard};
 
 use std::cell::RefCell;
 use std::fmt;
@@ -7,9 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::sync::thread_local;
-use crate::{
-    Clock, LockError, NeedRegeneration, OwnedMutexGuard, RawMutex, SystemClock, Timestamp,
-};
+use crate::{Clock, SystemClock, Timestamp};
 
 /// What a getter returns: the value and its creation time, or [`NeedRegeneration`].
 pub type Got<V> = Result<(V, Timestamp), NeedRegeneration>;
@@ -33,7 +43,9 @@ type AsyncCreator<'a, M, E> = Box<dyn FnOnce(OwnedMutexGuard<M>) -> Result<(), E
 /// and reaches only its own caller; a waiter then becomes the creator.
 ///
 /// ```
-/// use dogpile_runtime::{LocalMutex, Lock, NeedRegeneration, SystemClock, Clock, Timestamp};
+/// use dogpile_runtime::{Lock, NeedRegeneration};
+/// use dogpile_runtime::clock::{SystemClock, Clock, Timestamp};
+/// use dogpile_runtime::lock::LocalMutex;
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Duration;
 ///
@@ -81,7 +93,8 @@ where
     /// (`None`: never expires).
     ///
     /// ```
-    /// use dogpile_runtime::{LocalMutex, Lock, NeedRegeneration};
+    /// use dogpile_runtime::{Lock, NeedRegeneration};
+    /// use dogpile_runtime::lock::LocalMutex;
     /// use std::sync::Arc;
     ///
     /// let mutex = Arc::new(LocalMutex::new());
@@ -108,7 +121,9 @@ where
     /// Reads time from `clock` instead of the system clock.
     ///
     /// ```
-    /// use dogpile_runtime::{LocalMutex, Lock, ManualClock, Timestamp};
+    /// use dogpile_runtime::Lock;
+    /// use dogpile_runtime::clock::{ManualClock, Timestamp};
+    /// use dogpile_runtime::lock::LocalMutex;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -132,7 +147,9 @@ where
     /// Creation times that are not positive still mean "no value".
     ///
     /// ```
-    /// use dogpile_runtime::{LocalMutex, Lock, Timestamp};
+    /// use dogpile_runtime::Lock;
+    /// use dogpile_runtime::clock::Timestamp;
+    /// use dogpile_runtime::lock::LocalMutex;
     /// use std::sync::Arc;
     ///
     /// let invalidated_before = Timestamp::from_nanos(500);
@@ -153,7 +170,8 @@ where
     /// [`LockError::Timeout`] instead of a value.
     ///
     /// ```
-    /// use dogpile_runtime::{LocalMutex, Lock, LockError, NeedRegeneration, OwnedMutexGuard};
+    /// use dogpile_runtime::{Lock, LockError, NeedRegeneration};
+    /// use dogpile_runtime::lock::{LocalMutex, OwnedMutexGuard};
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -177,7 +195,9 @@ where
     /// [`LockError::Creator`].
     ///
     /// ```
-    /// use dogpile_runtime::{LocalMutex, Lock, ManualClock, Timestamp};
+    /// use dogpile_runtime::Lock;
+    /// use dogpile_runtime::clock::{ManualClock, Timestamp};
+    /// use dogpile_runtime::lock::LocalMutex;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -209,7 +229,8 @@ where
     /// another caller regenerates, or the one this caller created.
     ///
     /// ```
-    /// use dogpile_runtime::{LocalMutex, Lock, NeedRegeneration};
+    /// use dogpile_runtime::{Lock, NeedRegeneration};
+    /// use dogpile_runtime::lock::LocalMutex;
     /// use std::sync::Arc;
     ///
     /// let mutex = Arc::new(LocalMutex::new());

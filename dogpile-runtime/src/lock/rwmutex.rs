@@ -21,7 +21,7 @@ use crate::ReleaseError;
 /// explicit calls exist too; a release that matches no acquire is an [`ReleaseError`].
 ///
 /// ```
-/// use dogpile_runtime::ReadWriteMutex;
+/// use dogpile_runtime::lock::ReadWriteMutex;
 ///
 /// let rw = ReadWriteMutex::new();
 /// {
@@ -54,7 +54,7 @@ impl ReadWriteMutex {
     /// A free mutex.
     ///
     /// ```
-    /// # use dogpile_runtime::ReadWriteMutex;
+    /// # use dogpile_runtime::lock::ReadWriteMutex;
     /// assert!(ReadWriteMutex::new().try_write().is_some());
     /// ```
     pub fn new() -> Self {
@@ -67,7 +67,7 @@ impl ReadWriteMutex {
     /// Waits until no writer holds or claims the lock, then reads until the guard drops.
     ///
     /// ```
-    /// # use dogpile_runtime::ReadWriteMutex;
+    /// # use dogpile_runtime::lock::ReadWriteMutex;
     /// let rw = ReadWriteMutex::new();
     /// let guard = rw.read();
     /// drop(guard);
@@ -80,7 +80,7 @@ impl ReadWriteMutex {
     /// Reads if no writer holds or claims the lock; `None` otherwise, without waiting.
     ///
     /// ```
-    /// # use dogpile_runtime::ReadWriteMutex;
+    /// # use dogpile_runtime::lock::ReadWriteMutex;
     /// let rw = ReadWriteMutex::new();
     /// let _w = rw.write();
     /// assert!(rw.try_read().is_none());
@@ -94,7 +94,7 @@ impl ReadWriteMutex {
     /// drops. New readers wait from the moment it starts waiting.
     ///
     /// ```
-    /// # use dogpile_runtime::ReadWriteMutex;
+    /// # use dogpile_runtime::lock::ReadWriteMutex;
     /// let rw = ReadWriteMutex::new();
     /// let guard = rw.write();
     /// assert!(rw.try_write().is_none());
@@ -108,7 +108,7 @@ impl ReadWriteMutex {
     /// Writes if there are no readers and no writer; `None` otherwise, without waiting.
     ///
     /// ```
-    /// # use dogpile_runtime::ReadWriteMutex;
+    /// # use dogpile_runtime::lock::ReadWriteMutex;
     /// let rw = ReadWriteMutex::new();
     /// let _r = rw.read();
     /// assert!(rw.try_write().is_none());
@@ -123,7 +123,7 @@ impl ReadWriteMutex {
     /// [`release_read_lock`](Self::release_read_lock).
     ///
     /// ```
-    /// # use dogpile_runtime::ReadWriteMutex;
+    /// # use dogpile_runtime::lock::ReadWriteMutex;
     /// let rw = ReadWriteMutex::new();
     /// assert!(rw.acquire_read_lock(false));
     /// rw.release_read_lock().unwrap();
@@ -147,7 +147,7 @@ impl ReadWriteMutex {
     /// [`release_write_lock`](Self::release_write_lock) on the same thread.
     ///
     /// ```
-    /// # use dogpile_runtime::ReadWriteMutex;
+    /// # use dogpile_runtime::lock::ReadWriteMutex;
     /// let rw = ReadWriteMutex::new();
     /// assert!(rw.acquire_write_lock(false));
     /// assert!(!rw.acquire_read_lock(false));
@@ -174,7 +174,7 @@ impl ReadWriteMutex {
     /// Releases one read lock taken with [`acquire_read_lock`](Self::acquire_read_lock).
     ///
     /// ```
-    /// # use dogpile_runtime::{ReadWriteMutex, ReleaseError};
+    /// # use dogpile_runtime::lock::{ReadWriteMutex, ReleaseError};
     /// let rw = ReadWriteMutex::new();
     /// assert_eq!(rw.release_read_lock(), Err(ReleaseError::NotReadLocked));
     /// ```
@@ -191,7 +191,7 @@ impl ReadWriteMutex {
     /// Releases the write lock, which this thread must hold.
     ///
     /// ```
-    /// # use dogpile_runtime::{ReadWriteMutex, ReleaseError};
+    /// # use dogpile_runtime::lock::{ReadWriteMutex, ReleaseError};
     /// let rw = ReadWriteMutex::new();
     /// assert!(rw.acquire_write_lock(true));
     /// let other = std::thread::scope(|s| s.spawn(|| rw.release_write_lock()).join().unwrap());
@@ -243,7 +243,7 @@ impl fmt::Debug for ReadWriteMutex {
 /// A read lock on a [`ReadWriteMutex`], released when dropped.
 ///
 /// ```
-/// # use dogpile_runtime::ReadWriteMutex;
+/// # use dogpile_runtime::lock::ReadWriteMutex;
 /// let rw = ReadWriteMutex::new();
 /// let r = rw.read();
 /// assert!(rw.try_write().is_none());
@@ -265,7 +265,7 @@ impl Drop for ReadGuard<'_> {
 /// The write lock on a [`ReadWriteMutex`], released when dropped.
 ///
 /// ```
-/// # use dogpile_runtime::ReadWriteMutex;
+/// # use dogpile_runtime::lock::ReadWriteMutex;
 /// let rw = ReadWriteMutex::new();
 /// let w = rw.write();
 /// assert!(rw.try_read().is_none());

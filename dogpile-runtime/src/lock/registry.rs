@@ -23,7 +23,7 @@ const MIN_SWEEP: usize = 64;
 /// The creator runs under the registry's lock, so it should be cheap (a mutex, not a value).
 ///
 /// ```
-/// use dogpile_runtime::NameRegistry;
+/// use dogpile_runtime::lock::NameRegistry;
 /// use std::sync::Arc;
 ///
 /// let registry = NameRegistry::new(|name: &String| format!("object for {name}"));
@@ -62,7 +62,7 @@ where
     /// A registry whose objects are made by `creator` from their identifier.
     ///
     /// ```
-    /// # use dogpile_runtime::NameRegistry;
+    /// # use dogpile_runtime::lock::NameRegistry;
     /// let registry = NameRegistry::new(|id: &u32| id * 2);
     /// assert_eq!(*registry.get(&21), 42);
     /// ```
@@ -79,7 +79,7 @@ where
     /// The object for `identifier`: the live one if any, otherwise a new one from the creator.
     ///
     /// ```
-    /// # use dogpile_runtime::NameRegistry;
+    /// # use dogpile_runtime::lock::NameRegistry;
     /// # use std::sync::Arc;
     /// let registry = NameRegistry::new(|id: &String| id.len());
     /// let held = registry.get("four");
@@ -106,7 +106,7 @@ where
     /// How many identifiers have a live object (dead entries are swept while counting).
     ///
     /// ```
-    /// # use dogpile_runtime::NameRegistry;
+    /// # use dogpile_runtime::lock::NameRegistry;
     /// let registry = NameRegistry::new(|id: &u8| *id);
     /// let kept = registry.get(&1);
     /// drop(registry.get(&2));
@@ -122,7 +122,7 @@ where
     /// Whether no identifier has a live object.
     ///
     /// ```
-    /// # use dogpile_runtime::NameRegistry;
+    /// # use dogpile_runtime::lock::NameRegistry;
     /// let registry = NameRegistry::new(|id: &u8| *id);
     /// assert!(registry.is_empty());
     /// ```

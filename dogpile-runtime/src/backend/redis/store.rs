@@ -24,7 +24,9 @@ const FORMAT: u8 = 1;
 /// [`retain`](Self::retain) bounds them.
 ///
 /// ```no_run
-/// use dogpile_runtime::{Redis, RedisStore, Store, Timestamp};
+/// use dogpile_runtime::backend::redis::{Redis, RedisStore};
+/// use dogpile_runtime::clock::Timestamp;
+/// use dogpile_runtime::region::Store;
 /// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("names");
 /// store.put(&1, &"ann".to_string(), Timestamp::from_nanos(1))?;
 /// assert_eq!(store.get(&1)?, Some(("ann".to_string(), Timestamp::from_nanos(1))));
@@ -53,7 +55,7 @@ impl<K, V> RedisStore<K, V> {
     /// are served until then. Keep it well above the region's expiry.
     ///
     /// ```no_run
-    /// # use dogpile_runtime::{Redis, RedisStore};
+    /// # use dogpile_runtime::backend::redis::{Redis, RedisStore};
     /// # use std::time::Duration;
     /// let store: RedisStore<u64, String> =
     ///     Redis::open("redis://127.0.0.1/")?.store("names").retain(Duration::from_secs(3600));
@@ -67,7 +69,7 @@ impl<K, V> RedisStore<K, V> {
     /// How many values read so far did not decode (and counted as misses).
     ///
     /// ```no_run
-    /// # use dogpile_runtime::{Redis, RedisStore};
+    /// # use dogpile_runtime::backend::redis::{Redis, RedisStore};
     /// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("names");
     /// assert_eq!(store.undecodable(), 0);
     /// # Ok::<(), dogpile_runtime::BackendError>(())
@@ -118,7 +120,7 @@ where
         let name = self.redis_key(key)?;
         let bytes: Option<Vec<u8>> = self
             .redis
-            .run("GET", |c| redis::cmd("GET").arg(&name).query(c))?;
+            .run("GET", |c| ::redis::cmd("GET").arg(&name).query(c))?;
         let Some(bytes) = bytes else {
             return Ok(None);
         };
@@ -144,7 +146,7 @@ where
             .retain
             .map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1));
         self.redis.run("SET", |c| {
-            let mut set = redis::cmd("SET");
+            let mut set = ::redis::cmd("SET");
             set.arg(&name).arg(bytes);
             if let Some(ms) = retain {
                 set.arg("PX").arg(ms);
@@ -156,7 +158,7 @@ where
     fn remove(&self, key: &K) -> Result<(), BackendError> {
         let name = self.redis_key(key)?;
         self.redis
-            .run("DEL", |c| redis::cmd("DEL").arg(&name).query::<()>(c))
+            .run("DEL", |c| ::redis::cmd("DEL").arg(&name).query::<()>(c))
     }
 
     fn clear(&self) -> Result<(), BackendError> {
@@ -164,7 +166,7 @@ where
         let mut cursor: u64 = 0;
         loop {
             let (next, names): (u64, Vec<Vec<u8>>) = self.redis.run("SCAN", |c| {
-                redis::cmd("SCAN")
+                ::redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
@@ -174,7 +176,7 @@ where
             })?;
             if !names.is_empty() {
                 self.redis
-                    .run("DEL", |c| redis::cmd("DEL").arg(&names).query::<()>(c))?;
+                    .run("DEL", |c| ::redis::cmd("DEL").arg(&names).query::<()>(c))?;
             }
             if next == 0 {
                 return Ok(());

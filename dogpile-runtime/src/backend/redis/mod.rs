@@ -1,8 +1,9 @@
-//! Redis (feature `redis`): a [`Store`](crate::Store) and a [`RawMutex`](crate::RawMutex) for
+//! Redis (feature `redis`): a [`Store`](crate::region::Store) and a [`RawMutex`](crate::lock::RawMutex) for
 //! regions shared by processes on many hosts.
 //!
 //! ```no_run
-//! use dogpile_runtime::{Redis, RedisMutex, RedisStore, Region};
+//! use dogpile_runtime::Region;
+//! use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
 //! use std::time::Duration;
 //!
 //! let redis = Redis::open("redis://127.0.0.1:6379/")?;
@@ -21,7 +22,7 @@
 //!
 //! Every command runs under the connection's timeouts, so an unreachable server is a
 //! [`BackendError`] after at most `timeout`, never a hang; the region then calls the creator
-//! directly or returns the error ([`OnBackendError`](crate::OnBackendError)). A connection that
+//! directly or returns the error ([`OnBackendError`](crate::region::OnBackendError)). A connection that
 //! failed is dropped and a new one opened by the next command, so the region recovers when the
 //! server is back.
 
@@ -42,7 +43,7 @@ use crate::BackendError;
 /// connections).
 ///
 /// ```
-/// use dogpile_runtime::Redis;
+/// use dogpile_runtime::backend::redis::Redis;
 /// use std::time::Duration;
 ///
 /// let redis = Redis::open("redis://127.0.0.1:6379/")
@@ -60,11 +61,11 @@ pub struct Redis {
 }
 
 struct Shared {
-    client: redis::Client,
+    client: ::redis::Client,
     /// Leases that ran out while their creator still ran (see [`Redis::leases_lost`]).
     leases_lost: std::sync::atomic::AtomicU64,
     /// Connections not in use; a command takes one (or opens one) and returns it on success.
-    idle: Mutex<Vec<redis::Connection>>,
+    idle: Mutex<Vec<::redis::Connection>>,
 }
 
 /// How many idle connections are kept for reuse.
@@ -74,7 +75,7 @@ impl Redis {
     /// A handle on the server at `url` (`redis://host:port/db`). Connects lazily: a server that
     /// is down now is an error of the first command, not of `open`.
     pub fn open(url: &str) -> Result<Self, BackendError> {
-        let client = redis::Client::open(url)
+        let client = ::redis::Client::open(url)
             .map_err(|e| BackendError::with_source(format!("bad Redis address {url:?}"), e))?;
         Ok(Redis {
             shared: Arc::new(Shared {
@@ -111,7 +112,7 @@ impl Redis {
     /// warning with that feature.
     ///
     /// ```
-    /// # use dogpile_runtime::Redis;
+    /// # use dogpile_runtime::backend::redis::Redis;
     /// assert_eq!(Redis::open("redis://127.0.0.1/").unwrap().leases_lost(), 0);
     /// ```
     pub fn leases_lost(&self) -> u64 {
@@ -123,7 +124,7 @@ impl Redis {
     /// A store of values under `namespace` (a key prefix: one per region).
     ///
     /// ```no_run
-    /// # use dogpile_runtime::{Redis, RedisStore};
+    /// # use dogpile_runtime::backend::redis::{Redis, RedisStore};
     /// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("users");
     /// # Ok::<(), dogpile_runtime::BackendError>(())
     /// ```
@@ -134,7 +135,8 @@ impl Redis {
     /// The dogpile mutex of `key` under `namespace`, for a region's mutex factory.
     ///
     /// ```no_run
-    /// # use dogpile_runtime::{RawMutex, Redis};
+    /// # use dogpile_runtime::backend::redis::Redis;
+    /// # use dogpile_runtime::lock::RawMutex;
     /// let m = Redis::open("redis://127.0.0.1/")?.mutex("users", &7u64);
     /// if m.try_acquire()? {
     ///     m.release()?;
@@ -156,7 +158,7 @@ impl Redis {
     fn run<T>(
         &self,
         what: &str,
-        command: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+        command: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<T>,
     ) -> Result<T, BackendError> {
         let idle = self.shared.idle.lock().pop();
         let mut connection = match idle {
@@ -178,7 +180,7 @@ impl Redis {
         }
     }
 
-    fn connect(&self) -> Result<redis::Connection, BackendError> {
+    fn connect(&self) -> Result<::redis::Connection, BackendError> {
         let failed = |e| BackendError::with_source("could not connect to Redis", e);
         let connection = self
             .shared
