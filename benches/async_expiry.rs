@@ -36,18 +36,20 @@ fn contender(name: &str, creations: Arc<AtomicUsize>) -> Get {
     match name {
         "dogpile" | "dogpile background" => {
             let background = name.ends_with("background");
-            let region: Region<u8, u64> = Region::builder().expiry(EXPIRY).build();
+            let region: Region<u8, u64> = Region::builder().expiry(EXPIRY).build().unwrap();
             Arc::new(move || {
                 let (region, create) = (region.clone(), create.clone());
                 Box::pin(async move {
                     if background {
                         let made = move || async move { Ok::<_, ()>(create().await) };
                         region
-                            .get_or_try_create_background_async(&0, made)
+                            .to_async()
+                            .background()
+                            .try_get_with(&0, made)
                             .await
                             .unwrap_or_default()
                     } else {
-                        region.get_or_create_async(&0, create).await
+                        region.to_async().get_with(&0, create).await
                     }
                 })
             })

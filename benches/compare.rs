@@ -64,14 +64,14 @@ fn value(k: u64) -> Value {
 
 /// What a memoized function does, for each contender: a get-or-create.
 trait Contender<V = Value>: Send + Sync {
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V;
+    fn get_with(&self, key: u64, create: &dyn Fn() -> V) -> V;
 }
 
 struct DogpileRegion<V: BenchValue>(Region<u64, V>);
 impl<V: BenchValue> Contender<V> for DogpileRegion<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
-        self.0.get_or_create(&key, create)
+    fn get_with(&self, key: u64, create: &dyn Fn() -> V) -> V {
+        self.0.get_with(&key, create)
     }
 }
 
@@ -84,7 +84,7 @@ fn memoized(key: u64) -> Value {
 struct DogpileAttribute;
 impl Contender for DogpileAttribute {
     #[inline]
-    fn get_or_create(&self, key: u64, _: &dyn Fn() -> Value) -> Value {
+    fn get_with(&self, key: u64, _: &dyn Fn() -> Value) -> Value {
         memoized(key)
     }
 }
@@ -92,7 +92,7 @@ impl Contender for DogpileAttribute {
 struct Moka<V>(moka::sync::Cache<u64, V>);
 impl<V: BenchValue> Contender<V> for Moka<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
+    fn get_with(&self, key: u64, create: &dyn Fn() -> V) -> V {
         self.0.get_with(key, create)
     }
 }
@@ -102,7 +102,7 @@ impl<V: BenchValue> Contender<V> for Moka<V> {
 struct CachedTtl<V>(Mutex<TtlCache<u64, V>>);
 impl<V: BenchValue> Contender<V> for CachedTtl<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
+    fn get_with(&self, key: u64, create: &dyn Fn() -> V) -> V {
         if let Some(v) = self.0.lock().unwrap().cache_get(&key) {
             return v.clone();
         }
@@ -116,7 +116,7 @@ impl<V: BenchValue> Contender<V> for CachedTtl<V> {
 struct QuickCache<V: BenchValue>(quick_cache::sync::Cache<u64, V>);
 impl<V: BenchValue> Contender<V> for QuickCache<V> {
     #[inline]
-    fn get_or_create(&self, key: u64, create: &dyn Fn() -> V) -> V {
+    fn get_with(&self, key: u64, create: &dyn Fn() -> V) -> V {
         self.0
             .get_or_insert_with(&key, || Ok::<_, ()>(create()))
             .unwrap_or_else(|()| unreachable!())
@@ -137,7 +137,11 @@ fn contender_of<V: BenchValue>(
 ) -> Arc<dyn Contender<V>> {
     match name {
         "dogpile" => Arc::new(DogpileRegion(
-            Region::builder().expiry(ttl).capacity(capacity).build(),
+            Region::builder()
+                .expiry(ttl)
+                .capacity(capacity)
+                .build()
+                .unwrap(),
         )),
         "moka" => Arc::new(Moka(
             moka::sync::Cache::builder()
@@ -162,7 +166,7 @@ fn read_loop<V>(cache: &dyn Contender<V>, iters: u64, seed: u64, keys: u64) -> D
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        black_box(cache.get_or_create(black_box(x % keys), &miss));
+        black_box(cache.get_with(black_box(x % keys), &miss));
     }
     start.elapsed()
 }
@@ -170,7 +174,7 @@ fn read_loop<V>(cache: &dyn Contender<V>, iters: u64, seed: u64, keys: u64) -> D
 fn preloaded(name: &str, keys: u64) -> Arc<dyn Contender> {
     let cache = contender(name, HOUR, 10_000);
     for k in 0..keys {
-        cache.get_or_create(k, &|| value(k));
+        cache.get_with(k, &|| value(k));
     }
     cache
 }
@@ -178,7 +182,7 @@ fn preloaded(name: &str, keys: u64) -> Arc<dyn Contender> {
 fn preloaded_of<V: BenchValue>(name: &str, keys: u64) -> Arc<dyn Contender<V>> {
     let cache = contender_of::<V>(name, HOUR, 10_000);
     for k in 0..keys {
-        cache.get_or_create(k, &|| V::make(k));
+        cache.get_with(k, &|| V::make(k));
     }
     cache
 }
@@ -265,7 +269,7 @@ fn s4(name: &str) -> BTreeMap<&'static str, f64> {
             let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
             thread::spawn(move || {
                 barrier.wait();
-                cache.get_or_create(1, &|| {
+                cache.get_with(1, &|| {
                     calls.fetch_add(1, Ordering::SeqCst);
                     thread::sleep(Duration::from_millis(20));
                     value(1)
@@ -303,7 +307,7 @@ fn s5_calls(name: &str) -> (Vec<(Duration, Duration, bool)>, usize) {
             value(1)
         }
     };
-    cache.get_or_create(1, &create); // the first value, before the measured 300 ms
+    cache.get_with(1, &create); // the first value, before the measured 300 ms
     let created_before = calls.load(Ordering::SeqCst);
     let barrier = Arc::new(Barrier::new(THREADS));
     let start = Instant::now();
@@ -316,7 +320,7 @@ fn s5_calls(name: &str) -> (Vec<(Duration, Duration, bool)>, usize) {
                 while start.elapsed() < Duration::from_millis(300) {
                     CREATED_HERE.with(|c| c.set(false));
                     let asked = Instant::now();
-                    black_box(cache.get_or_create(1, &create));
+                    black_box(cache.get_with(1, &create));
                     let took = asked.elapsed();
                     seen.push((asked - start, took, CREATED_HERE.with(Cell::get)));
                     thread::sleep(Duration::from_micros(500));
@@ -378,7 +382,7 @@ fn s6(name: &str) -> BTreeMap<&'static str, f64> {
     let before = resident_bytes();
     let start = Instant::now();
     for k in 0..N {
-        black_box(cache.get_or_create(k, &|| value(k)));
+        black_box(cache.get_with(k, &|| value(k)));
     }
     let elapsed = start.elapsed();
     let after = resident_bytes();

@@ -115,10 +115,11 @@ pub use dogpile_runtime::*;
 ///         .name(concat!(module_path!(), "::report"))
 ///         .expiry(Duration::from_secs(3600))
 ///         .build()
+///         .expect("a valid configuration")
 /// });
 ///
 /// fn report(day: u32) -> Arc<Report> {
-///     REPORT.get_or_create(&day, || report_uncached(day))
+///     REPORT.get_with(&day, || report_uncached(day))
 /// }
 ///
 /// fn report_uncached(day: u32) -> Arc<Report> {
@@ -132,8 +133,9 @@ pub use dogpile_runtime::*;
 /// # assert_eq!(report(1).day, 1);
 /// ```
 ///
-/// A `Result` function calls [`Region::get_or_try_create`], an `Option` one
-/// [`Region::get_or_create_optional`], and `background` the `_background` variants.
+/// A `Result` function calls [`Region::try_get_with`], an `Option` one
+/// [`Region::optionally_get_with`], `background` the same calls on [`Region::background`], and
+/// an `async fn` the same calls on [`AsyncRegion`](region::AsyncRegion).
 ///
 /// # Async functions
 ///
@@ -148,7 +150,7 @@ pub use dogpile_runtime::*;
 ///
 /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 /// assert_eq!(profile(7).await, "user 7");
-/// assert_eq!(profile_peek(7).as_deref(), Some("user 7"));
+/// assert_eq!(profile_peek(7).await.as_deref(), Some("user 7")); // keyed companions await too
 /// # });
 /// # }
 /// ```

@@ -1,10 +1,16 @@
 //! What `#[dogpile]` expands to. Not public API: no stability promise, may change in any
 //! release; use [`Region`] directly instead.
+//!
+//! An annotated function has one hidden dispatcher that takes its arguments, builds the key
+//! from references to them (so the key consumes none of them and a mistake in it shows once),
+//! finds the region, and runs an operation: [`Get`] for the function itself, [`Refresh`],
+//! [`Peek`], [`Invalidate`] and [`SoftInvalidate`] for its companions ([`Op`] for a blocking
+//! function, [`AsyncOp`] for an `async fn`). A [`Rule`] says how the return type maps onto what
+//! is cached.
 
 use std::any::Any;
 use std::convert::Infallible;
-use std::fmt::Debug;
-use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 pub use std::borrow::{Borrow, ToOwned};
@@ -15,29 +21,12 @@ pub use std::time::Duration;
 
 use dogpile_runtime::lock::RawMutex;
 pub use dogpile_runtime::region::OnBackendError;
-use dogpile_runtime::region::{Pool, Store};
+use dogpile_runtime::region::Pool;
+pub use dogpile_runtime::region::{CacheKey, CacheValue, Store};
 pub use dogpile_runtime::Region;
+#[cfg(feature = "tokio")]
+pub use dogpile_runtime::{lock::AsyncRawMutex, region::AsyncRegion, region::AsyncStore};
 use dogpile_runtime::{RegionError, Statistics};
-
-/// What a `#[dogpile]` function's key must be.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be the key of a #[dogpile] function",
-    label = "the key must be an owned `Hash + Eq + Clone + Debug + Send + Sync + 'static` value",
-    note = "for a borrowed argument, use an owned form in the key, such as `key = name.to_owned()`"
-)]
-pub trait CacheKey: Hash + Eq + Clone + Debug + Send + Sync + 'static {}
-
-impl<T: Hash + Eq + Clone + Debug + Send + Sync + 'static> CacheKey for T {}
-
-/// What a `#[dogpile]` function's cached value must be.
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be cached by #[dogpile]: it is not `Clone + Send + Sync + 'static`",
-    label = "every caller gets a clone of the cached value, from any thread",
-    note = "wrap a value that cannot be cloned or shared in an `Arc`"
-)]
-pub trait CacheValue: Clone + Send + Sync + 'static {}
-
-impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
 
 /// The key, checked where the user wrote it.
 #[inline(always)]
@@ -45,28 +34,380 @@ pub fn key<K: CacheKey>(key: K) -> K {
     key
 }
 
-/// Checks the cached value type where the user wrote the return type.
-pub fn value<V: CacheValue>() {}
-
-/// A `Result` return type: only `Ok` is cached.
-pub trait Fallible {
-    /// The cached value.
-    type Ok;
+/// How a return type maps onto the cached value: every value ([`All`]), `Ok` of a `Result`
+/// ([`OkOnly`]) or `Some` of an `Option` ([`SomeOnly`]).
+pub trait Rule<R> {
+    /// The cached value (checked to be a `CacheValue` where the function is expanded, once).
+    type Value;
+    /// What a creator's failure carries through the region.
+    type Error;
+    /// The creator's return, as the region takes it.
+    fn split(returned: R) -> Result<Self::Value, Self::Error>;
+    /// The region's answer, as the function returns it.
+    fn join(answer: Result<Self::Value, RegionError<Self::Error>>) -> R;
 }
 
-impl<T, E> Fallible for Result<T, E> {
-    type Ok = T;
+/// Every returned value is cached.
+pub enum All {}
+
+impl<R> Rule<R> for All {
+    type Value = R;
+    type Error = Infallible;
+
+    #[inline(always)]
+    fn split(returned: R) -> Result<R, Infallible> {
+        Ok(returned)
+    }
+
+    #[inline(always)]
+    fn join(answer: Result<R, RegionError<Infallible>>) -> R {
+        match answer {
+            Ok(value) => value,
+            Err(err) => match err.into_creator() {
+                Ok(never) => match never {},
+                Err(other) => fail(other),
+            },
+        }
+    }
 }
 
-/// An `Option` return type: only `Some` is cached.
-pub trait Optional {
-    /// The cached value.
-    type Some;
+/// Only `Ok` is cached; an `Err` reaches its caller.
+pub enum OkOnly {}
+
+impl<T, E> Rule<Result<T, E>> for OkOnly {
+    type Value = T;
+    type Error = E;
+
+    #[inline(always)]
+    fn split(returned: Result<T, E>) -> Result<T, E> {
+        returned
+    }
+
+    #[inline(always)]
+    fn join(answer: Result<T, RegionError<E>>) -> Result<T, E> {
+        answer.map_err(|err| match err.into_creator() {
+            Ok(err) => err,
+            Err(other) => fail(other),
+        })
+    }
 }
 
-impl<T> Optional for Option<T> {
-    type Some = T;
+/// Only `Some` is cached; `None` reaches its caller.
+pub enum SomeOnly {}
+
+/// `None` from an `Option` creator, carried through the `Result` path.
+pub struct NoValue;
+
+impl<T> Rule<Option<T>> for SomeOnly {
+    type Value = T;
+    type Error = NoValue;
+
+    #[inline(always)]
+    fn split(returned: Option<T>) -> Result<T, NoValue> {
+        returned.ok_or(NoValue)
+    }
+
+    #[inline(always)]
+    fn join(answer: Result<T, RegionError<NoValue>>) -> Option<T> {
+        match answer {
+            Ok(value) => Some(value),
+            Err(err) => match err.into_creator() {
+                Ok(NoValue) => None,
+                Err(other) => fail(other),
+            },
+        }
+    }
 }
+
+/// A recursion, or a backend set to return errors, in a function that cannot return them.
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn fail(err: RegionError<Infallible>) -> ! {
+    panic!("{err}")
+}
+
+/// An operation of an annotated function, run by its dispatcher with the region, the key and
+/// the body (a closure over the arguments). `V` is the cached value, `R` the return type.
+pub trait Op<V, R> {
+    /// What the operation returns.
+    type Output;
+
+    /// Runs the operation.
+    fn run<K, S, M>(
+        self,
+        region: &Region<K, V, S, M>,
+        key: K,
+        body: impl FnOnce() -> R,
+    ) -> Self::Output
+    where
+        K: CacheKey,
+        V: CacheValue,
+        S: Store<K, V>,
+        M: RawMutex + 'static;
+
+    /// Runs the operation for a function with `background`, whose body can move to the pool.
+    #[inline(always)]
+    fn run_background<K, S, M>(
+        self,
+        region: &Region<K, V, S, M>,
+        key: K,
+        body: impl FnOnce() -> R + Send + 'static,
+    ) -> Self::Output
+    where
+        K: CacheKey,
+        V: CacheValue,
+        S: Store<K, V>,
+        M: RawMutex + 'static,
+        Self: Sized,
+    {
+        self.run(region, key, body)
+    }
+}
+
+/// The same for an `async fn`: the body returns a future.
+#[cfg(feature = "tokio")]
+pub trait AsyncOp<V, R> {
+    /// What the operation's future gives.
+    type Output;
+
+    /// Runs the operation.
+    fn run<K, S, M, Fut>(
+        self,
+        region: &AsyncRegion<K, V, S, M>,
+        key: K,
+        body: impl FnOnce() -> Fut,
+    ) -> impl std::future::Future<Output = Self::Output>
+    where
+        K: CacheKey,
+        V: CacheValue,
+        S: AsyncStore<K, V>,
+        M: AsyncRawMutex + 'static,
+        Fut: std::future::Future<Output = R>;
+
+    /// Runs the operation for a function with `background`.
+    fn run_background<K, S, M, Fut>(
+        self,
+        region: &AsyncRegion<K, V, S, M>,
+        key: K,
+        body: impl FnOnce() -> Fut + Send + 'static,
+    ) -> impl std::future::Future<Output = Self::Output>
+    where
+        K: CacheKey,
+        V: CacheValue,
+        S: AsyncStore<K, V>,
+        M: AsyncRawMutex + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+        Self: Sized,
+    {
+        self.run(region, key, body)
+    }
+}
+
+/// The function itself: get or create.
+pub struct Get<Ru>(PhantomData<Ru>);
+
+impl<Ru> Get<Ru> {
+    /// The operation.
+    pub const NEW: Self = Get(PhantomData);
+}
+
+impl<Ru: Rule<R>, R> Op<Ru::Value, R> for Get<Ru> {
+    type Output = R;
+
+    #[inline(always)]
+    fn run<K, S, M>(
+        self,
+        region: &Region<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> R,
+    ) -> R
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: Store<K, Ru::Value>,
+        M: RawMutex + 'static,
+    {
+        Ru::join(region.try_get_with(&key, || Ru::split(body())))
+    }
+
+    #[inline(always)]
+    fn run_background<K, S, M>(
+        self,
+        region: &Region<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> R + Send + 'static,
+    ) -> R
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: Store<K, Ru::Value>,
+        M: RawMutex + 'static,
+    {
+        Ru::join(region.background().try_get_with(&key, || Ru::split(body())))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<Ru: Rule<R>, R> AsyncOp<Ru::Value, R> for Get<Ru> {
+    type Output = R;
+
+    async fn run<K, S, M, Fut>(
+        self,
+        region: &AsyncRegion<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> Fut,
+    ) -> R
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: AsyncStore<K, Ru::Value>,
+        M: AsyncRawMutex + 'static,
+        Fut: std::future::Future<Output = R>,
+    {
+        let init = || async move { Ru::split(body().await) };
+        Ru::join(region.try_get_with(&key, init).await)
+    }
+
+    async fn run_background<K, S, M, Fut>(
+        self,
+        region: &AsyncRegion<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> Fut + Send + 'static,
+    ) -> R
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: AsyncStore<K, Ru::Value>,
+        M: AsyncRawMutex + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+    {
+        let init = || async move { Ru::split(body().await) };
+        Ru::join(region.background().try_get_with(&key, init).await)
+    }
+}
+
+/// The `_refresh` companion.
+pub struct Refresh<Ru>(PhantomData<Ru>);
+
+impl<Ru> Refresh<Ru> {
+    /// The operation.
+    pub const NEW: Self = Refresh(PhantomData);
+}
+
+impl<Ru: Rule<R>, R> Op<Ru::Value, R> for Refresh<Ru> {
+    type Output = R;
+
+    fn run<K, S, M>(
+        self,
+        region: &Region<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> R,
+    ) -> R
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: Store<K, Ru::Value>,
+        M: RawMutex + 'static,
+    {
+        Ru::join(region.refresh(&key, || Ru::split(body())))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<Ru: Rule<R>, R> AsyncOp<Ru::Value, R> for Refresh<Ru> {
+    type Output = R;
+
+    async fn run<K, S, M, Fut>(
+        self,
+        region: &AsyncRegion<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> Fut,
+    ) -> R
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: AsyncStore<K, Ru::Value>,
+        M: AsyncRawMutex + 'static,
+        Fut: std::future::Future<Output = R>,
+    {
+        let init = || async move { Ru::split(body().await) };
+        Ru::join(region.refresh(&key, init).await)
+    }
+}
+
+/// The `_peek` companion.
+pub struct Peek;
+
+/// The `_invalidate` companion.
+pub struct Invalidate;
+
+/// The `_soft_invalidate` companion.
+pub struct SoftInvalidate;
+
+/// The companions that only read or drop the value: the body is not run.
+macro_rules! keyed {
+    ($op:ty, $output:ty, |$region:ident, $key:ident| $sync:expr, $async:expr) => {
+        impl<V, R> Op<V, R> for $op {
+            type Output = $output;
+
+            fn run<K, S, M>(
+                self,
+                $region: &Region<K, V, S, M>,
+                $key: K,
+                _: impl FnOnce() -> R,
+            ) -> $output
+            where
+                K: CacheKey,
+                V: CacheValue,
+                S: Store<K, V>,
+                M: RawMutex + 'static,
+            {
+                $sync
+            }
+        }
+
+        #[cfg(feature = "tokio")]
+        impl<V, R> AsyncOp<V, R> for $op {
+            type Output = $output;
+
+            async fn run<K, S, M, Fut>(
+                self,
+                $region: &AsyncRegion<K, V, S, M>,
+                $key: K,
+                _: impl FnOnce() -> Fut,
+            ) -> $output
+            where
+                K: CacheKey,
+                V: CacheValue,
+                S: AsyncStore<K, V>,
+                M: AsyncRawMutex + 'static,
+                Fut: std::future::Future<Output = R>,
+            {
+                $async
+            }
+        }
+    };
+}
+
+keyed!(
+    Peek,
+    Option<V>,
+    |region, key| region.peek(&key),
+    region.peek(&key).await
+);
+keyed!(
+    Invalidate,
+    (),
+    |region, key| region.invalidate(&key),
+    region.invalidate(&key).await
+);
+keyed!(
+    SoftInvalidate,
+    (),
+    |region, key| region.soft_invalidate(&key),
+    region.soft_invalidate(&key).await
+);
 
 /// How a function's own region is built, fixed at compile time.
 pub struct Config {
@@ -96,9 +437,18 @@ pub struct Slot {
 }
 
 struct Built {
+    /// The handle: an `AsyncRegion` with the `tokio` feature (it holds the `Region`), a
+    /// `Region` without.
     typed: Box<dyn Any + Send + Sync>,
     control: Box<dyn Control + Send + Sync>,
 }
+
+#[cfg(feature = "tokio")]
+type Handle<K, V> = AsyncRegion<K, V, dogpile_runtime::region::MemoryStore<K, V>, LocalMutex>;
+#[cfg(not(feature = "tokio"))]
+type Handle<K, V> = Region<K, V>;
+#[cfg(feature = "tokio")]
+use dogpile_runtime::lock::LocalMutex;
 
 impl Slot {
     /// An empty slot.
@@ -113,9 +463,30 @@ impl Slot {
     /// The region, built on the first call.
     #[inline]
     pub fn region<K: CacheKey, V: CacheValue>(&'static self) -> &'static Region<K, V> {
+        #[cfg(feature = "tokio")]
+        {
+            self.handle::<K, V>().as_sync()
+        }
+        #[cfg(not(feature = "tokio"))]
+        {
+            self.handle::<K, V>()
+        }
+    }
+
+    /// The region from async code.
+    #[cfg(feature = "tokio")]
+    #[inline]
+    pub fn async_region<K: CacheKey, V: CacheValue>(
+        &'static self,
+    ) -> &'static AsyncRegion<K, V, dogpile_runtime::region::MemoryStore<K, V>, LocalMutex> {
+        self.handle::<K, V>()
+    }
+
+    #[inline]
+    fn handle<K: CacheKey, V: CacheValue>(&'static self) -> &'static Handle<K, V> {
         let built = self.cell.get_or_init(|| self.build::<K, V>());
         match built.typed.downcast_ref() {
-            Some(region) => region,
+            Some(handle) => handle,
             None => self.another::<K, V>(),
         }
     }
@@ -123,9 +494,9 @@ impl Slot {
     /// The region of other key and value types than the first ones (a generic `impl`).
     #[cold]
     #[inline(never)]
-    fn another<K: CacheKey, V: CacheValue>(&'static self) -> &'static Region<K, V> {
+    fn another<K: CacheKey, V: CacheValue>(&'static self) -> &'static Handle<K, V> {
         let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
-        let built = match more.iter().find(|b| b.typed.is::<Region<K, V>>()) {
+        let built = match more.iter().find(|b| b.typed.is::<Handle<K, V>>()) {
             Some(built) => *built,
             None => {
                 // One per instantiation of the impl, kept for the program's life as a static.
@@ -134,10 +505,10 @@ impl Slot {
                 built
             }
         };
-        match built.typed.downcast_ref() {
-            Some(region) => region,
-            None => unreachable!("found by its type"),
-        }
+        built
+            .typed
+            .downcast_ref()
+            .unwrap_or_else(|| mismatch(self.config.name))
     }
 
     /// Every region built, for the calls that need no key.
@@ -166,10 +537,18 @@ impl Slot {
         if let Some(capacity) = config.capacity {
             builder = builder.capacity(capacity);
         }
-        let region = builder.build();
+        // The attribute checked every value at compile time.
+        let region = match builder.build() {
+            Ok(region) => region,
+            Err(err) => panic!("#[dogpile] on {}: {err}", config.name),
+        };
+        #[cfg(feature = "tokio")]
+        let handle = region.to_async();
+        #[cfg(not(feature = "tokio"))]
+        let handle = region.clone();
         Built {
-            control: Box::new(region.clone()),
-            typed: Box::new(region),
+            control: Box::new(region),
+            typed: Box::new(handle),
         }
     }
 }
@@ -177,8 +556,9 @@ impl Slot {
 #[cold]
 #[inline(never)]
 fn mismatch(name: &str) -> ! {
-    // Every use of a derived handle comes from one expansion, on one region.
-    unreachable!("the region of {name} was used with two key or value types")
+    // Every use of a slot comes from one expansion, whose key and value types are fixed for
+    // each instantiation.
+    panic!("the region of {name} was used with two key or value types")
 }
 
 /// The calls that need no key.
@@ -203,22 +583,11 @@ impl Control for Slot {
         }
     }
     fn statistics(&self) -> Statistics {
-        self.all()
-            .iter()
-            .map(|built| built.control.statistics())
-            .fold(Statistics::default(), |mut sum, s| {
-                sum.hits += s.hits;
-                sum.stale_hits += s.stale_hits;
-                sum.misses += s.misses;
-                sum.regenerations += s.regenerations;
-                sum.errors += s.errors;
-                sum.panics += s.panics;
-                sum.lock_timeouts += s.lock_timeouts;
-                sum.waits += s.waits;
-                sum.direct_calls += s.direct_calls;
-                sum.entries += s.entries;
-                sum
-            })
+        let mut sum = Statistics::default();
+        for built in self.all() {
+            sum += built.control.statistics();
+        }
+        sum
     }
 }
 
@@ -240,117 +609,29 @@ where
     }
 }
 
+#[cfg(feature = "tokio")]
+impl<K, V, S, M> Control for AsyncRegion<K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: AsyncStore<K, V>,
+    M: AsyncRawMutex + 'static,
+{
+    fn invalidate_all(&self) {
+        self.as_sync().invalidate_all();
+    }
+    fn soft_invalidate_all(&self) {
+        self.as_sync().soft_invalidate_all();
+    }
+    fn statistics(&self) -> Statistics {
+        self.as_sync().statistics()
+    }
+}
+
 /// A region given with `region = PATH`, through any `Deref` to it.
 #[inline(always)]
 pub fn given<K, V, S, M: RawMutex>(region: &Region<K, V, S, M>) -> &Region<K, V, S, M> {
     region
-}
-
-/// The creator's error, or a panic with the region's (recursion, or a backend set to return
-/// errors, which a function without a way to return it cannot report otherwise).
-#[inline]
-pub fn creator_error<E>(err: RegionError<E>) -> E {
-    match err.into_creator() {
-        Ok(err) => err,
-        Err(other) => fail(other),
-    }
-}
-
-#[cold]
-#[inline(never)]
-#[track_caller]
-fn fail(err: RegionError<Infallible>) -> ! {
-    panic!("{err}")
-}
-
-/// `None` from an `Option` creator, carried through the `Result` path.
-pub struct NoValue;
-
-/// Turns an `Option` creator into a `Result` one.
-#[inline(always)]
-pub fn some<V>(value: Option<V>) -> Result<V, NoValue> {
-    value.ok_or(NoValue)
-}
-
-/// The `Option` back from the `Result` path.
-#[inline]
-pub fn optional<V>(result: Result<V, RegionError<NoValue>>) -> Option<V> {
-    match result {
-        Ok(value) => Some(value),
-        Err(err) => {
-            let NoValue = creator_error(err);
-            None
-        }
-    }
-}
-
-/// Never fails.
-#[inline(always)]
-pub fn infallible<V>(value: V) -> Result<V, Infallible> {
-    Ok(value)
-}
-
-/// The value back from a creator that never fails.
-#[inline]
-pub fn value_of<V>(result: Result<V, RegionError<Infallible>>) -> V {
-    match result {
-        Ok(value) => value,
-        Err(err) => match err.into_creator() {
-            Ok(never) => match never {},
-            Err(other) => fail(other),
-        },
-    }
-}
-
-/// What the dispatcher of a `#[dogpile]` function is asked to do.
-#[derive(Clone, Copy)]
-pub enum Op {
-    /// Get or create.
-    Get,
-    /// Regenerate now.
-    Refresh,
-    /// Read without creating.
-    Peek,
-    /// Hard-invalidate the key.
-    Invalidate,
-    /// Soft-invalidate the key.
-    SoftInvalidate,
-}
-
-/// What the dispatcher answers; each caller knows which variant its operation gives.
-pub enum Outcome<R, V> {
-    /// From `Get` and `Refresh`.
-    Value(R),
-    /// From `Peek`.
-    Peeked(Option<V>),
-    /// From the invalidations.
-    Done,
-}
-
-impl<R, V> Outcome<R, V> {
-    /// The value of `Get` or `Refresh`.
-    #[inline(always)]
-    pub fn value(self) -> R {
-        match self {
-            Outcome::Value(value) => value,
-            _ => wrong_outcome(),
-        }
-    }
-
-    /// The value of `Peek`.
-    #[inline(always)]
-    pub fn peeked(self) -> Option<V> {
-        match self {
-            Outcome::Peeked(value) => value,
-            _ => wrong_outcome(),
-        }
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn wrong_outcome() -> ! {
-    unreachable!("a #[dogpile] dispatcher answered with another operation's outcome")
 }
 
 /// A handle derived from a region given with `region = PATH` (its own expiry), made once.
@@ -375,13 +656,6 @@ impl Derived {
             None => mismatch("a function with `region = ...`"),
         }
     }
-}
-
-/// Reached only if a dispatcher is asked for an operation its function routes elsewhere.
-#[cold]
-#[inline(never)]
-pub fn wrong_op<T>() -> T {
-    wrong_outcome()
 }
 
 /// Checks that `#[dogpile]` on an `async fn` has the async runtime support it needs.

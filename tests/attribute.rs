@@ -422,6 +422,7 @@ mod caches {
             .name("users")
             .expiry(Duration::from_secs(3600))
             .build()
+            .unwrap()
     });
 }
 
@@ -443,10 +444,7 @@ fn a_region_configured_elsewhere_with_the_function_s_expiry() {
     // ...and expires by the function's `expire`, not the region's hour.
     thread::sleep(Duration::from_millis(80));
     assert_eq!(user(1), "user 1 #1");
-    assert_eq!(
-        caches::USERS.get_or_create(&1, || unreachable!()),
-        "user 1 #1"
-    );
+    assert_eq!(caches::USERS.get_with(&1, || unreachable!()), "user 1 #1");
     user_invalidate(1);
     assert_eq!(caches::USERS.peek(&1), None);
 }

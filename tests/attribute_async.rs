@@ -87,7 +87,7 @@ async fn a_creator_cancelled_by_a_timeout_lets_the_next_caller_create() {
     assert!(timeout(Duration::from_millis(50), slow_first_time(1))
         .await
         .is_err());
-    assert_eq!(slow_first_time_peek(1), None);
+    assert_eq!(slow_first_time_peek(1).await, None);
     let next = timeout(BOUND, slow_first_time(1)).await.expect("hung");
     assert_eq!(next, 1);
 }
@@ -140,13 +140,16 @@ async fn methods_with_borrowed_arguments_and_result_returns() {
     assert_eq!(prices.price("a", "EUR").await.unwrap(), "4:a in EUR");
     assert_eq!(prices.price("a", "USD").await.unwrap(), "4:a in EUR");
     assert_eq!(prices.calls.load(Ordering::SeqCst), 3);
-    assert_eq!(prices.price_peek("a", "").as_deref(), Some("4:a in EUR"));
+    assert_eq!(
+        prices.price_peek("a", "").await.as_deref(),
+        Some("4:a in EUR")
+    );
     assert_eq!(
         prices.price_refresh("a", "USD").await.unwrap(),
         "4:a in USD"
     );
-    prices.price_invalidate("a", "");
-    assert_eq!(prices.price_peek("a", ""), None);
+    prices.price_invalidate("a", "").await;
+    assert_eq!(prices.price_peek("a", "").await, None);
 }
 
 static OPTION_CALLS: AtomicUsize = AtomicUsize::new(0);

@@ -34,6 +34,7 @@ fn on_redis(namespace: &'static str) -> Region<u64, String, RedisStore<u64, Stri
         .store(redis().store(namespace))
         .mutexes(move |id: &u64| redis().mutex(namespace, id))
         .build()
+        .unwrap()
 }
 
 static USERS: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>> =
@@ -51,6 +52,7 @@ static STRICT: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>
             .mutexes(move |id: &u64| redis().mutex("strict", id))
             .on_backend_error(dogpile::region::OnBackendError::ReturnError)
             .build()
+            .unwrap()
     });
 
 #[dogpile(expire = 60, region = STRICT)]
@@ -100,7 +102,7 @@ fn functions_on_redis_regions_sync_and_async() {
         start.elapsed()
     );
     assert!(matches!(
-        STRICT.get_or_try_create(&8, || Ok::<_, ()>(String::new())),
+        STRICT.try_get_with(&8, || Ok::<_, ()>(String::new())),
         Err(dogpile::RegionError::Backend(_))
     ));
     assert!(user_statistics().direct_calls >= 1);

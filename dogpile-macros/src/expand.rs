@@ -7,21 +7,23 @@
 //!
 //! // Output:
 //! pub fn report(day: u32) -> Report {
-//!     let key = key(Clone::clone(&day));
-//!     let region = __dogpile_region_report().region();
-//!     Region::get_or_create(region, &key, || report_uncached(day))
+//!     let key = __dogpile_key_report(&day);
+//!     __private::get::<All, ..>(__dogpile_region_report().region(), &key, || report_uncached(day))
 //! }
+//! fn __dogpile_key_report(day: &u32) -> impl CacheKey { key(ToOwned::to_owned(day)) }
 //! fn __dogpile_region_report() -> &'static Slot { static SLOT: Slot = ...; &SLOT }
 //! pub fn report_uncached(day: u32) -> Report { body }
-//! pub fn report_invalidate(day: u32) { ... }   // and the other companions
+//! pub fn report_peek(day: u32) -> Option<Report> { Region::peek(region, &key) }  // and the rest
 //! ```
+//!
+//! The key is built in one hidden function from references to the arguments, so it consumes
+//! none of them and a mistake in it shows once.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, Ident, ItemFn, Pat, Signature};
+use syn::{Attribute, FnArg, Ident, ItemFn, Pat, Signature, Type};
 
-mod bodies;
 mod companions;
 
 use crate::ast::{self, Function};
@@ -122,16 +124,24 @@ impl<'a> Expansion<'a> {
     /// The cached value's type.
     fn value_type(&self) -> TokenStream {
         let ret = self.function.ret;
-        let p = self.private_at(ret.span());
-        match self.rule {
-            CacheRule::All => quote!(#ret),
-            CacheRule::Ok => quote_spanned!(ret.span()=> <#ret as #p::Fallible>::Ok),
-            CacheRule::Some => quote_spanned!(ret.span()=> <#ret as #p::Optional>::Some),
+        if self.rule == CacheRule::All {
+            // The user's own tokens: a mistake in the type is reported over all of it.
+            return ret.to_token_stream();
         }
+        let first = ret.span();
+        let last = ret
+            .to_token_stream()
+            .into_iter()
+            .last()
+            .map_or(first, |token| token.span());
+        let p = self.private_at(first);
+        let rule = respan(&self.rule_type(), first);
+        let value = Ident::new("Value", last);
+        quote_spanned!(first=> <#rule as #p::Rule<#ret>>::#value)
     }
 
-    /// `&Region<K, V, ..>` for this function.
-    fn region(&self) -> TokenStream {
+    /// `&Region<K, V, ..>` for this function, `V` named by `value`.
+    fn region(&self, value: &TokenStream) -> TokenStream {
         let (sibling, slot) = (&self.sibling, self.slot_fn());
         match self.args.region.get() {
             Some(path) => {
@@ -147,17 +157,16 @@ impl<'a> Expansion<'a> {
                     })
                 }
             }
-            None => {
-                let value = self.value_type();
-                quote!(#sibling #slot().region::<_, #value>())
-            }
+            None => quote!(#sibling #slot().region::<_, #value>()),
         }
     }
 
     /// What answers `invalidate_all`, `soft_invalidate_all` and `statistics`.
     fn control(&self) -> TokenStream {
         match self.args.region.get() {
-            Some(_) => self.region(),
+            // The handle the dispatcher made: its slot holds one type.
+            Some(_) if self.is_async() => self.async_region(&self.value_type()),
+            Some(_) => self.region(&self.value_type()),
             None => {
                 let (sibling, slot) = (&self.sibling, self.slot_fn());
                 quote!(#sibling #slot())
@@ -179,7 +188,37 @@ impl<'a> Expansion<'a> {
         }
     }
 
-    /// The key, from the arguments in scope.
+    /// The cache rule as the `__private::Rule` marker type.
+    fn rule_type(&self) -> TokenStream {
+        let p = &self.private;
+        match self.rule {
+            CacheRule::All => quote!(#p::All),
+            CacheRule::Ok => quote!(#p::OkOnly),
+            CacheRule::Some => quote!(#p::SomeOnly),
+        }
+    }
+
+    /// `&AsyncRegion<K, V, ..>` for this function, `V` named by `value`.
+    fn async_region(&self, value: &TokenStream) -> TokenStream {
+        let (sibling, slot) = (&self.sibling, self.slot_fn());
+        match self.args.region.get() {
+            Some(path) => {
+                let p = self.private_at(path.span());
+                let expiry = self.expiry();
+                quote_spanned! {path.span()=>
+                    #sibling #slot().get(|| {
+                        #p::given(&#path)
+                            .with_expiry(#expiry)
+                            .with_on_backend_error(#p::OnBackendError::CallDirectly)
+                            .to_async()
+                    })
+                }
+            }
+            None => quote!(#sibling #slot().async_region::<_, #value>()),
+        }
+    }
+
+    /// The key, from the arguments in scope, which it borrows and never consumes.
     fn key(&self) -> TokenStream {
         if let Some(key) = self.args.key.get() {
             let p = self.private_at(key.span());
@@ -191,13 +230,9 @@ impl<'a> Expansion<'a> {
             .args
             .iter()
             .map(|arg| {
-                let (name, ty) = (arg.name, arg.ty);
-                let p = self.private_at(ty.span());
-                if ast::is_shared_ref(ty) {
-                    quote_spanned!(ty.span()=> #p::key(#p::ToOwned::to_owned(#name)))
-                } else {
-                    quote_spanned!(ty.span()=> #p::key(#p::Clone::clone(&#name)))
-                }
+                let p = self.private_at(arg.ty.span());
+                let owned = self.owned_arg(arg, arg.ty.span());
+                quote_spanned!(arg.ty.span()=> #p::key(#owned))
             })
             .collect();
         match parts.as_slice() {
@@ -207,25 +242,45 @@ impl<'a> Expansion<'a> {
         }
     }
 
-    /// An explicit key with its borrowed arguments owned: a bare argument of type `&T` (alone
-    /// or in a tuple) becomes `T::to_owned()`, as in the default key. Other expressions are
-    /// the user's to make owned.
+    /// An owned copy of an argument, leaving the argument to the body: `&T` through
+    /// `ToOwned` (`&str` gives `String`), anything else through `Clone`.
+    /// `span` is where a mistake in it is reported: the argument's type in the default key,
+    /// the key expression in an explicit one.
+    fn owned_arg(&self, arg: &ast::Arg, span: Span) -> TokenStream {
+        let (name, ty) = (arg.name, arg.ty);
+        let p = self.private_at(span);
+        match ty {
+            Type::Reference(r) if r.mutability.is_none() => {
+                quote_spanned!(span=> #p::ToOwned::to_owned(#name))
+            }
+            Type::Reference(_) => quote_spanned!(span=> #p::ToOwned::to_owned(&*#name)),
+            _ => quote_spanned!(span=> #p::Clone::clone(&#name)),
+        }
+    }
+
+    /// An explicit key made owned from borrowed arguments: a bare argument is copied as in
+    /// [`owned_arg`](Self::owned_arg), a field, index or dereference is cloned, a tuple
+    /// element-wise; any other expression makes its own value, which the user makes owned.
     fn owned(&self, key: &syn::Expr) -> TokenStream {
+        let p = self.private_at(key.span());
         match key {
             syn::Expr::Path(path) if path.qself.is_none() => {
-                let borrowed = self
+                match self
                     .function
                     .args
                     .iter()
-                    .find(|arg| path.path.is_ident(arg.name) && ast::is_shared_ref(arg.ty));
-                match borrowed {
-                    Some(arg) => {
-                        let (p, name) = (self.private_at(key.span()), arg.name);
-                        quote_spanned!(key.span()=> #p::ToOwned::to_owned(#name))
-                    }
+                    .find(|arg| path.path.is_ident(arg.name))
+                {
+                    Some(arg) => self.owned_arg(arg, key.span()),
                     None => key.to_token_stream(),
                 }
             }
+            syn::Expr::Field(_)
+            | syn::Expr::Index(_)
+            | syn::Expr::Unary(syn::ExprUnary {
+                op: syn::UnOp::Deref(_),
+                ..
+            }) => quote_spanned!(key.span()=> #p::Clone::clone(&#key)),
             syn::Expr::Tuple(tuple) => {
                 let elems = tuple.elems.iter().map(|e| self.owned(e));
                 quote_spanned!(key.span()=> (#(#elems,)*))
@@ -286,16 +341,17 @@ impl<'a> Expansion<'a> {
 
     fn write(&self) -> TokenStream {
         let mut out = self.main_fn();
-        out.extend(self.dispatch_fn());
-        if self.is_async() {
-            out.extend(self.async_dispatch_fn());
-        }
+        out.extend(self.dispatcher());
         out.extend(self.slot());
         out.extend(self.companions());
         out
     }
 
-    fn dispatch_ident(&self) -> Ident {
+    fn is_async(&self) -> bool {
+        self.function.item.sig.asyncness.is_some()
+    }
+
+    fn dispatcher_fn(&self) -> Ident {
         format_ident!(
             "__dogpile_call_{}",
             self.function.name(),
@@ -303,161 +359,136 @@ impl<'a> Expansion<'a> {
         )
     }
 
-    fn is_async(&self) -> bool {
-        self.function.item.sig.asyncness.is_some()
-    }
-
-    fn async_dispatch_ident(&self) -> Ident {
-        format_ident!(
-            "__dogpile_call_async_{}",
-            self.function.name(),
-            span = Span::mixed_site()
-        )
-    }
-
-    /// `__dogpile_call_async_name(self, Op::X, a, b).await`: `Get` and `Refresh` of an `async fn`.
-    fn dispatch_async(&self, op: &str) -> TokenStream {
-        let call = self.call_dispatcher(&self.async_dispatch_ident(), op);
-        quote!(#call.await)
-    }
-
-    /// `__dogpile_call_name(self, Op::X, a, b)`.
-    fn dispatch(&self, op: &str) -> TokenStream {
-        self.call_dispatcher(&self.dispatch_ident(), op)
-    }
-
-    fn call_dispatcher(&self, dispatcher: &Ident, op: &str) -> TokenStream {
-        let p = &self.private;
-        let sibling = &self.sibling;
-        let op = Ident::new(op, Span::call_site());
+    /// `__dogpile_call_name(self, a, b, op)`, awaited for an `async fn`; spanned at the return
+    /// type, where the dispatcher's check of the cached value reports.
+    pub(super) fn dispatch(&self, op: TokenStream) -> TokenStream {
+        let (sibling, dispatcher) = (&self.sibling, self.dispatcher_fn());
         let receiver = self.function.receiver.map(|_| quote!(self,));
         let names = self.function.args.iter().map(|a| a.name);
-        let call = quote!(#sibling #dispatcher(#receiver #p::Op::#op, #(#names),*));
+        let span = self.function.ret.span();
+        let sibling = respan(sibling, span);
+        // Resolved as the dispatcher's own (hygienic) name, located at the return type.
+        let dispatcher = Ident::new(&dispatcher.to_string(), Span::mixed_site().located_at(span));
+        let turbofish = self.args.region.get().is_none().then(|| {
+            let value = self.value_type();
+            quote!(::<#value, _>)
+        });
+        let mut call =
+            quote_spanned!(span=> #sibling #dispatcher #turbofish(#receiver #(#names,)* #op));
         if self.function.item.sig.unsafety.is_some() {
-            quote!(unsafe { #call })
-        } else {
-            call
+            call = quote!(unsafe { #call });
         }
+        if self.is_async() {
+            call = quote!(#call.await);
+        }
+        call
     }
 
-    /// The cached function: the signature as written, a call of the dispatcher.
+    /// The cached function: the signature as written, a call of the dispatcher to get.
     fn main_fn(&self) -> TokenStream {
         let item = self.function.item;
-        let p = &self.private;
         let (attrs, vis) = (&item.attrs, &item.vis);
         let sig = plain_signature(&item.sig);
-        let dispatch = if self.is_async() {
-            self.dispatch_async("Get")
-        } else {
-            self.dispatch("Get")
-        };
+        // Spanned at the return type: a value that cannot be cached is reported there, once.
+        let ret_span = self.function.ret.span();
+        let p = self.private_at(ret_span);
+        let rule = respan(&self.rule_type(), ret_span);
+        let get = self.dispatch(quote_spanned!(ret_span=> #p::Get::<#rule>::NEW));
         quote! {
             #(#attrs)*
             #vis #sig {
-                #p::Outcome::value(#dispatch)
+                #get
             }
         }
     }
 
-    /// Every keyed operation in one function, so that the key expression and the region are
-    /// written (and checked) once: a mistake in the key shows one error, not one per companion.
-    /// Inlined into each caller, where the operation is a constant.
-    fn dispatch_fn(&self) -> TokenStream {
-        let p = &self.private;
-        let ret = self.function.ret;
-        let value = self.value_type();
-        let check_value = {
-            let p = self.private_at(ret.span());
-            quote_spanned!(ret.span()=> #p::value::<#value>();)
-        };
-        let (get, refresh) = if self.is_async() {
-            // An `async fn` gets and refreshes through its async dispatcher.
-            (quote!(#p::wrong_op()), quote!(#p::wrong_op()))
-        } else {
-            (self.get_body(), self.refresh_body())
-        };
-        let arms = quote! {
-            #p::Op::Get => #p::Outcome::Value({ #get }),
-            #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
-            #p::Op::Peek => #p::Outcome::Peeked(#p::Region::peek(__dogpile_region, &__dogpile_key)),
-            #p::Op::Invalidate => {
-                #p::Region::invalidate(__dogpile_region, &__dogpile_key);
-                #p::Outcome::Done
-            }
-            #p::Op::SoftInvalidate => {
-                #p::Region::soft_invalidate(__dogpile_region, &__dogpile_key);
-                #p::Outcome::Done
-            }
-        };
-        self.dispatcher(&self.dispatch_ident(), false, check_value, arms)
-    }
-
-    /// `Get` and `Refresh` of an `async fn`. The key and region are written here a second time;
-    /// an error in them shows once all the same (the compiler merges identical reports).
-    fn async_dispatch_fn(&self) -> TokenStream {
-        let p = &self.private;
-        let support = {
-            let span = self
-                .function
-                .item
-                .sig
-                .asyncness
-                .map_or_else(Span::call_site, |a| a.span);
-            let p = self.private_at(span);
-            quote_spanned!(span=> #p::async_support::<()>();)
-        };
-        let get = self.get_async_body();
-        let refresh = self.refresh_async_body();
-        let arms = quote! {
-            #p::Op::Get => #p::Outcome::Value({ #get }),
-            #p::Op::Refresh => #p::Outcome::Value({ #refresh }),
-            _ => #p::wrong_op(),
-        };
-        self.dispatcher(&self.async_dispatch_ident(), true, support, arms)
-    }
-
-    /// A dispatcher: the function's arguments after an operation, its key and region, then
-    /// `arms` matched on the operation.
-    fn dispatcher(
-        &self,
-        ident: &Ident,
-        is_async: bool,
-        prologue: TokenStream,
-        arms: TokenStream,
-    ) -> TokenStream {
+    /// One function that computes the key and the region once, for every operation: a mistake
+    /// in the key shows one error, not one per companion. It takes the arguments by value,
+    /// builds the key from references to them, and hands the operation the region, the key
+    /// and the body as a closure over the arguments.
+    fn dispatcher(&self) -> TokenStream {
         let p = &self.private;
         let sig = plain_signature(&self.function.item.sig);
-        let generics = &sig.generics;
+        let params = sig.generics.params.iter();
         let where_clause = &sig.generics.where_clause;
         let unsafety = &sig.unsafety;
-        let asyncness = is_async.then(|| quote!(async));
-        let inline = (!is_async).then(|| quote!(#[inline]));
         let receiver = self.function.receiver.map(|r| quote!(#r,));
         let args = self.function.args.iter().map(|a| {
             let (name, ty) = (a.name, a.ty);
             quote!(#name: #ty)
         });
         let ret = self.function.ret;
-        let value = self.value_type();
+        // The function's own region: the cached value is a type parameter of the dispatcher,
+        // inferred from the operation and bounded there, so that a value that cannot be cached
+        // is reported at the calls (spanned at the user's return type), never inside the
+        // expansion. A given region fixes the value type itself.
+        let own = self.args.region.get().is_none();
+        let value_param = if own {
+            format_ident!("__DogpileValue", span = Span::mixed_site()).to_token_stream()
+        } else {
+            self.value_type()
+        };
         let key = self.key();
-        let region = self.region();
+        let dispatcher = self.dispatcher_fn();
         let cfgs = self.cfg_attrs();
+        let background = self.args.background.get().is_some();
+        let (prologue, body, run) = if background {
+            let (owned, call) = self.call_uncached_owned();
+            let body = if self.is_async() {
+                quote!(move || async move { #call.await })
+            } else {
+                quote!(move || #call)
+            };
+            (owned, body, quote!(run_background))
+        } else {
+            let call = self.call_uncached();
+            (TokenStream::new(), quote!(move || #call), quote!(run))
+        };
+        let (asyncness, op_trait, handle, dot_await, support) = if self.is_async() {
+            let span = self
+                .function
+                .item
+                .sig
+                .asyncness
+                .map_or_else(Span::call_site, |a| a.span);
+            let p_async = self.private_at(span);
+            (
+                quote!(async),
+                quote!(#p::AsyncOp),
+                self.async_region(&value_param),
+                quote!(.await),
+                quote_spanned!(span=> #p_async::async_support::<()>();),
+            )
+        } else {
+            (
+                TokenStream::new(),
+                quote!(#p::Op),
+                self.region(&value_param),
+                TokenStream::new(),
+                TokenStream::new(),
+            )
+        };
+        let inline = (!self.is_async()).then(|| quote!(#[inline]));
+        let op_type = format_ident!("__DogpileOp", span = Span::mixed_site());
+        let value_bound = own.then(|| {
+            let p = self.private_at(ret.span());
+            quote_spanned!(ret.span()=> #value_param: #p::CacheValue,)
+        });
         quote! {
             #(#cfgs)*
             #[doc(hidden)]
             #inline
             #[allow(unused_variables, clippy::needless_pass_by_value, clippy::too_many_arguments)]
-            #unsafety #asyncness fn #ident #generics(
+            #unsafety #asyncness fn #dispatcher<#(#params,)* #value_bound #op_type: #op_trait<#value_param, #ret>>(
                 #receiver
-                __dogpile_op: #p::Op,
-                #(#args),*
-            ) -> #p::Outcome<#ret, #value> #where_clause {
-                #prologue
+                #(#args,)*
+                __dogpile_op: #op_type,
+            ) -> #op_type::Output #where_clause {
+                #support
                 let __dogpile_key = #key;
-                let __dogpile_region = #region;
-                match __dogpile_op {
-                    #arms
-                }
+                let __dogpile_region = #handle;
+                #prologue
+                #op_type::#run(__dogpile_op, __dogpile_region, __dogpile_key, #body) #dot_await
             }
         }
     }

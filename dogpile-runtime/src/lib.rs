@@ -66,10 +66,13 @@ pub use error::{BackendError, ConfigError};
 pub use lock::{Lock, LockError, NeedRegeneration};
 pub use region::{Region, RegionError, Statistics};
 
-// The crate's own short paths to what it uses everywhere.
+// The crate's own short paths to what it uses everywhere (not every feature set uses each).
+#[allow(unused_imports)]
 pub(crate) use clock::{Clock, CoarseClock, SystemClock, Timestamp};
+#[allow(unused_imports)]
 pub(crate) use lock::{
-    LocalMutex, NameRegistry, OwnedMutexGuard, RawMutex, ReadGuard, ReadWriteMutex, ReleaseError,
-    WakeOnRelease, WriteGuard,
+    AsyncRawMutex, LocalMutex, NameRegistry, OwnedMutexGuard, RawMutex, ReadGuard, ReadWriteMutex,
+    ReleaseError, WakeOnRelease, WriteGuard,
 };
+#[allow(unused_imports)]
 pub(crate) use region::Store;

@@ -7,7 +7,8 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicI64, Ordering};
+    #[allow(unused_imports)] // not every feature set uses every one
+    pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
     pub(crate) use std::thread::{current as current_thread, ThreadId};
     pub(crate) use std::thread_local;
     use std::time::Instant;
@@ -68,7 +69,8 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicI64, Ordering};
+    #[allow(unused_imports)] // not every feature set uses every one
+    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
     pub(crate) use loom::thread::{current as current_thread, ThreadId};
     pub(crate) use loom::thread_local;
     use std::time::Instant;

@@ -91,6 +91,7 @@ fn region(dir: &Path) -> Region<u64, u64, DirStore, FileMutex> {
         })
         .mutexes(move |key: &u64| FileMutex::for_key(&locks, key))
         .build()
+        .unwrap()
 }
 
 /// What a child process does, by its role; nothing when run as a normal test.
@@ -105,7 +106,7 @@ fn child() {
             let region = region(&dir);
             fs::write(dir.join(format!("ready-{n}")), "").unwrap();
             wait_for(&dir.join("go"));
-            let value = region.get_or_create(&1, || {
+            let value = region.get_with(&1, || {
                 let mut log = fs::OpenOptions::new()
                     .create(true)
                     .append(true)

@@ -46,6 +46,7 @@ fn region(redis: &Redis, namespace: &'static str, expiry: Duration) -> RedisRegi
             move |key: &u64| redis.mutex(namespace, key)
         })
         .build()
+        .unwrap()
 }
 
 fn incr(redis_url: &str, counter: &str) -> u64 {
@@ -81,7 +82,7 @@ fn child() {
                         let (region, barrier, url) = (region.clone(), barrier.clone(), url.clone());
                         thread::spawn(move || {
                             barrier.wait();
-                            region.get_or_create(&1, || {
+                            region.get_with(&1, || {
                                 let generation = incr(&url, "creations");
                                 thread::sleep(Duration::from_millis(300));
                                 generation
@@ -101,7 +102,7 @@ fn child() {
         }
         Some(("holder", _)) => {
             let region = region(&redis, "killed", Duration::from_secs(60));
-            region.get_or_create(&1, || {
+            region.get_with(&1, || {
                 fs::write(dir.join("creating"), "").unwrap();
                 thread::sleep(Duration::from_secs(3600));
                 0
@@ -170,14 +171,14 @@ fn a_fresh_hit_is_one_round_trip() {
     let server = Server::start();
     let redis = Redis::open(&server.url()).unwrap();
     let region = region(&redis, "hits", Duration::from_secs(60));
-    assert_eq!(region.get_or_create(&5, || 50), 50);
+    assert_eq!(region.get_with(&5, || 50), 50);
     let mut admin = server.connection();
     redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query::<()>(&mut admin)
         .unwrap();
     for _ in 0..100 {
-        assert_eq!(region.get_or_create(&5, || unreachable!()), 50);
+        assert_eq!(region.get_with(&5, || unreachable!()), 50);
     }
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
@@ -226,7 +227,7 @@ fn a_holder_killed_mid_creation_is_replaced_within_the_lease() {
     let region = region(&redis, "killed", Duration::from_secs(60));
     // Stale values meanwhile; then this process takes over once the lease runs out.
     loop {
-        let value = region.get_or_create(&1, || 1);
+        let value = region.get_with(&1, || 1);
         if value == 1 {
             break;
         }
@@ -257,7 +258,7 @@ fn a_creator_longer_than_the_lease_keeps_the_lock_by_renewal() {
     let slow = {
         let creations = creations.clone();
         thread::spawn(move || {
-            a.get_or_create(&1, || {
+            a.get_with(&1, || {
                 creations.fetch_add(1, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(1200)); // four leases
                 7
@@ -269,7 +270,7 @@ fn a_creator_longer_than_the_lease_keeps_the_lock_by_renewal() {
         .map(|_| {
             let (b, creations) = (b.clone(), creations.clone());
             thread::spawn(move || {
-                b.get_or_create(&1, || {
+                b.get_with(&1, || {
                     creations.fetch_add(1, Ordering::SeqCst);
                     8
                 })
@@ -301,7 +302,8 @@ fn an_outage_gets_the_chosen_policy_and_the_region_recovers() {
             move |key: &u64| redis.mutex("outage-strict", key)
         })
         .on_backend_error(OnBackendError::ReturnError)
-        .build();
+        .build()
+        .unwrap();
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let slowest = Arc::new(std::sync::Mutex::new(Duration::ZERO));
@@ -312,7 +314,7 @@ fn an_outage_gets_the_chosen_policy_and_the_region_recovers() {
                 let mut n = 0u64;
                 while !stop.load(Ordering::SeqCst) {
                     let start = Instant::now();
-                    let value = direct.get_or_create(&(n % 10), || t);
+                    let value = direct.get_with(&(n % 10), || t);
                     assert!(value < 4);
                     let took = start.elapsed();
                     let mut slowest = slowest.lock().unwrap();
@@ -326,7 +328,7 @@ fn an_outage_gets_the_chosen_policy_and_the_region_recovers() {
     thread::sleep(Duration::from_millis(300));
     server.stop();
     thread::sleep(Duration::from_millis(200));
-    let failed = strict.get_or_try_create(&1, || Ok::<_, ()>(1));
+    let failed = strict.try_get_with(&1, || Ok::<_, ()>(1));
     assert!(
         matches!(failed, Err(RegionError::Backend(_))),
         "the strict region returns the error: {failed:?}"
@@ -344,10 +346,10 @@ fn an_outage_gets_the_chosen_policy_and_the_region_recovers() {
     assert!(slowest < Duration::from_secs(2), "a call took {slowest:?}");
     // Working again: stored and then served fresh.
     let hits = direct.statistics().hits;
-    assert_eq!(direct.get_or_create(&99, || 3), 3);
-    assert_eq!(direct.get_or_create(&99, || unreachable!()), 3);
+    assert_eq!(direct.get_with(&99, || 3), 3);
+    assert_eq!(direct.get_with(&99, || unreachable!()), 3);
     assert!(direct.statistics().hits > hits);
-    assert_eq!(strict.get_or_try_create(&1, || Ok::<_, ()>(1)).unwrap(), 1);
+    assert_eq!(strict.try_get_with(&1, || Ok::<_, ()>(1)).unwrap(), 1);
     // No lock key stuck: every lock taken was released or expires with its lease.
     let deadline = Instant::now() + Duration::from_secs(3);
     while !server.keys("outage:lock:*").is_empty() {
@@ -376,9 +378,10 @@ fn corrupt_bytes_under_a_key_are_a_miss() {
             let redis = redis.clone();
             move |key: &u64| redis.mutex("corrupt", key)
         })
-        .build();
+        .build()
+        .unwrap();
     assert_eq!(region.peek(&1), None);
-    assert_eq!(region.get_or_create(&1, || 2), 2);
-    assert_eq!(region.get_or_create(&1, || unreachable!()), 2);
+    assert_eq!(region.get_with(&1, || 2), 2);
+    assert_eq!(region.get_with(&1, || unreachable!()), 2);
     assert!(region.statistics().misses >= 1);
 }

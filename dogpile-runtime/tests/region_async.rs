@@ -19,14 +19,15 @@ fn manual() -> Arc<ManualClock> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_tasks_on_a_missing_key_run_one_creator() {
-    let region: Region<&str, u64> = Region::builder().build();
+    let region: Region<&str, u64> = Region::builder().build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..1000)
         .map(|_| {
             let (region, calls) = (region.clone(), calls.clone());
             tokio::spawn(async move {
                 region
-                    .get_or_create_async(&"k", || async {
+                    .to_async()
+                    .get_with(&"k", || async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         sleep(Duration::from_millis(50)).await;
                         42
@@ -54,7 +55,8 @@ async fn an_expired_key_is_served_stale_without_waiting() {
     let region: Region<u8, u64> = Region::builder()
         .expiry(Duration::from_secs(60))
         .clock(clock.clone())
-        .build();
+        .build()
+        .unwrap();
     region.insert(&1, 1).unwrap();
     clock.advance(Duration::from_secs(61));
     let calls = Arc::new(AtomicUsize::new(0));
@@ -65,7 +67,8 @@ async fn an_expired_key_is_served_stale_without_waiting() {
                 let start = Instant::now();
                 let mut created = false;
                 let value = region
-                    .get_or_create_async(&1, || async {
+                    .to_async()
+                    .get_with(&1, || async {
                         created = true;
                         calls.fetch_add(1, Ordering::SeqCst);
                         sleep(Duration::from_millis(200)).await;
@@ -96,10 +99,10 @@ async fn an_expired_key_is_served_stale_without_waiting() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_creator_releases_the_key_and_stores_nothing() {
-    let region: Region<u8, u64> = Region::builder().build();
+    let region: Region<u8, u64> = Region::builder().build().unwrap();
     let cancelled = timeout(
         Duration::from_millis(50),
-        region.get_or_create_async(&1, || async {
+        region.to_async().get_with(&1, || async {
             sleep(Duration::from_secs(3600)).await;
             1
         }),
@@ -108,7 +111,7 @@ async fn a_cancelled_creator_releases_the_key_and_stores_nothing() {
     assert!(cancelled.is_err(), "the creator should have been cut off");
     assert_eq!(region.peek(&1), None);
     assert_eq!(region.mutexes_in_use(), 0);
-    let next = timeout(BOUND, region.get_or_create_async(&1, || async { 2 }))
+    let next = timeout(BOUND, region.to_async().get_with(&1, || async { 2 }))
         .await
         .expect("the next caller hung on a mutex left behind");
     assert_eq!(next, 2);
@@ -121,12 +124,13 @@ async fn a_cancelled_creator_releases_the_key_and_stores_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiter_becomes_the_creator_when_the_creator_is_cancelled() {
-    let region: Region<u8, u64> = Region::builder().build();
+    let region: Region<u8, u64> = Region::builder().build().unwrap();
     let first = {
         let region = region.clone();
         tokio::spawn(async move {
             region
-                .get_or_create_async(&1, || async {
+                .to_async()
+                .get_with(&1, || async {
                     sleep(Duration::from_secs(3600)).await;
                     1
                 })
@@ -136,7 +140,7 @@ async fn a_waiter_becomes_the_creator_when_the_creator_is_cancelled() {
     sleep(Duration::from_millis(30)).await;
     let second = {
         let region = region.clone();
-        tokio::spawn(async move { region.get_or_create_async(&1, || async { 2 }).await })
+        tokio::spawn(async move { region.to_async().get_with(&1, || async { 2 }).await })
     };
     sleep(Duration::from_millis(30)).await;
     first.abort();
@@ -145,30 +149,32 @@ async fn a_waiter_becomes_the_creator_when_the_creator_is_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_creator_poisons_nothing() {
-    let region: Region<u8, u64> = Region::builder().build();
+    let region: Region<u8, u64> = Region::builder().build().unwrap();
     let panicked = {
         let region = region.clone();
         tokio::spawn(async move {
             region
-                .get_or_create_async(&1, || async { panic!("creator failed") })
+                .to_async()
+                .get_with(&1, || async { panic!("creator failed") })
                 .await
         })
     };
     assert!(panicked.await.unwrap_err().is_panic());
-    assert_eq!(region.get_or_create_async(&1, || async { 3 }).await, 3);
+    assert_eq!(region.to_async().get_with(&1, || async { 3 }).await, 3);
     assert_eq!(region.statistics().panics, 1);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_current_thread_runtime_does_not_deadlock_while_the_creator_awaits() {
-    let region: Region<u8, u64> = Region::builder().build();
+    let region: Region<u8, u64> = Region::builder().build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..10)
         .map(|_| {
             let (region, calls) = (region.clone(), calls.clone());
             tokio::spawn(async move {
                 region
-                    .get_or_create_async(&1, || async {
+                    .to_async()
+                    .get_with(&1, || async {
                         calls.fetch_add(1, Ordering::SeqCst);
                         sleep(Duration::from_millis(20)).await;
                         7
@@ -185,14 +191,15 @@ async fn a_current_thread_runtime_does_not_deadlock_while_the_creator_awaits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_and_async_callers_share_one_creator() {
-    let region: Region<u8, u64> = Region::builder().build();
+    let region: Region<u8, u64> = Region::builder().build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let creator_calls = calls.clone();
     let creating = {
         let region = region.clone();
         tokio::spawn(async move {
             region
-                .get_or_create_async(&1, || async {
+                .to_async()
+                .get_with(&1, || async {
                     creator_calls.fetch_add(1, Ordering::SeqCst);
                     sleep(Duration::from_millis(100)).await;
                     5
@@ -205,7 +212,7 @@ async fn sync_and_async_callers_share_one_creator() {
         .map(|_| {
             let (region, calls) = (region.clone(), calls.clone());
             std::thread::spawn(move || {
-                region.get_or_create(&1, || {
+                region.get_with(&1, || {
                     calls.fetch_add(1, Ordering::SeqCst);
                     6
                 })
@@ -219,18 +226,18 @@ async fn sync_and_async_callers_share_one_creator() {
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 
     // And the other way round: a sync creator, async waiters.
-    let region: Region<u8, u64> = Region::builder().build();
+    let region: Region<u8, u64> = Region::builder().build().unwrap();
     let sync_creator = {
         let region = region.clone();
         std::thread::spawn(move || {
-            region.get_or_create(&1, || {
+            region.get_with(&1, || {
                 std::thread::sleep(Duration::from_millis(100));
                 8
             })
         })
     };
     std::thread::sleep(Duration::from_millis(20));
-    let waited = timeout(BOUND, region.get_or_create_async(&1, || async { 9 }))
+    let waited = timeout(BOUND, region.to_async().get_with(&1, || async { 9 }))
         .await
         .unwrap();
     assert_eq!(waited, 8);
@@ -239,13 +246,14 @@ async fn sync_and_async_callers_share_one_creator() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_async_creator_asking_for_its_own_key_fails_instead_of_hanging() {
-    let region: Region<u8, u64> = Region::builder().name("loops").build();
+    let region: Region<u8, u64> = Region::builder().name("loops").build().unwrap();
     let inner = region.clone();
     let result = timeout(
         BOUND,
-        region.get_or_try_create_async(&1, || async move {
+        region.to_async().try_get_with(&1, || async move {
             inner
-                .get_or_try_create_async(&1, || async { Ok::<_, String>(1) })
+                .to_async()
+                .try_get_with(&1, || async { Ok::<_, String>(1) })
                 .await
                 .map_err(|e| e.to_string())
         }),
@@ -265,12 +273,15 @@ async fn background_regeneration_is_a_spawned_task() {
     let region: Region<u8, u64> = Region::builder()
         .expiry(Duration::from_secs(60))
         .clock(clock.clone())
-        .build();
+        .build()
+        .unwrap();
     region.insert(&1, 1).unwrap();
     clock.advance(Duration::from_secs(61));
     let start = Instant::now();
     let value = region
-        .get_or_try_create_background_async(&1, || async {
+        .to_async()
+        .background()
+        .try_get_with(&1, || async {
             sleep(Duration::from_millis(100)).await;
             Ok::<_, ()>(2)
         })
@@ -299,12 +310,14 @@ async fn background_regeneration_is_a_spawned_task() {
 async fn a_waiter_past_the_lock_timeout_creates_the_value_itself() {
     let region: Region<u8, u64> = Region::builder()
         .lock_timeout(Duration::from_millis(50))
-        .build();
+        .build()
+        .unwrap();
     let slow = {
         let region = region.clone();
         tokio::spawn(async move {
             region
-                .get_or_create_async(&1, || async {
+                .to_async()
+                .get_with(&1, || async {
                     sleep(Duration::from_secs(2)).await;
                     1
                 })
@@ -313,7 +326,7 @@ async fn a_waiter_past_the_lock_timeout_creates_the_value_itself() {
     };
     sleep(Duration::from_millis(20)).await;
     let start = Instant::now();
-    assert_eq!(region.get_or_create_async(&1, || async { 2 }).await, 2);
+    assert_eq!(region.to_async().get_with(&1, || async { 2 }).await, 2);
     assert!(start.elapsed() < Duration::from_secs(1));
     assert_eq!(region.statistics().lock_timeouts, 1);
     slow.abort();
@@ -322,11 +335,21 @@ async fn a_waiter_past_the_lock_timeout_creates_the_value_itself() {
 #[test]
 fn the_async_calls_are_send() {
     fn assert_send<T: Send>(_: &T) {}
-    let region: Region<String, Arc<str>> = Region::builder().build();
+    let region: Region<String, Arc<str>> = Region::builder().build().unwrap();
     let key = "k".to_string();
-    assert_send(&region.get_or_create_async(&key, || async { Arc::from("v") }));
     assert_send(
-        &region.get_or_try_create_async(&key, || async { Ok::<_, String>(Arc::from("v")) }),
+        &region
+            .to_async()
+            .get_with(&key, || async { Arc::from("v") }),
     );
-    assert_send(&region.refresh_async(&key, || async { Ok::<_, String>(Arc::from("v")) }));
+    assert_send(
+        &region
+            .to_async()
+            .try_get_with(&key, || async { Ok::<_, String>(Arc::from("v")) }),
+    );
+    assert_send(
+        &region
+            .to_async()
+            .refresh(&key, || async { Ok::<_, String>(Arc::from("v")) }),
+    );
 }

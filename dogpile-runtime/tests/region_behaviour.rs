@@ -39,7 +39,7 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 #[test]
 fn cold_burst_creates_once_and_everyone_gets_the_value() {
     const THREADS: usize = 32;
-    let region: Region<&str, u64> = Region::builder().build();
+    let region: Region<&str, u64> = Region::builder().build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(THREADS));
     let threads: Vec<_> = (0..THREADS)
@@ -47,7 +47,7 @@ fn cold_burst_creates_once_and_everyone_gets_the_value() {
             let (region, calls, barrier) = (region.clone(), calls.clone(), barrier.clone());
             thread::spawn(move || {
                 barrier.wait();
-                region.get_or_create(&"k", || {
+                region.get_with(&"k", || {
                     calls.fetch_add(1, Ordering::SeqCst);
                     thread::sleep(Duration::from_millis(20));
                     42
@@ -67,8 +67,11 @@ fn cold_burst_creates_once_and_everyone_gets_the_value() {
 #[test]
 fn expiry_with_stale_values_blocks_no_one_but_the_creator() {
     const THREADS: usize = 32;
-    let region: Region<&str, u64> = Region::builder().expiry(Duration::from_millis(100)).build();
-    region.get_or_create(&"k", || 0);
+    let region: Region<&str, u64> = Region::builder()
+        .expiry(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    region.get_with(&"k", || 0);
     let calls = Arc::new(AtomicUsize::new(0));
     let running = Arc::new(AtomicUsize::new(0));
     let overlaps = Arc::new(AtomicUsize::new(0));
@@ -89,7 +92,7 @@ fn expiry_with_stale_values_blocks_no_one_but_the_creator() {
                 while start.elapsed() < Duration::from_millis(300) {
                     let asked = Instant::now();
                     let mut created = false;
-                    region.get_or_create(&"k", || {
+                    region.get_with(&"k", || {
                         created = true;
                         if running.fetch_add(1, Ordering::SeqCst) > 0 {
                             overlaps.fetch_add(1, Ordering::SeqCst);
@@ -128,12 +131,12 @@ fn expiry_with_stale_values_blocks_no_one_but_the_creator() {
 
 #[test]
 fn unrelated_keys_never_wait_on_each_other() {
-    let region: Region<&str, u64> = Region::builder().build();
+    let region: Region<&str, u64> = Region::builder().build().unwrap();
     let (started_tx, started_rx) = mpsc::channel();
     let slow = {
         let region = region.clone();
         thread::spawn(move || {
-            region.get_or_create(&"a", || {
+            region.get_with(&"a", || {
                 started_tx.send(()).unwrap();
                 thread::sleep(Duration::from_millis(500));
                 1
@@ -142,7 +145,7 @@ fn unrelated_keys_never_wait_on_each_other() {
     };
     started_rx.recv_timeout(BOUND).unwrap();
     let asked = Instant::now();
-    assert_eq!(region.get_or_create(&"b", || 2), 2);
+    assert_eq!(region.get_with(&"b", || 2), 2);
     assert!(asked.elapsed() < Duration::from_millis(250));
     assert_eq!(slow.join().unwrap(), 1);
 }
@@ -150,7 +153,7 @@ fn unrelated_keys_never_wait_on_each_other() {
 #[test]
 fn errors_are_not_stored_and_waiters_retry_one_at_a_time() {
     const THREADS: usize = 8;
-    let region: Region<&str, u64> = Region::builder().build();
+    let region: Region<&str, u64> = Region::builder().build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let running = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(THREADS));
@@ -164,7 +167,7 @@ fn errors_are_not_stored_and_waiters_retry_one_at_a_time() {
             );
             thread::spawn(move || {
                 barrier.wait();
-                region.get_or_try_create(&"k", || {
+                region.try_get_with(&"k", || {
                     assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
                     thread::sleep(Duration::from_millis(5));
                     running.fetch_sub(1, Ordering::SeqCst);
@@ -190,38 +193,41 @@ fn errors_are_not_stored_and_waiters_retry_one_at_a_time() {
 
 #[test]
 fn options_and_the_cache_predicate_decide_what_is_stored() {
-    let region: Region<u8, u8> = Region::builder().should_cache(|v: &u8| *v != 0).build();
-    assert_eq!(region.get_or_create_optional(&1, || None), None);
+    let region: Region<u8, u8> = Region::builder()
+        .should_cache(|v: &u8| *v != 0)
+        .build()
+        .unwrap();
+    assert_eq!(region.optionally_get_with(&1, || None), None);
     assert_eq!(region.peek(&1), None);
-    assert_eq!(region.get_or_create(&2, || 0), 0);
+    assert_eq!(region.get_with(&2, || 0), 0);
     assert_eq!(region.peek(&2), None, "the predicate refused 0");
-    assert_eq!(region.get_or_create(&2, || 5), 5);
-    assert_eq!(region.get_or_create_optional(&1, || Some(3)), Some(3));
-    assert_eq!(region.get_or_create_optional(&1, || None), Some(3));
+    assert_eq!(region.get_with(&2, || 5), 5);
+    assert_eq!(region.optionally_get_with(&1, || Some(3)), Some(3));
+    assert_eq!(region.optionally_get_with(&1, || None), Some(3));
     assert_eq!(region.statistics().errors, 2);
 }
 
 #[test]
 fn a_panicking_creator_poisons_nothing_and_the_next_caller_creates() {
-    let region: Region<u8, u8> = Region::builder().build();
+    let region: Region<u8, u8> = Region::builder().build().unwrap();
     let r = region.clone();
-    let panicked = thread::spawn(move || r.get_or_create(&1, || panic!("creator exploded")))
+    let panicked = thread::spawn(move || r.get_with(&1, || panic!("creator exploded")))
         .join()
         .unwrap_err();
     assert_eq!(panic_message(panicked), "creator exploded");
-    assert_eq!(region.get_or_create(&1, || 9), 9);
+    assert_eq!(region.get_with(&1, || 9), 9);
     assert_eq!(region.statistics().panics, 1);
 }
 
 #[test]
 fn recursion_names_the_key_instead_of_hanging() {
-    let region: Region<String, u8> = Region::builder().name("reports").build();
+    let region: Region<String, u8> = Region::builder().name("reports").build().unwrap();
     let r = region.clone();
     let message = bounded(move || {
         let inner = r.clone();
         let p = panic::catch_unwind(AssertUnwindSafe(|| {
-            r.get_or_create(&"day-7".to_string(), || {
-                inner.get_or_create(&"day-7".to_string(), || 1)
+            r.get_with(&"day-7".to_string(), || {
+                inner.get_with(&"day-7".to_string(), || 1)
             })
         }))
         .unwrap_err();
@@ -233,9 +239,9 @@ fn recursion_names_the_key_instead_of_hanging() {
     // Through another key: a -> b -> a.
     let r = region.clone();
     let err = bounded(move || {
-        r.get_or_try_create(&"a".to_string(), || {
-            r.get_or_try_create(&"b".to_string(), || {
-                r.get_or_try_create(&"a".to_string(), || Ok::<_, String>(1))
+        r.try_get_with(&"a".to_string(), || {
+            r.try_get_with(&"b".to_string(), || {
+                r.try_get_with(&"a".to_string(), || Ok::<_, String>(1))
                     .map_err(|e| e.to_string())
             })
             .map_err(|e| match e {
@@ -256,12 +262,13 @@ fn recursion_names_the_key_instead_of_hanging() {
 fn a_waiter_that_times_out_runs_the_creator_itself() {
     let region: Region<u8, u8> = Region::builder()
         .lock_timeout(Duration::from_millis(20))
-        .build();
+        .build()
+        .unwrap();
     let (started_tx, started_rx) = mpsc::channel();
     let slow = {
         let region = region.clone();
         thread::spawn(move || {
-            region.get_or_create(&1, || {
+            region.get_with(&1, || {
                 started_tx.send(()).unwrap();
                 thread::sleep(Duration::from_millis(500));
                 1
@@ -270,7 +277,7 @@ fn a_waiter_that_times_out_runs_the_creator_itself() {
     };
     started_rx.recv_timeout(BOUND).unwrap();
     let asked = Instant::now();
-    assert_eq!(region.get_or_create(&1, || 2), 2);
+    assert_eq!(region.get_with(&1, || 2), 2);
     assert!(asked.elapsed() < Duration::from_millis(400));
     assert_eq!(region.statistics().lock_timeouts, 1);
     slow.join().unwrap();
@@ -282,24 +289,25 @@ fn expiry_is_strict_and_none_never_expires() {
     let region: Region<u8, u8> = Region::builder()
         .expiry(Duration::from_secs(10))
         .clock(clock.clone())
-        .build();
-    region.get_or_create(&1, || 1);
+        .build()
+        .unwrap();
+    region.get_with(&1, || 1);
     clock.advance(Duration::from_secs(10));
-    assert_eq!(region.get_or_create(&1, || 2), 1, "age == expiry is fresh");
+    assert_eq!(region.get_with(&1, || 2), 1, "age == expiry is fresh");
     clock.advance(Duration::from_nanos(1));
-    assert_eq!(region.get_or_create(&1, || 2), 2);
+    assert_eq!(region.get_with(&1, || 2), 2);
 
-    let forever: Region<u8, u8> = Region::builder().clock(clock.clone()).build();
-    forever.get_or_create(&1, || 1);
+    let forever: Region<u8, u8> = Region::builder().clock(clock.clone()).build().unwrap();
+    forever.get_with(&1, || 1);
     clock.advance(Duration::from_secs(1 << 30));
-    assert_eq!(forever.get_or_create(&1, || 2), 1);
+    assert_eq!(forever.get_with(&1, || 2), 1);
 }
 
 #[test]
 fn soft_invalidation_serves_stale_while_one_regenerates() {
     let clock = manual();
-    let region: Region<u8, u8> = Region::builder().clock(clock.clone()).build();
-    region.get_or_create(&1, || 1);
+    let region: Region<u8, u8> = Region::builder().clock(clock.clone()).build().unwrap();
+    region.get_with(&1, || 1);
     region.soft_invalidate(&1);
     assert_eq!(region.peek(&1), Some(1));
 
@@ -308,7 +316,7 @@ fn soft_invalidation_serves_stale_while_one_regenerates() {
     let regenerating = {
         let region = region.clone();
         thread::spawn(move || {
-            region.get_or_create(&1, || {
+            region.get_with(&1, || {
                 started_tx.send(()).unwrap();
                 finish_rx.recv().unwrap();
                 2
@@ -317,38 +325,34 @@ fn soft_invalidation_serves_stale_while_one_regenerates() {
     };
     started_rx.recv_timeout(BOUND).unwrap();
     let r = region.clone();
-    assert_eq!(
-        bounded(move || r.get_or_create(&1, || 3)),
-        1,
-        "stale, at once"
-    );
+    assert_eq!(bounded(move || r.get_with(&1, || 3)), 1, "stale, at once");
     finish_tx.send(()).unwrap();
     assert_eq!(regenerating.join().unwrap(), 2);
-    assert_eq!(region.get_or_create(&1, || 3), 2);
+    assert_eq!(region.get_with(&1, || 3), 2);
 
-    region.get_or_create(&5, || 5);
+    region.get_with(&5, || 5);
     region.soft_invalidate_all();
     assert_eq!(region.peek(&5), Some(5));
-    assert_eq!(region.get_or_create(&5, || 6), 6);
-    assert_eq!(region.get_or_create(&5, || 7), 6, "no regeneration loop");
+    assert_eq!(region.get_with(&5, || 6), 6);
+    assert_eq!(region.get_with(&5, || 7), 6, "no regeneration loop");
 }
 
 #[test]
 fn hard_invalidation_removes_values() {
     let clock = manual();
-    let region: Region<u8, u8> = Region::builder().clock(clock).build();
-    region.get_or_create(&1, || 1);
+    let region: Region<u8, u8> = Region::builder().clock(clock).build().unwrap();
+    region.get_with(&1, || 1);
     region.invalidate(&1);
     assert_eq!(region.peek(&1), None);
-    assert_eq!(region.get_or_create(&1, || 2), 2);
+    assert_eq!(region.get_with(&1, || 2), 2);
 
-    region.get_or_create(&3, || 3);
+    region.get_with(&3, || 3);
     region.invalidate_all();
     assert_eq!(region.peek(&1), None);
     assert_eq!(region.peek(&3), None);
-    assert_eq!(region.get_or_create(&3, || 4), 4);
+    assert_eq!(region.get_with(&3, || 4), 4);
     assert_eq!(
-        region.get_or_create(&3, || 5),
+        region.get_with(&3, || 5),
         4,
         "values after the invalidation are fresh"
     );
@@ -356,12 +360,12 @@ fn hard_invalidation_removes_values() {
 
 #[test]
 fn capacity_bounds_the_store_and_keeps_hot_keys() {
-    let region: Region<u64, u64> = Region::builder().capacity(1000).build();
+    let region: Region<u64, u64> = Region::builder().capacity(1000).build().unwrap();
     for k in 0..100 {
-        region.get_or_create(&k, || k);
+        region.get_with(&k, || k);
     }
     for k in 100..10_000 {
-        region.get_or_create(&k, || k);
+        region.get_with(&k, || k);
         if k % 10 == 0 {
             for hot in 0..100 {
                 region.peek(&hot);
@@ -380,20 +384,21 @@ fn background_regeneration_returns_stale_at_once() {
         .expiry(Duration::from_secs(1))
         .clock(clock.clone())
         .background(Pool::new(2, 16))
-        .build();
-    region.get_or_create(&1, || 1);
+        .build()
+        .unwrap();
+    region.get_with(&1, || 1);
     clock.advance(Duration::from_secs(2));
     let (finish_tx, finish_rx) = mpsc::channel::<()>();
     let finish_rx = std::sync::Mutex::new(finish_rx);
     let r = region.clone();
     let v = bounded(move || {
-        r.get_or_create_background(&1, move || {
+        r.background().get_with(&1, move || {
             finish_rx.lock().unwrap().recv().unwrap();
             2
         })
     });
     assert_eq!(v, 1, "the winner returns the stale value");
-    assert_eq!(region.get_or_create_background(&1, || 3), 1, "others too");
+    assert_eq!(region.background().get_with(&1, || 3), 1, "others too");
     finish_tx.send(()).unwrap();
     let deadline = Instant::now() + BOUND;
     while region.peek(&1) != Some(2) {
@@ -416,18 +421,19 @@ fn background_regeneration_returns_stale_at_once() {
         .expiry(Duration::from_secs(1))
         .clock(clock.clone())
         .background(Pool::new(0, 0))
-        .build();
-    full.get_or_create(&1, || 1);
+        .build()
+        .unwrap();
+    full.get_with(&1, || 1);
     clock.advance(Duration::from_secs(2));
-    full.get_or_create_background(&1, || 2);
+    full.background().get_with(&1, || 2);
     assert_eq!(full.peek(&1), Some(2));
 }
 
 #[test]
 fn refresh_peek_and_insert() {
-    let region: Region<u8, u8> = Region::builder().build();
+    let region: Region<u8, u8> = Region::builder().build().unwrap();
     region.insert(&1, 1).unwrap();
-    assert_eq!(region.get_or_create(&1, || 9), 1);
+    assert_eq!(region.get_with(&1, || 9), 1);
     assert_eq!(region.refresh(&1, || Ok::<_, ()>(2)).unwrap(), 2);
     assert_eq!(region.peek(&1), Some(2));
     let before = region.statistics();
@@ -446,12 +452,13 @@ fn statistics_follow_a_scripted_sequence() {
     let region: Region<u8, u8> = Region::builder()
         .expiry(Duration::from_secs(1))
         .clock(clock.clone())
-        .build();
-    region.get_or_create(&1, || 1); // miss, regeneration
-    region.get_or_create(&1, || 1); // hit
+        .build()
+        .unwrap();
+    region.get_with(&1, || 1); // miss, regeneration
+    region.get_with(&1, || 1); // hit
     clock.advance(Duration::from_secs(2));
-    region.get_or_create(&1, || 2); // expired: regeneration in this caller
-    let _ = region.get_or_try_create(&2, || Err::<u8, _>(())); // miss, error
+    region.get_with(&1, || 2); // expired: regeneration in this caller
+    let _ = region.try_get_with(&2, || Err::<u8, _>(())); // miss, error
     let s = region.statistics();
     assert_eq!(
         (
@@ -469,9 +476,9 @@ fn statistics_follow_a_scripted_sequence() {
 
 #[test]
 fn a_million_keys_leave_no_mutexes_behind() {
-    let region: Region<u64, u64> = Region::builder().build();
+    let region: Region<u64, u64> = Region::builder().build().unwrap();
     for k in 0..1_000_000u64 {
-        region.get_or_create(&k, || k);
+        region.get_with(&k, || k);
         if k % 100_000 == 0 {
             assert!(region.mutexes_in_use() < 100);
         }
@@ -487,23 +494,23 @@ fn invalidating_all_twice_within_one_clock_tick_covers_values_made_between() {
     // A coarse clock may not move between the two calls: the second cutoff must still cover
     // the value stamped just past the first one.
     let clock = manual();
-    let region: Region<u8, u8> = Region::builder().clock(clock.clone()).build();
+    let region: Region<u8, u8> = Region::builder().clock(clock.clone()).build().unwrap();
     region.insert(&1, 1).unwrap();
     region.soft_invalidate_all();
-    assert_eq!(region.get_or_create(&1, || 2), 2);
+    assert_eq!(region.get_with(&1, || 2), 2);
     region.invalidate_all();
     assert_eq!(region.peek(&1), None);
-    assert_eq!(region.get_or_create(&1, || 3), 3);
+    assert_eq!(region.get_with(&1, || 3), 3);
     region.soft_invalidate_all();
-    assert_eq!(region.get_or_create(&1, || 4), 4);
-    assert_eq!(region.get_or_create(&1, || 5), 4);
+    assert_eq!(region.get_with(&1, || 4), 4);
+    assert_eq!(region.get_with(&1, || 5), 4);
 }
 
 #[test]
 fn statistics_count_exactly_with_more_threads_than_owned_stripes() {
     // 64 threads at once: 32 own a stripe, the others share one; none loses a count.
     const THREADS: usize = 64;
-    let region: Region<u8, u8> = Region::builder().build();
+    let region: Region<u8, u8> = Region::builder().build().unwrap();
     region.insert(&1, 1).unwrap();
     let barrier = Arc::new(Barrier::new(THREADS));
     let threads: Vec<_> = (0..THREADS)
@@ -512,7 +519,7 @@ fn statistics_count_exactly_with_more_threads_than_owned_stripes() {
             thread::spawn(move || {
                 barrier.wait();
                 for _ in 0..1000 {
-                    region.get_or_create(&1, || unreachable!());
+                    region.get_with(&1, || unreachable!());
                 }
             })
         })
@@ -524,7 +531,7 @@ fn statistics_count_exactly_with_more_threads_than_owned_stripes() {
     let more: Vec<_> = (0..THREADS)
         .map(|_| {
             let region = region.clone();
-            thread::spawn(move || region.get_or_create(&1, || unreachable!()))
+            thread::spawn(move || region.get_with(&1, || unreachable!()))
         })
         .collect();
     for t in more {
@@ -560,18 +567,19 @@ fn a_failing_store_gets_the_policy_where_an_error_can_be_returned_and_a_direct_c
     let strict: Region<u8, u8, Down> = Region::builder()
         .store(Down)
         .on_backend_error(OnBackendError::ReturnError)
-        .build();
+        .build()
+        .unwrap();
     assert!(matches!(
-        strict.get_or_try_create(&1, || Ok::<_, ()>(1)),
+        strict.try_get_with(&1, || Ok::<_, ()>(1)),
         Err(RegionError::Backend(_))
     ));
     // The calls that cannot return an error call the creator, never panic.
-    assert_eq!(strict.get_or_create(&1, || 2), 2);
-    assert_eq!(strict.get_or_create_optional(&1, || Some(3)), Some(3));
-    assert_eq!(strict.get_or_create_background(&1, || 4), 4);
+    assert_eq!(strict.get_with(&1, || 2), 2);
+    assert_eq!(strict.optionally_get_with(&1, || Some(3)), Some(3));
+    assert_eq!(strict.background().get_with(&1, || 4), 4);
     assert_eq!(strict.statistics().direct_calls, 3);
     // A handle with the other policy, on the same region.
     let lenient = strict.with_on_backend_error(OnBackendError::CallDirectly);
-    assert_eq!(lenient.get_or_try_create(&1, || Ok::<_, ()>(5)).unwrap(), 5);
+    assert_eq!(lenient.try_get_with(&1, || Ok::<_, ()>(5)).unwrap(), 5);
     assert_eq!(strict.statistics().direct_calls, 4);
 }

@@ -59,11 +59,11 @@ impl Subscriber for Recorder {
 #[test]
 fn each_regeneration_is_a_span_with_region_key_and_outcome() {
     let recorder = Recorder::default();
-    let region: Region<String, u32> = Region::builder().name("prices").build();
+    let region: Region<String, u32> = Region::builder().name("prices").build().unwrap();
     tracing::subscriber::with_default(recorder.clone(), || {
-        assert_eq!(region.get_or_create(&"sku-1".to_string(), || 5), 5);
-        assert_eq!(region.get_or_create(&"sku-1".to_string(), || 6), 5); // a hit: no span
-        let failed = region.get_or_try_create(&"sku-2".to_string(), || Err::<u32, _>("down"));
+        assert_eq!(region.get_with(&"sku-1".to_string(), || 5), 5);
+        assert_eq!(region.get_with(&"sku-1".to_string(), || 6), 5); // a hit: no span
+        let failed = region.try_get_with(&"sku-2".to_string(), || Err::<u32, _>("down"));
         assert!(failed.is_err());
     });
     let spans = recorder.spans.lock().unwrap();

@@ -32,13 +32,12 @@ impl Expansion<'_> {
         let refresh = self.companion("refresh");
         let peek = self.companion("peek");
         let statistics = self.companion("statistics");
-        let [do_invalidate, do_soft_invalidate, do_peek] =
-            ["Invalidate", "SoftInvalidate", "Peek"].map(|op| self.dispatch(op));
-        let (do_refresh, asyncness) = if self.is_async() {
-            (self.dispatch_async("Refresh"), quote!(async))
-        } else {
-            (self.dispatch("Refresh"), TokenStream::new())
-        };
+        let rule = self.rule_type();
+        let asyncness = self.is_async().then(|| quote!(async));
+        let do_invalidate = self.dispatch(quote!(#p::Invalidate));
+        let do_soft_invalidate = self.dispatch(quote!(#p::SoftInvalidate));
+        let do_peek = self.dispatch(quote!(#p::Peek));
+        let do_refresh = self.dispatch(quote!(#p::Refresh::<#rule>::NEW));
 
         // The original body keeps the user's own attributes (but not the cached function's
         // docs) and signature, `mut` bindings included.
@@ -95,14 +94,14 @@ impl Expansion<'_> {
 
             #invalidate_doc
             #common
-            #vis #unsafety fn #invalidate #generics(#inputs) #where_clause {
-                let _ = #do_invalidate;
+            #vis #unsafety #asyncness fn #invalidate #generics(#inputs) #where_clause {
+                #do_invalidate
             }
 
             #soft_invalidate_doc
             #common
-            #vis #unsafety fn #soft_invalidate #generics(#inputs) #where_clause {
-                let _ = #do_soft_invalidate;
+            #vis #unsafety #asyncness fn #soft_invalidate #generics(#inputs) #where_clause {
+                #do_soft_invalidate
             }
 
             #invalidate_all_doc
@@ -121,14 +120,14 @@ impl Expansion<'_> {
             #errors_doc
             #common
             #vis #unsafety #asyncness fn #refresh #generics(#inputs) -> #ret #where_clause {
-                #p::Outcome::value(#do_refresh)
+                #do_refresh
             }
 
             #peek_doc
             #common
             #[must_use]
-            #vis #unsafety fn #peek #generics(#inputs) -> #p::Option<#value> #where_clause {
-                #p::Outcome::peeked(#do_peek)
+            #vis #unsafety #asyncness fn #peek #generics(#inputs) -> #p::Option<#value> #where_clause {
+                #do_peek
             }
 
             #statistics_doc

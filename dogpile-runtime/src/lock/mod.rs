@@ -2,24 +2,27 @@
 //! protocol), the mutexes it runs over ([`RawMutex`], [`LocalMutex`], [`OwnedMutexGuard`]),
 //! [`ReadWriteMutex`] and [`NameRegistry`].
 
+pub(crate) mod drive;
 mod mutex;
+pub(crate) mod protocol;
 mod registry;
 mod rwmutex;
 
 pub use crate::error::{LockError, NeedRegeneration, ReleaseError};
 pub(crate) use mutex::poll_acquire;
-pub use mutex::{LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
+pub use mutex::{AsyncRawMutex, LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
+pub use protocol::Served;
 pub use registry::NameRegistry;
 pub use rwmutex::{ReadGuard, ReadWriteMutex, WriteGuard};
 
-use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync::thread_local;
-use crate::{Clock, SystemClock, Timestamp};
+use crate::{BackendError, Clock, SystemClock, Timestamp};
+use drive::{Exit, Handoff};
+use protocol::{Failure, Found, Protocol, Rules};
 
 /// What a getter returns: the value and its creation time, or [`NeedRegeneration`].
 pub type Got<V> = Result<(V, Timestamp), NeedRegeneration>;
@@ -229,8 +232,7 @@ where
     /// another caller regenerates, or the one this caller created.
     ///
     /// ```
-    /// use dogpile_runtime::{Lock, NeedRegeneration};
-    /// use dogpile_runtime::lock::LocalMutex;
+    /// use dogpile_runtime::lock::{LocalMutex, Lock, NeedRegeneration};
     /// use std::sync::Arc;
     ///
     /// let mutex = Arc::new(LocalMutex::new());
@@ -239,16 +241,60 @@ where
     ///     .unwrap_err();
     /// assert_eq!(err.to_string(), "the creator failed: backend down");
     /// ```
-    pub fn enter(mut self) -> Result<V, LockError<E>> {
-        match self.read() {
-            Found::Fresh(value) => Ok(value),
-            Found::Expired(stale) => self.regenerate_stale(stale),
-            Found::Missing => self.create_missing(),
+    pub fn enter(self) -> Result<V, LockError<E>> {
+        let rules = Rules {
+            lock_timeout: self.lock_timeout,
+            create_on_timeout: false,
+            background: self.async_creator.is_some(),
+            direct_on_backend_error: false,
+        };
+        let mut key = Getter {
+            mutex: self.mutex,
+            getter: self.getter,
+            expiry: self.expiry,
+            clock: self.clock,
+            is_expired: self.is_expired,
+        };
+        let hand = self.async_creator.map(|async_creator| {
+            move |guard, _creator| match async_creator(guard) {
+                Ok(()) => Handoff::Taken,
+                Err(err) => Handoff::Failed(err),
+            }
+        });
+        match drive::drive(&mut key, Protocol::new(rules, None), self.creator, hand) {
+            Exit::Served(_, value) => Ok(value),
+            Exit::Created(created) => created.map_err(LockError::Creator),
+            Exit::Direct(_, err) | Exit::Failed(Failure::Backend(err)) => {
+                Err(LockError::Mutex(err))
+            }
+            Exit::Failed(Failure::Timeout(timeout)) => Err(LockError::Timeout(timeout)),
+            Exit::Failed(Failure::WouldDeadlock) => Err(LockError::WouldDeadlock),
         }
     }
+}
 
-    fn read(&mut self) -> Found<V> {
-        match (self.getter)() {
+/// A `Lock`'s view of its key: the getter, judged by the expiry or the custom rule.
+struct Getter<'a, M: ?Sized, G> {
+    mutex: &'a Arc<M>,
+    getter: G,
+    expiry: Option<Duration>,
+    clock: &'a dyn Clock,
+    is_expired: Option<&'a dyn Fn(Timestamp) -> bool>,
+}
+
+impl<M, V, G> drive::Key<V> for Getter<'_, M, G>
+where
+    M: RawMutex + ?Sized,
+    G: FnMut() -> Got<V>,
+{
+    type Mutex = M;
+
+    fn mutex(&self) -> &Arc<M> {
+        self.mutex
+    }
+
+    fn read(&mut self) -> Result<Found<V>, BackendError> {
+        Ok(match (self.getter)() {
             Ok((value, created)) if created.is_positive() => {
                 let expired = match self.is_expired {
                     Some(is_expired) => is_expired(created),
@@ -261,117 +307,7 @@ where
                 }
             }
             _ => Found::Missing,
-        }
-    }
-
-    /// Path 4 of the design: never wait; the winner re-reads once before creating.
-    #[cold]
-    fn regenerate_stale(mut self, stale: V) -> Result<V, LockError<E>> {
-        let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(self.mutex))? else {
-            return Ok(stale);
-        };
-        // Another caller may have finished regenerating between our read and the try-lock:
-        // without this read a burst on one key would regenerate once per slow getter call.
-        let stale = match self.read() {
-            Found::Fresh(value) => return Ok(value),
-            Found::Expired(value) => value,
-            Found::Missing => stale,
-        };
-        match self.async_creator.take() {
-            Some(async_creator) => {
-                async_creator(guard).map_err(LockError::Creator)?;
-                Ok(stale)
-            }
-            None => self.run_creator(guard),
-        }
-    }
-
-    /// Path 5: wait for the mutex (or for the lock timeout), then re-read before creating.
-    #[cold]
-    fn create_missing(mut self) -> Result<V, LockError<E>> {
-        if Holding::contains(self.mutex) {
-            return Err(LockError::WouldDeadlock);
-        }
-        let mutex = Arc::clone(self.mutex);
-        let guard = match self.lock_timeout {
-            None => OwnedMutexGuard::acquire(mutex)?,
-            Some(timeout) => OwnedMutexGuard::acquire_timeout(mutex, timeout)?
-                .ok_or(LockError::Timeout(timeout))?,
-        };
-        if let Found::Fresh(value) = self.read() {
-            return Ok(value);
-        }
-        self.run_creator(guard)
-    }
-
-    fn run_creator(self, guard: OwnedMutexGuard<M>) -> Result<V, LockError<E>> {
-        let holding = Holding::enter(self.mutex);
-        let created = (self.creator)();
-        // The mutex is released before the marker leaves, on success, error and unwind alike.
-        drop(guard);
-        drop(holding);
-        created.map_err(LockError::Creator)
-    }
-}
-
-enum Found<V> {
-    Fresh(V),
-    Expired(V),
-    Missing,
-}
-
-// loom's `thread_local!` takes no `const { }` initializer.
-#[allow(clippy::missing_const_for_thread_local)]
-mod holding {
-    use super::{thread_local, RefCell};
-    thread_local! {
-        /// The mutexes whose creators are running on this thread, innermost last.
-        pub(super) static HOLDING: RefCell<Vec<usize>> = RefCell::new(Vec::new());
-    }
-}
-use holding::HOLDING;
-
-/// Marks a mutex as held by this thread's running creator, so that a creator asking to wait for
-/// its own mutex gets [`LockError::WouldDeadlock`] instead of waiting forever.
-struct Holding(usize);
-
-impl Holding {
-    fn id<M: ?Sized>(mutex: &Arc<M>) -> usize {
-        Arc::as_ptr(mutex).cast::<()>() as usize
-    }
-
-    fn contains<M: ?Sized>(mutex: &Arc<M>) -> bool {
-        let id = Self::id(mutex);
-        HOLDING.with(|held| held.borrow().contains(&id))
-    }
-
-    fn enter<M: ?Sized>(mutex: &Arc<M>) -> Self {
-        let id = Self::id(mutex);
-        HOLDING.with(|held| held.borrow_mut().push(id));
-        Holding(id)
-    }
-}
-
-/// Whether this thread is running a creator under `mutex`.
-pub(crate) fn held_by_this_thread<M: ?Sized>(mutex: &Arc<M>) -> bool {
-    Holding::contains(mutex)
-}
-
-/// Runs `f` marked as holding `mutex`, for creators run outside a `Lock` (a region's refresh).
-pub(crate) fn while_holding<M: ?Sized, R>(mutex: &Arc<M>, f: impl FnOnce() -> R) -> R {
-    let _holding = Holding::enter(mutex);
-    f()
-}
-
-impl Drop for Holding {
-    fn drop(&mut self) {
-        let id = self.0;
-        HOLDING.with(|held| {
-            let mut held = held.borrow_mut();
-            if let Some(pos) = held.iter().rposition(|&h| h == id) {
-                held.remove(pos);
-            }
-        });
+        })
     }
 }
 

@@ -2,6 +2,7 @@
 //! ([`LocalMutex`]) and the owned guard that releases it ([`OwnedMutexGuard`]).
 
 use std::fmt;
+use std::future::{ready, Future};
 use std::sync::Arc;
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -73,6 +74,40 @@ pub trait RawMutex: Send + Sync {
         let _ = waker;
         WakeOnRelease::Unsupported
     }
+}
+
+/// The async form of [`RawMutex`], which a region's async calls await so that no call blocks a
+/// worker thread on the mutex.
+///
+/// A mutex in process memory or on a local file answers at once and returns ready futures; a
+/// mutex on a server awaits its async client. Waiting for a held mutex is the caller's loop:
+/// woken by [`RawMutex::wake_on_release`] where the mutex supports it, polled otherwise.
+///
+/// ```
+/// use dogpile_runtime::lock::{AsyncRawMutex, LocalMutex};
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// let m = LocalMutex::new();
+/// assert!(m.try_acquire_async().await.unwrap());
+/// assert!(!m.try_acquire_async().await.unwrap());
+/// m.release_async().await.unwrap();
+/// # });
+/// ```
+pub trait AsyncRawMutex: RawMutex {
+    /// [`RawMutex::try_acquire`], awaited.
+    fn try_acquire_async(&self) -> impl Future<Output = Result<bool, BackendError>> + Send;
+
+    /// [`RawMutex::release`], awaited.
+    fn release_async(&self) -> impl Future<Output = Result<(), BackendError>> + Send;
+
+    /// Whether the blocking [`release`](RawMutex::release) returns at once (no I/O that can
+    /// stall). A guard dropped in async code (a cancelled call) then releases in place;
+    /// otherwise the release is spawned onto the runtime, so that the drop never blocks it.
+    ///
+    /// ```
+    /// # use dogpile_runtime::lock::{AsyncRawMutex, LocalMutex};
+    /// assert!(LocalMutex::new().releases_at_once());
+    /// ```
+    fn releases_at_once(&self) -> bool;
 }
 
 /// For mutexes whose lock cannot wait (a file lock with a deadline, a Redis key): tries
@@ -248,6 +283,21 @@ impl RawMutex for LocalMutex {
             state.wakers.push(waker.clone());
         }
         WakeOnRelease::Registered
+    }
+}
+
+/// In process memory, every call answers at once.
+impl AsyncRawMutex for LocalMutex {
+    fn try_acquire_async(&self) -> impl Future<Output = Result<bool, BackendError>> + Send {
+        ready(self.try_acquire())
+    }
+
+    fn release_async(&self) -> impl Future<Output = Result<(), BackendError>> + Send {
+        ready(self.release())
+    }
+
+    fn releases_at_once(&self) -> bool {
+        true
     }
 }
 

@@ -1,14 +1,12 @@
 //! [`RegionBuilder`]: how a region is configured.
 
 use std::fmt::Debug;
-use std::hash::Hash;
-use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::stats::Counters;
 use super::{Inner, MemoryStore, MutexFactory, Pool, Region, ShouldCache, Store};
-use crate::{Clock, LocalMutex, NameRegistry, RawMutex};
+use crate::{Clock, ConfigError, LocalMutex, NameRegistry, RawMutex};
 
 /// What a region does when its store or mutex fails (a server is down, a file is gone).
 ///
@@ -17,7 +15,8 @@ use crate::{Clock, LocalMutex, NameRegistry, RawMutex};
 /// use dogpile_runtime::region::OnBackendError;
 /// let region: Region<u8, u8> = Region::builder()
 ///     .on_backend_error(OnBackendError::ReturnError)
-///     .build();
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -48,7 +47,8 @@ pub enum OnBackendError {
 ///     .background(Pool::new(2, 128))
 ///     .should_cache(|bytes: &Vec<u8>| !bytes.is_empty())
 ///     .clock(clock)
-///     .build();
+///     .build()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
@@ -62,12 +62,14 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) should_cache: Option<ShouldCache<V>>,
     pub(super) on_backend_error: super::OnBackendError,
     pub(super) name: Option<String>,
+    /// The first value that cannot work, reported by `build`.
+    pub(super) invalid: Option<ConfigError>,
 }
 
 impl<K, V> Region<K, V>
 where
-    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: super::CacheKey,
+    V: super::CacheValue,
 {
     /// Configures a region. Defaults: values never expire, an unbounded [`MemoryStore`], a
     /// [`LocalMutex`] per key, no lock timeout, no background pool, the [`CoarseClock`](crate::CoarseClock) (expiry
@@ -75,7 +77,8 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<String, u32> = Region::builder().build();
+    /// let region: Region<String, u32> = Region::builder().build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn builder() -> RegionBuilder<K, V> {
         RegionBuilder {
@@ -88,21 +91,23 @@ where
             should_cache: None,
             on_backend_error: super::OnBackendError::default(),
             name: None,
+            invalid: None,
         }
     }
 }
 
 impl<K, V, S, M> RegionBuilder<K, V, S, M>
 where
-    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: super::CacheKey,
+    V: super::CacheValue,
     M: RawMutex + 'static,
 {
     /// A name for messages, statistics and tracing spans (default: `"region"`).
     ///
     /// ```
     /// # use dogpile_runtime::Region;
-    /// let r: Region<u8, u8> = Region::builder().name("users").build();
+    /// let r: Region<u8, u8> = Region::builder().name("users").build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
@@ -115,9 +120,15 @@ where
     /// ```
     /// # use dogpile_runtime::Region;
     /// # use std::time::Duration;
-    /// let r: Region<u8, u8> = Region::builder().expiry(Duration::from_secs(60)).build();
+    /// let r: Region<u8, u8> = Region::builder().expiry(Duration::from_secs(60)).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn expiry(mut self, expiry: Duration) -> Self {
+        self.check(check_duration(
+            "expiry",
+            expiry,
+            "leave it unset for values that never expire",
+        ));
         self.expiry = Some(expiry);
         self
     }
@@ -128,9 +139,16 @@ where
     /// ```
     /// # use dogpile_runtime::Region;
     /// # use std::time::Duration;
-    /// let r: Region<u8, u8> = Region::builder().lock_timeout(Duration::from_secs(2)).build();
+    /// let r: Region<u8, u8> = Region::builder().lock_timeout(Duration::from_secs(2)).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn lock_timeout(mut self, timeout: Duration) -> Self {
+        self.check(check_duration(
+            "lock_timeout",
+            timeout,
+            "a waiter that never waits would run every creator beside the first; leave it unset \
+             to wait for as long as the creator runs",
+        ));
         self.lock_timeout = Some(timeout);
         self
     }
@@ -140,7 +158,8 @@ where
     /// ```
     /// # use dogpile_runtime::Region;
     /// # use dogpile_runtime::region::Pool;
-    /// let r: Region<u8, u8> = Region::builder().background(Pool::shared()).build();
+    /// let r: Region<u8, u8> = Region::builder().background(Pool::shared()).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn background(mut self, pool: Pool) -> Self {
         self.pool = Some(pool);
@@ -152,9 +171,10 @@ where
     ///
     /// ```
     /// # use dogpile_runtime::Region;
-    /// let r: Region<u8, String> = Region::builder().should_cache(|s: &String| !s.is_empty()).build();
-    /// r.get_or_create(&1, String::new);
+    /// let r: Region<u8, String> = Region::builder().should_cache(|s: &String| !s.is_empty()).build()?;
+    /// r.get_with(&1, String::new);
     /// assert!(r.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn should_cache(
         mut self,
@@ -171,7 +191,8 @@ where
     /// # use dogpile_runtime::Region;
     /// # use dogpile_runtime::clock::ManualClock;
     /// # use std::sync::Arc;
-    /// let r: Region<u8, u8> = Region::builder().clock(Arc::new(ManualClock::starting_now())).build();
+    /// let r: Region<u8, u8> = Region::builder().clock(Arc::new(ManualClock::starting_now())).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -183,7 +204,8 @@ where
     /// ```
     /// # use dogpile_runtime::Region;
     /// # use dogpile_runtime::region::OnBackendError;
-    /// let r: Region<u8, u8> = Region::builder().on_backend_error(OnBackendError::CallDirectly).build();
+    /// let r: Region<u8, u8> = Region::builder().on_backend_error(OnBackendError::CallDirectly).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn on_backend_error(mut self, policy: super::OnBackendError) -> Self {
         self.on_backend_error = policy;
@@ -195,7 +217,8 @@ where
     /// ```
     /// # use dogpile_runtime::Region;
     /// # use dogpile_runtime::region::MemoryStore;
-    /// let r: Region<u8, u8, _> = Region::builder().store(MemoryStore::new(Some(10))).build();
+    /// let r: Region<u8, u8, _> = Region::builder().store(MemoryStore::new(Some(10))).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn store<S2: Store<K, V>>(self, store: S2) -> RegionBuilder<K, V, S2, M> {
         RegionBuilder {
@@ -208,6 +231,7 @@ where
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
             name: self.name,
+            invalid: self.invalid,
         }
     }
 
@@ -217,7 +241,8 @@ where
     /// ```
     /// # use dogpile_runtime::Region;
     /// # use dogpile_runtime::lock::LocalMutex;
-    /// let r: Region<u8, u8> = Region::builder().mutexes(|_key: &u8| LocalMutex::new()).build();
+    /// let r: Region<u8, u8> = Region::builder().mutexes(|_key: &u8| LocalMutex::new()).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn mutexes<M2: RawMutex + 'static>(
         self,
@@ -233,14 +258,15 @@ where
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
             name: self.name,
+            invalid: self.invalid,
         }
     }
 }
 
 impl<K, V, M> RegionBuilder<K, V, MemoryStore<K, V>, M>
 where
-    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: super::CacheKey,
+    V: super::CacheValue,
     M: RawMutex + 'static,
 {
     /// Bounds the default [`MemoryStore`] to about `capacity` values, evicting the least
@@ -248,9 +274,16 @@ where
     ///
     /// ```
     /// # use dogpile_runtime::Region;
-    /// let r: Region<u8, u8> = Region::builder().capacity(1000).build();
+    /// let r: Region<u8, u8> = Region::builder().capacity(1000).build()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
+        if capacity == 0 {
+            self.check(Err(ConfigError::new(
+                "capacity",
+                "must be at least 1; leave it unset for a store without a bound",
+            )));
+        }
         self.store = MemoryStore::new(Some(capacity));
         self
     }
@@ -258,27 +291,38 @@ where
 
 impl<K, V, S, M> RegionBuilder<K, V, S, M>
 where
-    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: super::CacheKey,
+    V: super::CacheValue,
     S: Store<K, V>,
     M: RawMutex + 'static,
 {
     /// Builds the region.
     ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for the first setting that cannot work: a capacity of 0, a zero expiry
+    /// or lock timeout, a duration beyond 100 years.
+    ///
     /// ```
     /// # use dogpile_runtime::Region;
-    /// let r: Region<u8, u8> = Region::builder().build();
+    /// let r: Region<u8, u8> = Region::builder().build()?;
     /// assert!(r.is_empty());
+    /// let zero: Result<Region<u8, u8>, _> = Region::builder().capacity(0).build();
+    /// assert_eq!(zero.unwrap_err().option(), "capacity");
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn build(self) -> Region<K, V, S, M> {
-        Region {
+    pub fn build(self) -> Result<Region<K, V, S, M>, ConfigError> {
+        if let Some(invalid) = self.invalid {
+            return Err(invalid);
+        }
+        Ok(Region {
             inner: Arc::new(Inner {
                 store: self.store,
                 mutexes: NameRegistry::new(self.mutexes),
                 clock: self.clock,
-                missing_until: AtomicI64::new(0),
-                expired_until: AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
-                any_until: AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
+                missing_until: crate::sync::AtomicI64::new(0),
+                expired_until: crate::sync::AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
+                any_until: crate::sync::AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
                 lock_timeout: self.lock_timeout,
                 pool: self.pool,
                 should_cache: self.should_cache,
@@ -288,6 +332,40 @@ where
             expiry: self.expiry,
             expiry_nanos: super::expiry_nanos(self.expiry),
             on_backend_error: self.on_backend_error,
+        })
+    }
+}
+
+impl<K, V, S, M> RegionBuilder<K, V, S, M> {
+    /// Keeps the first invalid setting for `build` to report.
+    fn check(&mut self, checked: Result<(), ConfigError>) {
+        if let (Err(err), None) = (checked, &self.invalid) {
+            self.invalid = Some(err);
         }
+    }
+}
+
+/// The longest duration a setting accepts: longer is a mistake (a unit mixed up, or
+/// `Duration::MAX` for "forever", which is leaving the setting unset).
+pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A duration setting must be positive and at most [`LONGEST`].
+pub(crate) fn check_duration(
+    option: &'static str,
+    value: Duration,
+    instead: &str,
+) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::new(
+            option,
+            format!("must be longer than zero; {instead}"),
+        ))
+    } else if value > LONGEST {
+        Err(ConfigError::new(
+            option,
+            format!("{value:?} is longer than 100 years; {instead}"),
+        ))
+    } else {
+        Ok(())
     }
 }

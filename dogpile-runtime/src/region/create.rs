@@ -1,228 +1,215 @@
-//! The slow paths of a region: reading for the lock, storing, running the creator, and one
-//! call through the dogpile lock (blocking); the async form is in `future.rs`.
+//! A region's blocking calls past the hot path: one call through the protocol's blocking
+//! driver, and the creator run that stores and counts. The async calls are in
+//! `asynchronous.rs`.
 
-use std::cell::Cell;
-use std::convert::Infallible;
-use std::fmt::Debug;
-use std::hash::Hash;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::stats::Counter;
-use super::{take, trace, CountOnUnwind, Found, OnBackendError, Region, RegionError, Store};
-use crate::{
-    BackendError, Lock, LockError, NeedRegeneration, OwnedMutexGuard, RawMutex, Timestamp,
-};
+use super::{trace, CacheKey, CacheValue, OnBackendError, Region, RegionError, Served, Store};
+use crate::lock::drive::{self, Exit, Handoff, Holding};
+use crate::lock::protocol::{Failure, Found, Protocol, Rules};
+use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
-impl<K, V, S, M> Region<K, V, S, M>
+/// A region call's view of its key, for the blocking driver.
+struct KeyOf<'a, K, V, S, M: RawMutex> {
+    region: &'a Region<K, V, S, M>,
+    key: &'a K,
+    mutex: Arc<M>,
+}
+
+impl<K, V, S, M> drive::Key<V> for KeyOf<'_, K, V, S, M>
 where
-    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: CacheKey,
+    V: CacheValue,
     S: Store<K, V>,
     M: RawMutex + 'static,
 {
-    pub(super) fn read(&self, key: &K) -> Result<Found<V>, BackendError> {
-        Ok(match self.inner.store.get(key)? {
-            None => Found::Missing,
-            Some((value, created)) => match self.judge(created) {
-                None => Found::Missing,
-                Some(true) => Found::Expired(value),
-                Some(false) => Found::Fresh(value),
-            },
-        })
+    type Mutex = M;
+
+    fn mutex(&self) -> &Arc<M> {
+        &self.mutex
     }
 
-    /// The getter a `Lock` sees: hard-invalidated values are missing; expiry is judged by the
-    /// `is_expired` rule given to the lock.
-    pub(super) fn getter(&self, key: &K) -> Result<(V, Timestamp), NeedRegeneration> {
-        match self.inner.store.get(key) {
-            Ok(Some((value, created))) if self.judge(created).is_some() => Ok((value, created)),
-            _ => Err(NeedRegeneration),
+    fn read(&mut self) -> Result<Found<V>, BackendError> {
+        self.region.read(self.key)
+    }
+}
+
+/// A creator that, run by the driver, stores what it made; run directly (the backend failed),
+/// it is the bare `init`.
+pub(super) struct Storing<'a, K, V, S, M: RawMutex, C> {
+    pub(super) region: &'a Region<K, V, S, M>,
+    pub(super) key: &'a K,
+    pub(super) init: C,
+}
+
+impl<K, V, S, M, C, E> drive::Create<V, E> for Storing<'_, K, V, S, M, C>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+    C: FnOnce() -> Result<V, E>,
+{
+    fn create(self) -> Result<V, E> {
+        self.region.run_creator(self.key, self.init)
+    }
+}
+
+impl<K, V, S, M> Region<K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+{
+    /// The protocol's rules for this handle's calls.
+    pub(super) fn rules(&self, policy: OnBackendError, background: bool) -> Rules {
+        Rules {
+            lock_timeout: self.inner.lock_timeout,
+            create_on_timeout: true,
+            background,
+            direct_on_backend_error: policy == OnBackendError::CallDirectly,
         }
     }
 
-    pub(super) fn store(&self, key: &K, value: &V) -> Result<(), BackendError> {
+    /// One blocking call through the protocol, past the hot path.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn call<E>(
+        &self,
+        key: &K,
+        init: impl FnOnce() -> Result<V, E>,
+        policy: OnBackendError,
+    ) -> Result<(V, Served), RegionError<E>> {
+        self.call_with(key, init, policy, None::<fn(_, _) -> _>)
+    }
+
+    /// One blocking call, with `hand` taking expired values' regenerations elsewhere.
+    pub(super) fn call_with<'a, E, C, H>(
+        &'a self,
+        key: &'a K,
+        init: C,
+        policy: OnBackendError,
+        hand: Option<H>,
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        C: FnOnce() -> Result<V, E>,
+        H: FnOnce(
+            OwnedMutexGuard<M>,
+            Storing<'a, K, V, S, M, C>,
+        ) -> Handoff<OwnedMutexGuard<M>, Storing<'a, K, V, S, M, C>, E>,
+    {
         let inner = &*self.inner;
-        // Never stamp a value at or before an invalidation, even with a coarse clock.
-        let floor = inner
-            .missing_until
-            .load(Ordering::Acquire)
-            .max(inner.expired_until.load(Ordering::Acquire))
-            .saturating_add(1);
-        let created = Timestamp::from_nanos(inner.now().as_nanos().max(floor));
-        inner.store.put(key, value, created)
+        let mut view = KeyOf {
+            region: self,
+            key,
+            mutex: inner.mutexes.get(key),
+        };
+        let protocol = Protocol::new(self.rules(policy, hand.is_some()), Some(&inner.stats));
+        let creator = Storing {
+            region: self,
+            key,
+            init,
+        };
+        match drive::drive(&mut view, protocol, creator, hand) {
+            Exit::Served(served, value) => Ok((value, served)),
+            Exit::Created(created) => created
+                .map(|value| (value, Served::Created))
+                .map_err(RegionError::Creator),
+            Exit::Direct(creator, err) => self
+                .direct(key, &err, creator.init)
+                .map(|value| (value, Served::Direct))
+                .map_err(RegionError::Creator),
+            Exit::Failed(failure) => Err(self.failure(key, failure)),
+        }
+    }
+
+    /// Waits for `key`'s mutex (never beside another creator of the key), runs `init`, stores
+    /// an `Ok`.
+    pub(super) fn refresh_blocking<E>(
+        &self,
+        key: &K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, RegionError<E>> {
+        let mutex = self.inner.mutexes.get(key);
+        if drive::held_by_this_thread(&mutex) {
+            return Err(self.recursion(key));
+        }
+        let guard = OwnedMutexGuard::acquire(Arc::clone(&mutex)).map_err(RegionError::Backend)?;
+        let holding = Holding::enter(&mutex);
+        let created = self.run_creator(key, init);
+        drop(guard);
+        drop(holding);
+        created.map_err(RegionError::Creator)
     }
 
     /// Runs the creator, stores an `Ok` the region caches, counts the outcome (panics included).
     pub(super) fn run_creator<E>(
         &self,
         key: &K,
-        creator: impl FnOnce() -> Result<V, E>,
+        init: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, E> {
         let span = trace::Regeneration::start(&self.inner.name, key);
         let panicking = CountOnUnwind(&self.inner.stats);
-        let created = creator();
+        let created = init();
         std::mem::forget(panicking);
-        span.finish(self.record_creation(key, &created));
+        let stored = match &created {
+            Ok(value) if self.caches(value) => {
+                Some(self.inner.store.put(key, value, self.stamp()).is_ok())
+            }
+            _ => None,
+        };
+        span.finish(self.count_creation(created.is_ok(), stored));
         created
     }
 
-    /// Stores what a creator made, if the region caches it, and counts the outcome.
-    pub(super) fn record_creation<E>(&self, key: &K, created: &Result<V, E>) -> &'static str {
+    /// Whether the region's cache rule accepts `value`.
+    pub(super) fn caches(&self, value: &V) -> bool {
+        self.inner
+            .should_cache
+            .as_ref()
+            .map_or(true, |accepts| accepts(value))
+    }
+
+    /// Counts how a creator run ended (`stored`: whether the store took its value, if it was
+    /// offered) and names it for the span.
+    pub(super) fn count_creation(&self, ok: bool, stored: Option<bool>) -> &'static str {
         let stats = &self.inner.stats;
-        match created {
-            Ok(value)
-                if self
-                    .inner
-                    .should_cache
-                    .as_ref()
-                    .map_or(true, |accepts| accepts(value)) =>
-            {
-                match self.store(key, value) {
-                    Ok(()) => {
-                        stats.add(Counter::Regeneration);
-                        "stored"
-                    }
-                    Err(_) => {
-                        stats.add(Counter::Error);
-                        "store failed"
-                    }
-                }
-            }
-            Ok(_) => {
-                stats.add(Counter::Error);
-                "not cached"
-            }
-            Err(_) => {
-                stats.add(Counter::Error);
-                "error"
-            }
-        }
+        let (counter, outcome) = match (ok, stored) {
+            (true, Some(true)) => (Counter::Regeneration, "stored"),
+            (true, Some(false)) => (Counter::Error, "store failed"),
+            (true, None) => (Counter::Error, "not cached"),
+            (false, _) => (Counter::Error, "error"),
+        };
+        stats.add(counter);
+        outcome
+    }
+
+    /// Runs `init` without the cache, because the store or mutex failed.
+    #[cold]
+    pub(super) fn direct<E>(
+        &self,
+        key: &K,
+        err: &BackendError,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, E> {
+        self.note_direct(key, err);
+        init()
+    }
+
+    pub(super) fn note_direct(&self, key: &K, err: &BackendError) {
+        self.inner.stats.add(Counter::DirectCall);
+        trace::direct_call(&self.inner.name, key, err);
     }
 
     #[cold]
-    #[inline(never)]
-    pub(super) fn create_or_wait(&self, key: &K, creator: impl FnOnce() -> V) -> V {
-        let slot = Cell::new(Some(move || Ok::<_, Infallible>(creator())));
-        match self.enter(
-            key,
-            &slot,
-            None::<fn(OwnedMutexGuard<M>) -> Result<(), Infallible>>,
-            OnBackendError::CallDirectly,
-        ) {
-            Ok(value) => value,
-            Err(err) => err.fail(),
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    pub(super) fn try_create_or_wait<E>(
-        &self,
-        key: &K,
-        creator: impl FnOnce() -> Result<V, E>,
-        policy: OnBackendError,
-    ) -> Result<V, RegionError<E>> {
-        self.enter(
-            key,
-            &Cell::new(Some(creator)),
-            None::<fn(OwnedMutexGuard<M>) -> Result<(), E>>,
-            policy,
-        )
-    }
-
-    #[cold]
-    #[inline(never)]
-    pub(super) fn try_create_or_wait_background<E, C>(
-        &self,
-        key: &K,
-        creator: C,
-        policy: OnBackendError,
-    ) -> Result<V, RegionError<E>>
-    where
-        C: FnOnce() -> Result<V, E> + Send + 'static,
-    {
-        let Some(pool) = &self.inner.pool else {
-            return self.try_create_or_wait(key, creator, policy);
-        };
-        let slot = Cell::new(Some(creator));
-        let to_pool = |guard: OwnedMutexGuard<M>| {
-            let creator = slot.take();
-            let (region, key) = (self.clone(), key.clone());
-            let job = move || {
-                if let Some(creator) = creator {
-                    let _ = region.run_creator(&key, creator);
-                }
-                drop(guard);
-            };
-            if let Err(full) = pool.try_spawn(job) {
-                // Threads and queue are busy: regenerate here rather than grow the pool.
-                full.into_job()();
-            }
-            Ok(())
-        };
-        self.enter(key, &slot, Some(to_pool), policy)
-    }
-
-    /// One call through the dogpile lock of `key`. The creator sits in `slot` so that whichever
-    /// path needs it (this caller, the background, or a waiter that gave up) can take it.
-    pub(super) fn enter<E, C, B>(
-        &self,
-        key: &K,
-        slot: &Cell<Option<C>>,
-        background: Option<B>,
-        policy: OnBackendError,
-    ) -> Result<V, RegionError<E>>
-    where
-        C: FnOnce() -> Result<V, E>,
-        B: FnOnce(OwnedMutexGuard<M>) -> Result<(), E>,
-    {
-        let inner = &*self.inner;
-        let was_missing = match self.read(key) {
-            Ok(Found::Fresh(value)) => {
-                inner.stats.add(Counter::Hit);
-                return Ok(value);
-            }
-            Ok(Found::Expired(_)) => false,
-            Ok(Found::Missing) => true,
-            Err(err) => return self.backend_failed(key, slot, err, policy),
-        };
-        if was_missing {
-            inner.stats.add(Counter::Miss);
-        }
-        let created_here = Cell::new(false);
-        let create = || {
-            created_here.set(true);
-            self.run_creator(key, take(slot))
-        };
-        let is_expired = |created| self.judge(created) != Some(false);
-        let mutex = inner.mutexes.get(key);
-        let mut lock = Lock::new(&mutex, create, || self.getter(key), self.expiry)
-            .with_is_expired(&is_expired);
-        if let Some(timeout) = inner.lock_timeout {
-            lock = lock.with_lock_timeout(timeout);
-        }
-        if let Some(background) = background {
-            lock = lock.with_async_creator(background);
-        }
-        match lock.enter() {
-            Ok(value) => {
-                if !created_here.get() {
-                    inner.stats.add(if was_missing {
-                        Counter::Wait
-                    } else {
-                        Counter::StaleHit
-                    });
-                }
-                Ok(value)
-            }
-            Err(LockError::Creator(err)) => Err(RegionError::Creator(err)),
-            Err(LockError::Timeout(_)) => {
-                inner.stats.add(Counter::LockTimeout);
-                self.run_creator(key, take(slot))
-                    .map_err(RegionError::Creator)
-            }
-            Err(LockError::WouldDeadlock) => Err(self.recursion(key)),
-            Err(LockError::Mutex(err)) => self.backend_failed(key, slot, err, policy),
+    pub(super) fn failure<E>(&self, key: &K, failure: Failure) -> RegionError<E> {
+        match failure {
+            Failure::WouldDeadlock => self.recursion(key),
+            Failure::Backend(err) => RegionError::Backend(err),
+            // A region's waiter that times out creates the value itself.
+            Failure::Timeout(_) => unreachable!("a region never fails on its lock timeout"),
         }
     }
 
@@ -233,25 +220,13 @@ where
             key: format!("{key:?}"),
         }
     }
+}
 
-    #[cold]
-    pub(super) fn backend_failed<E, C>(
-        &self,
-        key: &K,
-        slot: &Cell<Option<C>>,
-        err: BackendError,
-        policy: OnBackendError,
-    ) -> Result<V, RegionError<E>>
-    where
-        C: FnOnce() -> Result<V, E>,
-    {
-        match policy {
-            OnBackendError::CallDirectly => {
-                self.inner.stats.add(Counter::DirectCall);
-                trace::direct_call(&self.inner.name, key, &err);
-                take(slot)().map_err(RegionError::Creator)
-            }
-            OnBackendError::ReturnError => Err(RegionError::Backend(err)),
-        }
+/// Counts a panic of the creator as the stack unwinds through it; forgotten on a normal return.
+struct CountOnUnwind<'a>(&'a super::Counters);
+
+impl Drop for CountOnUnwind<'_> {
+    fn drop(&mut self) {
+        self.0.add(Counter::Panic);
     }
 }

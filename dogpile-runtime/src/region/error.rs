@@ -10,9 +10,9 @@ use crate::BackendError;
 /// ```
 /// use dogpile_runtime::{Region, RegionError};
 ///
-/// let region: Region<u32, u32> = Region::builder().name("prices").build();
+/// let region: Region<u32, u32> = Region::builder().name("prices").build()?;
 /// let err = region
-///     .get_or_try_create(&1, || region.get_or_try_create(&1, || Ok::<_, String>(1)).map_err(|e| e.to_string()))
+///     .try_get_with(&1, || region.try_get_with(&1, || Ok::<_, String>(1)).map_err(|e| e.to_string()))
 ///     .unwrap_err();
 /// let RegionError::Creator(inner) = err else { panic!() };
 /// assert_eq!(
@@ -20,6 +20,7 @@ use crate::BackendError;
 ///     "the creator of key 1 in region \"prices\" asked for key 1 again and would wait for \
 ///      itself forever; break the cycle in the creator"
 /// );
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
 #[non_exhaustive]
@@ -45,9 +46,10 @@ impl<E> RegionError<E> {
     ///
     /// ```
     /// use dogpile_runtime::{Region, RegionError};
-    /// let region: Region<u8, u8> = Region::builder().build();
-    /// let err = region.get_or_try_create(&1, || Err::<u8, _>("down")).unwrap_err();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// let err = region.try_get_with(&1, || Err::<u8, _>("down")).unwrap_err();
     /// assert_eq!(err.into_creator().ok(), Some("down"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn into_creator(self) -> Result<E, RegionError<std::convert::Infallible>> {
         match self {

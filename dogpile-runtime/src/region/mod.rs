@@ -1,34 +1,77 @@
-//! The region: a stale-while-revalidate cache on the dogpile lock.
+//! The region: a stale-while-revalidate cache on the dogpile lock, what a `#[dogpile]`
+//! function runs on.
+//!
+//! - [`Region`]: the cache, built by [`Region::builder`]; blocking calls.
+//! - [`AsyncRegion`] (feature `tokio`): the same cache from async code, by
+//!   [`Region::to_async`]; its calls await and never block a worker thread.
+//! - [`Background`]: regenerates expired values off the caller's path.
+//! - [`Store`], [`AsyncStore`], [`MemoryStore`]: where values live.
+//! - [`Statistics`], [`Served`]: what the calls did.
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
+mod background;
 mod builder;
 mod create;
 mod error;
-#[cfg(feature = "tokio")]
-mod future;
 mod pool;
-mod stats;
+pub(crate) mod stats;
 mod store;
+mod store_async;
 mod trace;
 
-use std::cell::Cell;
-use std::convert::Infallible;
 use std::fmt::{self, Debug};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "tokio")]
+pub use asynchronous::{AsyncBackground, AsyncRegion};
+pub use background::Background;
 pub use builder::{OnBackendError, RegionBuilder};
 pub use error::RegionError;
 pub use pool::{Pool, PoolFull};
 pub use stats::Statistics;
 pub use store::{MemoryStore, Store};
+pub use store_async::{AsyncStore, StoreFuture};
 
-use crate::{
-    BackendError, Clock, CoarseClock, LocalMutex, NameRegistry, OwnedMutexGuard, RawMutex,
-    Timestamp,
-};
+use crate::lock::protocol::Found;
+pub use crate::lock::Served;
+use crate::sync::{AtomicI64, Ordering};
+use crate::{BackendError, Clock, CoarseClock, LocalMutex, NameRegistry, RawMutex, Timestamp};
 use stats::{Counter, Counters};
+
+/// What a key of a region must be: owned, hashable, printable (for messages and spans) and
+/// shareable between threads. Every type with those traits is one.
+///
+/// ```
+/// fn is_key<K: dogpile_runtime::region::CacheKey>() {}
+/// is_key::<(u64, String)>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be the key of a cache",
+    label = "a key must be an owned `Hash + Eq + Clone + Debug + Send + Sync + 'static` value",
+    note = "for a borrowed argument, use an owned form in the key, such as `key = name.to_owned()`"
+)]
+pub trait CacheKey: Hash + Eq + Clone + Debug + Send + Sync + 'static {}
+
+impl<T: Hash + Eq + Clone + Debug + Send + Sync + 'static> CacheKey for T {}
+
+/// What a value of a region must be: every caller gets a clone, from any thread. Wrap a value
+/// that is large or cannot be cloned in an `Arc`. Every type with those traits is one.
+///
+/// ```
+/// fn is_value<V: dogpile_runtime::region::CacheValue>() {}
+/// is_value::<std::sync::Arc<Vec<u8>>>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: it is not `Clone + Send + Sync + 'static`",
+    label = "every caller gets a clone of the cached value, from any thread",
+    note = "wrap a value that cannot be cloned or shared in an `Arc`"
+)]
+pub trait CacheValue: Clone + Send + Sync + 'static {}
+
+impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
 
 type MutexFactory<K, M> = Box<dyn Fn(&K) -> M + Send + Sync>;
 type ShouldCache<V> = Box<dyn Fn(&V) -> bool + Send + Sync>;
@@ -37,13 +80,20 @@ type ShouldCache<V> = Box<dyn Fn(&V) -> bool + Send + Sync>;
 /// value: what a `#[dogpile]` function runs on, usable directly.
 ///
 /// Each key has a value with its creation time in a [`Store`] and, while anyone regenerates
-/// it, a dogpile mutex from a [`NameRegistry`]. A call goes through the rules of [`Lock`](crate::Lock):
+/// it, a dogpile mutex from a [`NameRegistry`]. A call goes through the rules of
+/// [`Lock`](crate::Lock):
 ///
 /// | the key has              | the call                                                        |
 /// |--------------------------|-----------------------------------------------------------------|
 /// | a fresh value            | returns a clone of it: one store read, one clock read, no lock  |
-/// | an expired value         | one caller regenerates (or hands it to the background pool); the others return the stale value at once |
+/// | an expired value         | one caller regenerates (or hands it to the background); the others return the stale value at once |
 /// | no value                 | one caller creates; the others wait for it, then return its value |
+///
+/// Three verbs, by what the creator returns, the same on [`AsyncRegion`]:
+/// [`get_with`](Self::get_with) (a value), [`try_get_with`](Self::try_get_with) (a `Result`:
+/// only `Ok` is stored) and [`optionally_get_with`](Self::optionally_get_with) (an `Option`:
+/// only `Some` is stored); [`background`](Self::background) gives the same verbs with
+/// regeneration off the caller's path.
 ///
 /// A creator that fails or panics stores nothing and reaches only its caller; a waiter then
 /// becomes the creator. A creator that asks for its own key again fails with
@@ -58,10 +108,11 @@ type ShouldCache<V> = Box<dyn Fn(&V) -> bool + Send + Sync>;
 /// let region: Region<u64, String> = Region::builder()
 ///     .expiry(Duration::from_secs(60))
 ///     .capacity(10_000)
-///     .build();
-/// let name = region.get_or_create(&7, || "seven".to_string());
+///     .build()?;
+/// let name = region.get_with(&7, || "seven".to_string());
 /// assert_eq!(name, "seven");
-/// assert_eq!(region.get_or_create(&7, || unreachable!()), "seven");
+/// assert_eq!(region.get_with(&7, || unreachable!()), "seven");
+/// # Ok::<(), dogpile_runtime::ConfigError>(())
 /// ```
 pub struct Region<K, V, S = MemoryStore<K, V>, M = LocalMutex>
 where
@@ -106,11 +157,13 @@ fn expiry_nanos(expiry: Option<Duration>) -> i64 {
 /// after `expired_until`.
 const SOFT_INVALIDATED: Timestamp = Timestamp::from_nanos(1);
 
-/// What a read of a key found.
-enum Found<V> {
-    Fresh(V),
-    Expired(V),
-    Missing,
+/// How a stored value's creation time reads against a handle's expiry and the invalidations.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Age {
+    Fresh,
+    Expired,
+    /// Hard-invalidated, or not a real creation time: as if there were no value.
+    Gone,
 }
 
 impl<K, V, S, M> Clone for Region<K, V, S, M>
@@ -129,143 +182,149 @@ where
 
 impl<K, V, S, M> Region<K, V, S, M>
 where
-    K: Hash + Eq + Clone + Debug + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
+    K: CacheKey,
+    V: CacheValue,
     S: Store<K, V>,
     M: RawMutex + 'static,
 {
     /// The value for `key`: fresh from the store, stale while another caller regenerates it, or
-    /// made by `creator` in this caller.
+    /// made by `init` in this caller.
+    ///
+    /// If the store or mutex fails, the value comes from `init`, uncached, and counts as a
+    /// direct call: this call has no error to return.
     ///
     /// # Panics
     ///
-    /// If `creator` panics (the panic reaches this caller only), or if `creator` asks for the
-    /// same key again (it would wait for itself), with a message naming the key. If the store or
-    /// mutex fails, the value comes from `creator`, uncached, and counts as a direct call.
+    /// If `init` panics (the panic reaches this caller only), or if `init` asks for the same
+    /// key again (it would wait for itself), with a message naming the key.
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<&'static str, usize> = Region::builder().build();
-    /// assert_eq!(region.get_or_create(&"abc", || "abc".len()), 3);
+    /// let region: Region<&'static str, usize> = Region::builder().build()?;
+    /// assert_eq!(region.get_with(&"abc", || "abc".len()), 3);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn get_or_create(&self, key: &K, creator: impl FnOnce() -> V) -> V {
-        if let Some(value) = self.fresh(key) {
-            return value;
+    pub fn get_with(&self, key: &K, init: impl FnOnce() -> V) -> V {
+        match self.fresh(key) {
+            Some(value) => value,
+            None => value_of(self.call(key, infallible(init), OnBackendError::CallDirectly)).0,
         }
-        self.create_or_wait(key, creator)
     }
 
-    /// Like [`get_or_create`](Self::get_or_create) for a creator that can fail: only `Ok` is
-    /// stored; an error reaches this caller, and waiters then retry one at a time.
+    /// Like [`get_with`](Self::get_with) for a creator that can fail: only `Ok` is stored; an
+    /// error reaches this caller, and waiters then retry one at a time.
+    ///
+    /// # Errors
+    ///
+    /// [`RegionError::Creator`] with the creator's error; [`RegionError::Recursion`] if the
+    /// creator asks for its own key; [`RegionError::Backend`] if the store or mutex fails and
+    /// the region is set to [`OnBackendError::ReturnError`].
     ///
     /// ```
     /// use dogpile_runtime::{Region, RegionError};
-    /// let region: Region<u8, u8> = Region::builder().build();
-    /// let err = region.get_or_try_create(&1, || Err::<u8, _>("down")).unwrap_err();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// let err = region.try_get_with(&1, || Err::<u8, _>("down")).unwrap_err();
     /// assert!(matches!(err, RegionError::Creator("down")));
-    /// assert_eq!(region.get_or_try_create(&1, || Ok::<_, ()>(5)).unwrap(), 5);
+    /// assert_eq!(region.try_get_with(&1, || Ok::<_, ()>(5)).unwrap(), 5);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn get_or_try_create<E>(
+    pub fn try_get_with<E>(
         &self,
         key: &K,
-        creator: impl FnOnce() -> Result<V, E>,
+        init: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, RegionError<E>> {
-        if let Some(value) = self.fresh(key) {
-            return Ok(value);
-        }
-        self.try_create_or_wait(key, creator, self.on_backend_error)
-    }
-
-    /// Like [`get_or_create`](Self::get_or_create) for a creator that may have no value: only
-    /// `Some` is stored.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
-    /// assert_eq!(region.get_or_create_optional(&1, || None), None);
-    /// assert_eq!(region.get_or_create_optional(&1, || Some(2)), Some(2));
-    /// assert_eq!(region.get_or_create_optional(&1, || None), Some(2));
-    /// ```
-    pub fn get_or_create_optional(
-        &self,
-        key: &K,
-        creator: impl FnOnce() -> Option<V>,
-    ) -> Option<V> {
-        if let Some(value) = self.fresh(key) {
-            return Some(value);
-        }
-        // No error to return: a failing backend means a direct call.
-        let creator = || creator().ok_or(NotCached);
-        match self.try_create_or_wait(key, creator, OnBackendError::CallDirectly) {
-            Ok(value) => Some(value),
-            Err(RegionError::Creator(NotCached)) => None,
-            Err(other) => other.fail(),
+        match self.fresh(key) {
+            Some(value) => Ok(value),
+            None => self
+                .call(key, init, self.on_backend_error)
+                .map(|(value, _)| value),
         }
     }
 
-    /// Like [`get_or_create`](Self::get_or_create), but an expired value is regenerated on the
-    /// region's background [`Pool`]: the caller that wins the key's mutex returns the stale value
-    /// at once, and the mutex is released when the background creator finishes. A missing value
-    /// is still created in the caller. Without a pool configured, this is `get_or_create`.
+    /// Like [`get_with`](Self::get_with) for a creator that may have no value: only `Some` is
+    /// stored.
+    ///
+    /// # Panics
+    ///
+    /// As [`get_with`](Self::get_with).
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// use dogpile_runtime::region::Pool;
-    /// let region: Region<u8, String> = Region::builder().background(Pool::new(2, 64)).build();
-    /// assert_eq!(region.get_or_create_background(&1, || "one".into()), "one");
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// assert_eq!(region.optionally_get_with(&1, || None), None);
+    /// assert_eq!(region.optionally_get_with(&1, || Some(2)), Some(2));
+    /// assert_eq!(region.optionally_get_with(&1, || None), Some(2));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn get_or_create_background(
-        &self,
-        key: &K,
-        creator: impl FnOnce() -> V + Send + 'static,
-    ) -> V {
-        if let Some(value) = self.fresh(key) {
-            return value;
-        }
-        let creator = move || Ok::<_, Infallible>(creator());
-        // No error to return: a failing backend means a direct call.
-        match self.try_create_or_wait_background(key, creator, OnBackendError::CallDirectly) {
-            Ok(value) => value,
-            Err(err) => err.fail(),
+    pub fn optionally_get_with(&self, key: &K, init: impl FnOnce() -> Option<V>) -> Option<V> {
+        match self.fresh(key) {
+            Some(value) => Some(value),
+            None => optional(self.call(key, some(init), OnBackendError::CallDirectly)),
         }
     }
 
-    /// [`get_or_try_create`](Self::get_or_try_create) with background regeneration, as
-    /// [`get_or_create_background`](Self::get_or_create_background). A background creator's
-    /// error is counted in the statistics and leaves the stale value in place.
+    /// [`get_with`](Self::get_with), and how the call was served: for an `X-Cache` header or a
+    /// metric per route.
+    ///
+    /// ```
+    /// use dogpile_runtime::region::Served;
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// assert_eq!(region.get_with_served(&1, || 1), (1, Served::Created));
+    /// assert_eq!(region.get_with_served(&1, || 2), (1, Served::Fresh));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn get_with_served(&self, key: &K, init: impl FnOnce() -> V) -> (V, Served) {
+        value_of(self.call(key, infallible(init), OnBackendError::CallDirectly))
+    }
+
+    /// [`try_get_with`](Self::try_get_with), and how the call was served.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_get_with`](Self::try_get_with).
+    ///
+    /// ```
+    /// use dogpile_runtime::region::Served;
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// let (value, served) = region.try_get_with_served(&1, || Ok::<_, ()>(1)).unwrap();
+    /// assert_eq!((value, served), (1, Served::Created));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn try_get_with_served<E>(
+        &self,
+        key: &K,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<(V, Served), RegionError<E>> {
+        self.call(key, init, self.on_backend_error)
+    }
+
+    /// The same calls, with expired values regenerated off the caller's path, on the region's
+    /// [`Pool`] (or [`Pool::shared`] if none was configured).
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// use dogpile_runtime::region::Pool;
-    /// let region: Region<u8, u8> = Region::builder().background(Pool::new(1, 8)).build();
-    /// assert_eq!(region.get_or_try_create_background(&1, || Ok::<_, ()>(1)).unwrap(), 1);
+    /// let region: Region<u8, String> = Region::builder().build()?;
+    /// assert_eq!(region.background().get_with(&1, || "one".into()), "one");
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    #[inline]
-    pub fn get_or_try_create_background<E, C>(
-        &self,
-        key: &K,
-        creator: C,
-    ) -> Result<V, RegionError<E>>
-    where
-        C: FnOnce() -> Result<V, E> + Send + 'static,
-    {
-        if let Some(value) = self.fresh(key) {
-            return Ok(value);
-        }
-        self.try_create_or_wait_background(key, creator, self.on_backend_error)
+    pub fn background(&self) -> Background<'_, K, V, S, M> {
+        Background::new(self)
     }
 
     /// The stored value for `key`, fresh or stale, without creating one or counting a call.
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// assert_eq!(region.peek(&1), None);
     /// region.insert(&1, 9).unwrap();
     /// assert_eq!(region.peek(&1), Some(9));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn peek(&self, key: &K) -> Option<V> {
         match self.read(key) {
@@ -277,38 +336,42 @@ where
     /// Stores `value` for `key` as created now (whether or not the region's cache rule accepts
     /// it).
     ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
-    /// region.insert(&1, 9).unwrap();
-    /// assert_eq!(region.get_or_create(&1, || unreachable!()), 9);
-    /// ```
-    pub fn insert(&self, key: &K, value: V) -> Result<(), BackendError> {
-        self.store(key, &value)
-    }
-
-    /// Regenerates `key` now, whether or not its value is fresh: waits for the key's mutex (so
-    /// it never runs beside another creator of the key), runs `creator`, stores an `Ok`.
+    /// # Errors
+    ///
+    /// The store's, if it fails.
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// region.insert(&1, 9).unwrap();
+    /// assert_eq!(region.get_with(&1, || unreachable!()), 9);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn insert(&self, key: &K, value: V) -> Result<(), BackendError> {
+        self.inner.store.put(key, &value, self.stamp())
+    }
+
+    /// Regenerates `key` now, whether or not its value is fresh: waits for the key's mutex (so
+    /// it never runs beside another creator of the key), runs `init`, stores an `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_get_with`](Self::try_get_with).
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
     /// assert_eq!(region.refresh(&1, || Ok::<_, ()>(2)).unwrap(), 2);
     /// assert_eq!(region.peek(&1), Some(2));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn refresh<E>(
         &self,
         key: &K,
-        creator: impl FnOnce() -> Result<V, E>,
+        init: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, RegionError<E>> {
-        let mutex = self.inner.mutexes.get(key);
-        if crate::lock::held_by_this_thread(&mutex) {
-            return Err(self.recursion(key));
-        }
-        let _guard = OwnedMutexGuard::acquire(Arc::clone(&mutex)).map_err(RegionError::Backend)?;
-        crate::lock::while_holding(&mutex, || self.run_creator(key, creator))
-            .map_err(RegionError::Creator)
+        self.refresh_blocking(key, init)
     }
 
     /// Removes `key`'s value (hard invalidation): the next caller creates it and the others
@@ -316,10 +379,11 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
     /// region.invalidate(&1);
     /// assert_eq!(region.peek(&1), None);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn invalidate(&self, key: &K) {
         let _ = self.inner.store.remove(key);
@@ -329,16 +393,15 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
     /// region.invalidate_all();
     /// assert_eq!(region.peek(&1), None);
-    /// assert_eq!(region.get_or_create(&1, || 2), 2);
+    /// assert_eq!(region.get_with(&1, || 2), 2);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn invalidate_all(&self) {
-        let cutoff = self.inner.cutoff();
-        self.inner.missing_until.fetch_max(cutoff, Ordering::SeqCst);
-        self.inner.any_until.fetch_max(cutoff, Ordering::SeqCst);
+        self.inner.invalidate_all(false);
     }
 
     /// Makes `key`'s value count as expired (soft invalidation): the next caller regenerates it
@@ -346,11 +409,12 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
     /// region.soft_invalidate(&1);
     /// assert_eq!(region.peek(&1), Some(1)); // still there, as a stale value
-    /// assert_eq!(region.get_or_create(&1, || 2), 2);
+    /// assert_eq!(region.get_with(&1, || 2), 2);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn soft_invalidate(&self, key: &K) {
         if let Ok(Found::Fresh(value) | Found::Expired(value)) = self.read(key) {
@@ -362,25 +426,25 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
     /// region.soft_invalidate_all();
-    /// assert_eq!(region.get_or_create(&1, || 2), 2);
+    /// assert_eq!(region.get_with(&1, || 2), 2);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn soft_invalidate_all(&self) {
-        let cutoff = self.inner.cutoff();
-        self.inner.expired_until.fetch_max(cutoff, Ordering::SeqCst);
-        self.inner.any_until.fetch_max(cutoff, Ordering::SeqCst);
+        self.inner.invalidate_all(true);
     }
 
     /// Removes every value from the store.
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
     /// region.clear();
     /// assert!(region.is_empty());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn clear(&self) {
         let _ = self.inner.store.clear();
@@ -390,9 +454,10 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
     /// assert_eq!(region.len(), 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn len(&self) -> usize {
         self.inner.store.count().unwrap_or(0)
@@ -402,8 +467,9 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
+    /// let region: Region<u8, u8> = Region::builder().build()?;
     /// assert!(region.is_empty());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -413,9 +479,10 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
-    /// region.get_or_create(&1, || 1);
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// region.get_with(&1, || 1);
     /// assert_eq!(region.statistics().misses, 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn statistics(&self) -> Statistics {
         self.inner.stats.snapshot(self.len())
@@ -425,12 +492,25 @@ where
     ///
     /// ```
     /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build();
-    /// region.get_or_create(&1, || 1);
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// region.get_with(&1, || 1);
     /// assert_eq!(region.mutexes_in_use(), 0);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn mutexes_in_use(&self) -> usize {
         self.inner.mutexes.len()
+    }
+
+    /// The region's name, as in messages, statistics and spans.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().name("prices").build()?;
+    /// assert_eq!(region.name(), "prices");
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.inner.name
     }
 
     /// How long a value stays fresh through this handle (`None`: until invalidated).
@@ -438,8 +518,9 @@ where
     /// ```
     /// use dogpile_runtime::Region;
     /// use std::time::Duration;
-    /// let region: Region<u8, u8> = Region::builder().expiry(Duration::from_secs(60)).build();
+    /// let region: Region<u8, u8> = Region::builder().expiry(Duration::from_secs(60)).build()?;
     /// assert_eq!(region.expiry(), Some(Duration::from_secs(60)));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn expiry(&self) -> Option<Duration> {
         self.expiry
@@ -450,8 +531,8 @@ where
     /// invalidation and statistics stay shared.
     ///
     /// ```
-    /// use dogpile_runtime::Region;
     /// use dogpile_runtime::clock::{ManualClock, Timestamp};
+    /// use dogpile_runtime::Region;
     /// use std::sync::Arc;
     /// use std::time::Duration;
     ///
@@ -459,41 +540,39 @@ where
     /// let hourly: Region<u8, u8> = Region::builder()
     ///     .expiry(Duration::from_secs(3600))
     ///     .clock(clock.clone())
-    ///     .build();
+    ///     .build()?;
     /// let every_minute = hourly.with_expiry(Some(Duration::from_secs(60)));
     /// hourly.insert(&1, 1).unwrap();
     /// clock.advance(Duration::from_secs(120));
-    /// assert_eq!(hourly.get_or_create(&1, || 2), 1); // fresh for an hour
-    /// assert_eq!(every_minute.get_or_create(&1, || 2), 2); // expired after a minute
+    /// assert_eq!(hourly.get_with(&1, || 2), 1); // fresh for an hour
+    /// assert_eq!(every_minute.get_with(&1, || 2), 2); // expired after a minute
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_expiry(&self, expiry: Option<Duration>) -> Self {
         Region {
-            inner: Arc::clone(&self.inner),
             expiry,
             expiry_nanos: expiry_nanos(expiry),
-            on_backend_error: self.on_backend_error,
+            ..self.clone()
         }
     }
 
     /// A handle on the same cache with its own answer to a failing store or mutex, for the
-    /// calls that can return an error (`get_or_try_create` and its variants). The calls that
-    /// cannot (`get_or_create`, `get_or_create_optional`, `get_or_create_background`) always
-    /// call the creator directly.
+    /// calls that can return an error (`try_get_with` and its kin). The calls that cannot
+    /// (`get_with`, `optionally_get_with`) always call the creator directly.
     ///
     /// ```
-    /// use dogpile_runtime::Region;
     /// use dogpile_runtime::region::OnBackendError;
+    /// use dogpile_runtime::Region;
     /// let strict: Region<u8, u8> =
-    ///     Region::builder().on_backend_error(OnBackendError::ReturnError).build();
+    ///     Region::builder().on_backend_error(OnBackendError::ReturnError).build()?;
     /// let lenient = strict.with_on_backend_error(OnBackendError::CallDirectly);
-    /// assert_eq!(lenient.get_or_try_create(&1, || Ok::<_, ()>(1)).unwrap(), 1);
+    /// assert_eq!(lenient.try_get_with(&1, || Ok::<_, ()>(1)).unwrap(), 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_on_backend_error(&self, policy: OnBackendError) -> Self {
         Region {
-            inner: Arc::clone(&self.inner),
-            expiry: self.expiry,
-            expiry_nanos: self.expiry_nanos,
             on_backend_error: policy,
+            ..self.clone()
         }
     }
 
@@ -504,37 +583,70 @@ where
     fn fresh(&self, key: &K) -> Option<V> {
         let inner = &*self.inner;
         let (value, created) = inner.store.get(key).ok()??;
-        if self.judge(created) != Some(false) {
+        if self.age(created) != Age::Fresh {
             return None;
         }
         inner.stats.add(Counter::Hit);
         Some(value)
     }
 
-    /// `None`: no value (hard-invalidated, or not a real creation time); `Some(expired)`
-    /// otherwise.
+    /// A read of `key`, judged.
+    fn read(&self, key: &K) -> Result<Found<V>, BackendError> {
+        Ok(self.judge(self.inner.store.get(key)?))
+    }
+}
+
+impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
+    /// What a stored value and its creation time amount to through this handle.
     #[inline]
-    fn judge(&self, created: Timestamp) -> Option<bool> {
+    fn judge(&self, stored: Option<(V, Timestamp)>) -> Found<V> {
+        match stored {
+            None => Found::Missing,
+            Some((value, created)) => match self.age(created) {
+                Age::Fresh => Found::Fresh(value),
+                Age::Expired => Found::Expired(value),
+                Age::Gone => Found::Missing,
+            },
+        }
+    }
+
+    #[inline]
+    fn age(&self, created: Timestamp) -> Age {
         let inner = &*self.inner;
         let nanos = created.as_nanos();
         if nanos <= inner.any_until.load(Ordering::Relaxed) {
-            return self.judge_invalidated(nanos);
+            return self.age_invalidated(nanos);
         }
         // Creation times that reach this point are positive (past `missing_until`, at least
         // 0), and clocks read after 1970, so the subtraction cannot overflow.
-        Some(
-            self.expiry_nanos != i64::MAX
-                && inner.now().as_nanos().wrapping_sub(nanos) > self.expiry_nanos,
-        )
+        if self.expiry_nanos != i64::MAX
+            && inner.now().as_nanos().wrapping_sub(nanos) > self.expiry_nanos
+        {
+            Age::Expired
+        } else {
+            Age::Fresh
+        }
     }
 
     #[cold]
-    fn judge_invalidated(&self, nanos: i64) -> Option<bool> {
+    fn age_invalidated(&self, nanos: i64) -> Age {
         if nanos <= self.inner.missing_until.load(Ordering::Relaxed) {
-            None
+            Age::Gone
         } else {
-            Some(true)
+            Age::Expired
         }
+    }
+
+    /// The creation time of a value stored now: never at or before an invalidation, even with
+    /// a coarse clock.
+    fn stamp(&self) -> Timestamp {
+        let inner = &*self.inner;
+        let floor = inner
+            .missing_until
+            .load(Ordering::Acquire)
+            .max(inner.expired_until.load(Ordering::Acquire))
+            .saturating_add(1);
+        Timestamp::from_nanos(inner.now().as_nanos().max(floor))
     }
 }
 
@@ -548,6 +660,17 @@ impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
             .load(Ordering::SeqCst)
             .max(self.expired_until.load(Ordering::SeqCst));
         self.now().as_nanos().max(last.saturating_add(1))
+    }
+
+    fn invalidate_all(&self, soft: bool) {
+        let cutoff = self.cutoff();
+        let until = if soft {
+            &self.expired_until
+        } else {
+            &self.missing_until
+        };
+        until.fetch_max(cutoff, Ordering::SeqCst);
+        self.any_until.fetch_max(cutoff, Ordering::SeqCst);
     }
 
     #[inline]
@@ -571,21 +694,40 @@ impl<K, V, S, M: RawMutex> fmt::Debug for Region<K, V, S, M> {
     }
 }
 
+// ---- the three verbs on one path -----------------------------------------------------------
+//
+// Every call goes through the `Result` path; a value creator never fails, and an `Option`
+// creator's `None` travels as an error that is not stored.
+
 /// The error that stands for "not cached" when an `Option` creator goes through the `Result`
 /// path.
-struct NotCached;
+pub(crate) struct NotCached;
 
-/// Takes the creator out of its slot; each path of `enter` runs it at most once.
-fn take<C>(slot: &Cell<Option<C>>) -> C {
-    slot.take()
-        .expect("a region runs each call's creator at most once")
+pub(crate) fn infallible<V>(
+    init: impl FnOnce() -> V,
+) -> impl FnOnce() -> Result<V, std::convert::Infallible> {
+    move || Ok(init())
 }
 
-/// Counts a panic of the creator as the stack unwinds through it; forgotten on a normal return.
-struct CountOnUnwind<'a>(&'a Counters);
+pub(crate) fn some<V>(init: impl FnOnce() -> Option<V>) -> impl FnOnce() -> Result<V, NotCached> {
+    move || init().ok_or(NotCached)
+}
 
-impl Drop for CountOnUnwind<'_> {
-    fn drop(&mut self) {
-        self.0.add(Counter::Panic);
+/// The value of a call whose creator cannot fail.
+pub(crate) fn value_of<V>(
+    result: Result<(V, Served), RegionError<std::convert::Infallible>>,
+) -> (V, Served) {
+    match result {
+        Ok(served) => served,
+        Err(err) => err.fail(),
+    }
+}
+
+/// The value of a call whose creator may have none.
+pub(crate) fn optional<V>(result: Result<(V, Served), RegionError<NotCached>>) -> Option<V> {
+    match result {
+        Ok((value, _)) => Some(value),
+        Err(RegionError::Creator(NotCached)) => None,
+        Err(other) => other.fail(),
     }
 }

@@ -6,16 +6,14 @@
 //! read-modify-write. Threads beyond the owned stripes share one more stripe, counted with
 //! `fetch_add`.
 
-use std::cell::Cell;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::ops::AddAssign;
+
+use crate::sync::{AtomicU64, Ordering};
 
 /// Stripes that a thread can own; one more is shared by the threads that found none free.
 const OWNED: usize = 32;
 const SHARED: usize = OWNED;
-
-/// Which owned stripes are taken, process-wide (the same index in every region).
-static TAKEN: [AtomicBool; OWNED] = [const { AtomicBool::new(false) }; OWNED];
 
 #[derive(Clone, Copy)]
 #[repr(usize)]
@@ -42,46 +40,68 @@ pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
 }
 
-/// This thread's stripe; gives it back when the thread ends.
-struct Claim(Cell<usize>);
+#[cfg(not(loom))]
+mod claims {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let index = self.0.get();
-        if index < OWNED {
-            // Release: the next owner's first load sees this thread's last store.
-            TAKEN[index].store(false, Ordering::Release);
+    use super::{OWNED, SHARED};
+
+    /// Which owned stripes are taken, process-wide (the same index in every region). A plain
+    /// `std` atomic: the stripes only spread the counting, and loom builds count on the shared
+    /// stripe instead (loom atomics cannot live in a `static`).
+    static TAKEN: [AtomicBool; OWNED] = [const { AtomicBool::new(false) }; OWNED];
+
+    /// This thread's stripe; gives it back when the thread ends.
+    struct Claim(Cell<usize>);
+
+    impl Drop for Claim {
+        fn drop(&mut self) {
+            let index = self.0.get();
+            if index < OWNED {
+                // Release: the next owner's first load sees this thread's last store.
+                TAKEN[index].store(false, Ordering::Release);
+            }
         }
     }
-}
 
-thread_local! {
-    static CLAIM: Claim = const { Claim(Cell::new(usize::MAX)) };
-}
-
-#[inline]
-fn stripe_index() -> usize {
-    // During thread teardown the claim may be gone: count on the shared stripe then.
-    let index = CLAIM.try_with(|c| c.0.get()).unwrap_or(SHARED);
-    if index != usize::MAX {
-        return index;
+    thread_local! {
+        static CLAIM: Claim = const { Claim(Cell::new(usize::MAX)) };
     }
-    claim()
+
+    #[inline]
+    pub(super) fn stripe_index() -> usize {
+        // During thread teardown the claim may be gone: count on the shared stripe then.
+        let index = CLAIM.try_with(|c| c.0.get()).unwrap_or(SHARED);
+        if index != usize::MAX {
+            return index;
+        }
+        claim()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn claim() -> usize {
+        let index = TAKEN
+            .iter()
+            .position(|taken| {
+                taken
+                    .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .unwrap_or(SHARED);
+        let _ = CLAIM.try_with(|c| c.0.set(index));
+        index
+    }
 }
 
-#[cold]
-#[inline(never)]
-fn claim() -> usize {
-    let index = TAKEN
-        .iter()
-        .position(|taken| {
-            taken
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        })
-        .unwrap_or(SHARED);
-    let _ = CLAIM.try_with(|c| c.0.set(index));
-    index
+#[cfg(not(loom))]
+use claims::stripe_index;
+
+/// Under loom every thread counts on the shared stripe, with `fetch_add`.
+#[cfg(loom)]
+fn stripe_index() -> usize {
+    SHARED
 }
 
 impl Counters {
@@ -134,11 +154,12 @@ impl Counters {
 /// ```
 /// use dogpile_runtime::Region;
 ///
-/// let region: Region<u32, String> = Region::builder().build();
-/// region.get_or_create(&1, || "one".to_string());
-/// region.get_or_create(&1, || unreachable!());
+/// let region: Region<u32, String> = Region::builder().build()?;
+/// region.get_with(&1, || "one".to_string());
+/// region.get_with(&1, || unreachable!());
 /// let stats = region.statistics();
 /// assert_eq!((stats.misses, stats.hits, stats.regenerations, stats.entries), (1, 1, 1, 1));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -163,6 +184,44 @@ pub struct Statistics {
     pub direct_calls: u64,
     /// Values in the store when the snapshot was taken.
     pub entries: usize,
+}
+
+/// Sums counters, as for the regions of several instantiations of one generic function.
+///
+/// ```
+/// use dogpile_runtime::Statistics;
+/// let mut sum = Statistics::default();
+/// let mut one = Statistics::default();
+/// one.hits = 2;
+/// sum += one;
+/// sum += one;
+/// assert_eq!(sum.hits, 4);
+/// ```
+impl AddAssign for Statistics {
+    fn add_assign(&mut self, other: Statistics) {
+        let Statistics {
+            hits,
+            stale_hits,
+            misses,
+            regenerations,
+            errors,
+            panics,
+            lock_timeouts,
+            waits,
+            direct_calls,
+            entries,
+        } = other;
+        self.hits += hits;
+        self.stale_hits += stale_hits;
+        self.misses += misses;
+        self.regenerations += regenerations;
+        self.errors += errors;
+        self.panics += panics;
+        self.lock_timeouts += lock_timeouts;
+        self.waits += waits;
+        self.direct_calls += direct_calls;
+        self.entries += entries;
+    }
 }
 
 impl fmt::Display for Statistics {

@@ -15,11 +15,14 @@
 //!         let redis = redis.clone();
 //!         move |id: &u64| redis.mutex("users", id)
 //!     })
-//!     .build();
-//! let name = users.get_or_create(&7, || "ann".to_string());
-//! # Ok::<(), dogpile_runtime::BackendError>(())
+//!     .build()?;
+//! let name = users.get_with(&7, || "ann".to_string());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! Blocking calls use a small pool of blocking connections; async calls (an
+//! [`AsyncRegion`](crate::region::AsyncRegion), feature `tokio`) share one multiplexed
+//! connection of redis-rs's async client, so a waiting task never blocks a worker thread.
 //! Every command runs under the connection's timeouts, so an unreachable server is a
 //! [`BackendError`] after at most `timeout`, never a hang; the region then calls the creator
 //! directly or returns the error ([`OnBackendError`](crate::region::OnBackendError)). A connection that
@@ -62,8 +65,12 @@ pub struct Redis {
 
 struct Shared {
     client: ::redis::Client,
+    /// The async calls' connection: one multiplexed connection, shared; dropped after a
+    /// failure so that the next call connects again.
+    #[cfg(feature = "tokio")]
+    multiplexed: Mutex<Option<::redis::aio::MultiplexedConnection>>,
     /// Leases that ran out while their creator still ran (see [`Redis::leases_lost`]).
-    leases_lost: std::sync::atomic::AtomicU64,
+    leases_lost: crate::sync::AtomicU64,
     /// Connections not in use; a command takes one (or opens one) and returns it on success.
     idle: Mutex<Vec<::redis::Connection>>,
 }
@@ -80,7 +87,9 @@ impl Redis {
         Ok(Redis {
             shared: Arc::new(Shared {
                 client,
-                leases_lost: std::sync::atomic::AtomicU64::new(0),
+                #[cfg(feature = "tokio")]
+                multiplexed: Mutex::new(None),
+                leases_lost: crate::sync::AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
             }),
             timeout: Duration::from_secs(1),
@@ -116,9 +125,7 @@ impl Redis {
     /// assert_eq!(Redis::open("redis://127.0.0.1/").unwrap().leases_lost(), 0);
     /// ```
     pub fn leases_lost(&self) -> u64 {
-        self.shared
-            .leases_lost
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.shared.leases_lost.load(crate::sync::Ordering::Relaxed)
     }
 
     /// A store of values under `namespace` (a key prefix: one per region).
@@ -178,6 +185,67 @@ impl Redis {
                 err,
             )),
         }
+    }
+
+    /// Runs `command` on the shared multiplexed connection: it awaits the server and never
+    /// blocks the thread. A connection that fails is dropped, and the next call connects again.
+    #[cfg(feature = "tokio")]
+    async fn run_async<T, F, Fut>(&self, what: &str, command: F) -> Result<T, BackendError>
+    where
+        F: FnOnce(::redis::aio::MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
+    {
+        let shared = self.shared.multiplexed.lock().clone();
+        let connection = match shared {
+            Some(connection) => connection,
+            None => self.connect_async().await?,
+        };
+        // The response timeout is the connection's; this one also bounds a command that the
+        // client queued behind a stalled one.
+        match tokio::time::timeout(self.timeout, command(connection)).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                if err.is_unrecoverable_error() || err.is_timeout() || err.is_io_error() {
+                    *self.shared.multiplexed.lock() = None;
+                }
+                Err(BackendError::with_source(
+                    format!("Redis {what} failed"),
+                    err,
+                ))
+            }
+            Err(_) => {
+                *self.shared.multiplexed.lock() = None;
+                Err(BackendError::new(format!(
+                    "Redis {what} timed out after {:?}",
+                    self.timeout
+                )))
+            }
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    async fn connect_async(&self) -> Result<::redis::aio::MultiplexedConnection, BackendError> {
+        let config = ::redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(self.timeout)
+            .set_response_timeout(self.timeout);
+        let connect = self
+            .shared
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let connection = match tokio::time::timeout(self.timeout, connect).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(err)) => {
+                return Err(BackendError::with_source("could not connect to Redis", err))
+            }
+            Err(_) => {
+                return Err(BackendError::new(format!(
+                    "could not connect to Redis within {:?}",
+                    self.timeout
+                )))
+            }
+        };
+        *self.shared.multiplexed.lock() = Some(connection.clone());
+        Ok(connection)
     }
 
     fn connect(&self) -> Result<::redis::Connection, BackendError> {

@@ -9,14 +9,14 @@
 //! | lease lost (not renewed)| another may take it | error: reported, counted     |
 
 use std::fmt;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, LazyLock};
+use std::thread;
 use std::time::Duration;
 
 use super::Redis;
 use crate::lock::poll_acquire;
-use crate::sync::Mutex;
+use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::{BackendError, RawMutex};
 
 /// The first and the longest pause between two tries of a held mutex.
@@ -68,7 +68,8 @@ struct Held {
     token: String,
     /// Dropping it stops the renewer.
     stop: mpsc::Sender<()>,
-    renewer: JoinHandle<bool>,
+    /// Set by the renewer when a renewal found the key gone or taken.
+    lost: Arc<AtomicBool>,
 }
 
 impl RedisMutex {
@@ -86,12 +87,65 @@ impl RedisMutex {
             .max(1)
     }
 
-    /// Renews the lease until told to stop; `false` if it was lost on the way.
+    /// `SET name token NX PX lease`.
+    fn set_nx(&self, token: &str) -> ::redis::Cmd {
+        let mut set = ::redis::cmd("SET");
+        set.arg(&self.name)
+            .arg(token)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease_ms());
+        set
+    }
+
+    fn release_script(&self, token: &str) -> ::redis::ScriptInvocation<'static> {
+        static SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RELEASE));
+        let mut invocation = SCRIPT.prepare_invoke();
+        invocation.key(self.name.clone()).arg(token.to_string());
+        invocation
+    }
+
+    /// After a successful `SET NX`: starts the renewer and records the hold. Without a renewer
+    /// the lease would run out under a long creator, so the mutex is given back instead.
+    fn hold(&self, token: String) -> Result<Option<String>, BackendError> {
+        let (stop, stopped) = mpsc::channel();
+        let lost = Arc::new(AtomicBool::new(false));
+        match self.start_renewer(token.clone(), stopped, Arc::clone(&lost)) {
+            Ok(()) => {
+                *self.held.lock() = Some(Held { token, stop, lost });
+                Ok(None)
+            }
+            // The caller releases `token` (blocking or async) and reports the error.
+            Err(_) => Ok(Some(token)),
+        }
+    }
+
+    /// Takes the hold for a release. The caller stops the renewer (drops `stop`) before the
+    /// release is sent, so that a renewal racing the release is never counted as a lost lease.
+    fn unhold(&self) -> Result<Held, BackendError> {
+        self.held.lock().take().ok_or_else(|| {
+            BackendError::new("release of a Redis mutex that this process does not hold")
+        })
+    }
+
+    fn released(lost: &AtomicBool, deleted: i64) -> Result<(), BackendError> {
+        if lost.load(Ordering::Relaxed) || deleted != 1 {
+            return Err(BackendError::new(
+                "the Redis mutex's lease ran out before its release: another process may have \
+                 regenerated the value at the same time; raise the lease",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renews the lease until told to stop, on a thread of its own (off any async runtime);
+    /// sets `lost` if the lease was lost on the way.
     fn start_renewer(
         &self,
         token: String,
         stop: mpsc::Receiver<()>,
-    ) -> std::io::Result<JoinHandle<bool>> {
+        lost: Arc<AtomicBool>,
+    ) -> std::io::Result<()> {
         let (redis, name, lease_ms) = (self.redis.clone(), self.name.clone(), self.lease_ms());
         let every = self.redis.lease / 3;
         thread::Builder::new()
@@ -99,7 +153,7 @@ impl RedisMutex {
             .spawn(move || loop {
                 match stop.recv_timeout(every) {
                     Err(RecvTimeoutError::Timeout) => {}
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return true,
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 }
                 let renewed = redis.run("lease renewal", |c| {
                     ::redis::Script::new(RENEW)
@@ -110,20 +164,28 @@ impl RedisMutex {
                 });
                 match renewed {
                     Ok(1) => {}
+                    // Released meanwhile: the holder stopped this renewer before releasing.
+                    Ok(_) if stopped(&stop) => return,
                     Ok(_) => {
                         // The key expired or changed hands: another holder may be creating.
+                        lost.store(true, Ordering::Relaxed);
                         redis.shared.leases_lost.fetch_add(1, Ordering::Relaxed);
                         #[cfg(feature = "tracing")]
                         tracing::warn!(
                             "dogpile: a Redis mutex lease ran out while its creator ran"
                         );
-                        return false;
+                        return;
                     }
                     // A failed renewal is retried at the next beat; the lease covers two.
                     Err(_) => {}
                 }
             })
+            .map(drop)
     }
+}
+
+fn stopped(stop: &mpsc::Receiver<()>) -> bool {
+    !matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty))
 }
 
 fn token() -> Result<String, BackendError> {
@@ -134,46 +196,26 @@ fn token() -> Result<String, BackendError> {
     Ok(format!("{a:016x}{b:016x}"))
 }
 
+fn no_renewer() -> BackendError {
+    BackendError::new("could not start the Redis lease renewal thread; the mutex was given back")
+}
+
 impl RawMutex for RedisMutex {
     fn try_acquire(&self) -> Result<bool, BackendError> {
         let token = token()?;
-        let lease_ms = self.lease_ms();
-        let set: Option<String> = self.redis.run("SET NX", |c| {
-            ::redis::cmd("SET")
-                .arg(&self.name)
-                .arg(&token)
-                .arg("NX")
-                .arg("PX")
-                .arg(lease_ms)
-                .query(c)
-        })?;
+        let set: Option<String> = self.redis.run("SET NX", |c| self.set_nx(&token).query(c))?;
         if set.is_none() {
             return Ok(false);
         }
-        let (stop, stopped) = mpsc::channel();
-        let renewer = match self.start_renewer(token.clone(), stopped) {
-            Ok(renewer) => renewer,
-            Err(err) => {
-                // Without a renewer the lease would run out under a long creator: give the
-                // mutex back rather than hold it unprotected.
-                let _ = self.redis.run("release", |c| {
-                    ::redis::Script::new(RELEASE)
-                        .key(&self.name)
-                        .arg(&token)
-                        .invoke::<i64>(c)
-                });
-                return Err(BackendError::with_source(
-                    "could not start the Redis lease renewal thread",
-                    err,
-                ));
+        match self.hold(token)? {
+            None => Ok(true),
+            Some(token) => {
+                let _ = self
+                    .redis
+                    .run("release", |c| self.release_script(&token).invoke::<i64>(c));
+                Err(no_renewer())
             }
-        };
-        *self.held.lock() = Some(Held {
-            token,
-            stop,
-            renewer,
-        });
-        Ok(true)
+        }
     }
 
     fn acquire(&self) -> Result<(), BackendError> {
@@ -186,24 +228,61 @@ impl RawMutex for RedisMutex {
     }
 
     fn release(&self) -> Result<(), BackendError> {
-        let held = self.held.lock().take().ok_or_else(|| {
-            BackendError::new("release of a Redis mutex that this process does not hold")
-        })?;
-        drop(held.stop);
-        let kept = held.renewer.join().unwrap_or(false);
-        let deleted = self.redis.run("release", |c| {
-            ::redis::Script::new(RELEASE)
-                .key(&self.name)
-                .arg(&held.token)
-                .invoke::<i64>(c)
-        })?;
-        if !kept || deleted != 1 {
-            return Err(BackendError::new(
-                "the Redis mutex's lease ran out before its release: another process may have \
-                 regenerated the value at the same time; raise the lease",
-            ));
+        let Held { token, stop, lost } = self.unhold()?;
+        drop(stop);
+        let deleted = self
+            .redis
+            .run("release", |c| self.release_script(&token).invoke::<i64>(c))?;
+        Self::released(&lost, deleted)
+    }
+}
+
+/// With the `tokio` feature: the same commands through the async client.
+#[cfg(feature = "tokio")]
+impl crate::lock::AsyncRawMutex for RedisMutex {
+    async fn try_acquire_async(&self) -> Result<bool, BackendError> {
+        let token = token()?;
+        let set_nx = self.set_nx(&token);
+        let set: Option<String> = self
+            .redis
+            .run_async(
+                "SET NX",
+                |mut c| async move { set_nx.query_async(&mut c).await },
+            )
+            .await?;
+        if set.is_none() {
+            return Ok(false);
         }
-        Ok(())
+        match self.hold(token)? {
+            None => Ok(true),
+            Some(token) => {
+                let release = self.release_script(&token);
+                let _ = self
+                    .redis
+                    .run_async("release", |mut c| async move {
+                        release.invoke_async::<i64>(&mut c).await
+                    })
+                    .await;
+                Err(no_renewer())
+            }
+        }
+    }
+
+    async fn release_async(&self) -> Result<(), BackendError> {
+        let Held { token, stop, lost } = self.unhold()?;
+        drop(stop);
+        let release = self.release_script(&token);
+        let deleted = self
+            .redis
+            .run_async("release", |mut c| async move {
+                release.invoke_async::<i64>(&mut c).await
+            })
+            .await?;
+        Self::released(&lost, deleted)
+    }
+
+    fn releases_at_once(&self) -> bool {
+        false
     }
 }
 

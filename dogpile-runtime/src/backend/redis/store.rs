@@ -1,15 +1,17 @@
 //! Values in Redis: one string per key holding the creation time and the value, so one `GET`
 //! reads both.
 
+use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::Redis;
+#[cfg(feature = "tokio")]
+use crate::region::StoreFuture;
 use crate::{BackendError, Store, Timestamp};
 
 /// The format's first byte, so that a later format can tell old values apart.
@@ -111,6 +113,49 @@ fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Timestamp)> {
         .then_some((value, Timestamp::from_nanos(created)))
 }
 
+impl<K, V> RedisStore<K, V>
+where
+    V: DeserializeOwned,
+{
+    /// What a `GET` answered, decoded; bytes that do not decode are counted and are a miss.
+    fn decoded(&self, bytes: Option<Vec<u8>>) -> Option<(V, Timestamp)> {
+        let bytes = bytes?;
+        let found = decode(&bytes);
+        if found.is_none() {
+            self.undecodable.fetch_add(1, Ordering::Relaxed);
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                namespace = %self.namespace,
+                bytes = bytes.len(),
+                "dogpile: a Redis value did not decode; regenerating it"
+            );
+        }
+        found
+    }
+
+    /// `SET name bytes [PX retain]`.
+    fn set(&self, name: Vec<u8>, bytes: Vec<u8>) -> ::redis::Cmd {
+        let mut set = ::redis::cmd("SET");
+        set.arg(name).arg(bytes);
+        if let Some(retain) = self.retain {
+            set.arg("PX")
+                .arg(u64::try_from(retain.as_millis()).unwrap_or(u64::MAX).max(1));
+        }
+        set
+    }
+
+    /// `SCAN cursor MATCH <namespace>:v:* COUNT 500`.
+    fn scan(&self, cursor: u64) -> ::redis::Cmd {
+        let mut scan = ::redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{}:v:*", glob_escape(&self.namespace)))
+            .arg("COUNT")
+            .arg(500);
+        scan
+    }
+}
+
 impl<K, V> Store<K, V> for RedisStore<K, V>
 where
     K: Serialize + Send + Sync + 'static,
@@ -121,38 +166,12 @@ where
         let bytes: Option<Vec<u8>> = self
             .redis
             .run("GET", |c| ::redis::cmd("GET").arg(&name).query(c))?;
-        let Some(bytes) = bytes else {
-            return Ok(None);
-        };
-        match decode(&bytes) {
-            Some(found) => Ok(Some(found)),
-            None => {
-                self.undecodable.fetch_add(1, Ordering::Relaxed);
-                #[cfg(feature = "tracing")]
-                tracing::warn!(
-                    namespace = %self.namespace,
-                    bytes = bytes.len(),
-                    "dogpile: a Redis value did not decode; regenerating it"
-                );
-                Ok(None)
-            }
-        }
+        Ok(self.decoded(bytes))
     }
 
     fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
-        let name = self.redis_key(key)?;
-        let bytes = encode(value, created)?;
-        let retain = self
-            .retain
-            .map(|r| u64::try_from(r.as_millis()).unwrap_or(u64::MAX).max(1));
-        self.redis.run("SET", |c| {
-            let mut set = ::redis::cmd("SET");
-            set.arg(&name).arg(bytes);
-            if let Some(ms) = retain {
-                set.arg("PX").arg(ms);
-            }
-            set.query::<()>(c)
-        })
+        let set = self.set(self.redis_key(key)?, encode(value, created)?);
+        self.redis.run("SET", |c| set.query::<()>(c))
     }
 
     fn remove(&self, key: &K) -> Result<(), BackendError> {
@@ -162,18 +181,10 @@ where
     }
 
     fn clear(&self) -> Result<(), BackendError> {
-        let pattern = format!("{}:v:*", glob_escape(&self.namespace));
         let mut cursor: u64 = 0;
         loop {
-            let (next, names): (u64, Vec<Vec<u8>>) = self.redis.run("SCAN", |c| {
-                ::redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query(c)
-            })?;
+            let scan = self.scan(cursor);
+            let (next, names): (u64, Vec<Vec<u8>>) = self.redis.run("SCAN", |c| scan.query(c))?;
             if !names.is_empty() {
                 self.redis
                     .run("DEL", |c| ::redis::cmd("DEL").arg(&names).query::<()>(c))?;
@@ -187,6 +198,91 @@ where
 
     fn count(&self) -> Option<usize> {
         None
+    }
+}
+
+/// With the `tokio` feature: the same commands through the async client, so an async region
+/// never blocks a worker thread on Redis.
+#[cfg(feature = "tokio")]
+impl<K, V> crate::region::AsyncStore<K, V> for RedisStore<K, V>
+where
+    K: Serialize + Send + Sync + 'static,
+    V: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    fn answers_at_once(&self) -> bool {
+        false
+    }
+
+    fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Timestamp)>> {
+        Box::pin(async move {
+            let mut get = ::redis::cmd("GET");
+            get.arg(self.redis_key(key)?);
+            let bytes: Option<Vec<u8>> = self
+                .redis
+                .run_async("GET", |mut c| async move { get.query_async(&mut c).await })
+                .await?;
+            Ok(self.decoded(bytes))
+        })
+    }
+
+    fn put_async<'a>(
+        &'a self,
+        key: &'a K,
+        value: &'a V,
+        created: Timestamp,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let set = self.set(self.redis_key(key)?, encode(value, created)?);
+            self.redis
+                .run_async(
+                    "SET",
+                    |mut c| async move { set.query_async::<()>(&mut c).await },
+                )
+                .await
+        })
+    }
+
+    fn remove_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut del = ::redis::cmd("DEL");
+            del.arg(self.redis_key(key)?);
+            self.redis
+                .run_async(
+                    "DEL",
+                    |mut c| async move { del.query_async::<()>(&mut c).await },
+                )
+                .await
+        })
+    }
+
+    fn clear_async(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut cursor: u64 = 0;
+            loop {
+                let scan = self.scan(cursor);
+                let (next, names): (u64, Vec<Vec<u8>>) = self
+                    .redis
+                    .run_async(
+                        "SCAN",
+                        |mut c| async move { scan.query_async(&mut c).await },
+                    )
+                    .await?;
+                if !names.is_empty() {
+                    let mut del = ::redis::cmd("DEL");
+                    del.arg(names);
+                    self.redis
+                        .run_async(
+                            "DEL",
+                            |mut c| async move { del.query_async::<()>(&mut c).await },
+                        )
+                        .await?;
+                }
+                if next == 0 {
+                    return Ok(());
+                }
+                cursor = next;
+            }
+        })
     }
 }
 

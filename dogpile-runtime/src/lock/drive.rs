@@ -1,0 +1,200 @@
+//! The blocking driver of the protocol: a short loop that reads, locks and creates as
+//! [`Protocol`] says, for [`Lock::enter`](super::Lock::enter) and a region's blocking calls.
+//! The async driver, for a region's async calls, is in `region/future.rs`.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use super::protocol::{Failure, Found, Next, Protocol, Served, Waited};
+use crate::sync::thread_local;
+use crate::{BackendError, OwnedMutexGuard, RawMutex};
+
+/// What a blocking call reads and locks: its key's value, judged, and its key's mutex.
+pub(crate) trait Key<V> {
+    type Mutex: RawMutex + ?Sized;
+
+    /// The key's dogpile mutex.
+    fn mutex(&self) -> &Arc<Self::Mutex>;
+
+    /// Reads the key's value and judges it by the caller's expiry rules.
+    fn read(&mut self) -> Result<Found<V>, BackendError>;
+}
+
+/// A creator as the driver runs it: a closure, or a region's creator that stores what it
+/// makes (and that a direct call runs bare).
+pub(crate) trait Create<V, E> {
+    fn create(self) -> Result<V, E>;
+}
+
+impl<V, E, F: FnOnce() -> Result<V, E>> Create<V, E> for F {
+    fn create(self) -> Result<V, E> {
+        self()
+    }
+}
+
+/// What became of a hand-off to the background.
+pub(crate) enum Handoff<G, C, E> {
+    /// The background runs the creator and releases the mutex when done.
+    Taken,
+    /// No room: the guard and the creator come back, to create here.
+    Refused(G, C),
+    /// The hand-off itself failed with the creator's error type (the guard was dropped).
+    Failed(E),
+}
+
+/// How a blocking call ends.
+pub(crate) enum Exit<V, E, C> {
+    /// A value read from the store (fresh, stale or waited for), or handed off.
+    Served(Served, V),
+    /// The creator ran in this caller (holding the mutex, or after the lock timeout).
+    Created(Result<V, E>),
+    /// The store or mutex failed and the rules say to call directly: the creator, unrun.
+    Direct(C, BackendError),
+    /// No value, by the rules.
+    Failed(Failure),
+}
+
+/// Runs one blocking call through the protocol. `hand`, when given, takes the mutex and the
+/// creator of an expired value to regenerate elsewhere.
+pub(crate) fn drive<V, E, C, K, H>(
+    key: &mut K,
+    mut protocol: Protocol<'_, V>,
+    creator: C,
+    hand: Option<H>,
+) -> Exit<V, E, C>
+where
+    K: Key<V>,
+    C: Create<V, E>,
+    H: FnOnce(OwnedMutexGuard<K::Mutex>, C) -> Handoff<OwnedMutexGuard<K::Mutex>, C, E>,
+{
+    let mutex = Arc::clone(key.mutex());
+    let mut guard = None;
+    let mut next = protocol.start();
+    loop {
+        next = match next {
+            Next::Read => protocol.read(key.read()),
+            Next::TryLock => {
+                let taken = OwnedMutexGuard::try_acquire(Arc::clone(&mutex));
+                protocol.try_lock(taken.map(|taken| {
+                    guard = taken;
+                    guard.is_some()
+                }))
+            }
+            Next::Lock => {
+                let waited = wait(&mutex, protocol.rules().lock_timeout).map(|(waited, g)| {
+                    guard = g;
+                    waited
+                });
+                protocol.lock(waited)
+            }
+            Next::Create => return Exit::Created(create(&mutex, guard, creator)),
+            Next::Hand => {
+                let (Some(held), Some(hand)) = (guard.take(), hand) else {
+                    // Handing is only asked for while holding, and only when allowed.
+                    return Exit::Created(create(&mutex, None, creator));
+                };
+                match hand(held, creator) {
+                    Handoff::Taken => match protocol.handed(true) {
+                        Next::Done(served, value) => return Exit::Served(served, value),
+                        _ => unreachable!("a taken hand-off ends the call"),
+                    },
+                    Handoff::Refused(held, creator) => {
+                        let _create = protocol.handed(false);
+                        return Exit::Created(create(&mutex, Some(held), creator));
+                    }
+                    Handoff::Failed(err) => return Exit::Created(Err(err)),
+                }
+            }
+            Next::Done(served, value) => return Exit::Served(served, value),
+            Next::Direct(err) => {
+                drop(guard);
+                return Exit::Direct(creator, err);
+            }
+            Next::Fail(failure) => return Exit::Failed(failure),
+        };
+    }
+}
+
+/// Waits for the mutex, up to `timeout`: the guard when taken.
+#[cold]
+fn wait<M: RawMutex + ?Sized>(
+    mutex: &Arc<M>,
+    timeout: Option<std::time::Duration>,
+) -> Result<(Waited, Option<OwnedMutexGuard<M>>), BackendError> {
+    if held_by_this_thread(mutex) {
+        return Ok((Waited::WouldDeadlock, None));
+    }
+    let guard = match timeout {
+        None => Some(OwnedMutexGuard::acquire(Arc::clone(mutex))?),
+        Some(timeout) => OwnedMutexGuard::acquire_timeout(Arc::clone(mutex), timeout)?,
+    };
+    Ok(match guard {
+        Some(guard) => (Waited::Acquired, Some(guard)),
+        None => (Waited::TimedOut, None),
+    })
+}
+
+/// Runs the creator, marked as holding `mutex` while it holds it. The mutex is released before
+/// the mark is removed, on success, error and unwind alike.
+fn create<V, E, M: ?Sized + RawMutex>(
+    mutex: &Arc<M>,
+    guard: Option<OwnedMutexGuard<M>>,
+    creator: impl Create<V, E>,
+) -> Result<V, E> {
+    match guard {
+        Some(guard) => {
+            let holding = Holding::enter(mutex);
+            let created = creator.create();
+            drop(guard);
+            drop(holding);
+            created
+        }
+        None => creator.create(),
+    }
+}
+
+// loom's `thread_local!` takes no `const { }` initializer.
+#[allow(clippy::missing_const_for_thread_local)]
+mod holding {
+    use super::{thread_local, RefCell};
+    thread_local! {
+        /// The mutexes whose creators are running on this thread, innermost last.
+        pub(super) static HOLDING: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+    }
+}
+use holding::HOLDING;
+
+/// Marks a mutex as held by this thread's running creator, so that a creator asking to wait for
+/// its own mutex fails instead of waiting forever.
+pub(crate) struct Holding(usize);
+
+fn address<M: ?Sized>(mutex: &Arc<M>) -> usize {
+    Arc::as_ptr(mutex).cast::<()>() as usize
+}
+
+impl Holding {
+    /// Marks `mutex` until the returned value is dropped.
+    pub(crate) fn enter<M: ?Sized>(mutex: &Arc<M>) -> Self {
+        let id = address(mutex);
+        HOLDING.with(|held| held.borrow_mut().push(id));
+        Holding(id)
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        let id = self.0;
+        HOLDING.with(|held| {
+            let mut held = held.borrow_mut();
+            if let Some(pos) = held.iter().rposition(|&h| h == id) {
+                held.remove(pos);
+            }
+        });
+    }
+}
+
+/// Whether this thread is running a creator under `mutex`.
+pub(crate) fn held_by_this_thread<M: ?Sized>(mutex: &Arc<M>) -> bool {
+    let id = address(mutex);
+    HOLDING.with(|held| held.borrow().contains(&id))
+}
