@@ -11,7 +11,7 @@ use crate::sync::{AtomicI64, Ordering};
 
 /// A point in wall-clock time: nanoseconds since the Unix epoch.
 ///
-/// A timestamp that is not positive means "no value" to a [`Lock`](crate::Lock), as the seed's
+/// A timestamp that is not positive means "no value" to a [`Lock`](crate::Lock), as Python dogpile.core's
 /// creation time of `-1` does.
 ///
 /// ```
@@ -27,7 +27,7 @@ use crate::sync::{AtomicI64, Ordering};
 pub struct Timestamp(i64);
 
 impl Timestamp {
-    /// The "no value yet" time, `-1` as in the seed's `createdtime`.
+    /// The "no value yet" time, `-1` as in Python dogpile.core's `createdtime`.
     pub const NONE: Timestamp = Timestamp(-1);
 
     /// A timestamp from nanoseconds since the Unix epoch.

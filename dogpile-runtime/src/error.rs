@@ -6,7 +6,7 @@ use std::time::Duration;
 
 /// "There is no value": what a getter returns when the value must be created.
 ///
-/// It is the seed's `NeedRegenerationException`, returned in a `Result` instead of raised.
+/// It is Python dogpile.core's `NeedRegenerationException`, returned in a `Result` instead of raised.
 ///
 /// ```
 /// use dogpile_runtime::NeedRegeneration;
@@ -145,10 +145,13 @@ impl<E> From<BackendError> for LockError<E> {
     }
 }
 
-impl<E: fmt::Display> fmt::Display for LockError<E> {
+/// Each variant says what went wrong in its message; the creator's error and the backend's
+/// failure are its [`source`](StdError::source), not repeated in the message. `E` needs no
+/// bound to be displayed.
+impl<E> fmt::Display for LockError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LockError::Creator(e) => write!(f, "the creator failed: {e}"),
+            LockError::Creator(_) => f.write_str("the creator failed"),
             LockError::Timeout(t) => write!(
                 f,
                 "gave up waiting {t:?} for another caller to create the value"
@@ -157,7 +160,7 @@ impl<E: fmt::Display> fmt::Display for LockError<E> {
                 "the creator of this value asked for the same value again and would wait for \
                  itself forever; break the cycle in the creator",
             ),
-            LockError::Mutex(e) => fmt::Display::fmt(e, f),
+            LockError::Mutex(_) => f.write_str("the dogpile mutex failed"),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The seed's original API, [`Dogpile`] and [`SyncReaderDogpile`], kept as thin wrappers over
+//! Python dogpile.core's original API, [`Dogpile`] and [`SyncReaderDogpile`], kept as thin wrappers over
 //! [`Lock`] for code ported from it. New code uses `Lock` (or a region) directly.
 #![allow(deprecated)]
 
@@ -15,7 +15,7 @@ use crate::{
 
 /// A dogpile lock that remembers its value's creation time itself.
 ///
-/// The seed's first API, deprecated there in favour of `Lock`, which keeps no state between calls
+/// Python dogpile.core's first API, deprecated there in favour of `Lock`, which keeps no state between calls
 /// and so also works across processes. Each `acquire` builds a [`Lock`] over this object's mutex,
 /// with a getter that reports the remembered creation time and a creator that updates it.
 ///
@@ -38,7 +38,7 @@ use crate::{
 /// ```
 #[deprecated(
     since = "0.1.0",
-    note = "use `Lock`, which keeps no state between calls (as the seed's 0.4 API does)"
+    note = "use `Lock`, which keeps no state between calls (as Python dogpile.core's 0.4 API does)"
 )]
 pub struct Dogpile<M: RawMutex + ?Sized = LocalMutex> {
     expiry: Option<Duration>,
@@ -61,7 +61,7 @@ impl Dogpile<LocalMutex> {
 }
 
 impl<M: RawMutex + ?Sized> Dogpile<M> {
-    /// A dogpile over a custom mutex (the seed's `lock` argument).
+    /// A dogpile over a custom mutex (Python dogpile.core's `lock` argument).
     ///
     /// ```
     /// # #![allow(deprecated)]
@@ -96,7 +96,7 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
         self
     }
 
-    /// Marks the value as created now (the seed's `init=True`), for a value made elsewhere.
+    /// Marks the value as created now (Python dogpile.core's `init=True`), for a value made elsewhere.
     ///
     /// ```
     /// # #![allow(deprecated)]

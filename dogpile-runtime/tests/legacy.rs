@@ -1,4 +1,4 @@
-//! The seed's deprecated `Dogpile` and `SyncReaderDogpile`, through their public API.
+//! Python dogpile.core's deprecated `Dogpile` and `SyncReaderDogpile`, through their public API.
 #![allow(deprecated)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,4 +1,4 @@
-//! The dogpile lock's rules (DESIGN.md §2), one test each, and the burst behaviour of rule 6.
+//! The dogpile lock's rules, one test each, and the burst behaviour on one expired key.
 
 use std::convert::Infallible;
 use std::panic::{self, AssertUnwindSafe};
@@ -75,7 +75,7 @@ fn bounded<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     rx.recv_timeout(BOUND).expect("the call blocked")
 }
 
-// ---- rule 6: bursts -----------------------------------------------------------------------
+// ---- bursts on one key: the winner reads again before creating ---------------------------
 
 fn burst(latency: Duration, start_with_value: bool) -> usize {
     const THREADS: usize = 50;
@@ -620,7 +620,12 @@ fn a_mutex_that_fails_is_reported() {
     let err = Lock::new(&mutex, never_called, || Err(NeedRegeneration), None)
         .enter()
         .unwrap_err();
-    assert_eq!(err.to_string(), "dogpile backend: server unreachable");
+    assert_eq!(err.to_string(), "the dogpile mutex failed");
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert_eq!(
+        source.as_deref(),
+        Some("dogpile backend: server unreachable")
+    );
     let dyn_mutex: Arc<dyn RawMutex> = mutex;
     let clock = clock();
     let store = Store::with(1, clock.now() - EXPIRY * 2);

@@ -65,7 +65,7 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
     builder.check(f);
 }
 
-/// Path 5: callers of a missing value wait for one creator, then read its value.
+/// A missing value: callers wait for one creator, then read its value.
 #[test]
 fn missing_value_is_created_once_and_waiters_get_it() {
     model(|| {
@@ -81,7 +81,7 @@ fn missing_value_is_created_once_and_waiters_get_it() {
     });
 }
 
-/// Paths 4 and 6: on an expired value one caller regenerates; the other gets the stale value or
+/// An expired value: one caller regenerates; the other gets the stale value or
 /// the new one, and the re-read after the try-lock stops a second regeneration.
 #[test]
 fn expired_value_is_regenerated_once() {
@@ -239,5 +239,128 @@ fn a_registered_waker_is_never_missed_by_a_release() {
             WakeOnRelease::Free => assert!(mutex.try_acquire().unwrap()),
             WakeOnRelease::Unsupported => unreachable!("LocalMutex wakes its waiters"),
         }
+    });
+}
+
+// ---- the protocol through a region ----------------------------------------------------------
+
+use dogpile_runtime::region::Store;
+use dogpile_runtime::{BackendError, Region};
+
+/// A store that loom sees: the in-memory store's map is not instrumented, so loom's reduction
+/// would treat its reads and writes as independent of each other and never interleave them.
+#[derive(Default)]
+struct LoomStore(Mutex<Vec<(u8, usize, Timestamp)>>);
+
+impl Store<u8, usize> for LoomStore {
+    fn get(&self, key: &u8) -> Result<Option<(usize, Timestamp)>, BackendError> {
+        let map = self.0.lock().unwrap();
+        Ok(map.iter().find(|e| e.0 == *key).map(|e| (e.1, e.2)))
+    }
+
+    fn put(&self, key: &u8, value: &usize, created: Timestamp) -> Result<(), BackendError> {
+        let mut map = self.0.lock().unwrap();
+        map.retain(|e| e.0 != *key);
+        map.push((*key, *value, created));
+        Ok(())
+    }
+
+    fn remove(&self, key: &u8) -> Result<(), BackendError> {
+        self.0.lock().unwrap().retain(|e| e.0 != *key);
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<(), BackendError> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+
+    fn count(&self) -> Option<usize> {
+        Some(self.0.lock().unwrap().len())
+    }
+}
+
+fn region(clock: &Arc<ManualClock>) -> Region<u8, usize, LoomStore> {
+    Region::builder()
+        .expiry(EXPIRY)
+        .clock(clock.clone())
+        .store(LoomStore::default())
+        .build()
+        .unwrap()
+}
+
+/// Two callers of a region on a missing key: one creator, both get its value.
+#[test]
+fn region_creates_a_missing_value_once() {
+    model(|| {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000_000)));
+        let region = region(&clock);
+        let created = Arc::new(AtomicUsize::new(0));
+        let call = {
+            let (region, created) = (region.clone(), created.clone());
+            move || {
+                region.get_with(&1, || {
+                    created.fetch_add(1, Ordering::SeqCst);
+                    7
+                })
+            }
+        };
+        let other = thread::spawn(call.clone());
+        assert_eq!(call(), 7);
+        assert_eq!(other.join().unwrap(), 7);
+        assert_eq!(created.load(Ordering::SeqCst), 1);
+    });
+}
+
+/// Two callers of a region on an expired key: one regenerates; the other gets the stale value
+/// or the new one, never a second regeneration.
+#[test]
+fn region_regenerates_an_expired_value_once() {
+    model(|| {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000_000)));
+        let region = region(&clock);
+        region.insert(&1, 0).unwrap();
+        clock.advance(EXPIRY * 2);
+        let created = Arc::new(AtomicUsize::new(0));
+        let call = {
+            let (region, created) = (region.clone(), created.clone());
+            move || region.get_with(&1, || created.fetch_add(1, Ordering::SeqCst) + 1)
+        };
+        let other = thread::spawn(call.clone());
+        let (here, there) = (call(), other.join().unwrap());
+        assert_eq!(created.load(Ordering::SeqCst), 1);
+        assert!(here <= 1 && there <= 1 && here + there >= 1);
+    });
+}
+
+/// A value stored before `invalidate_all` returns is gone for every read that starts after it,
+/// in any thread, even with a clock that does not move (as a coarse clock within one tick);
+/// a value created by a caller racing the invalidation is either gone or its own, never the
+/// old one.
+#[test]
+fn invalidate_all_covers_every_value_stored_before_it() {
+    model(|| {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_000_000_000_000)));
+        let region = region(&clock);
+        let writer = {
+            let region = region.clone();
+            thread::spawn(move || region.insert(&1, 1).unwrap())
+        };
+        let invalidator = {
+            let region = region.clone();
+            thread::spawn(move || {
+                writer.join().unwrap();
+                region.invalidate_all();
+            })
+        };
+        let racer = {
+            let region = region.clone();
+            thread::spawn(move || region.get_with(&2, || 20))
+        };
+        invalidator.join().unwrap();
+        assert_eq!(region.peek(&1), None);
+        assert_eq!(region.get_with(&1, || 2), 2);
+        assert_eq!(racer.join().unwrap(), 20);
+        assert!(matches!(region.peek(&2), None | Some(20)));
     });
 }

@@ -32,7 +32,7 @@ type AsyncCreator<'a, M, E> = Box<dyn FnOnce(OwnedMutexGuard<M>) -> Result<(), E
 /// The dogpile lock: one caller regenerates an expired value while the others keep the old one.
 ///
 /// A `Lock` is built for one call, from a shared mutex, a creator, a getter and an expiry, and
-/// [`enter`](Lock::enter) returns the value (the seed's `with Lock(...) as value`). It keeps no
+/// [`enter`](Lock::enter) returns the value (Python dogpile.core's `with Lock(...) as value`). It keeps no
 /// state between calls: the value lives wherever the getter reads it and the creator writes it.
 ///
 /// | the getter finds          | `enter` does                                                    |
@@ -239,7 +239,8 @@ where
     /// let err = Lock::new(&mutex, || Err::<u8, _>("backend down"), || Err(NeedRegeneration), None)
     ///     .enter()
     ///     .unwrap_err();
-    /// assert_eq!(err.to_string(), "the creator failed: backend down");
+    /// assert_eq!(err.to_string(), "the creator failed");
+    /// assert!(matches!(err, dogpile_runtime::LockError::Creator("backend down")));
     /// ```
     pub fn enter(self) -> Result<V, LockError<E>> {
         let rules = Rules {

@@ -13,7 +13,7 @@ use crate::BackendError;
 /// The lock protocol a [`Lock`](crate::Lock) needs from its mutex.
 ///
 /// Unlike `std::sync::Mutex`, it guards no data and its release is not tied to the acquiring
-/// thread: the seed hands a held mutex to an async creator, which releases it elsewhere. That is
+/// thread: Python dogpile.core hands a held mutex to an async creator, which releases it elsewhere. That is
 /// why it is a raw protocol (as in `lock_api`), with [`OwnedMutexGuard`] as its RAII face.
 ///
 /// Implementations: [`LocalMutex`] for threads of one process; file and Redis mutexes for

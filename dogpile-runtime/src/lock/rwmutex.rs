@@ -17,7 +17,7 @@ use crate::ReleaseError;
 /// | reading (n)                    | → reading (n + 1) | claims, waits for n readers   |
 /// | writer claimed (waiting/writing)| waits            | waits                         |
 ///
-/// RAII guards ([`read`](Self::read), [`write`](Self::write)) are the main API. The seed's
+/// RAII guards ([`read`](Self::read), [`write`](Self::write)) are the main API. Python dogpile.core's
 /// explicit calls exist too; a release that matches no acquire is an [`ReleaseError`].
 ///
 /// ```
@@ -118,7 +118,7 @@ impl ReadWriteMutex {
             .then(|| WriteGuard { rw: self })
     }
 
-    /// The seed's explicit read acquire: with `wait`, blocks and returns `true`; without,
+    /// Python dogpile.core's explicit read acquire: with `wait`, blocks and returns `true`; without,
     /// returns `false` at once if a writer holds or claims the lock. Pair it with
     /// [`release_read_lock`](Self::release_read_lock).
     ///
@@ -142,7 +142,7 @@ impl ReadWriteMutex {
         true
     }
 
-    /// The seed's explicit write acquire: with `wait`, blocks and returns `true`; without,
+    /// Python dogpile.core's explicit write acquire: with `wait`, blocks and returns `true`; without,
     /// returns `false` at once if anyone reads or writes. Pair it with
     /// [`release_write_lock`](Self::release_write_lock) on the same thread.
     ///

@@ -60,38 +60,31 @@ impl<E> RegionError<E> {
     }
 
     /// Panics with this error's message: for the calls whose creator cannot fail, where the only
-    /// errors left are programming errors (recursion) or a backend set to return errors.
+    /// errors left are programming errors (recursion) or a backend set to return errors. A
+    /// panic shows no error chain, so a backend's failure is spelled out.
     #[cold]
     #[track_caller]
     pub(crate) fn fail(self) -> ! {
-        match self {
-            RegionError::Creator(_) => unreachable!("this creator cannot fail"),
-            other => panic!("{}", DisplayWithoutCreator(&other)),
+        match &self {
+            RegionError::Backend(e) => panic!("{self}: {e}"),
+            _ => panic!("{self}"),
         }
     }
 }
 
-struct DisplayWithoutCreator<'a, E>(&'a RegionError<E>);
-
-impl<E> fmt::Display for DisplayWithoutCreator<'_, E> {
+/// Each variant says what went wrong in its message; the creator's error and the backend's
+/// failure are its [`source`](StdError::source), not repeated in the message. `E` needs no
+/// bound to be displayed.
+impl<E> fmt::Display for RegionError<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
+        match self {
             RegionError::Creator(_) => f.write_str("the creator failed"),
             RegionError::Recursion { region, key } => write!(
                 f,
                 "the creator of key {key} in region {region:?} asked for key {key} again and \
                  would wait for itself forever; break the cycle in the creator"
             ),
-            RegionError::Backend(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for RegionError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            RegionError::Creator(e) => write!(f, "the creator failed: {e}"),
-            other => DisplayWithoutCreator(other).fmt(f),
+            RegionError::Backend(_) => f.write_str("the region's store or mutex failed"),
         }
     }
 }

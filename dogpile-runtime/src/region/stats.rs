@@ -12,7 +12,11 @@ use std::ops::AddAssign;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Stripes that a thread can own; one more is shared by the threads that found none free.
+#[cfg(not(loom))]
 const OWNED: usize = 32;
+/// Under loom every thread counts on the one shared stripe.
+#[cfg(loom)]
+const OWNED: usize = 0;
 const SHARED: usize = OWNED;
 
 #[derive(Clone, Copy)]

@@ -1,0 +1,154 @@
+//! Async calls on a Redis region, against a real `redis-server` that this harness starts on a
+//! free loopback port: they await the server and never block the executor, even while the
+//! server stalls.
+//!
+//! Needs `redis-server` on the `PATH` (`.ci/run` installs it if missing).
+#![cfg(all(feature = "redis", feature = "tokio"))]
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
+use dogpile_runtime::region::AsyncRegion;
+use dogpile_runtime::Region;
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+use redis_server::Server;
+
+type AsyncRedisRegion = AsyncRegion<u64, u64, RedisStore<u64, u64>, RedisMutex>;
+
+fn region(redis: &Redis, namespace: &'static str, expiry: Duration) -> AsyncRedisRegion {
+    Region::builder()
+        .name(namespace)
+        .expiry(expiry)
+        .store(redis.store(namespace))
+        .mutexes({
+            let redis = redis.clone();
+            move |key: &u64| redis.mutex(namespace, key)
+        })
+        .build()
+        .unwrap()
+        .to_async()
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One worker thread, 50 tasks reading a Redis region, the server paused for a second
+/// (`CLIENT PAUSE 1000`): a ticker task on the same thread keeps ticking every 10 ms, because
+/// the reads await the server instead of blocking the thread. With the blocking client on this
+/// path, the ticker stalls for the whole pause.
+#[test]
+fn a_stalled_server_never_stalls_the_executor() {
+    let server = Server::start();
+    let redis = Redis::open(&server.url())
+        .unwrap()
+        .with_timeout(Duration::from_secs(3));
+    let region = region(&redis, "ticker", Duration::from_secs(60));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+
+    let worst_gap = current_thread().block_on(async {
+        assert_eq!(region.get_with(&1, || async { 7 }).await, 7);
+
+        let ticker = tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut worst = Duration::ZERO;
+                let mut last = Instant::now();
+                while !stop.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    let now = Instant::now();
+                    worst = worst.max(now - last);
+                    last = now;
+                }
+                worst
+            }
+        });
+        let readers: Vec<_> = (0..50)
+            .map(|_| {
+                let (region, stop, reads) = (region.clone(), stop.clone(), reads.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        assert_eq!(region.get_with(&1, || async { 7 }).await, 7);
+                        reads.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+
+        // The pause comes from another thread, as from another client.
+        let pauser = thread::spawn({
+            let url = server.url();
+            move || {
+                thread::sleep(Duration::from_millis(200));
+                let mut c = redis::Client::open(url)
+                    .unwrap()
+                    .get_connection_with_timeout(Duration::from_secs(2))
+                    .unwrap();
+                redis::cmd("CLIENT")
+                    .arg("PAUSE")
+                    .arg(1000)
+                    .query::<()>(&mut c)
+                    .unwrap();
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        stop.store(true, Ordering::SeqCst);
+        for reader in readers {
+            reader.await.unwrap();
+        }
+        pauser.join().unwrap();
+        ticker.await.unwrap()
+    });
+
+    assert!(
+        reads.load(Ordering::SeqCst) > 50,
+        "the readers read: {}",
+        reads.load(Ordering::SeqCst)
+    );
+    assert!(
+        worst_gap < Duration::from_millis(100),
+        "the executor stalled for {worst_gap:?} while the server was paused"
+    );
+}
+
+/// Async tasks on a missing key of a Redis region: one creator; the others wait for it
+/// without blocking the thread, then read its value.
+#[test]
+fn async_tasks_on_a_missing_key_share_one_creator() {
+    let server = Server::start();
+    let redis = Redis::open(&server.url()).unwrap();
+    let region = region(&redis, "herd", Duration::from_secs(60));
+    let created = Arc::new(AtomicUsize::new(0));
+
+    current_thread().block_on(async {
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (region, created) = (region.clone(), created.clone());
+                tokio::spawn(async move {
+                    region
+                        .get_with(&9, || async move {
+                            created.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            81
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert_eq!(task.await.unwrap(), 81);
+        }
+    });
+    assert_eq!(created.load(Ordering::SeqCst), 1);
+    assert!(server.keys("herd:lock:*").is_empty(), "no lock left");
+}
