@@ -93,7 +93,10 @@ impl Timestamp {
     /// Whether a value created at `self` is expired at `now` under `expiry` (`None` = never).
     ///
     /// Expiry is strict: a value whose age equals the expiry is still fresh. A timestamp that is
-    /// not positive is always expired, since it stands for "no value".
+    /// not positive is always expired, since it stands for "no value". A creation time more
+    /// than [`TOLERANCE`] ahead of `now` (the clock stepped back, or another host's runs ahead)
+    /// is expired too, so that no clock jump keeps a value fresh for longer than its lifetime
+    /// plus the tolerance.
     ///
     /// ```
     /// # use dogpile_runtime::clock::Timestamp;
@@ -103,6 +106,9 @@ impl Timestamp {
     /// assert!(!created.is_expired_at(Timestamp::from_nanos(1_010), expiry));
     /// assert!(created.is_expired_at(Timestamp::from_nanos(1_011), expiry));
     /// assert!(!created.is_expired_at(Timestamp::from_nanos(i64::MAX), None));
+    /// // Created an hour after "now": the clock stepped back.
+    /// let ahead = Timestamp::from_nanos(3_600_000_000_000);
+    /// assert!(ahead.is_expired_at(Timestamp::from_nanos(1), Some(Duration::from_secs(60))));
     /// ```
     #[inline]
     pub fn is_expired_at(self, now: Timestamp, expiry: Option<Duration>) -> bool {
@@ -113,11 +119,15 @@ impl Timestamp {
             None => false,
             Some(expiry) => {
                 let age = now.0.saturating_sub(self.0);
-                age > saturating_nanos(expiry)
+                age > saturating_nanos(expiry) || age < -saturating_nanos(TOLERANCE)
             }
         }
     }
 }
+
+/// How far ahead of the clock a creation time may be and still be trusted by
+/// [`Timestamp::is_expired_at`] (and, by default, by a region): one second.
+pub const TOLERANCE: Duration = Duration::from_secs(1);
 
 impl std::ops::Add<Duration> for Timestamp {
     type Output = Timestamp;

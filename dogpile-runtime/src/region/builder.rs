@@ -58,6 +58,7 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     /// `None`: the coarse clock, called directly on the hot path.
     pub(super) clock: Option<Arc<dyn Clock>>,
     pub(super) lock_timeout: Option<Duration>,
+    pub(super) clock_tolerance: Duration,
     pub(super) pool: Option<Pool>,
     pub(super) should_cache: Option<ShouldCache<V>>,
     pub(super) on_backend_error: super::OnBackendError,
@@ -87,6 +88,7 @@ where
             expiry: None,
             clock: None,
             lock_timeout: None,
+            clock_tolerance: DEFAULT_CLOCK_TOLERANCE,
             pool: None,
             should_cache: None,
             on_backend_error: super::OnBackendError::default(),
@@ -199,6 +201,31 @@ where
         self
     }
 
+    /// How far ahead of the clock a creation time or an invalidation may be and still be
+    /// trusted (default 1 s): the wall clock can step back, and another host's can run ahead.
+    /// A value created further ahead than this counts as expired, and an invalidation made
+    /// further ahead is brought back to now, so no clock jump keeps a value fresh for longer
+    /// than its lifetime plus this tolerance. Keep it above the clock skew between the hosts
+    /// that share a store.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// # use std::time::Duration;
+    /// let r: Region<u8, u8> =
+    ///     Region::builder().clock_tolerance(Duration::from_millis(200)).build()?;
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn clock_tolerance(mut self, tolerance: Duration) -> Self {
+        if tolerance > LONGEST {
+            self.check(Err(ConfigError::new(
+                "clock_tolerance",
+                format!("{tolerance:?} is longer than 100 years; a tolerance of zero trusts no time ahead of the clock"),
+            )));
+        }
+        self.clock_tolerance = tolerance;
+        self
+    }
+
     /// What to do when the store or mutex fails; see [`OnBackendError`].
     ///
     /// ```
@@ -227,6 +254,7 @@ where
             expiry: self.expiry,
             clock: self.clock,
             lock_timeout: self.lock_timeout,
+            clock_tolerance: self.clock_tolerance,
             pool: self.pool,
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
@@ -254,6 +282,7 @@ where
             expiry: self.expiry,
             clock: self.clock,
             lock_timeout: self.lock_timeout,
+            clock_tolerance: self.clock_tolerance,
             pool: self.pool,
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
@@ -324,6 +353,7 @@ where
                 expired_until: crate::sync::AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
                 any_until: crate::sync::AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
                 lock_timeout: self.lock_timeout,
+                tolerance_nanos: crate::clock::saturating_nanos(self.clock_tolerance),
                 pool: self.pool,
                 should_cache: self.should_cache,
                 name: self.name.unwrap_or_else(|| "region".to_string()),
@@ -331,6 +361,10 @@ where
             }),
             expiry: self.expiry,
             expiry_nanos: super::expiry_nanos(self.expiry),
+            expiry_limit: super::expiry_limit(
+                super::expiry_nanos(self.expiry),
+                crate::clock::saturating_nanos(self.clock_tolerance),
+            ),
             on_backend_error: self.on_backend_error,
         })
     }
@@ -344,6 +378,9 @@ impl<K, V, S, M> RegionBuilder<K, V, S, M> {
         }
     }
 }
+
+/// The default [`RegionBuilder::clock_tolerance`].
+pub(crate) const DEFAULT_CLOCK_TOLERANCE: Duration = crate::clock::TOLERANCE;
 
 /// The longest duration a setting accepts: longer is a mistake (a unit mixed up, or
 /// `Duration::MAX` for "forever", which is leaving the setting unset).

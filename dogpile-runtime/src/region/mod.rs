@@ -123,6 +123,8 @@ where
     expiry: Option<Duration>,
     /// `expiry` in nanoseconds for the hot path; `i64::MAX` for never.
     expiry_nanos: i64,
+    /// `expiry_nanos` plus the clock tolerance, as the hot path compares ages shifted by it.
+    expiry_limit: u64,
     /// Per handle too: a function given a shared region may call directly where the region's
     /// other users want the error.
     on_backend_error: OnBackendError,
@@ -140,6 +142,8 @@ struct Inner<K, V, S, M: RawMutex> {
     /// The later of the two cutoffs: the hot path compares against this one only.
     any_until: AtomicI64,
     lock_timeout: Option<Duration>,
+    /// How far ahead of the clock a creation time or cutoff may be and still be trusted.
+    tolerance_nanos: i64,
     pool: Option<Pool>,
     should_cache: Option<ShouldCache<V>>,
     name: String,
@@ -151,6 +155,14 @@ fn expiry_nanos(expiry: Option<Duration>) -> i64 {
     expiry.map_or(i64::MAX, |e| {
         i64::try_from(e.as_nanos()).map_or(i64::MAX - 1, |n| n.min(i64::MAX - 1))
     })
+}
+
+/// The hot path's one comparison for a value's age against its expiry and the tolerance: an
+/// age shifted by the tolerance, as unsigned, is over this limit when the value is older than
+/// its expiry or created further ahead of the clock than the tolerance.
+fn expiry_limit(expiry_nanos: i64, tolerance_nanos: i64) -> u64 {
+    // Both are at most i64::MAX - 1 and 100 years: no overflow.
+    expiry_nanos.saturating_add(tolerance_nanos).unsigned_abs()
 }
 
 /// The creation time a soft-invalidated key is stored with: positive (a value exists) and never
@@ -175,6 +187,7 @@ where
             inner: Arc::clone(&self.inner),
             expiry: self.expiry,
             expiry_nanos: self.expiry_nanos,
+            expiry_limit: self.expiry_limit,
             on_backend_error: self.on_backend_error,
         }
     }
@@ -552,6 +565,7 @@ where
         Region {
             expiry,
             expiry_nanos: expiry_nanos(expiry),
+            expiry_limit: expiry_limit(expiry_nanos(expiry), self.inner.tolerance_nanos),
             ..self.clone()
         }
     }
@@ -617,11 +631,17 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
         if nanos <= inner.any_until.load(Ordering::Relaxed) {
             return self.age_invalidated(nanos);
         }
+        if self.expiry_nanos == i64::MAX {
+            return Age::Fresh;
+        }
         // Creation times that reach this point are positive (past `missing_until`, at least
-        // 0), and clocks read after 1970, so the subtraction cannot overflow.
-        if self.expiry_nanos != i64::MAX
-            && inner.now().as_nanos().wrapping_sub(nanos) > self.expiry_nanos
-        {
+        // 0), and clocks read after 1970, so the subtraction cannot overflow. An age below
+        // minus the tolerance (a creation time ahead of the clock: the clock stepped back, or
+        // another host's runs ahead) wraps to a huge unsigned number and counts as expired, so
+        // no clock jump keeps a value fresh past its lifetime plus the tolerance.
+        let age = inner.now().as_nanos().wrapping_sub(nanos);
+        let shifted = age.wrapping_add(inner.tolerance_nanos) as u64;
+        if shifted > self.expiry_limit {
             Age::Expired
         } else {
             Age::Fresh
@@ -630,10 +650,14 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
 
     #[cold]
     fn age_invalidated(&self, nanos: i64) -> Age {
+        self.inner.distrust_future_cutoffs();
         if nanos <= self.inner.missing_until.load(Ordering::Relaxed) {
             Age::Gone
-        } else {
+        } else if nanos <= self.inner.expired_until.load(Ordering::Relaxed) {
             Age::Expired
+        } else {
+            // The cutoff that sent this value here was ahead of the clock and is gone.
+            self.age(Timestamp::from_nanos(nanos))
         }
     }
 
@@ -641,6 +665,7 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
     /// a coarse clock.
     fn stamp(&self) -> Timestamp {
         let inner = &*self.inner;
+        inner.distrust_future_cutoffs();
         let floor = inner
             .missing_until
             .load(Ordering::Acquire)
@@ -655,11 +680,30 @@ impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
     /// values were stamped after an earlier cutoff within the same tick of a coarse clock,
     /// just past that cutoff.
     fn cutoff(&self) -> i64 {
+        self.distrust_future_cutoffs();
         let last = self
             .missing_until
             .load(Ordering::SeqCst)
             .max(self.expired_until.load(Ordering::SeqCst));
         self.now().as_nanos().max(last.saturating_add(1))
+    }
+
+    /// An invalidation made while the clock ran ahead would otherwise stamp every later value
+    /// after it, and keep values created once the clock is corrected fresh until the clock
+    /// catches up. A cutoff further ahead of the clock than the tolerance is brought back to
+    /// now: every value it covered was created before now, and stays covered; values stamped
+    /// under the fast clock are ahead of it too, and count as expired.
+    fn distrust_future_cutoffs(&self) {
+        let now = self.now().as_nanos();
+        let trusted = now.saturating_add(self.tolerance_nanos);
+        if self.any_until.load(Ordering::SeqCst) <= trusted {
+            return;
+        }
+        for cutoff in [&self.missing_until, &self.expired_until, &self.any_until] {
+            let _ = cutoff.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                (c > trusted).then_some(now)
+            });
+        }
     }
 
     fn invalidate_all(&self, soft: bool) {
