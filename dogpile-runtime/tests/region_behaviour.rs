@@ -379,7 +379,7 @@ fn background_regeneration_returns_stale_at_once() {
     let region: Region<u8, u8> = Region::builder()
         .expiry(Duration::from_secs(1))
         .clock(clock.clone())
-        .background(Pool::new(2, 16))
+        .background(Pool::new(2, 16).unwrap())
         .build();
     region.get_or_create(&1, || 1);
     clock.advance(Duration::from_secs(2));
@@ -412,15 +412,22 @@ fn background_regeneration_returns_stale_at_once() {
     }
 
     // A full pool regenerates in the caller instead of growing.
+    let busy = Pool::new(1, 0).unwrap();
+    let (free_tx, free_rx) = mpsc::channel::<()>();
+    busy.try_spawn(move || {
+        let _ = free_rx.recv();
+    })
+    .unwrap();
     let full: Region<u8, u8> = Region::builder()
         .expiry(Duration::from_secs(1))
         .clock(clock.clone())
-        .background(Pool::new(0, 0))
+        .background(busy)
         .build();
     full.get_or_create(&1, || 1);
     clock.advance(Duration::from_secs(2));
     full.get_or_create_background(&1, || 2);
     assert_eq!(full.peek(&1), Some(2));
+    drop(free_tx);
 }
 
 #[test]

@@ -213,7 +213,7 @@ where
     /// ```
     /// use dogpile_runtime::Region;
     /// use dogpile_runtime::region::Pool;
-    /// let region: Region<u8, String> = Region::builder().background(Pool::new(2, 64)).build();
+    /// let region: Region<u8, String> = Region::builder().background(Pool::new(2, 64).unwrap()).build();
     /// assert_eq!(region.get_or_create_background(&1, || "one".into()), "one");
     /// ```
     #[inline]
@@ -240,7 +240,7 @@ where
     /// ```
     /// use dogpile_runtime::Region;
     /// use dogpile_runtime::region::Pool;
-    /// let region: Region<u8, u8> = Region::builder().background(Pool::new(1, 8)).build();
+    /// let region: Region<u8, u8> = Region::builder().background(Pool::new(1, 8).unwrap()).build();
     /// assert_eq!(region.get_or_try_create_background(&1, || Ok::<_, ()>(1)).unwrap(), 1);
     /// ```
     #[inline]
