@@ -150,8 +150,12 @@ impl FileLocks {
 
     /// The mutex of `key`: one of the directory's lock files, chosen by a 64-bit hash of the
     /// key's `Debug` form (stable across processes and builds). Two keys share a file when their
-    /// hashes fall on the same stripe, which only makes them wait for each other across
-    /// processes; in one process, only equal hashes wait for each other.
+    /// hashes fall on the same stripe, which makes them wait for each other across processes;
+    /// in one process, only equal hashes wait for each other.
+    ///
+    /// Sharing has one consequence for creators that take a second key while holding a first
+    /// (nested regenerations): two processes that do so with keys on crossing stripes can wait
+    /// for each other. More stripes make it rarer; a region's `lock_timeout` bounds the wait.
     ///
     /// ```
     /// use dogpile_runtime::backend::file::FileLocks;
