@@ -304,7 +304,8 @@ impl ManualClock {
         Self::new(SystemClock.now())
     }
 
-    /// Moves the clock forward by `by`.
+    /// Moves the clock forward by `by`, stopping at the last representable instant (the year
+    /// 2262) rather than wrapping around to a time before the epoch.
     ///
     /// ```
     /// # use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
@@ -312,9 +313,17 @@ impl ManualClock {
     /// let clock = ManualClock::new(Timestamp::from_nanos(1));
     /// clock.advance(Duration::from_nanos(2));
     /// assert_eq!(clock.now().as_nanos(), 3);
+    /// clock.advance(Duration::MAX);
+    /// assert_eq!(clock.now().as_nanos(), i64::MAX);
     /// ```
     pub fn advance(&self, by: Duration) {
-        self.nanos.fetch_add(saturating_nanos(by), Ordering::SeqCst);
+        let by = saturating_nanos(by);
+        // A plain `fetch_add` wraps past `i64::MAX` to a time before the epoch.
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
+                Some(now.saturating_add(by))
+            });
     }
 
     /// Sets the clock to `to` (which may be earlier than now, as a wall clock can step back).

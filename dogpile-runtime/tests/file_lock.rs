@@ -12,7 +12,7 @@ use std::process::Child;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile_runtime::backend::file::{FileMutex, FileReadWriteMutex};
+use dogpile_runtime::backend::file::{FileLocks, FileMutex, FileReadWriteMutex};
 use dogpile_runtime::clock::Timestamp;
 use dogpile_runtime::lock::RawMutex;
 use dogpile_runtime::region::Store;
@@ -82,14 +82,18 @@ impl Store<u64, u64> for DirStore {
     }
 }
 
+fn locks(dir: &Path) -> FileLocks {
+    FileLocks::new(dir.join("locks")).unwrap()
+}
+
 fn region(dir: &Path) -> Region<u64, u64, DirStore, FileMutex> {
-    let locks = dir.join("locks");
+    let locks = locks(dir);
     Region::builder()
         .expiry(Duration::from_secs(60))
         .store(DirStore {
             dir: dir.to_path_buf(),
         })
-        .mutexes(move |key: &u64| FileMutex::for_key(&locks, key))
+        .mutexes(move |key: &u64| locks.mutex(key))
         .build()
         .unwrap()
 }
@@ -119,7 +123,7 @@ fn child() {
             println!("value={value}");
         }
         Some(("holder", _)) => {
-            let mutex = FileMutex::for_key(dir.join("locks"), &1u64);
+            let mutex = locks(&dir).mutex(&1u64);
             mutex.acquire().unwrap();
             fs::write(dir.join("holding"), "").unwrap();
             thread::sleep(Duration::from_secs(3600));
@@ -177,7 +181,7 @@ fn a_holder_killed_with_sigkill_frees_the_lock_at_once() {
     let dir = fresh_dir("killed");
     let mut holder = spawn_child("holder:0", &dir);
     wait_for(&dir.join("holding"));
-    let mutex = FileMutex::for_key(dir.join("locks"), &1u64);
+    let mutex = locks(&dir).mutex(&1u64);
     assert!(!mutex.try_acquire().unwrap(), "another process holds it");
     holder.kill().unwrap(); // SIGKILL
     holder.wait().unwrap();
@@ -209,8 +213,8 @@ fn a_reader_in_another_process_keeps_writers_out_until_killed() {
 #[test]
 fn threads_of_one_process_exclude_each_other_too() {
     let dir = fresh_dir("threads");
-    let a = FileMutex::for_key(dir.join("locks"), &"k");
-    let b = FileMutex::for_key(dir.join("locks"), &"k");
+    let a = locks(&dir).mutex(&"k");
+    let b = locks(&dir).mutex(&"k");
     a.acquire().unwrap();
     let waiter = thread::spawn(move || {
         let start = Instant::now();

@@ -166,6 +166,31 @@ fn read_write_mutex_non_blocking_calls() {
     });
 }
 
+/// A stray explicit release while another thread reads through a guard is refused, and the
+/// guard's own release still lets a writer in: the count is never corrupted.
+#[test]
+fn read_write_mutex_explicit_release_beside_a_guard() {
+    model(|| {
+        let rw = Arc::new(ReadWriteMutex::new());
+        let reader = {
+            let rw = rw.clone();
+            thread::spawn(move || {
+                let _r = rw.read();
+            })
+        };
+        let stray = {
+            let rw = rw.clone();
+            thread::spawn(move || rw.release_read_lock())
+        };
+        {
+            let _w = rw.write();
+        }
+        reader.join().unwrap();
+        assert!(stray.join().unwrap().is_err());
+        assert!(rw.try_write().is_some());
+    });
+}
+
 /// Concurrent gets of one identifier while it is held return the same object; the creator runs
 /// once for it.
 #[test]

@@ -110,3 +110,31 @@ fn memory_follows_the_live_identifiers() {
     drop(kept);
     assert!(registry.is_empty());
 }
+
+/// A burst of a million identifiers held at once, then all dropped: the dead entries must not
+/// stay until someone calls `len()`. The documented bound: gone within `max(64, n / 4)` further
+/// calls to `get` (here the one live identifier is fetched again and again).
+#[test]
+fn the_dead_entries_of_a_burst_go_away_with_further_gets() {
+    const BURST: u64 = 1_000_000;
+    let registry = NameRegistry::new(|id: &u64| *id);
+    let burst: Vec<_> = (0..BURST).map(|id| registry.get(&id)).collect();
+    assert_eq!(registry.entries(), BURST as usize, "all live while held");
+    drop(burst);
+
+    let kept = registry.get(&u64::MAX);
+    let bound = (BURST as usize / 4).max(64);
+    let mut gets = 0;
+    while registry.entries() > 2 + 64 {
+        assert!(
+            gets <= bound,
+            "{} entries for 1 live identifier after {gets} more gets",
+            registry.entries()
+        );
+        drop(registry.get(&u64::MAX));
+        gets += 1;
+    }
+    assert!(registry.entries() <= 2 + 64);
+    assert_eq!(registry.len(), 1);
+    drop(kept);
+}

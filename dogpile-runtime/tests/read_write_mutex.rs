@@ -125,6 +125,46 @@ fn mismatched_releases_are_errors_and_leave_the_mutex_usable() {
 }
 
 #[test]
+fn an_explicit_read_release_never_takes_a_guards_read_lock() {
+    let rw = Arc::new(ReadWriteMutex::new());
+    let guard = rw.read();
+    // The guard's lock is not the explicit caller's to release.
+    assert_eq!(rw.release_read_lock(), Err(ReleaseError::NotReadLocked));
+    assert!(rw.try_write().is_none(), "the guard still reads");
+
+    // Explicit and guard reads side by side: each release matches its own acquire.
+    assert!(rw.acquire_read_lock(false));
+    rw.release_read_lock().unwrap();
+    assert_eq!(rw.release_read_lock(), Err(ReleaseError::NotReadLocked));
+    assert!(rw.try_write().is_none(), "the guard still reads");
+
+    // The guard's drop leaves the count at zero: a writer gets in, and after it readers again.
+    drop(guard);
+    let writer = {
+        let rw = rw.clone();
+        thread::spawn(move || {
+            let _w = rw.write();
+        })
+    };
+    writer.join().unwrap();
+    assert!(rw.try_write().is_some());
+    assert!(rw.try_read().is_some());
+}
+
+#[test]
+fn an_explicit_write_release_never_takes_a_guards_write_lock() {
+    let rw = ReadWriteMutex::new();
+    let guard = rw.write();
+    assert_eq!(rw.release_write_lock(), Err(ReleaseError::NotWriteLocker));
+    assert!(rw.try_read().is_none(), "the guard still writes");
+    assert!(rw.try_write().is_none(), "the guard still writes");
+    drop(guard);
+    assert!(rw.acquire_write_lock(false));
+    rw.release_write_lock().unwrap();
+    assert!(rw.try_read().is_some());
+}
+
+#[test]
 fn stress_many_readers_and_writers() {
     const READERS: usize = 8;
     const WRITERS: usize = 4;

@@ -383,7 +383,7 @@ fn background_regeneration_returns_stale_at_once() {
     let region: Region<u8, u8> = Region::builder()
         .expiry(Duration::from_secs(1))
         .clock(clock.clone())
-        .background(Pool::new(2, 16))
+        .background(Pool::new(2, 16).unwrap())
         .build()
         .unwrap();
     region.get_with(&1, || 1);
@@ -417,16 +417,27 @@ fn background_regeneration_returns_stale_at_once() {
     }
 
     // A full pool regenerates in the caller instead of growing.
+    let busy = Pool::new(1, 0).unwrap();
+    let (free_tx, free_rx) = mpsc::channel::<()>();
+    busy.try_spawn(move || {
+        let _ = free_rx.recv();
+    })
+    .unwrap();
     let full: Region<u8, u8> = Region::builder()
         .expiry(Duration::from_secs(1))
         .clock(clock.clone())
-        .background(Pool::new(0, 0))
+        .background(busy)
         .build()
         .unwrap();
     full.get_with(&1, || 1);
     clock.advance(Duration::from_secs(2));
-    full.background().get_with(&1, || 2);
+    assert_eq!(
+        full.background().get_with(&1, || 2),
+        2,
+        "a refused hand-off creates here, and this caller gets the new value"
+    );
     assert_eq!(full.peek(&1), Some(2));
+    drop(free_tx);
 }
 
 #[test]

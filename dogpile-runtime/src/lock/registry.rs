@@ -9,7 +9,8 @@ use std::sync::{Arc, Weak};
 use crate::sync::Mutex;
 
 /// The map is swept of dead entries when it reaches this many, or twice the live count at the
-/// last sweep, whichever is larger.
+/// last sweep, whichever is larger; and at least once every this many `get`s, or a quarter of
+/// the live count at the last sweep, whichever is larger.
 const MIN_SWEEP: usize = 64;
 
 /// Hands out one shared object per identifier while anyone holds it, creating it on demand.
@@ -18,9 +19,19 @@ const MIN_SWEEP: usize = 64;
 /// long as one of them keeps it; once all are dropped the next `get` creates a new one. This is
 /// how a cache keeps one dogpile mutex per key without keeping a mutex for every key it ever saw.
 ///
-/// The registry holds only `Weak` references. Dead ones are swept whenever the map has doubled
-/// since the last sweep, so it never holds more than twice the live identifiers plus 64 entries.
-/// The creator runs under the registry's lock, so it should be cheap (a mutex, not a value).
+/// The registry holds only `Weak` references, and an object's entry stays until a sweep finds it
+/// dead (dropping an `Arc` cannot tell the registry). Sweeps run inside [`get`](Self::get):
+///
+/// - when the map has doubled since the last sweep, so while identifiers are added it holds at
+///   most twice the live ones plus 64 entries;
+/// - and after `max(64, n / 4)` calls to `get` since the last sweep, `n` being the live count
+///   that sweep found, so the dead entries of a burst that has ended are gone within that many
+///   further calls even if no new identifier comes (a burst of a million identifiers held at
+///   once, then dropped: gone after 250,000 more `get`s).
+///
+/// Each sweep costs one check per entry, a handful per `get` on average. [`len`](Self::len)
+/// sweeps at once; [`entries`](Self::entries) counts without sweeping. The creator runs under
+/// the registry's lock, so it should be cheap (a mutex, not a value).
 ///
 /// ```
 /// use dogpile_runtime::lock::NameRegistry;
@@ -41,13 +52,35 @@ pub struct NameRegistry<K, V, F = fn(&K) -> V> {
 
 struct Entries<K, V> {
     map: HashMap<K, Weak<V>>,
+    /// Sweep when the map reaches this many entries.
     sweep_at: usize,
+    /// Sweep when this many more `get`s have run.
+    gets_left: usize,
 }
 
 impl<K: Hash + Eq, V> Entries<K, V> {
+    fn new() -> Self {
+        Entries {
+            map: HashMap::new(),
+            sweep_at: MIN_SWEEP,
+            gets_left: MIN_SWEEP,
+        }
+    }
+
+    /// Counts one `get` and sweeps if it is due; the map costs a sweep only as often as its
+    /// size in `get`s allows, which keeps the average work per `get` constant.
+    fn tick(&mut self) {
+        self.gets_left = self.gets_left.saturating_sub(1);
+        if self.gets_left == 0 || self.map.len() >= self.sweep_at {
+            self.sweep();
+        }
+    }
+
     fn sweep(&mut self) {
         self.map.retain(|_, weak| weak.strong_count() > 0);
-        self.sweep_at = (self.map.len() * 2).max(MIN_SWEEP);
+        let live = self.map.len();
+        self.sweep_at = (live * 2).max(MIN_SWEEP);
+        self.gets_left = (live / 4).max(MIN_SWEEP);
         if self.map.capacity() > 4 * self.sweep_at {
             self.map.shrink_to(self.sweep_at);
         }
@@ -69,10 +102,7 @@ where
     pub fn new(creator: F) -> Self {
         NameRegistry {
             creator,
-            entries: Mutex::new(Entries {
-                map: HashMap::new(),
-                sweep_at: MIN_SWEEP,
-            }),
+            entries: Mutex::new(Entries::new()),
         }
     }
 
@@ -91,15 +121,16 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let mut entries = self.entries.lock();
-        if let Some(live) = entries.map.get(identifier).and_then(Weak::upgrade) {
-            return live;
-        }
-        let key = identifier.to_owned();
-        let value = Arc::new((self.creator)(&key));
-        entries.map.insert(key, Arc::downgrade(&value));
-        if entries.map.len() >= entries.sweep_at {
-            entries.sweep();
-        }
+        let value = match entries.map.get(identifier).and_then(Weak::upgrade) {
+            Some(live) => live,
+            None => {
+                let key = identifier.to_owned();
+                let value = Arc::new((self.creator)(&key));
+                entries.map.insert(key, Arc::downgrade(&value));
+                value
+            }
+        };
+        entries.tick();
         value
     }
 
@@ -117,6 +148,21 @@ where
         let mut entries = self.entries.lock();
         entries.sweep();
         entries.map.len()
+    }
+
+    /// How many entries the registry holds now, live or dead, without sweeping: what its memory
+    /// follows. See the type's documentation for when dead entries are swept.
+    ///
+    /// ```
+    /// # use dogpile_runtime::lock::NameRegistry;
+    /// let registry = NameRegistry::new(|id: &u32| *id);
+    /// drop(registry.get(&1));
+    /// assert_eq!(registry.entries(), 1); // dead, not yet swept
+    /// assert_eq!(registry.len(), 0);
+    /// assert_eq!(registry.entries(), 0);
+    /// ```
+    pub fn entries(&self) -> usize {
+        self.entries.lock().map.len()
     }
 
     /// Whether no identifier has a live object.

@@ -18,7 +18,9 @@ use crate::ReleaseError;
 /// | writer claimed (waiting/writing)| waits            | waits                         |
 ///
 /// RAII guards ([`read`](Self::read), [`write`](Self::write)) are the main API. Python dogpile.core's
-/// explicit calls exist too; a release that matches no acquire is an [`ReleaseError`].
+/// explicit calls exist too; a release that matches no acquire is a [`ReleaseError`]. The two are
+/// counted apart: an explicit release matches only an explicit acquire, never a lock that a guard
+/// holds (the guard releases that one when it drops), so mixing them cannot corrupt the count.
 ///
 /// ```
 /// use dogpile_runtime::lock::ReadWriteMutex;
@@ -39,9 +41,25 @@ pub struct ReadWriteMutex {
 
 #[derive(Debug, Default)]
 struct State {
-    readers: usize,
+    /// Read locks held by [`ReadGuard`]s.
+    guard_readers: usize,
+    /// Read locks taken with `acquire_read_lock` and not yet released with `release_read_lock`.
+    explicit_readers: usize,
     /// The writer that holds the lock, or has claimed it and waits for readers to leave.
-    writer: Option<ThreadId>,
+    writer: Option<Writer>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Writer {
+    thread: ThreadId,
+    /// Whether a guard holds it (released by its drop) or the explicit calls do.
+    by_guard: bool,
+}
+
+impl State {
+    fn readers(&self) -> usize {
+        self.guard_readers + self.explicit_readers
+    }
 }
 
 impl Default for ReadWriteMutex {
@@ -73,7 +91,7 @@ impl ReadWriteMutex {
     /// drop(guard);
     /// ```
     pub fn read(&self) -> ReadGuard<'_> {
-        self.acquire_read_lock(true);
+        self.acquire_read(true, true);
         ReadGuard { rw: self }
     }
 
@@ -86,7 +104,7 @@ impl ReadWriteMutex {
     /// assert!(rw.try_read().is_none());
     /// ```
     pub fn try_read(&self) -> Option<ReadGuard<'_>> {
-        self.acquire_read_lock(false)
+        self.acquire_read(false, true)
             .then(|| ReadGuard { rw: self })
     }
 
@@ -101,7 +119,7 @@ impl ReadWriteMutex {
     /// drop(guard);
     /// ```
     pub fn write(&self) -> WriteGuard<'_> {
-        self.acquire_write_lock(true);
+        self.acquire_write(true, true);
         WriteGuard { rw: self }
     }
 
@@ -114,7 +132,7 @@ impl ReadWriteMutex {
     /// assert!(rw.try_write().is_none());
     /// ```
     pub fn try_write(&self) -> Option<WriteGuard<'_>> {
-        self.acquire_write_lock(false)
+        self.acquire_write(false, true)
             .then(|| WriteGuard { rw: self })
     }
 
@@ -129,17 +147,7 @@ impl ReadWriteMutex {
     /// rw.release_read_lock().unwrap();
     /// ```
     pub fn acquire_read_lock(&self, wait: bool) -> bool {
-        let mut state = self.state.lock();
-        if state.writer.is_some() {
-            if !wait {
-                return false;
-            }
-            while state.writer.is_some() {
-                state = self.changed.wait(state);
-            }
-        }
-        state.readers += 1;
-        true
+        self.acquire_read(wait, false)
     }
 
     /// Python dogpile.core's explicit write acquire: with `wait`, blocks and returns `true`; without,
@@ -154,41 +162,34 @@ impl ReadWriteMutex {
     /// rw.release_write_lock().unwrap();
     /// ```
     pub fn acquire_write_lock(&self, wait: bool) -> bool {
-        let mut state = self.state.lock();
-        if state.writer.is_some() || state.readers > 0 {
-            if !wait {
-                return false;
-            }
-            while state.writer.is_some() {
-                state = self.changed.wait(state);
-            }
-        }
-        // Claim first, so that readers arriving from now on wait behind this writer.
-        state.writer = Some(current_thread().id());
-        while state.readers > 0 {
-            state = self.changed.wait(state);
-        }
-        true
+        self.acquire_write(wait, false)
     }
 
-    /// Releases one read lock taken with [`acquire_read_lock`](Self::acquire_read_lock).
+    /// Releases one read lock taken with [`acquire_read_lock`](Self::acquire_read_lock). A read
+    /// lock held by a [`ReadGuard`] does not count: the guard releases it when dropped.
     ///
     /// ```
     /// # use dogpile_runtime::lock::{ReadWriteMutex, ReleaseError};
     /// let rw = ReadWriteMutex::new();
     /// assert_eq!(rw.release_read_lock(), Err(ReleaseError::NotReadLocked));
+    /// let guard = rw.read();
+    /// assert_eq!(rw.release_read_lock(), Err(ReleaseError::NotReadLocked));
+    /// drop(guard);
+    /// assert!(rw.try_write().is_some());
     /// ```
     pub fn release_read_lock(&self) -> Result<(), ReleaseError> {
         let mut state = self.state.lock();
-        if state.readers == 0 {
+        if state.explicit_readers == 0 {
             return Err(ReleaseError::NotReadLocked);
         }
-        state.readers -= 1;
+        state.explicit_readers -= 1;
         self.notify_if_drained(state);
         Ok(())
     }
 
-    /// Releases the write lock, which this thread must hold.
+    /// Releases the write lock, which this thread must hold through
+    /// [`acquire_write_lock`](Self::acquire_write_lock) (a [`WriteGuard`] releases its own lock
+    /// when dropped).
     ///
     /// ```
     /// # use dogpile_runtime::lock::{ReadWriteMutex, ReleaseError};
@@ -197,10 +198,17 @@ impl ReadWriteMutex {
     /// let other = std::thread::scope(|s| s.spawn(|| rw.release_write_lock()).join().unwrap());
     /// assert_eq!(other, Err(ReleaseError::NotWriteLocker));
     /// rw.release_write_lock().unwrap();
+    /// let guard = rw.write();
+    /// assert_eq!(rw.release_write_lock(), Err(ReleaseError::NotWriteLocker));
+    /// drop(guard);
     /// ```
     pub fn release_write_lock(&self) -> Result<(), ReleaseError> {
         let mut state = self.state.lock();
-        if state.writer != Some(current_thread().id()) {
+        let this = Writer {
+            thread: current_thread().id(),
+            by_guard: false,
+        };
+        if state.writer != Some(this) {
             return Err(ReleaseError::NotWriteLocker);
         }
         state.writer = None;
@@ -209,8 +217,47 @@ impl ReadWriteMutex {
         Ok(())
     }
 
+    fn acquire_read(&self, wait: bool, by_guard: bool) -> bool {
+        let mut state = self.state.lock();
+        if state.writer.is_some() {
+            if !wait {
+                return false;
+            }
+            while state.writer.is_some() {
+                state = self.changed.wait(state);
+            }
+        }
+        if by_guard {
+            state.guard_readers += 1;
+        } else {
+            state.explicit_readers += 1;
+        }
+        true
+    }
+
+    fn acquire_write(&self, wait: bool, by_guard: bool) -> bool {
+        let mut state = self.state.lock();
+        if state.writer.is_some() || state.readers() > 0 {
+            if !wait {
+                return false;
+            }
+            while state.writer.is_some() {
+                state = self.changed.wait(state);
+            }
+        }
+        // Claim first, so that readers arriving from now on wait behind this writer.
+        state.writer = Some(Writer {
+            thread: current_thread().id(),
+            by_guard,
+        });
+        while state.readers() > 0 {
+            state = self.changed.wait(state);
+        }
+        true
+    }
+
     fn notify_if_drained(&self, state: MutexGuard<'_, State>) {
-        let wake = state.readers == 0 && state.writer.is_some();
+        let wake = state.readers() == 0 && state.writer.is_some();
         drop(state);
         if wake {
             self.changed.notify_all();
@@ -219,12 +266,14 @@ impl ReadWriteMutex {
 
     fn release_read_guard(&self) {
         let mut state = self.state.lock();
-        state.readers -= 1;
+        // Only guards touch this count, and each guard added one.
+        state.guard_readers -= 1;
         self.notify_if_drained(state);
     }
 
     fn release_write_guard(&self) {
-        // The guard proves ownership even if it moved to another thread.
+        // The guard proves ownership even if it moved to another thread, and no explicit
+        // release can have taken it away.
         self.state.lock().writer = None;
         self.changed.notify_all();
     }
@@ -234,7 +283,7 @@ impl fmt::Debug for ReadWriteMutex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = self.state.lock();
         f.debug_struct("ReadWriteMutex")
-            .field("readers", &state.readers)
+            .field("readers", &state.readers())
             .field("writer", &state.writer.is_some())
             .finish()
     }

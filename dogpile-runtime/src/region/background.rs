@@ -28,7 +28,7 @@ use crate::{OwnedMutexGuard, RawMutex};
 /// use dogpile_runtime::region::Pool;
 /// use dogpile_runtime::Region;
 ///
-/// let region: Region<u8, String> = Region::builder().background(Pool::new(2, 64)).build()?;
+/// let region: Region<u8, String> = Region::builder().background(Pool::new(2, 64)?).build()?;
 /// let background = region.background();
 /// assert_eq!(background.get_with(&1, || "one".into()), "one");
 /// assert_eq!(background.try_get_with(&2, || Ok::<_, ()>("two".into())).unwrap(), "two");

@@ -44,7 +44,7 @@ pub enum OnBackendError {
 ///     .expiry(Duration::from_secs(300))
 ///     .capacity(50_000)
 ///     .lock_timeout(Duration::from_secs(2))
-///     .background(Pool::new(2, 128))
+///     .background(Pool::new(2, 128).expect("at least one thread"))
 ///     .should_cache(|bytes: &Vec<u8>| !bytes.is_empty())
 ///     .clock(clock)
 ///     .build()?;
