@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 
 use super::protocol::{Failure, Found, Next, Protocol, Served, Waited};
+use crate::lock::Fence;
 use crate::sync::thread_local;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
@@ -23,11 +24,12 @@ pub(crate) trait Key<V> {
 /// A creator as the driver runs it: a closure, or a region's creator that stores what it
 /// makes (and that a direct call runs bare).
 pub(crate) trait Create<V, E> {
-    fn create(self) -> Result<V, E>;
+    /// Runs the creator; `fence`, when the mutex held has one, guards the write.
+    fn create(self, fence: Option<Fence>) -> Result<V, E>;
 }
 
 impl<V, E, F: FnOnce() -> Result<V, E>> Create<V, E> for F {
-    fn create(self) -> Result<V, E> {
+    fn create(self, _: Option<Fence>) -> Result<V, E> {
         self()
     }
 }
@@ -144,12 +146,12 @@ fn create<V, E, M: ?Sized + RawMutex>(
     match guard {
         Some(guard) => {
             let holding = Holding::enter(mutex);
-            let created = creator.create();
+            let created = creator.create(mutex.fence());
             drop(guard);
             drop(holding);
             created
         }
-        None => creator.create(),
+        None => creator.create(None),
     }
 }
 

@@ -10,7 +10,7 @@ mod rwmutex;
 
 pub use crate::error::{LockError, NeedRegeneration, ReleaseError};
 pub(crate) use mutex::poll_acquire;
-pub use mutex::{AsyncRawMutex, LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
+pub use mutex::{AsyncRawMutex, Fence, LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
 pub use protocol::Served;
 pub use registry::NameRegistry;
 pub use rwmutex::{ReadGuard, ReadWriteMutex, WriteGuard};

@@ -74,6 +74,73 @@ pub trait RawMutex: Send + Sync {
         let _ = waker;
         WakeOnRelease::Unsupported
     }
+
+    /// While held: what a store shared with other processes needs to refuse a write from a
+    /// holder whose hold ran out (a lease that expired while its creator ran). `None` (the
+    /// default) for mutexes whose hold cannot run out while held, as in-process ones.
+    ///
+    /// ```
+    /// use dogpile_runtime::lock::{LocalMutex, RawMutex};
+    /// let m = LocalMutex::new();
+    /// m.acquire().unwrap();
+    /// assert_eq!(m.fence(), None);
+    /// # m.release().unwrap();
+    /// ```
+    fn fence(&self) -> Option<Fence> {
+        None
+    }
+}
+
+/// Proof of a hold on a mutex that can run out (a lease): the lock's name and the holder's
+/// token. A store that shares a server with the mutex writes a creator's value only while the
+/// lock still holds this token ([`Store::put_fenced`](crate::region::Store::put_fenced)), so a
+/// creator that outlived its lease cannot overwrite the value of the one that came after it.
+///
+/// ```
+/// use dogpile_runtime::lock::Fence;
+/// let fence = Fence::new(b"users:lock:7".to_vec(), b"4f2a".to_vec());
+/// assert_eq!(fence.lock(), b"users:lock:7");
+/// assert_eq!(fence.token(), b"4f2a");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    lock: Vec<u8>,
+    token: Vec<u8>,
+}
+
+impl Fence {
+    /// The fence of the hold of `lock` by `token`.
+    ///
+    /// ```
+    /// # use dogpile_runtime::lock::Fence;
+    /// let _ = Fence::new("lock", "token");
+    /// ```
+    pub fn new(lock: impl Into<Vec<u8>>, token: impl Into<Vec<u8>>) -> Self {
+        Fence {
+            lock: lock.into(),
+            token: token.into(),
+        }
+    }
+
+    /// The lock's name (its key on the server).
+    ///
+    /// ```
+    /// # use dogpile_runtime::lock::Fence;
+    /// assert_eq!(Fence::new("l", "t").lock(), b"l");
+    /// ```
+    pub fn lock(&self) -> &[u8] {
+        &self.lock
+    }
+
+    /// The holder's token.
+    ///
+    /// ```
+    /// # use dogpile_runtime::lock::Fence;
+    /// assert_eq!(Fence::new("l", "t").token(), b"t");
+    /// ```
+    pub fn token(&self) -> &[u8] {
+        &self.token
+    }
 }
 
 /// The async form of [`RawMutex`], which a region's async calls await so that no call blocks a
@@ -166,6 +233,10 @@ impl<M: RawMutex + ?Sized> RawMutex for Arc<M> {
 
     fn wake_on_release(&self, waker: &Waker) -> WakeOnRelease {
         (**self).wake_on_release(waker)
+    }
+
+    fn fence(&self) -> Option<Fence> {
+        (**self).fence()
     }
 }
 

@@ -23,6 +23,7 @@ use super::{
     SOFT_INVALIDATED,
 };
 use crate::lock::protocol::{Failure, Found, Next, Protocol, Waited};
+use crate::lock::Fence;
 use crate::region::AsyncStore;
 use crate::{AsyncRawMutex, BackendError, RawMutex, Timestamp, WakeOnRelease};
 
@@ -317,7 +318,8 @@ where
                 Err(err) => return Err(RegionError::Backend(err)),
             }
         };
-        let created = self.create(key, &mutex, init).await;
+        let fence = mutex.fence();
+        let created = self.create(key, &mutex, init, fence.as_ref()).await;
         guard.release().await;
         created.map_err(RegionError::Creator)
     }
@@ -415,7 +417,7 @@ where
     /// # }
     /// ```
     pub async fn invalidate_all(&self) {
-        self.region.inner.invalidate_all(false);
+        self.invalidate_before(false).await;
     }
 
     /// [`Region::soft_invalidate_all`] for async code.
@@ -432,7 +434,17 @@ where
     /// # }
     /// ```
     pub async fn soft_invalidate_all(&self) {
-        self.region.inner.invalidate_all(true);
+        self.invalidate_before(true).await;
+    }
+
+    async fn invalidate_before(&self, soft: bool) {
+        let cutoff = self.region.inner.invalidate_all(soft);
+        let store = &self.region.inner.store;
+        let _ = if store.answers_at_once() {
+            store.invalidate_before(cutoff, soft)
+        } else {
+            store.invalidate_before_async(cutoff, soft).await
+        };
     }
 
     /// [`Region::clear`] for async code.
@@ -497,6 +509,21 @@ where
         Ok(self.region.judge(stored))
     }
 
+    async fn put_fenced(
+        &self,
+        key: &K,
+        value: &V,
+        created: Timestamp,
+        fence: &Fence,
+    ) -> Result<bool, BackendError> {
+        let store = &self.region.inner.store;
+        if store.answers_at_once() {
+            store.put_fenced(key, value, created, fence)
+        } else {
+            store.put_fenced_async(key, value, created, fence).await
+        }
+    }
+
     async fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
         let store = &self.region.inner.store;
         if store.answers_at_once() {
@@ -548,7 +575,8 @@ where
                     }))
                 }
                 Next::Create => {
-                    let created = self.create(key, &mutex, init).await;
+                    let fence = guard.as_ref().and_then(|_| mutex.fence());
+                    let created = self.create(key, &mutex, init, fence.as_ref()).await;
                     if let Some(guard) = guard {
                         guard.release().await;
                     }
@@ -569,7 +597,8 @@ where
                     };
                     // No runtime to spawn on: regenerate here.
                     let _create = protocol.handed(false);
-                    let created = self.create(key, &mutex, init).await;
+                    let fence = held.as_ref().and_then(|_| mutex.fence());
+                    let created = self.create(key, &mutex, init, fence.as_ref()).await;
                     if let Some(guard) = held {
                         guard.release().await;
                     }
@@ -627,8 +656,15 @@ where
         })
     }
 
-    /// Runs the creator marked as holding `mutex` (in this task), then stores and counts.
-    async fn create<E, F, Fut>(&self, key: &K, mutex: &Arc<M>, init: F) -> Result<V, E>
+    /// Runs the creator marked as holding `mutex` (in this task), then stores (only while
+    /// `fence`, if any, holds) and counts.
+    async fn create<E, F, Fut>(
+        &self,
+        key: &K,
+        mutex: &Arc<M>,
+        init: F,
+        fence: Option<&Fence>,
+    ) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -641,9 +677,10 @@ where
         let created = HOLDING.scope(held, span.instrument(init())).await;
         std::mem::forget(unwinding);
         let stored = match &created {
-            Ok(value) if region.caches(value) => {
-                Some(self.put(key, value, region.stamp()).await.is_ok())
-            }
+            Ok(value) if region.caches(value) => Some(match fence {
+                None => self.put(key, value, region.stamp()).await.map(|()| true),
+                Some(fence) => self.put_fenced(key, value, region.stamp(), fence).await,
+            }),
             _ => None,
         };
         span.finish(region.count_creation(created.is_ok(), stored));
@@ -806,7 +843,8 @@ where
             let init = move || async move { init().await.map_err(drop) };
             runtime.spawn(async move {
                 let mutex = Arc::clone(&guard.mutex);
-                let _ = region.create(&key, &mutex, init).await;
+                let fence = mutex.fence();
+                let _ = region.create(&key, &mutex, init, fence.as_ref()).await;
                 guard.release().await;
             });
             Ok(())

@@ -140,7 +140,8 @@ where
                 let (work, region, key) = (Arc::clone(&work), region.clone(), key.clone());
                 move || {
                     if let Some((guard, init)) = work.lock().take() {
-                        let _ = region.run_creator(&key, init);
+                        let fence = guard.mutex().fence();
+                        let _ = region.run_creator(&key, init, fence.as_ref());
                         drop(guard);
                     }
                 }

@@ -8,6 +8,7 @@ use super::stats::Counter;
 use super::{trace, CacheKey, CacheValue, OnBackendError, Region, RegionError, Served, Store};
 use crate::lock::drive::{self, Exit, Handoff, Holding};
 use crate::lock::protocol::{Failure, Found, Protocol, Rules};
+use crate::lock::Fence;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
 /// A region call's view of its key, for the blocking driver.
@@ -51,8 +52,8 @@ where
     M: RawMutex + 'static,
     C: FnOnce() -> Result<V, E>,
 {
-    fn create(self) -> Result<V, E> {
-        self.region.run_creator(self.key, self.init)
+    fn create(self, fence: Option<Fence>) -> Result<V, E> {
+        self.region.run_creator(self.key, self.init, fence.as_ref())
     }
 }
 
@@ -138,17 +139,19 @@ where
         }
         let guard = OwnedMutexGuard::acquire(Arc::clone(&mutex)).map_err(RegionError::Backend)?;
         let holding = Holding::enter(&mutex);
-        let created = self.run_creator(key, init);
+        let created = self.run_creator(key, init, mutex.fence().as_ref());
         drop(guard);
         drop(holding);
         created.map_err(RegionError::Creator)
     }
 
-    /// Runs the creator, stores an `Ok` the region caches, counts the outcome (panics included).
+    /// Runs the creator, stores an `Ok` the region caches (only while `fence`, if any, still
+    /// holds), counts the outcome (panics included).
     pub(super) fn run_creator<E>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E>,
+        fence: Option<&Fence>,
     ) -> Result<V, E> {
         let span = trace::Regeneration::start(&self.inner.name, key);
         let panicking = CountOnUnwind(&self.inner.stats);
@@ -156,7 +159,11 @@ where
         std::mem::forget(panicking);
         let stored = match &created {
             Ok(value) if self.caches(value) => {
-                Some(self.inner.store.put(key, value, self.stamp()).is_ok())
+                let store = &self.inner.store;
+                Some(match fence {
+                    None => store.put(key, value, self.stamp()).map(|()| true),
+                    Some(fence) => store.put_fenced(key, value, self.stamp(), fence),
+                })
             }
             _ => None,
         };
@@ -172,13 +179,18 @@ where
             .map_or(true, |accepts| accepts(value))
     }
 
-    /// Counts how a creator run ended (`stored`: whether the store took its value, if it was
-    /// offered) and names it for the span.
-    pub(super) fn count_creation(&self, ok: bool, stored: Option<bool>) -> &'static str {
+    /// Counts how a creator run ended (`stored`: what the store said of its value, if it was
+    /// offered: written, refused by the fence, or failed) and names it for the span.
+    pub(super) fn count_creation(
+        &self,
+        ok: bool,
+        stored: Option<Result<bool, BackendError>>,
+    ) -> &'static str {
         let stats = &self.inner.stats;
         let (counter, outcome) = match (ok, stored) {
-            (true, Some(true)) => (Counter::Regeneration, "stored"),
-            (true, Some(false)) => (Counter::Error, "store failed"),
+            (true, Some(Ok(true))) => (Counter::Regeneration, "stored"),
+            (true, Some(Ok(false))) => (Counter::RefusedWrite, "refused: the lease ran out"),
+            (true, Some(Err(_))) => (Counter::Error, "store failed"),
             (true, None) => (Counter::Error, "not cached"),
             (false, _) => (Counter::Error, "error"),
         };

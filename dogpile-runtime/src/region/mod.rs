@@ -414,7 +414,9 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn invalidate_all(&self) {
-        self.inner.invalidate_all(false);
+        let cutoff = self.inner.invalidate_all(false);
+        // Other processes sharing the store learn it from the store, if it can tell them.
+        let _ = self.inner.store.invalidate_before(cutoff, false);
     }
 
     /// Makes `key`'s value count as expired (soft invalidation): the next caller regenerates it
@@ -446,7 +448,8 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn soft_invalidate_all(&self) {
-        self.inner.invalidate_all(true);
+        let cutoff = self.inner.invalidate_all(true);
+        let _ = self.inner.store.invalidate_before(cutoff, true);
     }
 
     /// Removes every value from the store.
@@ -706,7 +709,8 @@ impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
         }
     }
 
-    fn invalidate_all(&self, soft: bool) {
+    /// Sets this process's cutoff, and returns it.
+    fn invalidate_all(&self, soft: bool) -> Timestamp {
         let cutoff = self.cutoff();
         let until = if soft {
             &self.expired_until
@@ -715,6 +719,7 @@ impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
         };
         until.fetch_max(cutoff, Ordering::SeqCst);
         self.any_until.fetch_max(cutoff, Ordering::SeqCst);
+        Timestamp::from_nanos(cutoff)
     }
 
     #[inline]

@@ -31,9 +31,10 @@ pub(crate) enum Counter {
     LockTimeout,
     Wait,
     DirectCall,
+    RefusedWrite,
 }
 
-const COUNTERS: usize = Counter::DirectCall as usize + 1;
+const COUNTERS: usize = Counter::RefusedWrite as usize + 1;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -145,6 +146,7 @@ impl Counters {
             lock_timeouts: self.sum(Counter::LockTimeout),
             waits: self.sum(Counter::Wait),
             direct_calls: self.sum(Counter::DirectCall),
+            refused_writes: self.sum(Counter::RefusedWrite),
             entries,
         }
     }
@@ -186,6 +188,10 @@ pub struct Statistics {
     pub waits: u64,
     /// Calls that ran the creator without the cache because the store or mutex failed.
     pub direct_calls: u64,
+    /// Values whose write the store refused because their creator's hold on the key's mutex
+    /// ran out while it ran (another process may have regenerated the key meanwhile); the
+    /// creator's caller still got its value.
+    pub refused_writes: u64,
     /// Values in the store when the snapshot was taken.
     pub entries: usize,
 }
@@ -213,6 +219,7 @@ impl AddAssign for Statistics {
             lock_timeouts,
             waits,
             direct_calls,
+            refused_writes,
             entries,
         } = other;
         self.hits += hits;
@@ -224,6 +231,7 @@ impl AddAssign for Statistics {
         self.lock_timeouts += lock_timeouts;
         self.waits += waits;
         self.direct_calls += direct_calls;
+        self.refused_writes += refused_writes;
         self.entries += entries;
     }
 }
@@ -233,7 +241,7 @@ impl fmt::Display for Statistics {
         write!(
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
-             {} lock timeouts, {} waits, {} direct calls, {} entries",
+             {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -243,6 +251,7 @@ impl fmt::Display for Statistics {
             self.lock_timeouts,
             self.waits,
             self.direct_calls,
+            self.refused_writes,
             self.entries
         )
     }

@@ -4,6 +4,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::lock::Fence;
 use crate::sync::Mutex;
 use crate::{BackendError, Timestamp};
 
@@ -38,6 +39,30 @@ pub trait Store<K, V>: Send + Sync + 'static {
 
     /// How many values are stored, if the store can tell cheaply.
     fn count(&self) -> Option<usize>;
+
+    /// Stores `value` as [`put`](Self::put) does, but only while `fence` (the hold of the
+    /// creator's mutex) still holds: `Ok(false)` if the hold ran out and the write was refused.
+    /// A store that shares a server with a mutex whose hold can run out checks it in one step
+    /// with the write; the default, for stores without such a mutex, writes.
+    fn put_fenced(
+        &self,
+        key: &K,
+        value: &V,
+        created: Timestamp,
+        fence: &Fence,
+    ) -> Result<bool, BackendError> {
+        let _ = fence;
+        self.put(key, value, created).map(|()| true)
+    }
+
+    /// Makes every value created at or before `cutoff` count as missing (`soft`: as expired)
+    /// for every process that shares this store. The region keeps the cutoff for its own
+    /// process whatever the store does; the default, for a store no other process reads, does
+    /// nothing.
+    fn invalidate_before(&self, cutoff: Timestamp, soft: bool) -> Result<(), BackendError> {
+        let _ = (cutoff, soft);
+        Ok(())
+    }
 }
 
 struct Entry<V> {

@@ -4,6 +4,7 @@ use std::future::{ready, Future};
 use std::pin::Pin;
 
 use super::{MemoryStore, Store};
+use crate::lock::Fence;
 use crate::{BackendError, Timestamp};
 
 /// What an [`AsyncStore`] call returns: a boxed future, so that an async region's futures are
@@ -48,6 +49,24 @@ pub trait AsyncStore<K, V>: Store<K, V> {
 
     /// [`Store::clear`], awaited.
     fn clear_async(&self) -> StoreFuture<'_, ()>;
+
+    /// [`Store::put_fenced`], awaited. The default, for stores that answer at once, is the
+    /// blocking form.
+    fn put_fenced_async<'a>(
+        &'a self,
+        key: &'a K,
+        value: &'a V,
+        created: Timestamp,
+        fence: &'a Fence,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(ready(self.put_fenced(key, value, created, fence)))
+    }
+
+    /// [`Store::invalidate_before`], awaited. The default, for stores that answer at once, is
+    /// the blocking form.
+    fn invalidate_before_async(&self, cutoff: Timestamp, soft: bool) -> StoreFuture<'_, ()> {
+        Box::pin(ready(self.invalidate_before(cutoff, soft)))
+    }
 }
 
 /// In memory, every call answers at once.
