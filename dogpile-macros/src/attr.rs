@@ -5,7 +5,7 @@ use syn::meta::ParseNestedMeta;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, ExprUnary, Lit, Path, Token, UnOp};
 
-use crate::duration::{parse_duration, Nanos};
+use crate::duration::{parse_duration, parse_seconds, Nanos, FORMS};
 use crate::errors::Errors;
 
 /// The options, as written.
@@ -178,42 +178,60 @@ fn expire(expr: &Expr, errors: &mut Errors) -> Option<Expire> {
     duration(expr, "expire", true, errors)
 }
 
-/// Seconds as an integer, or a duration string; never zero or negative.
+/// A duration: seconds as a number (`3600`, `1.5`, `3600u64`), a number with units as a
+/// literal (`250ms`, `1h30m`, `1.5s`) or a string (`"90s"`); never zero or negative. A literal's
+/// suffix is read as its unit, never dropped.
 fn duration(expr: &Expr, name: &str, never: bool, errors: &mut Errors) -> Option<Expire> {
-    let or_never = if never { ", or `never`" } else { "" };
-    match expr {
+    let or_never = if never { "; or `never`" } else { "" };
+    let (span, parsed) = match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
-        }) => match int.base10_parse::<u64>() {
-            Ok(0) => errors.push(
-                int.span(),
-                format!("`{name}` must be longer than zero{}", never_hint(never)),
-            ),
-            Ok(secs) => return Some(Expire::After(Nanos::from_secs(secs))),
-            Err(err) => errors.push(int.span(), err.to_string()),
-        },
+        }) => (int.span(), number(int.base10_digits(), int.suffix())),
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(float),
+            ..
+        }) => (float.span(), number(float.base10_digits(), float.suffix())),
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..
-        }) => match parse_duration(&s.value()) {
-            Ok(nanos) if nanos.is_zero() => errors.push(
-                s.span(),
-                format!("`{name}` must be longer than zero{}", never_hint(never)),
-            ),
-            Ok(nanos) => return Some(Expire::After(nanos)),
-            Err(why) => errors.push(s.span(), format!("bad `{name}` duration: {why}")),
-        },
+        }) => (s.span(), parse_duration(&s.value())),
         Expr::Unary(ExprUnary {
             op: UnOp::Neg(_), ..
-        }) => errors.push(expr.span(), format!("`{name}` cannot be negative")),
-        _ => errors.push(
-            expr.span(),
-            format!(
-                "expected `{name}` in seconds (such as `3600`), as a duration string (such as \
-                 `\"250ms\"`, `\"90s\"`, `\"5m\"` or `\"1h30m\"`){or_never}"
-            ),
+        }) => {
+            errors.push(expr.span(), format!("`{name}` cannot be negative"));
+            return None;
+        }
+        _ => {
+            errors.push(expr.span(), format!("expected `{name}` {FORMS}{or_never}"));
+            return None;
+        }
+    };
+    match parsed {
+        Ok(nanos) if nanos.is_zero() => errors.push(
+            span,
+            format!("`{name}` must be longer than zero{}", never_hint(never)),
         ),
+        Ok(nanos) => return Some(Expire::After(nanos)),
+        Err(why) => errors.push(span, format!("bad `{name}` duration: {why}")),
     }
     None
+}
+
+/// A numeric literal's digits and suffix: no suffix or an integer type's means seconds; any
+/// other suffix is the units (`200ms`, `1h30m`).
+fn number(digits: &str, suffix: &str) -> Result<Nanos, String> {
+    const INTEGER_TYPES: [&str; 12] = [
+        "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize",
+    ];
+    if suffix.is_empty() || INTEGER_TYPES.contains(&suffix) {
+        parse_seconds(digits)
+    } else if suffix == "f32" || suffix == "f64" {
+        Err(format!(
+            "`{digits}{suffix}` is a float's type, not a unit; write seconds as `{digits}` or \
+             with a unit, such as `{digits}s`"
+        ))
+    } else {
+        parse_duration(&format!("{digits}{suffix}"))
+    }
 }
 
 fn never_hint(never: bool) -> &'static str {

@@ -5,10 +5,6 @@
 pub struct Nanos(u128);
 
 impl Nanos {
-    pub fn from_secs(secs: u64) -> Self {
-        Nanos(u128::from(secs) * 1_000_000_000)
-    }
-
     pub fn is_zero(self) -> bool {
         self.0 == 0
     }
@@ -22,24 +18,32 @@ impl Nanos {
     }
 }
 
+/// The longest duration an option accepts, as the runtime's builders do: longer is a mistake
+/// (a unit mixed up); a value that should never expire is `expire = never`.
+const LONGEST_SECS: u128 = 100 * 365 * 24 * 3600;
+
+/// The forms a duration can take, for error messages.
+pub const FORMS: &str = "in seconds (`3600`, `1.5`) or as a number with units (`250ms`, `90s`, \
+                         `5m`, `1h30m`, quoted or not)";
+
 /// Parses one or more `<number><unit>` parts, unit one of `ms`, `s`, `m`, `h`; the parts add
-/// up (`"1h30m"`). Digits may be grouped with `_`.
+/// up (`"1h30m"`). A number may have a fraction (`"1.5s"`) and digits grouped with `_`.
 pub fn parse_duration(text: &str) -> Result<Nanos, String> {
-    const HINT: &str = "write parts such as \"250ms\", \"90s\", \"5m\" or \"1h30m\"";
+    const HINT: &str = "write numbers with units, as in `250ms`, `90s`, `5m`, `1h30m` or `1.5s`";
     if text.is_empty() {
         return Err(format!("the string is empty; {HINT}"));
     }
     let mut total: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
-        let digits_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '_' || c == '.'))
             .unwrap_or(rest.len());
-        let digits: String = rest[..digits_end].chars().filter(|&c| c != '_').collect();
-        if digits.is_empty() {
+        let number: String = rest[..number_end].chars().filter(|&c| c != '_').collect();
+        if number.is_empty() || number.starts_with('.') {
             return Err(format!("expected a number at `{rest}`; {HINT}"));
         }
-        rest = &rest[digits_end..];
+        rest = &rest[number_end..];
         let unit_end = rest
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(rest.len());
@@ -50,19 +54,65 @@ pub fn parse_duration(text: &str) -> Result<Nanos, String> {
             "s" => 1_000_000_000,
             "m" => 60 * 1_000_000_000,
             "h" => 3600 * 1_000_000_000,
-            "" => return Err(format!("`{digits}` has no unit; use ms, s, m or h")),
-            other => return Err(format!("unknown unit `{other}`; use ms, s, m or h")),
+            "" => return Err(format!("`{number}` has no unit (ms, s, m or h); {HINT}")),
+            other => {
+                return Err(format!(
+                    "unknown unit `{other}` (use ms, s, m or h); {HINT}"
+                ))
+            }
         };
-        let number: u128 = digits
-            .parse()
-            .map_err(|_| format!("`{digits}` is too large"))?;
-        total = number
-            .checked_mul(per_unit)
-            .and_then(|n| total.checked_add(n))
-            .filter(|&n| n / 1_000_000_000 <= u128::from(u64::MAX))
+        let nanos = number_nanos(&number, per_unit)
+            .ok_or_else(|| format!("`{number}{unit}` is finer than a nanosecond, or too long"))?;
+        total = total
+            .checked_add(nanos)
             .ok_or_else(|| format!("\"{text}\" is too long a duration"))?;
     }
+    if total / 1_000_000_000 > LONGEST_SECS {
+        return Err(format!(
+            "\"{text}\" is longer than 100 years; for values that never expire, write \
+             `expire = never`"
+        ));
+    }
     Ok(Nanos(total))
+}
+
+/// `number` (digits, perhaps a fraction) times `per_unit` nanoseconds, if it is a whole number
+/// of nanoseconds and fits.
+fn number_nanos(number: &str, per_unit: u128) -> Option<u128> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if fraction.contains('.') || fraction.len() > 20 {
+        return None;
+    }
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
+    let mut nanos = whole.checked_mul(per_unit)?;
+    if !fraction.is_empty() {
+        let scale = 10u128.pow(u32::try_from(fraction.len()).ok()?);
+        let part = fraction.parse::<u128>().ok()?.checked_mul(per_unit)?;
+        if part % scale != 0 {
+            return None;
+        }
+        nanos = nanos.checked_add(part / scale)?;
+    }
+    Some(nanos)
+}
+
+/// Seconds given as a number without a unit: a whole number, or one with a fraction.
+pub fn parse_seconds(number: &str) -> Result<Nanos, String> {
+    let number: String = number.chars().filter(|&c| c != '_').collect();
+    match number_nanos(&number, 1_000_000_000) {
+        Some(nanos) if nanos / 1_000_000_000 <= LONGEST_SECS => Ok(Nanos(nanos)),
+        Some(_) => Err(format!(
+            "{number} seconds is longer than 100 years; for values that never expire, write \
+             `expire = never`"
+        )),
+        None => Err(format!(
+            "{number} is not a whole number of nanoseconds, or too long"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -87,10 +137,47 @@ mod tests {
     }
 
     #[test]
+    fn reads_fractions() {
+        assert_eq!(
+            parse_duration("1.5s").unwrap().secs_nanos(),
+            (1, 500_000_000)
+        );
+        assert_eq!(
+            parse_duration("0.2s").unwrap().secs_nanos(),
+            (0, 200_000_000)
+        );
+        assert_eq!(parse_duration("1.5h").unwrap().secs_nanos(), (5400, 0));
+        assert_eq!(parse_duration("0.5ms").unwrap().secs_nanos(), (0, 500_000));
+        assert_eq!(
+            parse_seconds("1.25").unwrap().secs_nanos(),
+            (1, 250_000_000)
+        );
+        assert_eq!(parse_seconds("3_600").unwrap().secs_nanos(), (3600, 0));
+    }
+
+    #[test]
     fn rejects_what_it_cannot_read() {
-        for bad in ["", "5", "ms", "5d", "1.5s", "5 s", "-5s", "s5"] {
+        for bad in [
+            "",
+            "5",
+            "ms",
+            "5d",
+            "5 s",
+            "-5s",
+            "s5",
+            ".5s",
+            "1..5s",
+            "1.2.3s",
+            // finer than a nanosecond
+            "0.0000000001s",
+            // longer than 100 years
+            "876600h1s",
+            "99999999999999999999999999h",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
         }
-        assert!(parse_duration("99999999999999999999999999h").is_err());
+        assert!(parse_duration("876000h").is_ok(), "100 years is the limit");
+        assert!(parse_seconds("0.0000000001").is_err());
+        assert!(parse_seconds("4000000000").is_err());
     }
 }

@@ -1,6 +1,6 @@
 use dogpile::dogpile;
 
-#[dogpile(expire = 1.5)]
+#[dogpile(expire = true)]
 fn report(day: u32) -> u32 {
     day
 }
