@@ -3,6 +3,7 @@
 //! The async driver, for a region's async calls, is in `region/future.rs`.
 
 use std::cell::RefCell;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::protocol::{Failure, Found, Next, Protocol, Served, Waited};
@@ -89,7 +90,7 @@ where
                 });
                 protocol.lock(waited)
             }
-            Next::Create => return Exit::Created(create(&mutex, guard, creator)),
+            Next::Create => return created(&mut protocol, &mutex, guard, creator),
             Next::Hand => {
                 let (Some(held), Some(hand)) = (guard.take(), hand) else {
                     // Handing is only asked for while holding, and only when allowed.
@@ -100,10 +101,11 @@ where
                         Next::Done(served, value) => return Exit::Served(served, value),
                         _ => unreachable!("a taken hand-off ends the call"),
                     },
-                    Handoff::Refused(held, creator) => {
-                        let _create = protocol.handed(false);
-                        return Exit::Created(create(&mutex, Some(held), creator));
-                    }
+                    Handoff::Refused(held, creator) => match protocol.handed(false) {
+                        // A refresh that the background cannot take is skipped.
+                        Next::Done(served, value) => return Exit::Served(served, value),
+                        _ => return created(&mut protocol, &mutex, Some(held), creator),
+                    },
                     Handoff::Failed(err) => return Exit::Created(Err(err)),
                 }
             }
@@ -114,6 +116,35 @@ where
             }
             Next::Fail(failure) => return Exit::Failed(failure),
         };
+    }
+}
+
+/// Runs the creator and ends the call: with its value, or, when it fails (an error or a
+/// panic) and the stale-if-error window covers the stale value, with that.
+fn created<V, E, C, M>(
+    protocol: &mut Protocol<'_, V>,
+    mutex: &Arc<M>,
+    guard: Option<OwnedMutexGuard<M>>,
+    creator: C,
+) -> Exit<V, E, C>
+where
+    C: Create<V, E>,
+    M: RawMutex + ?Sized,
+{
+    if !protocol.may_rescue() {
+        return Exit::Created(create(mutex, guard, creator));
+    }
+    // The guard and the mark are dropped by `create` as the panic unwinds through it.
+    match panic::catch_unwind(AssertUnwindSafe(|| create(mutex, guard, creator))) {
+        Ok(Ok(value)) => Exit::Created(Ok(value)),
+        Ok(Err(err)) => match protocol.failed() {
+            Some(stale) => Exit::Served(Served::Stale, stale),
+            None => Exit::Created(Err(err)),
+        },
+        Err(panic) => match protocol.failed() {
+            Some(stale) => Exit::Served(Served::Stale, stale),
+            None => panic::resume_unwind(panic),
+        },
     }
 }
 

@@ -248,6 +248,8 @@ where
             create_on_timeout: false,
             background: self.async_creator.is_some(),
             direct_on_backend_error: false,
+            refresh_ahead: false,
+            stale_if_error: false,
         };
         let mut key = Getter {
             mutex: self.mutex,
@@ -302,7 +304,7 @@ where
                     None => created.is_expired_at(self.clock.now(), self.expiry),
                 };
                 if expired {
-                    Found::Expired(value)
+                    Found::Expired(value, false)
                 } else {
                     Found::Fresh(value)
                 }

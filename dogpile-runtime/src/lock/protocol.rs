@@ -79,7 +79,11 @@ impl fmt::Display for Served {
 /// What a read of a key found, judged by its caller's expiry rules.
 pub(crate) enum Found<V> {
     Fresh(V),
-    Expired(V),
+    /// Fresh, but late enough in its lifetime that a refresh is due (refresh-ahead).
+    Due(V),
+    /// Expired; `true` if it may stand in for a failed regeneration (stale-if-error).
+    Expired(V, bool),
+    /// No value, or one too stale to serve.
     Missing,
 }
 
@@ -94,6 +98,11 @@ pub(crate) struct Rules {
     pub(crate) background: bool,
     /// A failing store or mutex means a direct call rather than an error.
     pub(crate) direct_on_backend_error: bool,
+    /// A value due for refresh is refreshed in the background (the caller must be able to hand
+    /// its creator off).
+    pub(crate) refresh_ahead: bool,
+    /// A failed regeneration returns the stale value when it is within the window.
+    pub(crate) stale_if_error: bool,
 }
 
 /// What the driver does next.
@@ -145,6 +154,8 @@ pub(crate) enum Waited {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum State {
     Start,
+    /// Holding the mutex of a value due for refresh, handing the refresh off.
+    Refreshing,
     /// Woken by a release: read as at the start, but a fresh value was waited for.
     Released,
     Trying,
@@ -162,8 +173,13 @@ pub(crate) struct Protocol<'a, V> {
     rules: Rules,
     counters: Option<&'a Counters>,
     state: State,
-    /// The expired value this call found, to return while another caller regenerates.
+    /// The expired value this call found, to return while another caller regenerates (or
+    /// the value due for refresh, to return while the background refreshes it).
     stale: Option<V>,
+    /// `stale` may stand in for a failed regeneration.
+    rescue: bool,
+    /// `stale` is fresh, due for refresh: a lost try-lock serves it as fresh.
+    due: bool,
     /// The first read found no value: this call never hands a regeneration off.
     missed: bool,
 }
@@ -176,6 +192,8 @@ impl<'a, V> Protocol<'a, V> {
             counters,
             state: State::Start,
             stale: None,
+            rescue: false,
+            due: false,
             missed: false,
         }
     }
@@ -224,7 +242,7 @@ impl<'a, V> Protocol<'a, V> {
             Err(err) => return self.backend(err),
         };
         match (self.state, found) {
-            (State::Holding { waited }, Found::Fresh(value)) => {
+            (State::Holding { waited }, Found::Fresh(value) | Found::Due(value)) => {
                 // Another caller finished while this one took the mutex.
                 let served = if waited {
                     Served::Waited
@@ -233,9 +251,26 @@ impl<'a, V> Protocol<'a, V> {
                 };
                 self.done(served, value)
             }
+            (State::Refreshing, Found::Due(value)) => {
+                // Still due under the mutex: hand the refresh off.
+                self.stale = Some(value);
+                Next::Hand
+            }
+            (State::Refreshing, Found::Fresh(value)) => {
+                // Refreshed by another caller meanwhile.
+                self.stale = None;
+                self.done(Served::Fresh, value)
+            }
+            (State::Refreshing, found) => {
+                // Expired or gone meanwhile (an invalidation): the expired rules apply.
+                self.due = false;
+                self.state = State::Holding { waited: false };
+                self.read(Ok(found))
+            }
             (State::Holding { .. }, found) => {
-                if let Found::Expired(value) = found {
+                if let Found::Expired(value, rescue) = found {
                     self.stale = Some(value);
+                    self.rescue = rescue;
                 }
                 if self.stale.is_some() && self.rules.background && !self.missed {
                     self.state = State::Handing;
@@ -246,9 +281,19 @@ impl<'a, V> Protocol<'a, V> {
                 }
             }
             (State::Start, Found::Fresh(value)) => self.done(Served::Fresh, value),
-            (State::Released, Found::Fresh(value)) => self.done(Served::Waited, value),
-            (State::Start | State::Released, Found::Expired(value)) => {
+            (State::Start, Found::Due(value)) if self.rules.refresh_ahead => {
                 self.stale = Some(value);
+                self.due = true;
+                self.state = State::Trying;
+                Next::TryLock
+            }
+            (State::Start, Found::Due(value)) => self.done(Served::Fresh, value),
+            (State::Released, Found::Fresh(value) | Found::Due(value)) => {
+                self.done(Served::Waited, value)
+            }
+            (State::Start | State::Released, Found::Expired(value, rescue)) => {
+                self.stale = Some(value);
+                self.rescue = rescue;
                 self.state = State::Trying;
                 Next::TryLock
             }
@@ -271,12 +316,28 @@ impl<'a, V> Protocol<'a, V> {
             // Read again under the mutex: the previous holder may have just stored a value.
             // Without this read a burst on one key regenerates once per slow getter call.
             Ok(true) => {
-                self.state = State::Holding { waited: false };
+                self.state = if self.due {
+                    State::Refreshing
+                } else {
+                    State::Holding { waited: false }
+                };
                 Next::Read
             }
-            Ok(false) => match self.stale.take() {
-                Some(stale) => self.done(Served::Stale, stale),
-                None => unexpected(self.state, "a refused try-lock"),
+            Ok(false) => {
+                let served = if self.due {
+                    Served::Fresh
+                } else {
+                    Served::Stale
+                };
+                match self.stale.take() {
+                    Some(value) => self.done(served, value),
+                    None => unexpected(self.state, "a refused try-lock"),
+                }
+            }
+            // A value due for refresh is served whatever the backend says.
+            Err(_) if self.due => match self.stale.take() {
+                Some(value) => self.done(Served::Fresh, value),
+                None => unexpected(self.state, "a failed try-lock"),
             },
             Err(err) => self.backend(err),
         }
@@ -316,6 +377,14 @@ impl<'a, V> Protocol<'a, V> {
 
     /// Whether the background took the regeneration (and the mutex with it).
     pub(crate) fn handed(&mut self, taken: bool) -> Next<V> {
+        if self.state == State::Refreshing {
+            // A refresh the background cannot take is skipped: the value is still fresh, and
+            // this caller does not pay for the regeneration.
+            return match self.stale.take() {
+                Some(value) => self.done(Served::Fresh, value),
+                None => unexpected(self.state, "a refresh without a value"),
+            };
+        }
         debug_assert_eq!(self.state, State::Handing);
         match (taken, self.stale.take()) {
             (true, Some(stale)) => self.done(Served::Stale, stale),
@@ -327,6 +396,26 @@ impl<'a, V> Protocol<'a, V> {
             }
             (true, None) => unexpected(self.state, "a hand-off without a stale value"),
         }
+    }
+}
+
+impl<V> Protocol<'_, V> {
+    /// Whether a failure of the creator about to run would be answered with the stale value:
+    /// the driver then catches a panic of the creator too.
+    pub(crate) fn may_rescue(&self) -> bool {
+        self.rules.stale_if_error && self.rescue && self.stale.is_some()
+    }
+
+    /// The creator failed (an error, or a panic the driver caught): the stale value, if the
+    /// stale-if-error window covers it; `None` to let the failure reach the caller.
+    pub(crate) fn failed(&mut self) -> Option<V> {
+        if !self.may_rescue() {
+            return None;
+        }
+        self.state = State::Done;
+        self.count(Counter::StaleIfError);
+        self.count(Counter::StaleHit);
+        self.stale.take()
     }
 }
 
@@ -347,6 +436,8 @@ mod tests {
         create_on_timeout: false,
         background: false,
         direct_on_backend_error: false,
+        refresh_ahead: false,
+        stale_if_error: false,
     };
 
     fn served<V>(next: Next<V>) -> (Served, V) {
@@ -366,21 +457,24 @@ mod tests {
     #[test]
     fn an_expired_value_is_served_stale_when_the_mutex_is_held() {
         let mut p = Protocol::new(RULES, None);
-        assert!(matches!(p.read(Ok(Found::Expired(1))), Next::TryLock));
+        assert!(matches!(
+            p.read(Ok(Found::Expired(1, false))),
+            Next::TryLock
+        ));
         assert_eq!(served(p.try_lock(Ok(false))), (Served::Stale, 1));
     }
 
     #[test]
     fn the_winner_reads_again_and_creates_only_if_still_expired() {
         let mut p = Protocol::new(RULES, None);
-        p.read(Ok(Found::Expired(1)));
+        p.read(Ok(Found::Expired(1, false)));
         assert!(matches!(p.try_lock(Ok(true)), Next::Read));
         assert_eq!(served(p.read(Ok(Found::Fresh(2)))), (Served::Fresh, 2));
 
         let mut p = Protocol::new(RULES, None);
-        p.read(Ok(Found::Expired(1)));
+        p.read(Ok(Found::Expired(1, false)));
         p.try_lock(Ok(true));
-        assert!(matches!(p.read(Ok(Found::Expired(1))), Next::Create));
+        assert!(matches!(p.read(Ok(Found::Expired(1, false))), Next::Create));
     }
 
     #[test]
@@ -405,22 +499,76 @@ mod tests {
             ..RULES
         };
         let mut p = Protocol::new(rules, None);
-        p.read(Ok(Found::Expired(1)));
+        p.read(Ok(Found::Expired(1, false)));
         p.try_lock(Ok(true));
-        assert!(matches!(p.read(Ok(Found::Expired(1))), Next::Hand));
+        assert!(matches!(p.read(Ok(Found::Expired(1, false))), Next::Hand));
         assert_eq!(served(p.handed(true)), (Served::Stale, 1));
 
         let mut p = Protocol::new(rules, None);
-        p.read(Ok(Found::Expired(1)));
+        p.read(Ok(Found::Expired(1, false)));
         p.try_lock(Ok(true));
-        p.read(Ok(Found::Expired(1)));
+        p.read(Ok(Found::Expired(1, false)));
         assert!(matches!(p.handed(false), Next::Create));
 
         // A first miss is never handed off, even if a value shows up expired meanwhile.
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Missing));
         p.lock(Ok(Waited::Acquired));
-        assert!(matches!(p.read(Ok(Found::Expired(1))), Next::Create));
+        assert!(matches!(p.read(Ok(Found::Expired(1, false))), Next::Create));
+    }
+
+    #[test]
+    fn a_value_due_for_refresh_is_handed_off_or_served_fresh() {
+        let rules = Rules {
+            background: true,
+            refresh_ahead: true,
+            ..RULES
+        };
+        let mut p = Protocol::new(rules, None);
+        assert!(matches!(p.read(Ok(Found::Due(1))), Next::TryLock));
+        assert!(matches!(p.try_lock(Ok(true)), Next::Read));
+        assert!(matches!(p.read(Ok(Found::Due(1))), Next::Hand));
+        assert_eq!(served(p.handed(true)), (Served::Fresh, 1));
+
+        // Held elsewhere (being refreshed), or the background is full: served as fresh.
+        let mut p = Protocol::new(rules, None);
+        p.read(Ok(Found::Due(1)));
+        assert_eq!(served(p.try_lock(Ok(false))), (Served::Fresh, 1));
+        let mut p = Protocol::new(rules, None);
+        p.read(Ok(Found::Due(1)));
+        p.try_lock(Ok(true));
+        p.read(Ok(Found::Due(1)));
+        assert_eq!(served(p.handed(false)), (Served::Fresh, 1));
+
+        // Without refresh-ahead in this call, due is fresh.
+        let mut p = Protocol::new(RULES, None);
+        assert_eq!(served(p.read(Ok(Found::Due(1)))), (Served::Fresh, 1));
+    }
+
+    #[test]
+    fn a_failed_creation_falls_back_on_a_rescuable_stale_value() {
+        let rules = Rules {
+            stale_if_error: true,
+            ..RULES
+        };
+        let mut p = Protocol::new(rules, None);
+        p.read(Ok(Found::Expired(1, true)));
+        p.try_lock(Ok(true));
+        assert!(matches!(p.read(Ok(Found::Expired(1, true))), Next::Create));
+        assert!(p.may_rescue());
+        assert_eq!(p.failed(), Some(1));
+
+        // Beyond the window, or without the rule: the failure reaches the caller.
+        let mut p = Protocol::new(rules, None);
+        p.read(Ok(Found::Expired(1, false)));
+        p.try_lock(Ok(true));
+        p.read(Ok(Found::Expired(1, false)));
+        assert_eq!(p.failed(), None);
+        let mut p = Protocol::new(RULES, None);
+        p.read(Ok(Found::Expired(1, true)));
+        p.try_lock(Ok(true));
+        p.read(Ok(Found::Expired(1, true)));
+        assert_eq!(p.failed(), None);
     }
 
     #[test]
@@ -457,7 +605,7 @@ mod tests {
             ..RULES
         };
         let mut p = Protocol::<u8>::new(rules, None);
-        p.read(Ok(Found::Expired(1)));
+        p.read(Ok(Found::Expired(1, false)));
         assert!(matches!(
             p.try_lock(Err(BackendError::new("down"))),
             Next::Direct(_)

@@ -337,7 +337,7 @@ where
     /// ```
     pub async fn peek(&self, key: &K) -> Option<V> {
         match self.read(key).await {
-            Ok(Found::Fresh(value) | Found::Expired(value)) => Some(value),
+            Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) => Some(value),
             Ok(Found::Missing) | Err(_) => None,
         }
     }
@@ -398,7 +398,9 @@ where
     /// # }
     /// ```
     pub async fn soft_invalidate(&self, key: &K) {
-        if let Ok(Found::Fresh(value) | Found::Expired(value)) = self.read(key).await {
+        if let Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) =
+            self.read(key).await
+        {
             let _ = self.put(key, &value, SOFT_INVALIDATED).await;
         }
     }
@@ -575,14 +577,7 @@ where
                     }))
                 }
                 Next::Create => {
-                    let fence = guard.as_ref().and_then(|_| mutex.fence());
-                    let created = self.create(key, &mutex, init, fence.as_ref()).await;
-                    if let Some(guard) = guard {
-                        guard.release().await;
-                    }
-                    return created
-                        .map(|value| (value, Served::Created))
-                        .map_err(RegionError::Creator);
+                    return self.created(&mut protocol, key, &mutex, guard, init).await;
                 }
                 Next::Hand => {
                     let (init, held) = match (guard.take(), spawn) {
@@ -595,16 +590,14 @@ where
                         },
                         (held, _) => (init, held),
                     };
-                    // No runtime to spawn on: regenerate here.
-                    let _create = protocol.handed(false);
-                    let fence = held.as_ref().and_then(|_| mutex.fence());
-                    let created = self.create(key, &mutex, init, fence.as_ref()).await;
-                    if let Some(guard) = held {
-                        guard.release().await;
+                    // No runtime to spawn on: regenerate here, unless it was a refresh.
+                    if let Next::Done(served, value) = protocol.handed(false) {
+                        if let Some(guard) = held {
+                            guard.release().await;
+                        }
+                        return Ok((value, served));
                     }
-                    return created
-                        .map(|value| (value, Served::Created))
-                        .map_err(RegionError::Creator);
+                    return self.created(&mut protocol, key, &mutex, held, init).await;
                 }
                 Next::Done(served, value) => {
                     if let Some(guard) = guard {
@@ -632,6 +625,43 @@ where
                     });
                 }
             };
+        }
+    }
+
+    /// Runs the creator and ends the call: with its value, or, when it fails (an error or a
+    /// panic) and the stale-if-error window covers the stale value, with that.
+    async fn created<E, F, Fut>(
+        &self,
+        protocol: &mut Protocol<'_, V>,
+        key: &K,
+        mutex: &Arc<M>,
+        guard: Option<AsyncGuard<M>>,
+        init: F,
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let fence = guard.as_ref().and_then(|_| mutex.fence());
+        let creating = self.create(key, mutex, init, fence.as_ref());
+        let created = if protocol.may_rescue() {
+            CatchUnwind(std::pin::pin!(creating)).await
+        } else {
+            Ok(creating.await)
+        };
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
+        match created {
+            Ok(Ok(value)) => Ok((value, Served::Created)),
+            Ok(Err(err)) => match protocol.failed() {
+                Some(stale) => Ok((stale, Served::Stale)),
+                None => Err(RegionError::Creator(err)),
+            },
+            Err(panic) => match protocol.failed() {
+                Some(stale) => Ok((stale, Served::Stale)),
+                None => std::panic::resume_unwind(panic),
+            },
         }
     }
 
@@ -940,6 +970,27 @@ async fn released<M: RawMutex>(
             true
         }
         Some(deadline) => tokio::time::timeout_at(deadline, wait).await.is_ok(),
+    }
+}
+
+/// A future whose panic is caught, for a creator whose failure the stale value covers.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
     }
 }
 

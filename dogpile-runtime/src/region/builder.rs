@@ -59,6 +59,9 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) clock: Option<Arc<dyn Clock>>,
     pub(super) lock_timeout: Option<Duration>,
     pub(super) clock_tolerance: Duration,
+    pub(super) max_stale: Option<Duration>,
+    pub(super) stale_if_error: Option<Duration>,
+    pub(super) refresh_ahead: Option<f64>,
     pub(super) pool: Option<Pool>,
     pub(super) should_cache: Option<ShouldCache<V>>,
     pub(super) on_backend_error: super::OnBackendError,
@@ -89,6 +92,9 @@ where
             clock: None,
             lock_timeout: None,
             clock_tolerance: DEFAULT_CLOCK_TOLERANCE,
+            max_stale: None,
+            stale_if_error: None,
+            refresh_ahead: None,
             pool: None,
             should_cache: None,
             on_backend_error: super::OnBackendError::default(),
@@ -201,6 +207,106 @@ where
         self
     }
 
+    /// A value expired for longer than `max_stale` is not served: callers wait for its
+    /// regeneration as on a first miss (Caffeine's expire-after-write beside its
+    /// refresh-after-write). Without it, an expired value is served however old it is, for as
+    /// long as its regeneration keeps failing or nobody asks for the key. Zero serves no stale
+    /// value at all.
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::ManualClock;
+    /// use dogpile_runtime::Region;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let clock = Arc::new(ManualClock::starting_now());
+    /// let region: Region<u8, u8> = Region::builder()
+    ///     .expiry(Duration::from_secs(60))
+    ///     .max_stale(Duration::from_secs(30))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// region.insert(&1, 1).unwrap();
+    /// clock.advance(Duration::from_secs(120)); // a minute past its expiry
+    /// assert_eq!(region.peek(&1), None); // too stale to serve
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn max_stale(mut self, max_stale: Duration) -> Self {
+        if max_stale > LONGEST {
+            self.check(Err(ConfigError::new(
+                "max_stale",
+                format!(
+                    "{max_stale:?} is longer than 100 years; leave it unset to serve stale \
+                     values however old"
+                ),
+            )));
+        }
+        self.max_stale = Some(max_stale);
+        self
+    }
+
+    /// When a regeneration fails (the creator returns an error or panics), a caller whose key
+    /// has a value expired by no more than `window` gets that stale value instead of the
+    /// failure; the failure is counted (`Statistics::stale_on_error`) and the next caller
+    /// tries again.
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::ManualClock;
+    /// use dogpile_runtime::Region;
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let clock = Arc::new(ManualClock::starting_now());
+    /// let region: Region<u8, u8> = Region::builder()
+    ///     .expiry(Duration::from_secs(60))
+    ///     .stale_if_error(Duration::from_secs(600))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// region.insert(&1, 1).unwrap();
+    /// clock.advance(Duration::from_secs(120));
+    /// assert_eq!(region.try_get_with(&1, || Err::<u8, _>("upstream down")).unwrap(), 1);
+    /// assert_eq!(region.statistics().stale_on_error, 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn stale_if_error(mut self, window: Duration) -> Self {
+        self.check(check_duration(
+            "stale_if_error",
+            window,
+            "leave it unset for failures to reach their caller",
+        ));
+        self.stale_if_error = Some(window);
+        self
+    }
+
+    /// A hit on a value older than `share` of its lifetime (`0.8`: in its last fifth) starts
+    /// one regeneration in the background and returns the value, so a key in steady use never
+    /// expires in front of a caller. It applies to the calls that can hand their creator off:
+    /// [`Region::background`] and [`AsyncRegion::background`](super::AsyncRegion::background)
+    /// (a `#[dogpile]` function with `refresh_ahead`).
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// let region: Region<u8, u8> = Region::builder()
+    ///     .expiry(Duration::from_secs(60))
+    ///     .refresh_ahead(0.8)
+    ///     .build()?;
+    /// assert!(Region::<u8, u8>::builder().refresh_ahead(1.5).build().is_err());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn refresh_ahead(mut self, share: f64) -> Self {
+        if !(share > 0.0 && share < 1.0) {
+            self.check(Err(ConfigError::new(
+                "refresh_ahead",
+                format!(
+                    "{share} is not a share of a lifetime: use a number between 0 and 1, such \
+                     as 0.8 to refresh in the last fifth"
+                ),
+            )));
+        }
+        self.refresh_ahead = Some(share);
+        self
+    }
+
     /// How far ahead of the clock a creation time or an invalidation may be and still be
     /// trusted (default 1 s): the wall clock can step back, and another host's can run ahead.
     /// A value created further ahead than this counts as expired, and an invalidation made
@@ -255,6 +361,9 @@ where
             clock: self.clock,
             lock_timeout: self.lock_timeout,
             clock_tolerance: self.clock_tolerance,
+            max_stale: self.max_stale,
+            stale_if_error: self.stale_if_error,
+            refresh_ahead: self.refresh_ahead,
             pool: self.pool,
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
@@ -283,6 +392,9 @@ where
             clock: self.clock,
             lock_timeout: self.lock_timeout,
             clock_tolerance: self.clock_tolerance,
+            max_stale: self.max_stale,
+            stale_if_error: self.stale_if_error,
+            refresh_ahead: self.refresh_ahead,
             pool: self.pool,
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
@@ -354,6 +466,9 @@ where
                 any_until: crate::sync::AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
                 lock_timeout: self.lock_timeout,
                 tolerance_nanos: crate::clock::saturating_nanos(self.clock_tolerance),
+                max_stale_nanos: self.max_stale.map(crate::clock::saturating_nanos),
+                stale_if_error_nanos: self.stale_if_error.map(crate::clock::saturating_nanos),
+                refresh_ahead: self.refresh_ahead,
                 pool: self.pool,
                 should_cache: self.should_cache,
                 name: self.name.unwrap_or_else(|| "region".to_string()),
@@ -364,6 +479,11 @@ where
             expiry_limit: super::expiry_limit(
                 super::expiry_nanos(self.expiry),
                 crate::clock::saturating_nanos(self.clock_tolerance),
+            ),
+            refresh_limit: super::refresh_limit(
+                super::expiry_nanos(self.expiry),
+                crate::clock::saturating_nanos(self.clock_tolerance),
+                self.refresh_ahead,
             ),
             on_backend_error: self.on_backend_error,
         })

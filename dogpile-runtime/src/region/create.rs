@@ -66,11 +66,14 @@ where
 {
     /// The protocol's rules for this handle's calls.
     pub(super) fn rules(&self, policy: OnBackendError, background: bool) -> Rules {
+        let inner = &*self.inner;
         Rules {
-            lock_timeout: self.inner.lock_timeout,
+            lock_timeout: inner.lock_timeout,
             create_on_timeout: true,
             background,
             direct_on_backend_error: policy == OnBackendError::CallDirectly,
+            refresh_ahead: background && inner.refresh_ahead.is_some(),
+            stale_if_error: inner.stale_if_error_nanos.is_some(),
         }
     }
 

@@ -125,6 +125,9 @@ where
     expiry_nanos: i64,
     /// `expiry_nanos` plus the clock tolerance, as the hot path compares ages shifted by it.
     expiry_limit: u64,
+    /// The same for the age past which a value is due for refresh (refresh-ahead); equal to
+    /// `expiry_limit` without it.
+    refresh_limit: u64,
     /// Per handle too: a function given a shared region may call directly where the region's
     /// other users want the error.
     on_backend_error: OnBackendError,
@@ -144,6 +147,12 @@ struct Inner<K, V, S, M: RawMutex> {
     lock_timeout: Option<Duration>,
     /// How far ahead of the clock a creation time or cutoff may be and still be trusted.
     tolerance_nanos: i64,
+    /// Past its expiry by more than this, a value is not served (`None`: served however old).
+    max_stale_nanos: Option<i64>,
+    /// Past its expiry by no more than this, a value stands in for a failed regeneration.
+    stale_if_error_nanos: Option<i64>,
+    /// The share of a value's lifetime after which a hit refreshes it in the background.
+    refresh_ahead: Option<f64>,
     pool: Option<Pool>,
     should_cache: Option<ShouldCache<V>>,
     name: String,
@@ -165,6 +174,19 @@ fn expiry_limit(expiry_nanos: i64, tolerance_nanos: i64) -> u64 {
     expiry_nanos.saturating_add(tolerance_nanos).unsigned_abs()
 }
 
+/// The limit past which a value is due for refresh: `share` of its expiry.
+fn refresh_limit(expiry_nanos: i64, tolerance_nanos: i64, share: Option<f64>) -> u64 {
+    match share {
+        Some(share) if expiry_nanos != i64::MAX => {
+            // `share` is in (0, 1): the product is below the expiry.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
+            let due = (expiry_nanos as f64 * share) as i64;
+            expiry_limit(due, tolerance_nanos)
+        }
+        _ => expiry_limit(expiry_nanos, tolerance_nanos),
+    }
+}
+
 /// The creation time a soft-invalidated key is stored with: positive (a value exists) and never
 /// after `expired_until`.
 const SOFT_INVALIDATED: Timestamp = Timestamp::from_nanos(1);
@@ -173,8 +195,12 @@ const SOFT_INVALIDATED: Timestamp = Timestamp::from_nanos(1);
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Age {
     Fresh,
-    Expired,
-    /// Hard-invalidated, or not a real creation time: as if there were no value.
+    /// Fresh, and late enough in its life that a refresh is due (refresh-ahead).
+    Due,
+    /// Expired; `true` if it may stand in for a failed regeneration (stale-if-error).
+    Expired(bool),
+    /// Hard-invalidated, too stale to serve, or not a real creation time: as if there were no
+    /// value.
     Gone,
 }
 
@@ -188,6 +214,7 @@ where
             expiry: self.expiry,
             expiry_nanos: self.expiry_nanos,
             expiry_limit: self.expiry_limit,
+            refresh_limit: self.refresh_limit,
             on_backend_error: self.on_backend_error,
         }
     }
@@ -341,7 +368,7 @@ where
     /// ```
     pub fn peek(&self, key: &K) -> Option<V> {
         match self.read(key) {
-            Ok(Found::Fresh(value) | Found::Expired(value)) => Some(value),
+            Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) => Some(value),
             Ok(Found::Missing) | Err(_) => None,
         }
     }
@@ -432,7 +459,9 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn soft_invalidate(&self, key: &K) {
-        if let Ok(Found::Fresh(value) | Found::Expired(value)) = self.read(key) {
+        if let Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) =
+            self.read(key)
+        {
             let _ = self.inner.store.put(key, &value, SOFT_INVALIDATED);
         }
     }
@@ -569,6 +598,11 @@ where
             expiry,
             expiry_nanos: expiry_nanos(expiry),
             expiry_limit: expiry_limit(expiry_nanos(expiry), self.inner.tolerance_nanos),
+            refresh_limit: refresh_limit(
+                expiry_nanos(expiry),
+                self.inner.tolerance_nanos,
+                self.inner.refresh_ahead,
+            ),
             ..self.clone()
         }
     }
@@ -621,7 +655,8 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
             None => Found::Missing,
             Some((value, created)) => match self.age(created) {
                 Age::Fresh => Found::Fresh(value),
-                Age::Expired => Found::Expired(value),
+                Age::Due => Found::Due(value),
+                Age::Expired(rescue) => Found::Expired(value, rescue),
                 Age::Gone => Found::Missing,
             },
         }
@@ -644,20 +679,49 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
         // no clock jump keeps a value fresh past its lifetime plus the tolerance.
         let age = inner.now().as_nanos().wrapping_sub(nanos);
         let shifted = age.wrapping_add(inner.tolerance_nanos) as u64;
-        if shifted > self.expiry_limit {
-            Age::Expired
-        } else {
+        if shifted <= self.refresh_limit {
             Age::Fresh
+        } else {
+            self.age_late(age, shifted)
+        }
+    }
+
+    /// A value past the point of refresh: due, expired, or too stale.
+    #[cold]
+    fn age_late(&self, age: i64, shifted: u64) -> Age {
+        if shifted <= self.expiry_limit {
+            Age::Due
+        } else if age < 0 {
+            // Created further ahead of the clock than the tolerance: its age is unknown.
+            Age::Expired(false)
+        } else {
+            self.staleness(age - self.expiry_nanos)
+        }
+    }
+
+    /// An expired value, `stale_for` past its expiry.
+    fn staleness(&self, stale_for: i64) -> Age {
+        let inner = &*self.inner;
+        if inner.max_stale_nanos.is_some_and(|most| stale_for > most) {
+            Age::Gone
+        } else {
+            Age::Expired(inner.stale_if_error_nanos.is_some_and(|w| stale_for <= w))
         }
     }
 
     #[cold]
     fn age_invalidated(&self, nanos: i64) -> Age {
-        self.inner.distrust_future_cutoffs();
-        if nanos <= self.inner.missing_until.load(Ordering::Relaxed) {
+        let inner = &*self.inner;
+        inner.distrust_future_cutoffs();
+        if nanos <= inner.missing_until.load(Ordering::Relaxed) {
             Age::Gone
-        } else if nanos <= self.inner.expired_until.load(Ordering::Relaxed) {
-            Age::Expired
+        } else if nanos == SOFT_INVALIDATED.as_nanos() {
+            // One key soft-invalidated: it counts as just expired.
+            self.staleness(0)
+        } else if nanos <= inner.expired_until.load(Ordering::Relaxed) {
+            // Soft-invalidated with every key: stale since the invalidation.
+            let since = inner.now().as_nanos() - inner.expired_until.load(Ordering::Relaxed);
+            self.staleness(since.max(0))
         } else {
             // The cutoff that sent this value here was ahead of the clock and is gone.
             self.age(Timestamp::from_nanos(nanos))

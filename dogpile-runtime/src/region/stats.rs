@@ -32,9 +32,10 @@ pub(crate) enum Counter {
     Wait,
     DirectCall,
     RefusedWrite,
+    StaleIfError,
 }
 
-const COUNTERS: usize = Counter::RefusedWrite as usize + 1;
+const COUNTERS: usize = Counter::StaleIfError as usize + 1;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -147,6 +148,7 @@ impl Counters {
             waits: self.sum(Counter::Wait),
             direct_calls: self.sum(Counter::DirectCall),
             refused_writes: self.sum(Counter::RefusedWrite),
+            stale_on_error: self.sum(Counter::StaleIfError),
             entries,
         }
     }
@@ -192,6 +194,9 @@ pub struct Statistics {
     /// ran out while it ran (another process may have regenerated the key meanwhile); the
     /// creator's caller still got its value.
     pub refused_writes: u64,
+    /// Calls whose regeneration failed (an error or a panic) and that got the stale value
+    /// instead, within the region's stale-if-error window (also counted in `stale_hits`).
+    pub stale_on_error: u64,
     /// Values in the store when the snapshot was taken.
     pub entries: usize,
 }
@@ -220,6 +225,7 @@ impl AddAssign for Statistics {
             waits,
             direct_calls,
             refused_writes,
+            stale_on_error,
             entries,
         } = other;
         self.hits += hits;
@@ -232,6 +238,7 @@ impl AddAssign for Statistics {
         self.waits += waits;
         self.direct_calls += direct_calls;
         self.refused_writes += refused_writes;
+        self.stale_on_error += stale_on_error;
         self.entries += entries;
     }
 }
@@ -241,7 +248,7 @@ impl fmt::Display for Statistics {
         write!(
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
-             {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} entries",
+             {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -252,6 +259,7 @@ impl fmt::Display for Statistics {
             self.waits,
             self.direct_calls,
             self.refused_writes,
+            self.stale_on_error,
             self.entries
         )
     }

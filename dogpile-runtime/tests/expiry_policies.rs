@@ -1,0 +1,266 @@
+//! Expiry policies beyond a lifetime: bounded staleness (`max_stale`), stale-if-error and
+//! refresh-ahead, blocking and async, on a manual clock.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::clock::{ManualClock, Timestamp};
+use dogpile_runtime::region::{Pool, RegionBuilder, Served};
+use dogpile_runtime::{Region, RegionError};
+
+const MINUTE: Duration = Duration::from_secs(60);
+const BOUND: Duration = Duration::from_secs(10);
+
+fn clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(Timestamp::from_nanos(
+        1_700_000_000_000_000_000,
+    )))
+}
+
+fn builder(clock: &Arc<ManualClock>) -> RegionBuilder<u8, usize> {
+    Region::builder().expiry(MINUTE).clock(clock.clone())
+}
+
+// ---- max_stale ------------------------------------------------------------------------------
+
+#[test]
+fn a_value_stale_beyond_max_stale_is_not_served_and_callers_wait() {
+    let clock = clock();
+    let region = builder(&clock)
+        .max_stale(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    region.insert(&1, 1).unwrap();
+
+    // Twenty seconds past its expiry: stale, served while one caller regenerates.
+    clock.advance(MINUTE + Duration::from_secs(20));
+    assert_eq!(region.peek(&1), Some(1));
+    assert_eq!(region.get_with_served(&1, || 2), (2, Served::Created));
+
+    // Forty seconds past: not served. Sixteen callers wait for one creator, as on a first miss.
+    clock.advance(MINUTE * 2 + Duration::from_secs(40));
+    assert_eq!(region.peek(&1), None);
+    let created = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(16));
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let (region, created, barrier) = (region.clone(), created.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                region.get_with(&1, || {
+                    created.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(50));
+                    3
+                })
+            })
+        })
+        .collect();
+    for caller in callers {
+        assert_eq!(
+            caller.join().unwrap(),
+            3,
+            "nobody got the value stale for 40 s"
+        );
+    }
+    assert_eq!(created.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn max_stale_of_zero_serves_no_stale_value() {
+    let clock = clock();
+    let region = builder(&clock).max_stale(Duration::ZERO).build().unwrap();
+    region.insert(&1, 1).unwrap();
+    clock.advance(MINUTE + Duration::from_nanos(1));
+    assert_eq!(region.peek(&1), None);
+}
+
+// ---- stale-if-error -------------------------------------------------------------------------
+
+#[test]
+fn a_failed_regeneration_serves_the_stale_value_within_the_window() {
+    let clock = clock();
+    let region = builder(&clock)
+        .stale_if_error(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    region.insert(&1, 1).unwrap();
+    clock.advance(MINUTE * 2);
+
+    // An error: the caller gets the stale value, the failure is counted, nothing stored.
+    let got = region.try_get_with_served(&1, || Err::<usize, _>("upstream down"));
+    assert_eq!(got.unwrap(), (1, Served::Stale));
+    // A panic, too.
+    assert_eq!(region.get_with(&1, || panic!("upstream exploded")), 1);
+    let stats = region.statistics();
+    assert_eq!(
+        (stats.stale_on_error, stats.errors, stats.panics),
+        (2, 1, 1)
+    );
+    // The next caller tries again, and succeeds.
+    assert_eq!(region.get_with_served(&1, || 2), (2, Served::Created));
+    assert_eq!(region.mutexes_in_use(), 0);
+}
+
+#[test]
+fn a_failure_beyond_the_window_reaches_its_caller() {
+    let clock = clock();
+    let region = builder(&clock)
+        .stale_if_error(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    region.insert(&1, 1).unwrap();
+    clock.advance(MINUTE * 2); // a minute past its expiry, beyond the 30 s window
+    let err = region
+        .try_get_with(&1, || Err::<usize, _>("upstream down"))
+        .unwrap_err();
+    assert!(matches!(err, RegionError::Creator("upstream down")));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        region.get_with(&1, || panic!("boom"))
+    }));
+    assert!(panicked.is_err(), "the panic reaches its caller");
+    // Without the option, failures reach their caller whatever the value's age.
+    let plain = builder(&clock).build().unwrap();
+    plain.insert(&1, 1).unwrap();
+    clock.advance(MINUTE * 2);
+    assert!(plain.try_get_with(&1, || Err::<usize, _>("down")).is_err());
+}
+
+#[test]
+fn a_first_miss_has_nothing_to_fall_back_on() {
+    let region = builder(&clock())
+        .stale_if_error(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    assert!(region.try_get_with(&1, || Err::<usize, _>("down")).is_err());
+}
+
+// ---- refresh-ahead --------------------------------------------------------------------------
+
+#[test]
+fn a_hit_late_in_a_value_s_life_refreshes_it_in_the_background_once() {
+    let clock = clock();
+    let region = builder(&clock)
+        .refresh_ahead(0.8)
+        .background(Pool::new(2, 16).unwrap())
+        .build()
+        .unwrap();
+    region.insert(&1, 1).unwrap();
+
+    // Before 80% of its minute: a plain hit.
+    clock.advance(Duration::from_secs(40));
+    let created = Arc::new(AtomicUsize::new(0));
+    assert_eq!(region.background().get_with(&1, || unreachable!()), 1);
+
+    // Past 80%: sixteen callers get the value at once; one refresh runs in the background.
+    clock.advance(Duration::from_secs(10));
+    let (release, gate) = mpsc::channel::<()>();
+    let gate = Arc::new(std::sync::Mutex::new(gate));
+    let barrier = Arc::new(Barrier::new(16));
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let (region, created, barrier, gate) = (
+                region.clone(),
+                created.clone(),
+                barrier.clone(),
+                gate.clone(),
+            );
+            thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                let value = region.background().get_with(&1, move || {
+                    created.fetch_add(1, Ordering::SeqCst);
+                    let _ = gate.lock().unwrap().recv();
+                    2
+                });
+                (value, start.elapsed())
+            })
+        })
+        .collect();
+    for caller in callers {
+        let (value, took) = caller.join().unwrap();
+        assert_eq!(value, 1, "the value, not yet refreshed");
+        assert!(took < Duration::from_secs(1), "a caller waited {took:?}");
+    }
+    drop(release);
+    let deadline = Instant::now() + BOUND;
+    while region.peek(&1) != Some(2) {
+        assert!(Instant::now() < deadline, "the refresh never stored");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(created.load(Ordering::SeqCst), 1);
+    // Refreshed: fresh again for its whole minute.
+    clock.advance(Duration::from_secs(40));
+    assert_eq!(region.background().get_with(&1, || unreachable!()), 2);
+}
+
+#[test]
+fn calls_that_cannot_hand_off_serve_a_value_due_for_refresh_as_fresh() {
+    let clock = clock();
+    let region = builder(&clock).refresh_ahead(0.5).build().unwrap();
+    region.insert(&1, 1).unwrap();
+    clock.advance(Duration::from_secs(45));
+    assert_eq!(region.get_with_served(&1, || 2), (1, Served::Fresh));
+}
+
+#[test]
+fn out_of_range_settings_are_config_errors() {
+    for share in [0.0, 1.0, 1.5, -0.1, f64::NAN] {
+        let err = builder(&clock()).refresh_ahead(share).build().unwrap_err();
+        assert_eq!(err.option(), "refresh_ahead");
+    }
+    let err = builder(&clock())
+        .stale_if_error(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.option(), "stale_if_error");
+    let err = builder(&clock())
+        .max_stale(Duration::MAX)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.option(), "max_stale");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn async_calls_follow_the_same_policies() {
+    let clock = clock();
+    let region = builder(&clock)
+        .max_stale(Duration::from_secs(30))
+        .stale_if_error(Duration::from_secs(20))
+        .refresh_ahead(0.8)
+        .build()
+        .unwrap()
+        .to_async();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            region.insert(&1, 1).await.unwrap();
+            // Due for refresh: served at once, refreshed in a spawned task.
+            clock.advance(Duration::from_secs(50));
+            let got = region.background().get_with(&1, || async { 2 }).await;
+            assert_eq!(got, 1);
+            let deadline = Instant::now() + BOUND;
+            while region.peek(&1).await != Some(2) {
+                assert!(Instant::now() < deadline, "the refresh never stored");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            // Ten seconds past its expiry: a failure is answered with the stale value.
+            clock.advance(MINUTE + Duration::from_secs(10));
+            let got = region
+                .try_get_with_served(&1, || async { Err::<usize, _>("down") })
+                .await;
+            assert_eq!(got.unwrap(), (2, Served::Stale));
+            let got = region
+                .get_with(&1, || async { panic!("upstream exploded") })
+                .await;
+            assert_eq!(got, 2);
+            // Forty seconds past: too stale to serve; this caller creates.
+            clock.advance(Duration::from_secs(30));
+            let got = region.get_with_served(&1, || async { 3 }).await;
+            assert_eq!(got, (3, Served::Created));
+        });
+}
