@@ -50,12 +50,16 @@ pub use dogpile_runtime::*;
 ///
 /// | option | value | meaning |
 /// |---|---|---|
-/// | `expire` (required) | `3600` (seconds), `"250ms"`, `"90s"`, `"5m"`, `"1h30m"`, or `never` | how long a value stays fresh; strings are checked at compile time |
-/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. A bare `&T` argument, alone or in a tuple, is made owned through `ToOwned` (`&str` becomes `String`); any other borrowed expression needs its own `.to_owned()`. Default: every argument, owned that way |
+/// | `expire` (required) | `3600` or `1.5` (seconds), `250ms`, `90s`, `5m`, `1h30m`, `"1.5s"` (a unit with or without quotes), or `never` | how long a value stays fresh; checked at compile time: a unit is read as written or rejected, never dropped |
+/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. The key borrows the arguments and consumes none: a bare argument is copied (`&T` through `ToOwned`, so `&str` becomes `String`; `T` through `Clone`), a field or index is cloned; any other borrowed expression needs its own `.to_owned()`. Default: every argument, copied that way |
 /// | `capacity` | `10_000` | the most values kept (approximate LRU eviction) |
 /// | `background` | (no value) | an expired value is regenerated on a shared thread pool; the caller that would regenerate returns the stale value too. Arguments are copied to owned values to move there (`&T` through `ToOwned`, so a method's `Self` must be `Clone`) |
-/// | `lock_timeout` | `"2s"` | a caller waiting for a first value longer than this runs the body itself |
-/// | `region` | a path to a [`Region`] (or anything that derefs to one), such as `crate::caches::USERS` | use a region configured elsewhere (another store or mutex) instead of the function's own |
+/// | `lock_timeout` | `2s` | a caller waiting for a first value longer than this runs the body itself |
+/// | `max_stale` | `5m`, or `0` | a value expired for longer than this is not served: callers wait as on a first miss (`0`: no stale value at all). Default: stale values are served however old |
+/// | `stale_if_error` | `10m` | when the body fails (an error or a panic), callers whose value expired no longer ago than this get it instead; counted in `stale_on_error` |
+/// | `refresh_ahead` | `0.8` or `"80%"` | a call late in a value's life (past that share of `expire`) gets it at once and starts one regeneration in the background, so a value in steady use never expires in front of a caller; implies `background` |
+/// | `region` | a path to a [`Region`] (or anything that derefs to one), such as `crate::caches::USERS` | use a region configured elsewhere (another store or mutex) instead of the function's own. Its keys are `(&'static str, K)`: the function's namespace, then its key, so functions sharing it never read each other's values |
+/// | `namespace` | `"users"`, or `none` | with `region`: the namespace before each key (default: the function's path, `module::name`). `none` drops it, for a region no other function uses |
 /// | `cache` | `ok`, `some` or `all` | which returned values are stored. Default: only `Ok` for a return type named `Result`, only `Some` for `Option`, every value otherwise; `cache = ok` for a type alias of `Result`, `cache = all` to store errors or `None` too |
 /// | `crate` | a path, such as `::my_dogpile` | where the `dogpile` crate is, if renamed |
 ///
@@ -71,10 +75,11 @@ pub use dogpile_runtime::*;
 /// | `report_uncached(day) -> Arc<Report>` | runs the original body: no cache read, nothing stored |
 /// | `report_peek(day) -> Option<Arc<Report>>` | the stored value, fresh or expired, without running the body |
 /// | `report_refresh(day) -> Arc<Report>` | runs the body now and stores the value, never beside another creator of the key |
+/// | `report_served(day) -> (Arc<Report>, Served)` | the function, and how the call was served ([`Served`](region::Served): fresh, stale, created, waited, direct), for an `X-Cache` header or a metric per route |
 /// | `report_invalidate(day)` | removes the value: the next call runs the body and the others wait for it |
 /// | `report_soft_invalidate(day)` | marks the value expired: the next call regenerates it while the others get the old value |
 /// | `report_invalidate_all()`, `report_soft_invalidate_all()` | the same for every key |
-/// | `report_statistics() -> Statistics` | hits, stale hits, misses, regenerations, errors, panics, waits |
+/// | `report_statistics() -> Statistics` | hits, stale hits, misses, regenerations, errors, panics, waits, ... |
 ///
 /// For a method, the keyed companions take the same receiver (`self.price_peek(sku)`) and the
 /// others are associated functions (`Service::price_statistics()`).

@@ -21,8 +21,8 @@ pub use std::time::Duration;
 
 use dogpile_runtime::lock::RawMutex;
 pub use dogpile_runtime::region::OnBackendError;
-use dogpile_runtime::region::Pool;
 pub use dogpile_runtime::region::{CacheKey, CacheValue, Store};
+use dogpile_runtime::region::{Pool, Served};
 pub use dogpile_runtime::Region;
 #[cfg(feature = "tokio")]
 pub use dogpile_runtime::{lock::AsyncRawMutex, region::AsyncRegion, region::AsyncStore};
@@ -287,6 +287,103 @@ impl<Ru: Rule<R>, R> AsyncOp<Ru::Value, R> for Get<Ru> {
     }
 }
 
+/// The `_served` companion: the function, and how the call was served.
+pub struct GetServed<Ru>(PhantomData<Ru>);
+
+impl<Ru> GetServed<Ru> {
+    /// The operation.
+    pub const NEW: Self = GetServed(PhantomData);
+}
+
+/// The function's return value and how it was served; a creator's failure was this caller's
+/// own creation.
+fn served<Ru: Rule<R>, R>(
+    answer: Result<(Ru::Value, Served), RegionError<Ru::Error>>,
+) -> (R, Served) {
+    match answer {
+        Ok((value, served)) => (Ru::join(Ok(value)), served),
+        Err(err) => (Ru::join(Err(err)), Served::Created),
+    }
+}
+
+impl<Ru: Rule<R>, R> Op<Ru::Value, R> for GetServed<Ru> {
+    type Output = (R, Served);
+
+    #[inline(always)]
+    fn run<K, S, M>(
+        self,
+        region: &Region<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> R,
+    ) -> (R, Served)
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: Store<K, Ru::Value>,
+        M: RawMutex + 'static,
+    {
+        served::<Ru, R>(region.try_get_with_served(&key, || Ru::split(body())))
+    }
+
+    #[inline(always)]
+    fn run_background<K, S, M>(
+        self,
+        region: &Region<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> R + Send + 'static,
+    ) -> (R, Served)
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: Store<K, Ru::Value>,
+        M: RawMutex + 'static,
+    {
+        let answer = region
+            .background()
+            .try_get_with_served(&key, || Ru::split(body()));
+        served::<Ru, R>(answer)
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl<Ru: Rule<R>, R> AsyncOp<Ru::Value, R> for GetServed<Ru> {
+    type Output = (R, Served);
+
+    async fn run<K, S, M, Fut>(
+        self,
+        region: &AsyncRegion<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> Fut,
+    ) -> (R, Served)
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: AsyncStore<K, Ru::Value>,
+        M: AsyncRawMutex + 'static,
+        Fut: std::future::Future<Output = R>,
+    {
+        let init = || async move { Ru::split(body().await) };
+        served::<Ru, R>(region.try_get_with_served(&key, init).await)
+    }
+
+    async fn run_background<K, S, M, Fut>(
+        self,
+        region: &AsyncRegion<K, Ru::Value, S, M>,
+        key: K,
+        body: impl FnOnce() -> Fut + Send + 'static,
+    ) -> (R, Served)
+    where
+        K: CacheKey,
+        Ru::Value: CacheValue,
+        S: AsyncStore<K, Ru::Value>,
+        M: AsyncRawMutex + 'static,
+        Fut: std::future::Future<Output = R> + Send + 'static,
+    {
+        let init = || async move { Ru::split(body().await) };
+        served::<Ru, R>(region.background().try_get_with_served(&key, init).await)
+    }
+}
+
 /// The `_refresh` companion.
 pub struct Refresh<Ru>(PhantomData<Ru>);
 
@@ -421,6 +518,12 @@ pub struct Config {
     pub lock_timeout: Option<Duration>,
     /// Regenerate expired values on the shared pool.
     pub background: bool,
+    /// Past its expiry by more than this, a value is not served.
+    pub max_stale: Option<Duration>,
+    /// A failed regeneration serves a value expired by no more than this.
+    pub stale_if_error: Option<Duration>,
+    /// The share of a lifetime after which a hit refreshes the value in the background.
+    pub refresh_ahead: Option<f64>,
 }
 
 /// A function's own region, built on first use. The key type cannot be named in a `static`
@@ -531,8 +634,17 @@ impl Slot {
         if let Some(timeout) = config.lock_timeout {
             builder = builder.lock_timeout(timeout);
         }
-        if config.background {
+        if config.background || config.refresh_ahead.is_some() {
             builder = builder.background(Pool::shared());
+        }
+        if let Some(max_stale) = config.max_stale {
+            builder = builder.max_stale(max_stale);
+        }
+        if let Some(window) = config.stale_if_error {
+            builder = builder.stale_if_error(window);
+        }
+        if let Some(share) = config.refresh_ahead {
+            builder = builder.refresh_ahead(share);
         }
         if let Some(capacity) = config.capacity {
             builder = builder.capacity(capacity);

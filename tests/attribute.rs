@@ -416,8 +416,9 @@ mod caches {
     use std::sync::LazyLock;
     use std::time::Duration;
 
-    /// Configured elsewhere, as a region on another store or mutex would be.
-    pub static USERS: LazyLock<Region<u64, String>> = LazyLock::new(|| {
+    /// Configured elsewhere, as a region on another store or mutex would be. Functions given a
+    /// region put their namespace before their key.
+    pub static USERS: LazyLock<Region<(&'static str, u64), String>> = LazyLock::new(|| {
         Region::builder()
             .name("users")
             .expiry(Duration::from_secs(3600))
@@ -428,10 +429,16 @@ mod caches {
 
 static USER_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-#[dogpile(expire = "50ms", region = caches::USERS)]
+#[dogpile(expire = "50ms", region = caches::USERS, namespace = "users")]
 fn user(id: u64) -> String {
     let n = USER_CALLS.fetch_add(1, Ordering::SeqCst);
     format!("user {id} #{n}")
+}
+
+/// Another function on the same region, with the same key and value types.
+#[dogpile(expire = 60, region = caches::USERS)]
+fn nickname(id: u64) -> String {
+    format!("nick {id}")
 }
 
 #[test]
@@ -439,14 +446,35 @@ fn a_region_configured_elsewhere_with_the_function_s_expiry() {
     assert_eq!(user(1), "user 1 #0");
     assert_eq!(user(1), "user 1 #0");
     // The value lives in the given region...
-    assert_eq!(caches::USERS.peek(&1).as_deref(), Some("user 1 #0"));
+    assert_eq!(
+        caches::USERS.peek(&("users", 1)).as_deref(),
+        Some("user 1 #0")
+    );
     assert_eq!(user_statistics().hits, 1);
     // ...and expires by the function's `expire`, not the region's hour.
     thread::sleep(Duration::from_millis(80));
     assert_eq!(user(1), "user 1 #1");
-    assert_eq!(caches::USERS.get_with(&1, || unreachable!()), "user 1 #1");
+    assert_eq!(
+        caches::USERS.get_with(&("users", 1), || unreachable!()),
+        "user 1 #1"
+    );
     user_invalidate(1);
-    assert_eq!(caches::USERS.peek(&1), None);
+    assert_eq!(caches::USERS.peek(&("users", 1)), None);
+}
+
+/// Functions sharing a region never read each other's values: each key starts with the
+/// function's namespace (its path, unless `namespace` names one).
+#[test]
+fn functions_sharing_a_region_never_read_each_other_s_values() {
+    assert_eq!(nickname(7), "nick 7");
+    assert!(user(7).starts_with("user 7"));
+    assert_eq!(nickname(7), "nick 7");
+    let path = concat!(module_path!(), "::nickname");
+    assert_eq!(caches::USERS.peek(&(path, 7)).as_deref(), Some("nick 7"));
+    assert!(caches::USERS
+        .peek(&("users", 7))
+        .unwrap()
+        .starts_with("user 7"));
 }
 
 mod renamed {

@@ -103,3 +103,99 @@ fn a_key_does_not_consume_the_arguments_it_names() {
         "/a (true)"
     );
 }
+
+static FLAKY: AtomicUsize = AtomicUsize::new(0);
+
+/// Succeeds the first time, then fails.
+#[dogpile(expire = 50ms, stale_if_error = "5s")]
+fn flaky() -> Result<usize, String> {
+    match FLAKY.fetch_add(1, Ordering::SeqCst) {
+        0 => Ok(1),
+        _ => Err("upstream down".to_string()),
+    }
+}
+
+#[test]
+fn stale_if_error_serves_the_stale_value_when_the_body_fails() {
+    assert_eq!(flaky(), Ok(1));
+    thread::sleep(Duration::from_millis(70));
+    assert_eq!(flaky(), Ok(1), "the stale value, within the window");
+    assert_eq!(flaky_statistics().stale_on_error, 1);
+    assert_eq!(flaky_uncached(), Err("upstream down".to_string()));
+}
+
+#[dogpile(expire = 50ms, max_stale = 0)]
+fn strict(n: u8) -> u8 {
+    n
+}
+
+#[test]
+fn max_stale_bounds_what_is_served() {
+    assert_eq!(strict(3), 3);
+    assert_eq!(strict_peek(3), Some(3));
+    thread::sleep(Duration::from_millis(70));
+    assert_eq!(
+        strict_peek(3),
+        None,
+        "expired, and no stale value is served"
+    );
+}
+
+static HOT: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = 300ms, refresh_ahead = "50%")]
+fn hot() -> usize {
+    HOT.fetch_add(1, Ordering::SeqCst) + 1
+}
+
+#[test]
+fn refresh_ahead_refreshes_a_hot_value_before_it_expires() {
+    use dogpile::region::Served;
+    assert_eq!(hot(), 1);
+    thread::sleep(Duration::from_millis(180)); // past half of its 300 ms
+    assert_eq!(
+        hot_served(),
+        (1, Served::Fresh),
+        "served at once, refresh started"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hot_peek() != Some(2) {
+        assert!(std::time::Instant::now() < deadline, "never refreshed");
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(hot(), 2);
+    assert_eq!(hot_statistics().regenerations, 2);
+}
+
+#[dogpile(expire = 60)]
+fn described(n: u8) -> u8 {
+    n * 2
+}
+
+#[test]
+fn the_served_companion_says_how_each_call_was_served() {
+    use dogpile::region::Served;
+    assert_eq!(described_served(4), (8, Served::Created));
+    assert_eq!(described_served(4), (8, Served::Fresh));
+    assert_eq!(described(4), 8);
+}
+
+#[cfg(feature = "tokio")]
+#[dogpile(expire = 60)]
+async fn described_async(n: u8) -> u8 {
+    n * 3
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn the_served_companion_of_an_async_fn_awaits() {
+    use dogpile::region::Served;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            assert_eq!(described_async_served(4).await, (12, Served::Created));
+            assert_eq!(described_async_served(4).await, (12, Served::Fresh));
+        });
+}

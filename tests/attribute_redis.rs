@@ -55,14 +55,14 @@ static STRICT: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>
             .unwrap()
     });
 
-#[dogpile(expire = 60, region = STRICT)]
+#[dogpile(expire = 60, region = STRICT, namespace = none)]
 fn strict_user(id: u64) -> Result<String, std::fmt::Error> {
     Ok(format!("strict {id}"))
 }
 
 static USER_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-#[dogpile(expire = 60, region = USERS)]
+#[dogpile(expire = 60, region = USERS, namespace = none)]
 fn user(id: u64) -> String {
     USER_CALLS.fetch_add(1, Ordering::SeqCst);
     format!("user {id}")
@@ -70,7 +70,7 @@ fn user(id: u64) -> String {
 
 static PROFILE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-#[dogpile(expire = 60, region = PROFILES)]
+#[dogpile(expire = 60, region = PROFILES, namespace = none)]
 async fn profile(id: u64) -> String {
     PROFILE_CALLS.fetch_add(1, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(20)).await;

@@ -21,9 +21,21 @@ pub struct Args {
     pub region: Once<Expr>,
     pub krate: Once<Path>,
     pub cache: Once<CacheRule>,
+    pub max_stale: Once<Nanos>,
+    pub stale_if_error: Once<Nanos>,
+    /// A share of the lifetime, in millionths (`0.8` is 800,000).
+    pub refresh_ahead: Once<u32>,
+    pub namespace: Once<Namespace>,
 }
 
-pub const OPTIONS: &str = "expire, key, capacity, background, lock_timeout, region, crate, cache";
+pub const OPTIONS: &str = "expire, key, capacity, background, lock_timeout, max_stale, \
+                           stale_if_error, refresh_ahead, region, namespace, crate, cache";
+
+/// `namespace = "..." | none`: what sets a function's keys apart in a region it shares.
+pub enum Namespace {
+    Named(String),
+    None,
+}
 
 /// `expire = ...`.
 pub enum Expire {
@@ -110,6 +122,52 @@ impl Args {
                 let expr = value(&meta, &name)?;
                 if let Some(Expire::After(nanos)) = duration(&expr, "lock_timeout", false, errors) {
                     self.lock_timeout.set(&meta, nanos, errors);
+                }
+            }
+            "max_stale" => {
+                let expr = value(&meta, &name)?;
+                let parsed = match &expr {
+                    // Zero is meaningful here: serve no stale value at all.
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(int), ..
+                    }) if int.base10_digits() == "0" => Some(Expire::After(Nanos::ZERO)),
+                    _ => duration(&expr, "max_stale", false, errors),
+                };
+                if let Some(Expire::After(nanos)) = parsed {
+                    self.max_stale.set(&meta, nanos, errors);
+                }
+            }
+            "stale_if_error" => {
+                let expr = value(&meta, &name)?;
+                if let Some(Expire::After(nanos)) = duration(&expr, "stale_if_error", false, errors)
+                {
+                    self.stale_if_error.set(&meta, nanos, errors);
+                }
+            }
+            "refresh_ahead" => {
+                let expr = value(&meta, &name)?;
+                if let Some(share) = share(&expr, errors) {
+                    self.refresh_ahead.set(&meta, share, errors);
+                }
+            }
+            "namespace" => {
+                let expr = value(&meta, &name)?;
+                let namespace = match &expr {
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) if !s.value().is_empty() => Some(Namespace::Named(s.value())),
+                    Expr::Path(p) if p.path.is_ident("none") => Some(Namespace::None),
+                    _ => {
+                        errors.push(
+                            expr.span(),
+                            "expected `namespace = \"name\"` (a non-empty string) or \
+                             `namespace = none`",
+                        );
+                        None
+                    }
+                };
+                if let Some(namespace) = namespace {
+                    self.namespace.set(&meta, namespace, errors);
                 }
             }
             "region" => {
@@ -240,6 +298,47 @@ fn never_hint(never: bool) -> &'static str {
     } else {
         ""
     }
+}
+
+/// A share of a lifetime: a number strictly between 0 and 1 (`0.8`), or a percentage string
+/// (`"80%"`); in millionths.
+fn share(expr: &Expr, errors: &mut Errors) -> Option<u32> {
+    const EXPECTED: &str = "expected `refresh_ahead` as a share of the lifetime between 0 and 1, \
+                            such as `0.8` or `\"80%\"` (refresh in its last fifth)";
+    let (span, millionths) = match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) if f.suffix().is_empty() => (f.span(), millionths(f.base10_digits(), 1)),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => (
+            s.span(),
+            s.value()
+                .strip_suffix('%')
+                .and_then(|percent| millionths(percent.trim(), 100)),
+        ),
+        _ => (expr.span(), None),
+    };
+    match millionths {
+        Some(m) if m > 0 && m < 1_000_000 => Some(m),
+        _ => {
+            errors.push(span, EXPECTED);
+            None
+        }
+    }
+}
+
+/// `number / divisor` in millionths, if it is a plain decimal with at most six places.
+fn millionths(number: &str, divisor: u64) -> Option<u32> {
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() || !whole.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    if fraction.len() > 6 || !fraction.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let scaled: u64 = format!("{whole}{fraction:0<6}").parse().ok()?;
+    u32::try_from(scaled / divisor).ok()
 }
 
 fn capacity(expr: &Expr, errors: &mut Errors) -> Option<usize> {

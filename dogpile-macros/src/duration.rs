@@ -5,6 +5,8 @@
 pub struct Nanos(u128);
 
 impl Nanos {
+    pub const ZERO: Nanos = Nanos(0);
+
     pub fn is_zero(self) -> bool {
         self.0 == 0
     }

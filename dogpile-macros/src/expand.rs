@@ -27,7 +27,7 @@ use syn::{Attribute, FnArg, Ident, ItemFn, Pat, Signature, Type};
 mod companions;
 
 use crate::ast::{self, Function};
-use crate::attr::{Args, CacheRule, Expire};
+use crate::attr::{Args, CacheRule, Expire, Namespace};
 use crate::errors::Errors;
 
 pub fn dogpile(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -218,8 +218,29 @@ impl<'a> Expansion<'a> {
         }
     }
 
-    /// The key, from the arguments in scope, which it borrows and never consumes.
+    /// The key, from the arguments in scope, which it borrows and never consumes. In a region
+    /// given with `region = ...`, the function's namespace comes first, so that functions
+    /// sharing it never read each other's values.
     fn key(&self) -> TokenStream {
+        let key = self.own_key();
+        if self.args.region.get().is_none() {
+            return key;
+        }
+        // Spanned at `region = ...`: a region whose key type is not `(&str, K)` is reported
+        // there.
+        let span = self.args.region.span().unwrap_or_else(Span::call_site);
+        match self.args.namespace.get() {
+            Some(Namespace::None) => key,
+            Some(Namespace::Named(name)) => quote_spanned!(span=> (#name, #key)),
+            None => {
+                let name = self.function.name().to_string();
+                quote_spanned!(span=> (::core::concat!(::core::module_path!(), "::", #name), #key))
+            }
+        }
+    }
+
+    /// The key the function names, or its arguments.
+    fn own_key(&self) -> TokenStream {
         if let Some(key) = self.args.key.get() {
             let p = self.private_at(key.span());
             let key = self.owned(key);
@@ -351,6 +372,12 @@ impl<'a> Expansion<'a> {
         self.function.item.sig.asyncness.is_some()
     }
 
+    /// Regenerations may run off the caller's path (`background`, or `refresh_ahead`, which
+    /// refreshes there): the body gets owned copies of the arguments it can take along.
+    fn in_background(&self) -> bool {
+        self.args.background.get().is_some() || self.args.refresh_ahead.get().is_some()
+    }
+
     fn dispatcher_fn(&self) -> Ident {
         format_ident!(
             "__dogpile_call_{}",
@@ -431,8 +458,7 @@ impl<'a> Expansion<'a> {
         let key = self.key();
         let dispatcher = self.dispatcher_fn();
         let cfgs = self.cfg_attrs();
-        let background = self.args.background.get().is_some();
-        let (prologue, body, run) = if background {
+        let (prologue, body, run) = if self.in_background() {
             let (owned, call) = self.call_uncached_owned();
             let body = if self.is_async() {
                 quote!(move || async move { #call.await })
@@ -470,6 +496,11 @@ impl<'a> Expansion<'a> {
         };
         let inline = (!self.is_async()).then(|| quote!(#[inline]));
         let op_type = format_ident!("__DogpileOp", span = Span::mixed_site());
+        // A given region whose key type does not match is reported at `region = ...`.
+        let key_arg = Ident::new(
+            "__dogpile_key",
+            Span::call_site().located_at(self.args.region.span().unwrap_or_else(Span::call_site)),
+        );
         let value_bound = own.then(|| {
             let p = self.private_at(ret.span());
             quote_spanned!(ret.span()=> #value_param: #p::CacheValue,)
@@ -488,7 +519,7 @@ impl<'a> Expansion<'a> {
                 let __dogpile_key = #key;
                 let __dogpile_region = #handle;
                 #prologue
-                #op_type::#run(__dogpile_op, __dogpile_region, __dogpile_key, #body) #dot_await
+                #op_type::#run(__dogpile_op, __dogpile_region, #key_arg, #body) #dot_await
             }
         }
     }
@@ -519,6 +550,21 @@ impl<'a> Expansion<'a> {
             None => quote!(#p::None),
         };
         let background = self.args.background.get().is_some();
+        let max_stale = match self.args.max_stale.get() {
+            Some(nanos) => self.duration(*nanos),
+            None => quote!(#p::None),
+        };
+        let stale_if_error = match self.args.stale_if_error.get() {
+            Some(nanos) => self.duration(*nanos),
+            None => quote!(#p::None),
+        };
+        let refresh_ahead = match self.args.refresh_ahead.get() {
+            Some(millionths) => {
+                let share = f64::from(*millionths) / 1e6;
+                quote!(#p::Some(#share))
+            }
+            None => quote!(#p::None),
+        };
         quote! {
             #(#cfgs)*
             #[doc(hidden)]
@@ -529,6 +575,9 @@ impl<'a> Expansion<'a> {
                     expiry: #expiry,
                     capacity: #capacity,
                     lock_timeout: #lock_timeout,
+                    max_stale: #max_stale,
+                    stale_if_error: #stale_if_error,
+                    refresh_ahead: #refresh_ahead,
                     background: #background,
                 });
                 &SLOT

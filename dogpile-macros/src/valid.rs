@@ -67,7 +67,8 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
         }
     }
 
-    if args.background.get().is_some() {
+    // `refresh_ahead` regenerates in the background too, with owned arguments.
+    if args.background.get().is_some() || args.refresh_ahead.get().is_some() {
         if let Some(receiver) = function.receiver {
             if receiver.mutability.is_some() && receiver.reference.is_some() {
                 errors.push(
@@ -91,6 +92,9 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
             ("capacity", args.capacity.span()),
             ("background", args.background.span()),
             ("lock_timeout", args.lock_timeout.span()),
+            ("max_stale", args.max_stale.span()),
+            ("stale_if_error", args.stale_if_error.span()),
+            ("refresh_ahead", args.refresh_ahead.span()),
         ];
         for (name, span) in own {
             if let Some(span) = span {
@@ -103,5 +107,11 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
                 );
             }
         }
+    } else if let Some(span) = args.namespace.span() {
+        errors.push(
+            span,
+            "`namespace` sets a function's keys apart in a region it shares, given with \
+             `region = ...`; the function's own region holds only its values",
+        );
     }
 }

@@ -38,6 +38,8 @@ impl Expansion<'_> {
         let do_soft_invalidate = self.dispatch(quote!(#p::SoftInvalidate));
         let do_peek = self.dispatch(quote!(#p::Peek));
         let do_refresh = self.dispatch(quote!(#p::Refresh::<#rule>::NEW));
+        let do_served = self.dispatch(quote!(#p::GetServed::<#rule>::NEW));
+        let served = self.companion("served");
 
         // The original body keeps the user's own attributes (but not the cached function's
         // docs) and signature, `mut` bindings included.
@@ -80,6 +82,10 @@ impl Expansion<'_> {
              running the body."
         ));
         let statistics_doc = doc(format!("Hits, misses and regenerations of `{name}`."));
+        let served_doc = doc(format!(
+            "Calls `{name}` and says how the call was served: fresh, stale, created, waited \
+             for, or direct (for an `X-Cache` header, or a metric per route)."
+        ));
 
         let common = quote! {
             #(#cfgs)*
@@ -121,6 +127,13 @@ impl Expansion<'_> {
             #common
             #vis #unsafety #asyncness fn #refresh #generics(#inputs) -> #ret #where_clause {
                 #do_refresh
+            }
+
+            #served_doc
+            #errors_doc
+            #common
+            #vis #unsafety #asyncness fn #served #generics(#inputs) -> (#ret, #krate::region::Served) #where_clause {
+                #do_served
             }
 
             #peek_doc

@@ -808,6 +808,38 @@ where
             .map(|(value, _)| value)
     }
 
+    /// [`AsyncRegion::try_get_with_served`], regenerating expired values in a spawned task.
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::try_get_with`], for a creator run in this task.
+    ///
+    /// ```
+    /// use dogpile_runtime::region::Served;
+    /// use dogpile_runtime::Region;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// let region = Region::<u32, u32>::builder().build()?.to_async();
+    /// let got = region.background().try_get_with_served(&1, || async { Ok::<_, ()>(1) }).await;
+    /// assert_eq!(got.unwrap(), (1, Served::Created));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_get_with_served<E, F, Fut>(
+        &self,
+        key: &K,
+        init: F,
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        let policy = self.region.region.on_backend_error;
+        self.region
+            .call(key, init, policy, Some(self.spawner(key)))
+            .await
+    }
+
     /// [`AsyncRegion::optionally_get_with`], regenerating expired values in a spawned task.
     ///
     /// # Panics

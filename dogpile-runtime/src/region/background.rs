@@ -96,6 +96,28 @@ where
         }
     }
 
+    /// [`Region::try_get_with_served`], regenerating expired values on the pool.
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::try_get_with`], for a creator run in this caller.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// use dogpile_runtime::region::Served;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// let got = region.background().try_get_with_served(&1, || Ok::<_, ()>(1));
+    /// assert_eq!(got.unwrap(), (1, Served::Created));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn try_get_with_served<E>(
+        &self,
+        key: &K,
+        init: impl FnOnce() -> Result<V, E> + Send + 'static,
+    ) -> Result<(V, super::Served), RegionError<E>> {
+        self.call(key, init, self.region.on_backend_error)
+    }
+
     /// [`Region::optionally_get_with`], regenerating expired values on the pool.
     ///
     /// # Panics
