@@ -524,6 +524,17 @@ pub struct Config {
     pub stale_if_error: Option<Duration>,
     /// The share of a lifetime after which a hit refreshes the value in the background.
     pub refresh_ahead: Option<f64>,
+    /// Each value's lifetime is shortened by up to this share, at random.
+    pub jitter: Option<f64>,
+}
+
+/// How long a value lives, by the function named with `expire_with`.
+pub type ExpireWith<V> = Option<fn(&V) -> Duration>;
+
+/// `expire_with = f`: `f` as the function pointer the region keeps.
+#[inline(always)]
+pub fn expire_with<V>(f: fn(&V) -> Duration) -> ExpireWith<V> {
+    Some(f)
 }
 
 /// A function's own region, built on first use. The key type cannot be named in a `static`
@@ -565,14 +576,17 @@ impl Slot {
 
     /// The region, built on the first call.
     #[inline]
-    pub fn region<K: CacheKey, V: CacheValue>(&'static self) -> &'static Region<K, V> {
+    pub fn region<K: CacheKey, V: CacheValue>(
+        &'static self,
+        expire_with: ExpireWith<V>,
+    ) -> &'static Region<K, V> {
         #[cfg(feature = "tokio")]
         {
-            self.handle::<K, V>().as_sync()
+            self.handle::<K, V>(expire_with).as_sync()
         }
         #[cfg(not(feature = "tokio"))]
         {
-            self.handle::<K, V>()
+            self.handle::<K, V>(expire_with)
         }
     }
 
@@ -581,29 +595,38 @@ impl Slot {
     #[inline]
     pub fn async_region<K: CacheKey, V: CacheValue>(
         &'static self,
+        expire_with: ExpireWith<V>,
     ) -> &'static AsyncRegion<K, V, dogpile_runtime::region::MemoryStore<K, V>, LocalMutex> {
-        self.handle::<K, V>()
+        self.handle::<K, V>(expire_with)
     }
 
+    /// The handle; `expire_with` (the same at every call of one function) is used when the
+    /// region is built.
     #[inline]
-    fn handle<K: CacheKey, V: CacheValue>(&'static self) -> &'static Handle<K, V> {
-        let built = self.cell.get_or_init(|| self.build::<K, V>());
+    fn handle<K: CacheKey, V: CacheValue>(
+        &'static self,
+        expire_with: ExpireWith<V>,
+    ) -> &'static Handle<K, V> {
+        let built = self.cell.get_or_init(|| self.build::<K, V>(expire_with));
         match built.typed.downcast_ref() {
             Some(handle) => handle,
-            None => self.another::<K, V>(),
+            None => self.another::<K, V>(expire_with),
         }
     }
 
     /// The region of other key and value types than the first ones (a generic `impl`).
     #[cold]
     #[inline(never)]
-    fn another<K: CacheKey, V: CacheValue>(&'static self) -> &'static Handle<K, V> {
+    fn another<K: CacheKey, V: CacheValue>(
+        &'static self,
+        expire_with: ExpireWith<V>,
+    ) -> &'static Handle<K, V> {
         let mut more = self.more.lock().unwrap_or_else(PoisonError::into_inner);
         let built = match more.iter().find(|b| b.typed.is::<Handle<K, V>>()) {
             Some(built) => *built,
             None => {
                 // One per instantiation of the impl, kept for the program's life as a static.
-                let built: &'static Built = Box::leak(Box::new(self.build::<K, V>()));
+                let built: &'static Built = Box::leak(Box::new(self.build::<K, V>(expire_with)));
                 more.push(built);
                 built
             }
@@ -625,7 +648,7 @@ impl Slot {
     }
 
     #[cold]
-    fn build<K: CacheKey, V: CacheValue>(&self) -> Built {
+    fn build<K: CacheKey, V: CacheValue>(&self, expire_with: ExpireWith<V>) -> Built {
         let config = &self.config;
         let mut builder = Region::<K, V>::builder().name(config.name);
         if let Some(expiry) = config.expiry {
@@ -645,6 +668,12 @@ impl Slot {
         }
         if let Some(share) = config.refresh_ahead {
             builder = builder.refresh_ahead(share);
+        }
+        if let Some(share) = config.jitter {
+            builder = builder.jitter(share);
+        }
+        if let Some(expire_with) = expire_with {
+            builder = builder.expire_with(expire_with);
         }
         if let Some(capacity) = config.capacity {
             builder = builder.capacity(capacity);

@@ -199,3 +199,47 @@ fn the_served_companion_of_an_async_fn_awaits() {
             assert_eq!(described_async_served(4).await, (12, Served::Fresh));
         });
 }
+
+/// A token with its own lifetime, as an OAuth server returns it.
+#[derive(Clone, Debug, PartialEq)]
+struct Token {
+    value: u32,
+    expires_in_ms: u64,
+}
+
+fn token_lifetime(token: &Token) -> Duration {
+    Duration::from_millis(token.expires_in_ms)
+}
+
+static TOKENS: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = 1h, expire_with = token_lifetime)]
+fn token(scope: &str) -> Token {
+    let n = TOKENS.fetch_add(1, Ordering::SeqCst);
+    Token {
+        value: u32::try_from(n).unwrap(),
+        // The read scope's token lives 50 ms, the others an hour.
+        expires_in_ms: if scope == "read" { 50 } else { 3_600_000 },
+    }
+}
+
+#[test]
+fn expire_with_lets_each_value_say_how_long_it_lives() {
+    let read = token("read").value;
+    let write = token("write").value;
+    assert_eq!(token("read").value, read);
+    thread::sleep(Duration::from_millis(80));
+    assert_ne!(token("read").value, read, "its own 50 ms are over");
+    assert_eq!(token("write").value, write, "the hour is not");
+}
+
+#[dogpile(expire = 60, jitter = "10%")]
+fn jittered(n: u32) -> u32 {
+    n
+}
+
+#[test]
+fn jitter_is_accepted_as_a_share() {
+    assert_eq!(jittered(1), 1);
+    assert_eq!(jittered_statistics().misses, 1);
+}

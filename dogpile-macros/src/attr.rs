@@ -26,10 +26,14 @@ pub struct Args {
     /// A share of the lifetime, in millionths (`0.8` is 800,000).
     pub refresh_ahead: Once<u32>,
     pub namespace: Once<Namespace>,
+    /// A share, in millionths, as `refresh_ahead`.
+    pub jitter: Once<u32>,
+    pub expire_with: Once<Expr>,
 }
 
-pub const OPTIONS: &str = "expire, key, capacity, background, lock_timeout, max_stale, \
-                           stale_if_error, refresh_ahead, region, namespace, crate, cache";
+pub const OPTIONS: &str = "expire, expire_with, jitter, key, capacity, background, \
+                           lock_timeout, max_stale, stale_if_error, refresh_ahead, region, \
+                           namespace, crate, cache";
 
 /// `namespace = "..." | none`: what sets a function's keys apart in a region it shares.
 pub enum Namespace {
@@ -146,9 +150,19 @@ impl Args {
             }
             "refresh_ahead" => {
                 let expr = value(&meta, &name)?;
-                if let Some(share) = share(&expr, errors) {
+                if let Some(share) = share(&expr, "refresh_ahead", errors) {
                     self.refresh_ahead.set(&meta, share, errors);
                 }
+            }
+            "jitter" => {
+                let expr = value(&meta, &name)?;
+                if let Some(share) = share(&expr, "jitter", errors) {
+                    self.jitter.set(&meta, share, errors);
+                }
+            }
+            "expire_with" => {
+                let expr = value(&meta, &name)?;
+                self.expire_with.set(&meta, expr, errors);
             }
             "namespace" => {
                 let expr = value(&meta, &name)?;
@@ -302,9 +316,12 @@ fn never_hint(never: bool) -> &'static str {
 
 /// A share of a lifetime: a number strictly between 0 and 1 (`0.8`), or a percentage string
 /// (`"80%"`); in millionths.
-fn share(expr: &Expr, errors: &mut Errors) -> Option<u32> {
-    const EXPECTED: &str = "expected `refresh_ahead` as a share of the lifetime between 0 and 1, \
-                            such as `0.8` or `\"80%\"` (refresh in its last fifth)";
+fn share(expr: &Expr, name: &str, errors: &mut Errors) -> Option<u32> {
+    let example = if name == "jitter" {
+        "`0.1` or `\"10%\"` (up to a tenth shorter)"
+    } else {
+        "`0.8` or `\"80%\"` (refresh in its last fifth)"
+    };
     let (span, millionths) = match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Float(f), ..
@@ -322,7 +339,10 @@ fn share(expr: &Expr, errors: &mut Errors) -> Option<u32> {
     match millionths {
         Some(m) if m > 0 && m < 1_000_000 => Some(m),
         _ => {
-            errors.push(span, EXPECTED);
+            errors.push(
+                span,
+                format!("expected `{name}` as a share of the lifetime between 0 and 1, such as {example}"),
+            );
             None
         }
     }

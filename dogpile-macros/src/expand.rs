@@ -148,16 +148,19 @@ impl<'a> Expansion<'a> {
                 // A handle on the given region with this function's expiry, made once.
                 let p = self.private_at(path.span());
                 let expiry = self.expiry();
+                let given_expire_with = self.given_expire_with();
                 // The attribute has no error to return: a failing backend means a direct call.
                 quote_spanned! {path.span()=>
                     #sibling #slot().get(|| {
                         #p::given(&#path)
                             .with_expiry(#expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
+                            #given_expire_with
                     })
                 }
             }
-            None => quote!(#sibling #slot().region::<_, #value>()),
+            // The dispatcher's argument: the function named by `expire_with`, or `None`.
+            None => quote!(#sibling #slot().region::<_, #value>(__dogpile_expire_with)),
         }
     }
 
@@ -198,6 +201,27 @@ impl<'a> Expansion<'a> {
         }
     }
 
+    /// `Some(path as fn(&V) -> Duration)` for `expire_with = path`, `None` without: passed to
+    /// the dispatcher, where the value type is a parameter.
+    fn expire_with(&self, value: &TokenStream) -> TokenStream {
+        let p = &self.private;
+        match self.args.expire_with.get() {
+            Some(path) => {
+                let p_at = self.private_at(path.span());
+                quote_spanned!(path.span()=> #p_at::expire_with::<#value>(#path))
+            }
+            None => quote!(#p::None),
+        }
+    }
+
+    /// `.with_expire_with(path)` for a given region and `expire_with = path`.
+    fn given_expire_with(&self) -> TokenStream {
+        match self.args.expire_with.get() {
+            Some(path) => quote_spanned!(path.span()=> .with_expire_with(#path)),
+            None => TokenStream::new(),
+        }
+    }
+
     /// `&AsyncRegion<K, V, ..>` for this function, `V` named by `value`.
     fn async_region(&self, value: &TokenStream) -> TokenStream {
         let (sibling, slot) = (&self.sibling, self.slot_fn());
@@ -205,16 +229,18 @@ impl<'a> Expansion<'a> {
             Some(path) => {
                 let p = self.private_at(path.span());
                 let expiry = self.expiry();
+                let given_expire_with = self.given_expire_with();
                 quote_spanned! {path.span()=>
                     #sibling #slot().get(|| {
                         #p::given(&#path)
                             .with_expiry(#expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
+                            #given_expire_with
                             .to_async()
                     })
                 }
             }
-            None => quote!(#sibling #slot().async_region::<_, #value>()),
+            None => quote!(#sibling #slot().async_region::<_, #value>(__dogpile_expire_with)),
         }
     }
 
@@ -396,12 +422,16 @@ impl<'a> Expansion<'a> {
         let sibling = respan(sibling, span);
         // Resolved as the dispatcher's own (hygienic) name, located at the return type.
         let dispatcher = Ident::new(&dispatcher.to_string(), Span::mixed_site().located_at(span));
-        let turbofish = self.args.region.get().is_none().then(|| {
+        let (turbofish, expire_with) = if self.args.region.get().is_none() {
             let value = self.value_type();
-            quote!(::<#value, _>)
-        });
-        let mut call =
-            quote_spanned!(span=> #sibling #dispatcher #turbofish(#receiver #(#names,)* #op));
+            let expire_with = self.expire_with(&value);
+            (quote!(::<#value, _>), quote!(#expire_with,))
+        } else {
+            (TokenStream::new(), TokenStream::new())
+        };
+        let mut call = quote_spanned!(span=>
+            #sibling #dispatcher #turbofish(#receiver #(#names,)* #expire_with #op)
+        );
         if self.function.item.sig.unsafety.is_some() {
             call = quote!(unsafe { #call });
         }
@@ -501,6 +531,10 @@ impl<'a> Expansion<'a> {
             "__dogpile_key",
             Span::call_site().located_at(self.args.region.span().unwrap_or_else(Span::call_site)),
         );
+        let expire_with_param = own.then(|| {
+            let p = &self.private;
+            quote!(__dogpile_expire_with: #p::ExpireWith<#value_param>,)
+        });
         let value_bound = own.then(|| {
             let p = self.private_at(ret.span());
             quote_spanned!(ret.span()=> #value_param: #p::CacheValue,)
@@ -513,6 +547,7 @@ impl<'a> Expansion<'a> {
             #unsafety #asyncness fn #dispatcher<#(#params,)* #value_bound #op_type: #op_trait<#value_param, #ret>>(
                 #receiver
                 #(#args,)*
+                #expire_with_param
                 __dogpile_op: #op_type,
             ) -> #op_type::Output #where_clause {
                 #support
@@ -565,6 +600,13 @@ impl<'a> Expansion<'a> {
             }
             None => quote!(#p::None),
         };
+        let jitter = match self.args.jitter.get() {
+            Some(millionths) => {
+                let share = f64::from(*millionths) / 1e6;
+                quote!(#p::Some(#share))
+            }
+            None => quote!(#p::None),
+        };
         quote! {
             #(#cfgs)*
             #[doc(hidden)]
@@ -578,6 +620,7 @@ impl<'a> Expansion<'a> {
                     max_stale: #max_stale,
                     stale_if_error: #stale_if_error,
                     refresh_ahead: #refresh_ahead,
+                    jitter: #jitter,
                     background: #background,
                 });
                 &SLOT

@@ -67,6 +67,27 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
         }
     }
 
+    if let Some(crate::attr::Expire::Never) = args.expire.get() {
+        let shortening = [
+            ("expire_with", args.expire_with.span()),
+            ("jitter", args.jitter.span()),
+            ("refresh_ahead", args.refresh_ahead.span()),
+            ("max_stale", args.max_stale.span()),
+            ("stale_if_error", args.stale_if_error.span()),
+        ];
+        for (name, span) in shortening {
+            if let Some(span) = span {
+                errors.push(
+                    span,
+                    format!(
+                        "`{name}` works on a value's lifetime, and `expire = never` gives it \
+                         none: give `expire` the longest a value may live"
+                    ),
+                );
+            }
+        }
+    }
+
     // `refresh_ahead` regenerates in the background too, with owned arguments.
     if args.background.get().is_some() || args.refresh_ahead.get().is_some() {
         if let Some(receiver) = function.receiver {
@@ -95,6 +116,7 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
             ("max_stale", args.max_stale.span()),
             ("stale_if_error", args.stale_if_error.span()),
             ("refresh_ahead", args.refresh_ahead.span()),
+            ("jitter", args.jitter.span()),
         ];
         for (name, span) in own {
             if let Some(span) = span {

@@ -264,3 +264,114 @@ fn async_calls_follow_the_same_policies() {
             assert_eq!(got, (3, Served::Created));
         });
 }
+
+// ---- per-value lifetimes and jitter ---------------------------------------------------------
+
+#[test]
+fn a_value_lives_as_long_as_its_creator_says_at_most_the_expiry() {
+    let clock = clock();
+    let region = builder(&clock).build().unwrap();
+    let token = |name: &str, secs| Ok::<_, ()>((name.len(), Duration::from_secs(secs)));
+    assert_eq!(
+        region.try_get_with_expiry(&1, || token("ab", 10)).unwrap(),
+        2
+    );
+    assert_eq!(
+        region
+            .try_get_with_expiry(&2, || token("abc", 600))
+            .unwrap(),
+        3
+    );
+    clock.advance(Duration::from_secs(11));
+    // Its own ten seconds are over; the region's minute is not.
+    assert_eq!(region.get_with_served(&1, || 9), (9, Served::Created));
+    // Ten minutes asked for: the region's minute is the most a value lives.
+    assert_eq!(region.get_with(&2, || 9), 3);
+    clock.advance(MINUTE);
+    assert_eq!(region.get_with(&2, || 9), 9);
+}
+
+#[test]
+fn expire_with_gives_each_value_its_lifetime_from_the_value() {
+    let clock = clock();
+    // (value, seconds it may live)
+    let region: Region<u8, (u8, u64)> = Region::builder()
+        .expiry(MINUTE)
+        .clock(clock.clone())
+        .expire_with(|&(_, secs): &(u8, u64)| Duration::from_secs(secs))
+        .build()
+        .unwrap();
+    region.get_with(&1, || (1, 5));
+    region.get_with(&2, || (2, 50));
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(region.get_with(&1, || (10, 5)).0, 10);
+    assert_eq!(region.get_with(&2, || (20, 50)).0, 2);
+    // A handle of its own, on a region without the option.
+    let plain = builder(&clock).build().unwrap();
+    let short = plain.with_expire_with(|_| Duration::from_secs(1));
+    short.get_with(&1, || 1);
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(
+        plain.get_with(&1, || 2),
+        2,
+        "stored with the one-second lifetime"
+    );
+}
+
+#[test]
+fn jitter_spreads_the_expiry_of_keys_created_together() {
+    let clock = clock();
+    let region = builder(&clock).jitter(0.2).build().unwrap();
+    for k in 0..=255u8 {
+        region.get_with(&k, || 0);
+    }
+    // Created together: without jitter all 256 would expire at the same instant. With up to
+    // a fifth off, none has expired at 47 s, and at 53 s (half-way through the spread) about
+    // half have. A call on an expired key regenerates it, so count those not served fresh.
+    let expired = || {
+        (0..=255u8)
+            .filter(|k| region.get_with_served(k, || 1).1 != Served::Fresh)
+            .count()
+    };
+    clock.advance(Duration::from_secs(47));
+    assert_eq!(expired(), 0, "a fifth off at most");
+    clock.advance(Duration::from_secs(6));
+    let early = expired();
+    assert!(
+        (64..=192).contains(&early),
+        "about half of 256 expired by 53 s, got {early}"
+    );
+}
+
+#[test]
+fn jitter_and_expire_with_need_an_expiry() {
+    let err = Region::<u8, u8>::builder().jitter(0.1).build().unwrap_err();
+    assert_eq!(err.option(), "jitter");
+    let err = Region::<u8, u8>::builder()
+        .expire_with(|_| MINUTE)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.option(), "expire_with");
+}
+
+#[cfg(feature = "tokio")]
+#[test]
+fn async_values_live_as_long_as_their_creator_says() {
+    let clock = clock();
+    let region = builder(&clock).build().unwrap().to_async();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let got = region
+                .try_get_with_expiry(&1, || async { Ok::<_, ()>((1, Duration::from_secs(10))) })
+                .await;
+            assert_eq!(got.unwrap(), 1);
+            clock.advance(Duration::from_secs(11));
+            assert_eq!(
+                region.get_with_served(&1, || async { 2 }).await,
+                (2, Served::Created)
+            );
+        });
+}

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use super::stats::{Counter, Counters};
 use super::{
-    CacheKey, CacheValue, NotCached, OnBackendError, Region, RegionError, Served, Statistics,
+    CacheKey, CacheValue, Made, NotCached, OnBackendError, Region, RegionError, Served, Statistics,
     SOFT_INVALIDATED,
 };
 use crate::lock::protocol::{Failure, Found, Next, Protocol, Waited};
@@ -264,6 +264,50 @@ where
             None::<NoSpawn<M, _>>,
         )
         .await
+    }
+
+    /// [`Region::try_get_with_expiry`] for async code: the creator says how long its value
+    /// lives, at most the expiry.
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::try_get_with`].
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// let region = Region::<u32, String>::builder()
+    ///     .expiry(Duration::from_secs(3600))
+    ///     .build()?
+    ///     .to_async();
+    /// let token = region
+    ///     .try_get_with_expiry(&1, || async {
+    ///         Ok::<_, ()>(("token".to_string(), Duration::from_secs(300)))
+    ///     })
+    ///     .await;
+    /// assert_eq!(token.unwrap(), "token");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_get_with_expiry<E, F, Fut>(
+        &self,
+        key: &K,
+        init: F,
+    ) -> Result<V, RegionError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<(V, Duration), E>>,
+    {
+        self.call(
+            key,
+            init,
+            self.region.on_backend_error,
+            None::<NoSpawn<M, _>>,
+        )
+        .await
+        .map(|(value, _)| value)
     }
 
     /// The same calls, with expired values regenerated in spawned tasks.
@@ -537,7 +581,7 @@ where
 
     /// One async call through the protocol. `spawn`, if given, takes the guard and the creator
     /// of an expired value to run elsewhere, or hands both back when it cannot.
-    async fn call<E, F, Fut, B>(
+    async fn call<E, F, Fut, O, B>(
         &self,
         key: &K,
         init: F,
@@ -546,7 +590,8 @@ where
     ) -> Result<(V, Served), RegionError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        Fut: Future<Output = Result<O, E>>,
+        O: Made<V>,
         B: FnOnce(AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>,
     {
         let region = &self.region;
@@ -612,7 +657,7 @@ where
                     region.note_direct(key, &err);
                     return init()
                         .await
-                        .map(|value| (value, Served::Direct))
+                        .map(|made| (made.into_parts().0, Served::Direct))
                         .map_err(RegionError::Creator);
                 }
                 Next::Fail(failure) => {
@@ -630,7 +675,7 @@ where
 
     /// Runs the creator and ends the call: with its value, or, when it fails (an error or a
     /// panic) and the stale-if-error window covers the stale value, with that.
-    async fn created<E, F, Fut>(
+    async fn created<E, F, Fut, O>(
         &self,
         protocol: &mut Protocol<'_, V>,
         key: &K,
@@ -640,7 +685,8 @@ where
     ) -> Result<(V, Served), RegionError<E>>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        Fut: Future<Output = Result<O, E>>,
+        O: Made<V>,
     {
         let fence = guard.as_ref().and_then(|_| mutex.fence());
         let creating = self.create(key, mutex, init, fence.as_ref());
@@ -688,7 +734,7 @@ where
 
     /// Runs the creator marked as holding `mutex` (in this task), then stores (only while
     /// `fence`, if any, holds) and counts.
-    async fn create<E, F, Fut>(
+    async fn create<E, F, Fut, O>(
         &self,
         key: &K,
         mutex: &Arc<M>,
@@ -697,20 +743,28 @@ where
     ) -> Result<V, E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        Fut: Future<Output = Result<O, E>>,
+        O: Made<V>,
     {
         let region = &self.region;
         let span = super::trace::AsyncRegeneration::start(&region.inner.name, key);
         let unwinding = CountPanic(&region.inner.stats);
         let mut held = HOLDING.try_with(Clone::clone).unwrap_or_default();
         held.push(address(mutex));
-        let created = HOLDING.scope(held, span.instrument(init())).await;
+        let made = HOLDING.scope(held, span.instrument(init())).await;
         std::mem::forget(unwinding);
+        let (created, lifetime) = match made.map(Made::into_parts) {
+            Ok((value, lifetime)) => (Ok(value), lifetime),
+            Err(err) => (Err(err), None),
+        };
         let stored = match &created {
-            Ok(value) if region.caches(value) => Some(match fence {
-                None => self.put(key, value, region.stamp()).await.map(|()| true),
-                Some(fence) => self.put_fenced(key, value, region.stamp(), fence).await,
-            }),
+            Ok(value) if region.caches(value) => {
+                let stamp = region.stamp_value(value, lifetime);
+                Some(match fence {
+                    None => self.put(key, value, stamp).await.map(|()| true),
+                    Some(fence) => self.put_fenced(key, value, stamp, fence).await,
+                })
+            }
             _ => None,
         };
         span.finish(region.count_creation(created.is_ok(), stored));
@@ -840,6 +894,45 @@ where
             .await
     }
 
+    /// [`AsyncRegion::try_get_with_expiry`], regenerating expired values in a spawned task.
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::try_get_with`], for a creator run in this task.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// let region = Region::<u32, u32>::builder()
+    ///     .expiry(Duration::from_secs(60))
+    ///     .build()?
+    ///     .to_async();
+    /// let v = region
+    ///     .background()
+    ///     .try_get_with_expiry(&1, || async { Ok::<_, ()>((1, Duration::from_secs(5))) })
+    ///     .await;
+    /// assert_eq!(v.unwrap(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_get_with_expiry<E, F, Fut>(
+        &self,
+        key: &K,
+        init: F,
+    ) -> Result<V, RegionError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<(V, Duration), E>> + Send + 'static,
+    {
+        let policy = self.region.region.on_backend_error;
+        self.region
+            .call(key, init, policy, Some(self.spawner(key)))
+            .await
+            .map(|(value, _)| value)
+    }
+
     /// [`AsyncRegion::optionally_get_with`], regenerating expired values in a spawned task.
     ///
     /// # Panics
@@ -887,13 +980,14 @@ where
     /// Spawns a held key's regeneration onto the current runtime; hands the guard and the
     /// creator back outside one.
     #[allow(clippy::type_complexity)]
-    fn spawner<E, F, Fut>(
+    fn spawner<E, F, Fut, O>(
         &self,
         key: &K,
     ) -> impl FnOnce(AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>
     where
         F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        Fut: Future<Output = Result<O, E>> + Send + 'static,
+        O: Made<V> + Send + 'static,
     {
         let (region, key) = (self.region.clone(), key.clone());
         move |guard: AsyncGuard<M>, init: F| {

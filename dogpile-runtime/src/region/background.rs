@@ -118,6 +118,35 @@ where
         self.call(key, init, self.region.on_backend_error)
     }
 
+    /// [`Region::try_get_with_expiry`], regenerating expired values on the pool.
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::try_get_with`], for a creator run in this caller.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// let region: Region<u8, u8> = Region::builder().expiry(Duration::from_secs(60)).build()?;
+    /// let v = region
+    ///     .background()
+    ///     .try_get_with_expiry(&1, || Ok::<_, ()>((1, Duration::from_secs(5))));
+    /// assert_eq!(v.unwrap(), 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn try_get_with_expiry<E>(
+        &self,
+        key: &K,
+        init: impl FnOnce() -> Result<(V, std::time::Duration), E> + Send + 'static,
+    ) -> Result<V, RegionError<E>> {
+        match self.region.fresh(key) {
+            Some(value) => Ok(value),
+            None => self
+                .call(key, init, self.region.on_backend_error)
+                .map(|(value, _)| value),
+        }
+    }
+
     /// [`Region::optionally_get_with`], regenerating expired values on the pool.
     ///
     /// # Panics
@@ -144,17 +173,18 @@ where
 
     #[cold]
     #[inline(never)]
-    fn call<E, C>(
+    fn call<E, C, O>(
         &self,
         key: &'a K,
         init: C,
         policy: OnBackendError,
     ) -> Result<(V, super::Served), RegionError<E>>
     where
-        C: FnOnce() -> Result<V, E> + Send + 'static,
+        C: FnOnce() -> Result<O, E> + Send + 'static,
+        O: super::Made<V>,
     {
         let region = self.region;
-        let hand = |guard: OwnedMutexGuard<M>, creator: Storing<'a, K, V, S, M, C>| {
+        let hand = |guard: OwnedMutexGuard<M>, creator: Storing<'a, K, V, S, M, C, O>| {
             // The job takes its work from a shared slot, so that a refused job's guard and
             // creator come back to this caller, which then creates here and gets the new value.
             let work = Arc::new(Mutex::new(Some((guard, creator.init))));
@@ -178,6 +208,7 @@ where
                         region: creator.region,
                         key: creator.key,
                         init,
+                        made: creator.made,
                     },
                 ),
                 None => Handoff::Taken,

@@ -62,6 +62,8 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) max_stale: Option<Duration>,
     pub(super) stale_if_error: Option<Duration>,
     pub(super) refresh_ahead: Option<f64>,
+    pub(super) jitter: Option<f64>,
+    pub(super) expire_with: Option<super::ExpireWith<V>>,
     pub(super) pool: Option<Pool>,
     pub(super) should_cache: Option<ShouldCache<V>>,
     pub(super) on_backend_error: super::OnBackendError,
@@ -95,6 +97,8 @@ where
             max_stale: None,
             stale_if_error: None,
             refresh_ahead: None,
+            jitter: None,
+            expire_with: None,
             pool: None,
             should_cache: None,
             on_backend_error: super::OnBackendError::default(),
@@ -307,6 +311,54 @@ where
         self
     }
 
+    /// Spreads lifetimes so that keys created together do not expire together: each stored
+    /// value's lifetime is shortened by a random share of it, up to `share` (`0.1`: up to a
+    /// tenth). The expiry stays the longest a value lives.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// let region: Region<u8, u8> = Region::builder()
+    ///     .expiry(Duration::from_secs(600))
+    ///     .jitter(0.1) // each value lives between 9 and 10 minutes
+    ///     .build()?;
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn jitter(mut self, share: f64) -> Self {
+        if !(share > 0.0 && share < 1.0) {
+            self.check(Err(ConfigError::new(
+                "jitter",
+                format!(
+                    "{share} is not a share of a lifetime: use a number between 0 and 1, such \
+                     as 0.1 for up to a tenth"
+                ),
+            )));
+        }
+        self.jitter = Some(share);
+        self
+    }
+
+    /// Each stored value lives as long as `expire_with` says of it (a token's `expires_in`, a
+    /// response's `max-age`), at most the expiry, which stays the longest a value lives; see
+    /// also [`Region::try_get_with_expiry`] for a lifetime decided per call.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// let region: Region<String, (Vec<u8>, u32)> = Region::builder()
+    ///     .expiry(Duration::from_secs(3600))
+    ///     .expire_with(|(_, max_age): &(Vec<u8>, u32)| Duration::from_secs(u64::from(*max_age)))
+    ///     .build()?;
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn expire_with(
+        mut self,
+        expire_with: impl Fn(&V) -> Duration + Send + Sync + 'static,
+    ) -> Self {
+        self.expire_with = Some(std::sync::Arc::new(expire_with));
+        self
+    }
+
     /// How far ahead of the clock a creation time or an invalidation may be and still be
     /// trusted (default 1 s): the wall clock can step back, and another host's can run ahead.
     /// A value created further ahead than this counts as expired, and an invalidation made
@@ -364,6 +416,8 @@ where
             max_stale: self.max_stale,
             stale_if_error: self.stale_if_error,
             refresh_ahead: self.refresh_ahead,
+            jitter: self.jitter,
+            expire_with: self.expire_with,
             pool: self.pool,
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
@@ -395,6 +449,8 @@ where
             max_stale: self.max_stale,
             stale_if_error: self.stale_if_error,
             refresh_ahead: self.refresh_ahead,
+            jitter: self.jitter,
+            expire_with: self.expire_with,
             pool: self.pool,
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
@@ -456,6 +512,17 @@ where
         if let Some(invalid) = self.invalid {
             return Err(invalid);
         }
+        if self.expiry.is_none() && (self.expire_with.is_some() || self.jitter.is_some()) {
+            let option = if self.jitter.is_some() {
+                "jitter"
+            } else {
+                "expire_with"
+            };
+            return Err(ConfigError::new(
+                option,
+                "shortens a value's lifetime, and needs an expiry: the longest a value lives",
+            ));
+        }
         Ok(Region {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -469,6 +536,7 @@ where
                 max_stale_nanos: self.max_stale.map(crate::clock::saturating_nanos),
                 stale_if_error_nanos: self.stale_if_error.map(crate::clock::saturating_nanos),
                 refresh_ahead: self.refresh_ahead,
+                jitter: self.jitter,
                 pool: self.pool,
                 should_cache: self.should_cache,
                 name: self.name.unwrap_or_else(|| "region".to_string()),
@@ -486,6 +554,7 @@ where
                 self.refresh_ahead,
             ),
             on_backend_error: self.on_backend_error,
+            expire_with: self.expire_with,
         })
     }
 }

@@ -2,10 +2,13 @@
 //! driver, and the creator run that stores and counts. The async calls are in
 //! `asynchronous.rs`.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::stats::Counter;
-use super::{trace, CacheKey, CacheValue, OnBackendError, Region, RegionError, Served, Store};
+use super::{
+    trace, CacheKey, CacheValue, Made, OnBackendError, Region, RegionError, Served, Store,
+};
 use crate::lock::drive::{self, Exit, Handoff, Holding};
 use crate::lock::protocol::{Failure, Found, Protocol, Rules};
 use crate::lock::Fence;
@@ -38,19 +41,21 @@ where
 
 /// A creator that, run by the driver, stores what it made; run directly (the backend failed),
 /// it is the bare `init`.
-pub(super) struct Storing<'a, K, V, S, M: RawMutex, C> {
+pub(super) struct Storing<'a, K, V, S, M: RawMutex, C, O> {
     pub(super) region: &'a Region<K, V, S, M>,
     pub(super) key: &'a K,
     pub(super) init: C,
+    pub(super) made: PhantomData<fn() -> O>,
 }
 
-impl<K, V, S, M, C, E> drive::Create<V, E> for Storing<'_, K, V, S, M, C>
+impl<K, V, S, M, C, E, O> drive::Create<V, E> for Storing<'_, K, V, S, M, C, O>
 where
     K: CacheKey,
     V: CacheValue,
     S: Store<K, V>,
     M: RawMutex + 'static,
-    C: FnOnce() -> Result<V, E>,
+    C: FnOnce() -> Result<O, E>,
+    O: Made<V>,
 {
     fn create(self, fence: Option<Fence>) -> Result<V, E> {
         self.region.run_creator(self.key, self.init, fence.as_ref())
@@ -89,8 +94,9 @@ where
         self.call_with(key, init, policy, None::<fn(_, _) -> _>)
     }
 
-    /// One blocking call, with `hand` taking expired values' regenerations elsewhere.
-    pub(super) fn call_with<'a, E, C, H>(
+    /// One blocking call, with `hand` taking expired values' regenerations elsewhere. The
+    /// creator makes a value, or a value with its own lifetime.
+    pub(super) fn call_with<'a, E, C, O, H>(
         &'a self,
         key: &'a K,
         init: C,
@@ -98,11 +104,12 @@ where
         hand: Option<H>,
     ) -> Result<(V, Served), RegionError<E>>
     where
-        C: FnOnce() -> Result<V, E>,
+        C: FnOnce() -> Result<O, E>,
+        O: Made<V>,
         H: FnOnce(
             OwnedMutexGuard<M>,
-            Storing<'a, K, V, S, M, C>,
-        ) -> Handoff<OwnedMutexGuard<M>, Storing<'a, K, V, S, M, C>, E>,
+            Storing<'a, K, V, S, M, C, O>,
+        ) -> Handoff<OwnedMutexGuard<M>, Storing<'a, K, V, S, M, C, O>, E>,
     {
         let inner = &*self.inner;
         let mut view = KeyOf {
@@ -115,6 +122,7 @@ where
             region: self,
             key,
             init,
+            made: PhantomData,
         };
         match drive::drive(&mut view, protocol, creator, hand) {
             Exit::Served(served, value) => Ok((value, served)),
@@ -123,7 +131,7 @@ where
                 .map_err(RegionError::Creator),
             Exit::Direct(creator, err) => self
                 .direct(key, &err, creator.init)
-                .map(|value| (value, Served::Direct))
+                .map(|made| (made.into_parts().0, Served::Direct))
                 .map_err(RegionError::Creator),
             Exit::Failed(failure) => Err(self.failure(key, failure)),
         }
@@ -150,22 +158,27 @@ where
 
     /// Runs the creator, stores an `Ok` the region caches (only while `fence`, if any, still
     /// holds), counts the outcome (panics included).
-    pub(super) fn run_creator<E>(
+    pub(super) fn run_creator<E, O: Made<V>>(
         &self,
         key: &K,
-        init: impl FnOnce() -> Result<V, E>,
+        init: impl FnOnce() -> Result<O, E>,
         fence: Option<&Fence>,
     ) -> Result<V, E> {
         let span = trace::Regeneration::start(&self.inner.name, key);
         let panicking = CountOnUnwind(&self.inner.stats);
-        let created = init();
+        let made = init();
         std::mem::forget(panicking);
+        let (created, lifetime) = match made.map(Made::into_parts) {
+            Ok((value, lifetime)) => (Ok(value), lifetime),
+            Err(err) => (Err(err), None),
+        };
         let stored = match &created {
             Ok(value) if self.caches(value) => {
                 let store = &self.inner.store;
+                let stamp = self.stamp_value(value, lifetime);
                 Some(match fence {
-                    None => store.put(key, value, self.stamp()).map(|()| true),
-                    Some(fence) => store.put_fenced(key, value, self.stamp(), fence),
+                    None => store.put(key, value, stamp).map(|()| true),
+                    Some(fence) => store.put_fenced(key, value, stamp, fence),
                 })
             }
             _ => None,
@@ -203,12 +216,12 @@ where
 
     /// Runs `init` without the cache, because the store or mutex failed.
     #[cold]
-    pub(super) fn direct<E>(
+    pub(super) fn direct<E, O>(
         &self,
         key: &K,
         err: &BackendError,
-        init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<V, E> {
+        init: impl FnOnce() -> Result<O, E>,
+    ) -> Result<O, E> {
         self.note_direct(key, err);
         init()
     }
