@@ -57,19 +57,27 @@ pub(crate) enum Exit<V, E, C> {
     Failed(Failure),
 }
 
-/// Runs one blocking call through the protocol. `hand`, when given, takes the mutex and the
-/// creator of an expired value to regenerate elsewhere.
-pub(crate) fn drive<V, E, C, K, H>(
+/// Where a blocking call stops for its caller to act: with a value, or holding what it needs
+/// to create one.
+pub(crate) enum Stop<V, G> {
+    /// A value read from the store (fresh, stale or waited for).
+    Served(Served, V),
+    /// Create the value: holding the mutex, or, `None`, after giving up waiting for it.
+    Create(Option<G>),
+    /// Hand the regeneration of an expired value to the background, with the mutex.
+    Hand(G),
+    /// The store or mutex failed and the rules say to call directly.
+    Direct(BackendError),
+    /// No value, by the rules.
+    Failed(Failure),
+}
+
+/// Reads and locks as the protocol says, until the call needs its creator or ends. The one
+/// loop of every blocking call: a single key's ([`drive`]) and each key of a batch.
+pub(crate) fn advance<V, K: Key<V>>(
     key: &mut K,
-    mut protocol: Protocol<'_, V>,
-    creator: C,
-    hand: Option<H>,
-) -> Exit<V, E, C>
-where
-    K: Key<V>,
-    C: Create<V, E>,
-    H: FnOnce(OwnedMutexGuard<K::Mutex>, C) -> Handoff<OwnedMutexGuard<K::Mutex>, C, E>,
-{
+    protocol: &mut Protocol<'_, V>,
+) -> Stop<V, OwnedMutexGuard<K::Mutex>> {
     let mutex = Arc::clone(key.mutex());
     let mut guard = None;
     let mut next = protocol.start();
@@ -90,32 +98,56 @@ where
                 });
                 protocol.lock(waited)
             }
-            Next::Create => return created(&mut protocol, &mutex, guard, creator),
-            Next::Hand => {
-                let (Some(held), Some(hand)) = (guard.take(), hand) else {
-                    // Handing is only asked for while holding, and only when allowed.
-                    return Exit::Created(create(&mutex, None, creator));
-                };
-                match hand(held, creator) {
-                    Handoff::Taken => match protocol.handed(true) {
-                        Next::Done(served, value) => return Exit::Served(served, value),
-                        _ => unreachable!("a taken hand-off ends the call"),
-                    },
-                    Handoff::Refused(held, creator) => match protocol.handed(false) {
-                        // A refresh that the background cannot take is skipped.
-                        Next::Done(served, value) => return Exit::Served(served, value),
-                        _ => return created(&mut protocol, &mutex, Some(held), creator),
-                    },
-                    Handoff::Failed(err) => return Exit::Created(Err(err)),
-                }
-            }
-            Next::Done(served, value) => return Exit::Served(served, value),
-            Next::Direct(err) => {
-                drop(guard);
-                return Exit::Direct(creator, err);
-            }
-            Next::Fail(failure) => return Exit::Failed(failure),
+            Next::Create => return Stop::Create(guard),
+            Next::Hand => match guard.take() {
+                Some(held) => return Stop::Hand(held),
+                // Handing is only asked for while holding.
+                None => return Stop::Create(None),
+            },
+            Next::Done(served, value) => return Stop::Served(served, value),
+            Next::Direct(err) => return Stop::Direct(err),
+            Next::Fail(failure) => return Stop::Failed(failure),
         };
+    }
+}
+
+/// Runs one blocking call through the protocol. `hand`, when given, takes the mutex and the
+/// creator of an expired value to regenerate elsewhere.
+pub(crate) fn drive<V, E, C, K, H>(
+    key: &mut K,
+    mut protocol: Protocol<'_, V>,
+    creator: C,
+    hand: Option<H>,
+) -> Exit<V, E, C>
+where
+    K: Key<V>,
+    C: Create<V, E>,
+    H: FnOnce(OwnedMutexGuard<K::Mutex>, C) -> Handoff<OwnedMutexGuard<K::Mutex>, C, E>,
+{
+    let mutex = Arc::clone(key.mutex());
+    match advance(key, &mut protocol) {
+        Stop::Served(served, value) => Exit::Served(served, value),
+        Stop::Create(guard) => created(&mut protocol, &mutex, guard, creator),
+        Stop::Hand(held) => {
+            // Handing is only asked for when the rules allow it, which they do with a `hand`.
+            let Some(hand) = hand else {
+                return created(&mut protocol, &mutex, Some(held), creator);
+            };
+            match hand(held, creator) {
+                Handoff::Taken => match protocol.handed(true) {
+                    Next::Done(served, value) => Exit::Served(served, value),
+                    _ => unreachable!("a taken hand-off ends the call"),
+                },
+                Handoff::Refused(held, creator) => match protocol.handed(false) {
+                    // A refresh that the background cannot take is skipped.
+                    Next::Done(served, value) => Exit::Served(served, value),
+                    _ => created(&mut protocol, &mutex, Some(held), creator),
+                },
+                Handoff::Failed(err) => Exit::Created(Err(err)),
+            }
+        }
+        Stop::Direct(err) => Exit::Direct(creator, err),
+        Stop::Failed(failure) => Exit::Failed(failure),
     }
 }
 

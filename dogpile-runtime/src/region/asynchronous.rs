@@ -22,6 +22,7 @@ use super::{
     CacheKey, CacheValue, Made, NotCached, OnBackendError, Region, RegionError, Served, Statistics,
     SOFT_INVALIDATED,
 };
+use crate::lock::drive::Stop;
 use crate::lock::protocol::{Failure, Found, Next, Protocol, Waited};
 use crate::lock::Fence;
 use crate::region::AsyncStore;
@@ -60,7 +61,7 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// # }
 /// ```
 pub struct AsyncRegion<K, V, S, M: RawMutex> {
-    region: Region<K, V, S, M>,
+    pub(super) region: Region<K, V, S, M>,
 }
 
 impl<K, V, S, M: RawMutex> Clone for AsyncRegion<K, V, S, M> {
@@ -555,7 +556,7 @@ where
         Ok(self.region.judge(stored))
     }
 
-    async fn put_fenced(
+    pub(super) async fn put_fenced(
         &self,
         key: &K,
         value: &V,
@@ -570,7 +571,12 @@ where
         }
     }
 
-    async fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
+    pub(super) async fn put(
+        &self,
+        key: &K,
+        value: &V,
+        created: Timestamp,
+    ) -> Result<(), BackendError> {
         let store = &self.region.inner.store;
         if store.answers_at_once() {
             store.put(key, value, created)
@@ -598,7 +604,54 @@ where
         let inner = &*region.inner;
         let mutex = inner.mutexes.get(key);
         let mut protocol = Protocol::new(region.rules(policy, spawn.is_some()), Some(&inner.stats));
-        let deadline = inner
+        match self.advance(key, &mutex, &mut protocol).await {
+            Stop::Served(served, value) => Ok((value, served)),
+            Stop::Create(guard) => self.created(&mut protocol, key, &mutex, guard, init).await,
+            Stop::Hand(held) => {
+                let (init, held) = match spawn {
+                    Some(spawn) => match spawn(held, init) {
+                        Ok(()) => match protocol.handed(true) {
+                            Next::Done(served, value) => return Ok((value, served)),
+                            _ => unreachable!("a taken hand-off ends the call"),
+                        },
+                        Err((held, init)) => (init, held),
+                    },
+                    None => (init, held),
+                };
+                // No runtime to spawn on: regenerate here, unless it was a refresh.
+                if let Next::Done(served, value) = protocol.handed(false) {
+                    held.release().await;
+                    return Ok((value, served));
+                }
+                self.created(&mut protocol, key, &mutex, Some(held), init)
+                    .await
+            }
+            Stop::Direct(err) => {
+                region.note_direct(key, &err);
+                init()
+                    .await
+                    .map(|made| (made.into_parts().0, Served::Direct))
+                    .map_err(RegionError::Creator)
+            }
+            Stop::Failed(failure) => Err(match failure {
+                Failure::WouldDeadlock => region.recursion(key),
+                other => region.failure(key, other),
+            }),
+        }
+    }
+
+    /// Reads and locks as the protocol says, until the call needs its creator or ends: the one
+    /// loop of every async call, a single key's and each key of a batch. A mutex held when the
+    /// call ends without creating is released here.
+    pub(super) async fn advance(
+        &self,
+        key: &K,
+        mutex: &Arc<M>,
+        protocol: &mut Protocol<'_, V>,
+    ) -> Stop<V, AsyncGuard<M>> {
+        let deadline = self
+            .region
+            .inner
             .lock_timeout
             .and_then(|t| Instant::now().checked_add(t));
         let mut pause = POLL_FIRST;
@@ -608,66 +661,41 @@ where
             next = match next {
                 Next::Read => protocol.read(self.read(key).await),
                 Next::TryLock => {
-                    let taken = AsyncGuard::try_acquire(&mutex).await;
+                    let taken = AsyncGuard::try_acquire(mutex).await;
                     protocol.try_lock(taken.map(|taken| {
                         guard = taken;
                         guard.is_some()
                     }))
                 }
                 Next::Lock => {
-                    let waited = self.wait(&mutex, &mut pause, deadline).await;
+                    let waited = self.wait(mutex, &mut pause, deadline).await;
                     protocol.lock(waited.map(|(waited, taken)| {
                         guard = taken;
                         waited
                     }))
                 }
-                Next::Create => {
-                    return self.created(&mut protocol, key, &mutex, guard, init).await;
-                }
-                Next::Hand => {
-                    let (init, held) = match (guard.take(), spawn) {
-                        (Some(held), Some(spawn)) => match spawn(held, init) {
-                            Ok(()) => match protocol.handed(true) {
-                                Next::Done(served, value) => return Ok((value, served)),
-                                _ => unreachable!("a taken hand-off ends the call"),
-                            },
-                            Err((held, init)) => (init, Some(held)),
-                        },
-                        (held, _) => (init, held),
-                    };
-                    // No runtime to spawn on: regenerate here, unless it was a refresh.
-                    if let Next::Done(served, value) = protocol.handed(false) {
-                        if let Some(guard) = held {
-                            guard.release().await;
-                        }
-                        return Ok((value, served));
-                    }
-                    return self.created(&mut protocol, key, &mutex, held, init).await;
-                }
+                Next::Create => return Stop::Create(guard),
+                Next::Hand => match guard.take() {
+                    Some(held) => return Stop::Hand(held),
+                    None => return Stop::Create(None),
+                },
                 Next::Done(served, value) => {
                     if let Some(guard) = guard {
                         guard.release().await;
                     }
-                    return Ok((value, served));
+                    return Stop::Served(served, value);
                 }
                 Next::Direct(err) => {
                     if let Some(guard) = guard {
                         guard.release().await;
                     }
-                    region.note_direct(key, &err);
-                    return init()
-                        .await
-                        .map(|made| (made.into_parts().0, Served::Direct))
-                        .map_err(RegionError::Creator);
+                    return Stop::Direct(err);
                 }
                 Next::Fail(failure) => {
                     if let Some(guard) = guard {
                         guard.release().await;
                     }
-                    return Err(match failure {
-                        Failure::WouldDeadlock => region.recursion(key),
-                        other => region.failure(key, other),
-                    });
+                    return Stop::Failed(failure);
                 }
             };
         }
@@ -1012,7 +1040,7 @@ where
 /// dropped (a cancelled call), in place for a mutex that releases at once and in a spawned
 /// task otherwise, so that a drop never blocks a worker thread.
 pub(crate) struct AsyncGuard<M: AsyncRawMutex + 'static> {
-    mutex: Arc<M>,
+    pub(super) mutex: Arc<M>,
     held: bool,
 }
 
@@ -1024,7 +1052,7 @@ impl<M: AsyncRawMutex + 'static> AsyncGuard<M> {
         }))
     }
 
-    async fn release(mut self) {
+    pub(super) async fn release(mut self) {
         self.held = false;
         // A failed release (a lost lease) has nowhere to go: the mutex's own expiry frees it.
         let _ = self.mutex.release_async().await;
@@ -1047,6 +1075,14 @@ impl<M: AsyncRawMutex + 'static> Drop for AsyncGuard<M> {
         }
         let _ = self.mutex.release();
     }
+}
+
+/// Runs `future` marked as holding every mutex of `held` (in this task), so that a creator
+/// asking for one of their keys gets an error instead of waiting for itself.
+pub(super) async fn while_holding<M, F: Future>(held: &[&Arc<M>], future: F) -> F::Output {
+    let mut marks = HOLDING.try_with(Clone::clone).unwrap_or_default();
+    marks.extend(held.iter().map(|mutex| address(mutex)));
+    HOLDING.scope(marks, future).await
 }
 
 fn address<M>(mutex: &Arc<M>) -> usize {

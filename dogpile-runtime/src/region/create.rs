@@ -15,10 +15,10 @@ use crate::lock::Fence;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
 /// A region call's view of its key, for the blocking driver.
-struct KeyOf<'a, K, V, S, M: RawMutex> {
-    region: &'a Region<K, V, S, M>,
-    key: &'a K,
-    mutex: Arc<M>,
+pub(super) struct KeyOf<'a, K, V, S, M: RawMutex> {
+    pub(super) region: &'a Region<K, V, S, M>,
+    pub(super) key: &'a K,
+    pub(super) mutex: Arc<M>,
 }
 
 impl<K, V, S, M> drive::Key<V> for KeyOf<'_, K, V, S, M>

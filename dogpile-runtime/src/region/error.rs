@@ -35,6 +35,14 @@ pub enum RegionError<E> {
         /// The key, in its `Debug` form.
         key: String,
     },
+    /// A batch's creator ([`Region::try_get_with_many`](crate::Region::try_get_with_many))
+    /// returned another number of values than it was asked for; nothing was stored.
+    Batch {
+        /// How many keys the creator was given.
+        asked: usize,
+        /// How many values it returned.
+        returned: usize,
+    },
     /// The store or mutex failed and the region is set to return such errors
     /// ([`OnBackendError::ReturnError`](crate::region::OnBackendError::ReturnError)).
     Backend(BackendError),
@@ -55,6 +63,7 @@ impl<E> RegionError<E> {
         match self {
             RegionError::Creator(e) => Ok(e),
             RegionError::Recursion { region, key } => Err(RegionError::Recursion { region, key }),
+            RegionError::Batch { asked, returned } => Err(RegionError::Batch { asked, returned }),
             RegionError::Backend(e) => Err(RegionError::Backend(e)),
         }
     }
@@ -84,6 +93,11 @@ impl<E> fmt::Display for RegionError<E> {
                 "the creator of key {key} in region {region:?} asked for key {key} again and \
                  would wait for itself forever; break the cycle in the creator"
             ),
+            RegionError::Batch { asked, returned } => write!(
+                f,
+                "a batch's creator was asked for {asked} values and returned {returned}; it \
+                 must return one value per key, in the keys' order"
+            ),
             RegionError::Backend(_) => f.write_str("the region's store or mutex failed"),
         }
     }
@@ -94,7 +108,7 @@ impl<E: StdError + 'static> StdError for RegionError<E> {
         match self {
             RegionError::Creator(e) => Some(e),
             RegionError::Backend(e) => Some(e),
-            RegionError::Recursion { .. } => None,
+            RegionError::Recursion { .. } | RegionError::Batch { .. } => None,
         }
     }
 }

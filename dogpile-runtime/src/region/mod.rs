@@ -11,6 +11,9 @@
 #[cfg(feature = "tokio")]
 mod asynchronous;
 mod background;
+mod batch;
+#[cfg(feature = "tokio")]
+mod batch_async;
 mod builder;
 mod create;
 mod error;
