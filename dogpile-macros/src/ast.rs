@@ -34,7 +34,8 @@ impl<'a> Function<'a> {
                 "#[dogpile] cannot cache a `const fn`: its value is already computed at compile time",
             );
         }
-        if let Some(abi) = &sig.abi {
+        // A variadic function is `extern` too: one mistake, one error.
+        if let (Some(abi), None) = (&sig.abi, &sig.variadic) {
             errors.push(
                 abi.span(),
                 "#[dogpile] cannot cache an `extern` function; wrap it in a Rust function and cache that",

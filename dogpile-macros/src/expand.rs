@@ -53,6 +53,11 @@ pub fn dogpile(args: TokenStream, input: TokenStream) -> TokenStream {
     };
     crate::valid::check(&parsed, &function, &mut errors);
     if !errors.is_empty() {
+        if item.sig.variadic.is_some() {
+            // Written out again, a C-variadic function outside an `extern` block is an error
+            // of its own (unstable): the mistake shows alone.
+            return errors.into_compile_errors();
+        }
         // The function as written, so that its callers still type-check and only the real
         // mistake shows.
         return with_errors(item.to_token_stream(), errors.into_compile_errors());

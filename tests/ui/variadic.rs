@@ -1,7 +1,7 @@
 use dogpile::dogpile;
 
 #[dogpile(expire = 60)]
-unsafe extern "C" fn report(day: u32, ...) -> u32 {
+unsafe extern "C" fn report(day: u32, _: ...) -> u32 {
     day
 }
 
