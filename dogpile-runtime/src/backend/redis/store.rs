@@ -189,17 +189,24 @@ impl<K, V> RedisStore<K, V> {
         Ok(write)
     }
 
-    /// `HINCRBY <epoch> h|s 1` for every shard: one pipeline.
-    fn bump_epochs(&self, soft: bool) -> ::redis::Pipeline {
-        let mut pipe = ::redis::pipe();
+    /// `HINCRBY <epoch> h|s 1` for every shard, as one pipeline on one server; a cluster's
+    /// connection cannot pipeline, so there each shard's is a command of its own.
+    fn bump_epochs(&self, soft: bool) -> Vec<::redis::Pipeline> {
+        let cluster = self.redis.is_cluster();
+        let mut pipes = vec![::redis::pipe()];
         for epoch in keys::epochs(&self.namespace) {
-            pipe.cmd("HINCRBY")
-                .arg(epoch)
-                .arg(if soft { "s" } else { "h" })
-                .arg(1)
-                .ignore();
+            let mut bump = ::redis::cmd("HINCRBY");
+            bump.arg(epoch).arg(if soft { "s" } else { "h" }).arg(1);
+            if cluster {
+                let mut single = ::redis::pipe();
+                single.add_command(bump);
+                pipes.push(single);
+            } else if let Some(pipe) = pipes.last_mut() {
+                pipe.add_command(bump).ignore();
+            }
         }
-        pipe
+        pipes.retain(|pipe| !pipe.is_empty());
+        pipes
     }
 
     /// `SCAN cursor MATCH {<namespace>#*}:v:* COUNT 500`.
@@ -237,6 +244,30 @@ fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Timestamp)> {
     let (value, left) = postcard::take_from_bytes(value).ok()?;
     left.is_empty()
         .then_some((value, Timestamp::from_nanos(created)))
+}
+
+/// Runs `pipe`; a pipeline of one command is sent as that command, which a cluster's
+/// connection routes by its key (it does not take pipelines).
+fn run_pipe(
+    pipe: &::redis::Pipeline,
+    c: &mut dyn ::redis::ConnectionLike,
+) -> ::redis::RedisResult<()> {
+    match pipe.cmd_iter().collect::<Vec<_>>().as_slice() {
+        [single] => single.query(c),
+        _ => pipe.query(c),
+    }
+}
+
+#[cfg(feature = "tokio")]
+async fn run_pipe_async(
+    pipe: &::redis::Pipeline,
+    c: &mut super::connection::AsyncConnection,
+) -> ::redis::RedisResult<()> {
+    let commands: Vec<&::redis::Cmd> = pipe.cmd_iter().collect();
+    match commands.as_slice() {
+        [single] => single.query_async(c).await,
+        _ => pipe.query_async(c).await,
+    }
 }
 
 /// What the read script answered.
@@ -309,8 +340,10 @@ where
         // The server counts invalidations; `cutoff`, a time of this host's clock, would let
         // clock skew between hosts decide which values an invalidation covers.
         let _ = cutoff;
-        let bump = self.bump_epochs(soft);
-        self.redis.run("invalidation", |c| bump.query::<()>(c))
+        for bump in self.bump_epochs(soft) {
+            self.redis.run("invalidation", |c| run_pipe(&bump, c))?;
+        }
+        Ok(())
     }
 
     fn clear(&self) -> Result<(), BackendError> {
@@ -419,22 +452,20 @@ where
     fn invalidate_before_async(&self, cutoff: Timestamp, soft: bool) -> StoreFuture<'_, ()> {
         let _ = cutoff;
         Box::pin(async move {
-            let bump = self.bump_epochs(soft);
-            self.redis
-                .run_async("invalidation", |mut c| async move {
-                    bump.query_async::<()>(&mut c).await
-                })
-                .await
+            for bump in self.bump_epochs(soft) {
+                self.redis
+                    .run_async("invalidation", |mut c| async move {
+                        run_pipe_async(&bump, &mut c).await
+                    })
+                    .await?;
+            }
+            Ok(())
         })
     }
 
     fn clear_async(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
-            let bump = self.bump_epochs(false);
-            self.redis
-                .run_async("invalidation", |mut c| async move {
-                    bump.query_async::<()>(&mut c).await
-                })
+            self.invalidate_before_async(Timestamp::from_nanos(0), false)
                 .await?;
             if self.redis.is_cluster() {
                 return Ok(());
