@@ -218,7 +218,7 @@ fn invalidation_in_one_process_reaches_the_others() {
         let fresh = served.iter().filter(|&&v| v == new).count();
         if what.starts_with("soft") {
             // One caller regenerates; the others, in both processes, get the stale value.
-            assert!(fresh >= 1 && fresh <= 2, "{what}: {served:?}");
+            assert!((1..=2).contains(&fresh), "{what}: {served:?}");
             assert!(
                 served.iter().all(|&v| v == new || v == 0),
                 "{what}: {served:?}"

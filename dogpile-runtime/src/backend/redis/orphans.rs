@@ -64,12 +64,6 @@ impl Redis {
         }
     }
 
-    /// How many orphaned locks are waiting to be released.
-    #[cfg(test)]
-    pub(super) fn orphans(&self) -> usize {
-        self.shared.orphans.0.lock().list.len()
-    }
-
     fn sweep(&self) {
         loop {
             thread::sleep(SWEEP_EVERY);
