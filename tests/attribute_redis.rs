@@ -22,9 +22,10 @@ fn redis() -> &'static Redis {
 }
 
 fn open(url: &str) -> Redis {
-    Redis::open(url)
+    Redis::builder(url)
+        .timeout(Duration::from_millis(200))
+        .build()
         .unwrap()
-        .with_timeout(Duration::from_millis(200))
 }
 
 fn on_redis(namespace: &'static str) -> Region<u64, String, RedisStore<u64, String>, RedisMutex> {
@@ -32,7 +33,7 @@ fn on_redis(namespace: &'static str) -> Region<u64, String, RedisStore<u64, Stri
         .name(namespace)
         .expiry(Duration::from_secs(3600))
         .store(redis().store(namespace))
-        .mutexes(move |id: &u64| redis().mutex(namespace, id))
+        .mutexes(redis().mutexes(namespace))
         .build()
         .unwrap()
 }
@@ -49,7 +50,7 @@ static STRICT: LazyLock<Region<u64, String, RedisStore<u64, String>, RedisMutex>
             .name("strict")
             .expiry(Duration::from_secs(3600))
             .store(redis().store("strict"))
-            .mutexes(move |id: &u64| redis().mutex("strict", id))
+            .mutexes(redis().mutexes("strict"))
             .on_backend_error(dogpile::region::OnBackendError::ReturnError)
             .build()
             .unwrap()

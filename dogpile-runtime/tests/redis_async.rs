@@ -25,10 +25,7 @@ fn region(redis: &Redis, namespace: &'static str, expiry: Duration) -> AsyncRedi
         .name(namespace)
         .expiry(expiry)
         .store(redis.store(namespace))
-        .mutexes({
-            let redis = redis.clone();
-            move |key: &u64| redis.mutex(namespace, key)
-        })
+        .mutexes(redis.mutexes(namespace))
         .build()
         .unwrap()
         .to_async()
@@ -48,9 +45,11 @@ fn current_thread() -> tokio::runtime::Runtime {
 #[test]
 fn a_stalled_server_never_stalls_the_executor() {
     let server = Server::start();
-    let redis = Redis::open(&server.url())
-        .unwrap()
-        .with_timeout(Duration::from_secs(3));
+    let redis = Redis::builder(&server.url())
+        .timeout(Duration::from_secs(3))
+        .lease(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let region = region(&redis, "ticker", Duration::from_secs(60));
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicUsize::new(0));
@@ -150,5 +149,5 @@ fn async_tasks_on_a_missing_key_share_one_creator() {
         }
     });
     assert_eq!(created.load(Ordering::SeqCst), 1);
-    assert!(server.keys("herd:lock:*").is_empty(), "no lock left");
+    assert!(server.locks("herd").is_empty(), "no lock left");
 }

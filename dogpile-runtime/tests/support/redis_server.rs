@@ -36,6 +36,8 @@ impl Server {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            // DEBUG SLEEP stalls the server, as a long fork or a swapped-out host would.
+            .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -66,6 +68,38 @@ impl Server {
             .unwrap()
             .get_connection_with_timeout(Duration::from_secs(2))
             .unwrap()
+    }
+
+    /// The lock keys of `namespace` (held by anyone).
+    pub fn locks(&self, namespace: &str) -> Vec<Vec<u8>> {
+        self.keys(&format!("{{{namespace}#*}}:lock:*"))
+    }
+
+    /// The value keys of `namespace`.
+    pub fn values(&self, namespace: &str) -> Vec<Vec<u8>> {
+        self.keys(&format!("{{{namespace}#*}}:v:*"))
+    }
+
+    /// How many times the server ran each command since the last `CONFIG RESETSTAT`
+    /// (commands run by scripts included).
+    pub fn command_calls(&self) -> Vec<(String, u64)> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut self.connection())
+            .unwrap();
+        info.lines()
+            .filter_map(|l| {
+                let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(":calls=")?;
+                Some((name.to_string(), rest.split(',').next()?.parse().ok()?))
+            })
+            .collect()
+    }
+
+    pub fn reset_stats(&self) {
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query::<()>(&mut self.connection())
+            .unwrap();
     }
 
     pub fn keys(&self, pattern: &str) -> Vec<Vec<u8>> {

@@ -7,6 +7,7 @@
 //! | held, lease running     | false         | → free                             |
 //! | holder died             | false until the lease runs out, then as free | — |
 //! | lease lost (not renewed)| another may take it | error: reported, counted     |
+//! | `SET NX` failed or timed out | error; the token is released by the handle's sweeper once the server answers | — |
 
 use std::fmt;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -15,7 +16,7 @@ use std::thread;
 use std::time::Duration;
 
 use super::Redis;
-use crate::lock::poll_acquire;
+use crate::lock::{poll_acquire, Fence};
 use crate::sync::{AtomicBool, Mutex, Ordering};
 use crate::{BackendError, RawMutex};
 
@@ -42,10 +43,14 @@ return 0
 /// A [`RawMutex`] in Redis, for processes on many hosts; made by [`Redis::mutex`].
 ///
 /// Taking it sets a key to a random token with the lease as its expiry, if the key is absent.
-/// While held, a thread renews the lease every third of it, so a creator may run longer than
-/// the lease; if the holder dies, the key expires with its lease and another process takes
-/// over. Release and renewal check the token in a server-side script, so a holder whose lease
-/// ran out can never release or extend another's.
+/// While held, a thread renews the lease ([`RedisBuilder::renew_every`](super::RedisBuilder::renew_every)),
+/// so a creator may run longer than the lease; if the holder dies, the key expires with its
+/// lease and another process takes over. Release and renewal check the token in a server-side
+/// script, so a holder whose lease ran out can never release or extend another's; and while
+/// held, [`fence`](RawMutex::fence) hands the token to the store, which writes the creator's
+/// value only if the token still holds the lock. A lock command that fails or times out may
+/// still be applied by the server later: its token is released by the handle once the server
+/// answers again, so no lock stays held in nobody's name.
 ///
 /// ```no_run
 /// use dogpile_runtime::backend::redis::Redis;
@@ -55,8 +60,9 @@ return 0
 /// let b = redis.mutex("reports", &7u32); // as another host would
 /// assert!(a.try_acquire()?);
 /// assert!(!b.try_acquire()?);
+/// assert!(a.fence().is_some());
 /// a.release()?;
-/// # Ok::<(), dogpile_runtime::BackendError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisMutex {
     redis: Redis,
@@ -82,9 +88,7 @@ impl RedisMutex {
     }
 
     fn lease_ms(&self) -> u64 {
-        u64::try_from(self.redis.lease.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
+        millis(self.redis.lease())
     }
 
     /// `SET name token NX PX lease`.
@@ -99,10 +103,7 @@ impl RedisMutex {
     }
 
     fn release_script(&self, token: &str) -> ::redis::ScriptInvocation<'static> {
-        static SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RELEASE));
-        let mut invocation = SCRIPT.prepare_invoke();
-        invocation.key(self.name.clone()).arg(token.to_string());
-        invocation
+        release_script(&self.name, token)
     }
 
     /// After a successful `SET NX`: starts the renewer and records the hold. Without a renewer
@@ -147,7 +148,7 @@ impl RedisMutex {
         lost: Arc<AtomicBool>,
     ) -> std::io::Result<()> {
         let (redis, name, lease_ms) = (self.redis.clone(), self.name.clone(), self.lease_ms());
-        let every = self.redis.lease / 3;
+        let every = self.redis.settings().renew_every;
         thread::Builder::new()
             .name("dogpile-redis-lease".into())
             .spawn(move || loop {
@@ -184,6 +185,21 @@ impl RedisMutex {
     }
 }
 
+/// The release script: deletes `name` only if it still holds `token`.
+pub(super) fn release_script(name: &[u8], token: &str) -> ::redis::ScriptInvocation<'static> {
+    static SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RELEASE));
+    let mut invocation = SCRIPT.prepare_invoke();
+    invocation.key(name.to_vec()).arg(token.to_string());
+    invocation
+}
+
+/// `duration` in whole milliseconds, at least 1 (the builder keeps leases at 1 ms or more).
+pub(super) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
 fn stopped(stop: &mpsc::Receiver<()>) -> bool {
     !matches!(stop.try_recv(), Err(mpsc::TryRecvError::Empty))
 }
@@ -203,16 +219,22 @@ fn no_renewer() -> BackendError {
 impl RawMutex for RedisMutex {
     fn try_acquire(&self) -> Result<bool, BackendError> {
         let token = token()?;
-        let set: Option<String> = self.redis.run("SET NX", |c| self.set_nx(&token).query(c))?;
+        let set: Option<String> = self
+            .redis
+            .run("SET NX", |c| self.set_nx(&token).query(c))
+            .inspect_err(|_| self.redis.orphaned(&self.name, &token))?;
         if set.is_none() {
             return Ok(false);
         }
         match self.hold(token)? {
             None => Ok(true),
             Some(token) => {
-                let _ = self
+                let released = self
                     .redis
                     .run("release", |c| self.release_script(&token).invoke::<i64>(c));
+                if released.is_err() {
+                    self.redis.orphaned(&self.name, &token);
+                }
                 Err(no_renewer())
             }
         }
@@ -232,8 +254,15 @@ impl RawMutex for RedisMutex {
         drop(stop);
         let deleted = self
             .redis
-            .run("release", |c| self.release_script(&token).invoke::<i64>(c))?;
+            .run("release", |c| self.release_script(&token).invoke::<i64>(c))
+            .inspect_err(|_| self.redis.orphaned(&self.name, &token))?;
         Self::released(&lost, deleted)
+    }
+
+    fn fence(&self) -> Option<Fence> {
+        let held = self.held.lock();
+        held.as_ref()
+            .map(|held| Fence::new(self.name.clone(), held.token.clone()))
     }
 }
 
@@ -249,7 +278,8 @@ impl crate::lock::AsyncRawMutex for RedisMutex {
                 "SET NX",
                 |mut c| async move { set_nx.query_async(&mut c).await },
             )
-            .await?;
+            .await
+            .inspect_err(|_| self.redis.orphaned(&self.name, &token))?;
         if set.is_none() {
             return Ok(false);
         }
@@ -257,12 +287,15 @@ impl crate::lock::AsyncRawMutex for RedisMutex {
             None => Ok(true),
             Some(token) => {
                 let release = self.release_script(&token);
-                let _ = self
+                let released = self
                     .redis
                     .run_async("release", |mut c| async move {
                         release.invoke_async::<i64>(&mut c).await
                     })
                     .await;
+                if released.is_err() {
+                    self.redis.orphaned(&self.name, &token);
+                }
                 Err(no_renewer())
             }
         }
@@ -277,7 +310,8 @@ impl crate::lock::AsyncRawMutex for RedisMutex {
             .run_async("release", |mut c| async move {
                 release.invoke_async::<i64>(&mut c).await
             })
-            .await?;
+            .await
+            .inspect_err(|_| self.redis.orphaned(&self.name, &token))?;
         Self::released(&lost, deleted)
     }
 

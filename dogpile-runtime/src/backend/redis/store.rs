@@ -1,24 +1,78 @@
-//! Values in Redis: one string per key holding the creation time and the value, so one `GET`
-//! reads both.
+//! Values in Redis: one hash per key holding the value's bytes (its creation time first) and
+//! the epochs of its shard when it was written; read by one script that also reads the epochs,
+//! so that a read sees every invalidation made by any process in one round trip.
 
 use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::keys::{self, KeyNames};
+use super::mutex::millis;
 use super::Redis;
+use crate::lock::Fence;
 #[cfg(feature = "tokio")]
 use crate::region::StoreFuture;
-use crate::{BackendError, Store, Timestamp};
+use crate::{BackendError, ConfigError, Store, Timestamp};
 
 /// The format's first byte, so that a later format can tell old values apart.
 const FORMAT: u8 = 1;
 
+/// The creation time that tells the region a value was soft-invalidated: positive (a value
+/// exists) and older than any expiry, as the region's own soft invalidation stamps it.
+const SOFT_INVALIDATED: Timestamp = Timestamp::from_nanos(1);
+
+/// Reads a value and judges it against its shard's epochs. KEYS: value, epoch. Answers nil (no
+/// value, or hard-invalidated: then also deleted), `{bytes, 1}` soft-invalidated, `{bytes, 0}`
+/// valid, or `{"", 2}` when the key holds something else than our hash.
+const READ: &str = r#"
+local v = redis.pcall("HMGET", KEYS[1], "d", "h", "s")
+if v.err then return {"", 2} end
+if not v[1] then return false end
+local e = redis.call("HMGET", KEYS[2], "h", "s")
+if (tonumber(v[2]) or 0) < (tonumber(e[1]) or 0) then
+    redis.call("DEL", KEYS[1])
+    return false
+end
+if (tonumber(v[3]) or 0) < (tonumber(e[2]) or 0) then return {v[1], 1} end
+return {v[1], 0}
+"#;
+
+/// Writes a value stamped with its shard's epochs. KEYS: value, epoch, and for a fenced write
+/// the lock; ARGV: bytes, retain in ms (0: none), and the holder's token. Answers 1 if written,
+/// 0 if the lock no longer holds the token (nothing written).
+const WRITE: &str = r#"
+if KEYS[3] and redis.call("GET", KEYS[3]) ~= ARGV[3] then return 0 end
+local e = redis.call("HMGET", KEYS[2], "h", "s")
+redis.call("DEL", KEYS[1])
+redis.call("HSET", KEYS[1], "d", ARGV[1], "h", e[1] or 0, "s", e[2] or 0)
+if ARGV[2] ~= "0" then redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+return 1
+"#;
+
+fn script(source: &'static LazyLock<::redis::Script>) -> ::redis::ScriptInvocation<'static> {
+    source.prepare_invoke()
+}
+
+static READ_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(READ));
+static WRITE_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(WRITE));
+
 /// A [`Store`] in Redis: keys and values encoded with `postcard` (compact, serde), each value
-/// beside its creation time under `<namespace>:v:<key>`.
+/// beside its creation time and its shard's invalidation epochs (see the
+/// [module](super) docs for the layout).
+///
+/// - A read is one script (`EVALSHA`): the value, judged against the epochs, so a fresh hit is
+///   one round trip and still sees every process's `invalidate_all` and `soft_invalidate_all`.
+/// - A creator's write is fenced: one script checks that the creator's lock token still holds
+///   the key's lock, then writes ([`Store::put_fenced`]); a refused write is counted by the
+///   region (`refused_writes`) and the creator's caller still gets its value.
+/// - Invalidation of all keys ([`Store::invalidate_before`]) bumps an epoch that the server
+///   counts, so no host's clock decides which values it covers: every value written before it
+///   reached the server is covered, every value written after is not.
 ///
 /// A value that does not decode (another program's data, a changed type, corrupt bytes) is a
 /// miss: the region regenerates it and [`undecodable`](Self::undecodable) counts it. Values
@@ -30,9 +84,9 @@ const FORMAT: u8 = 1;
 /// use dogpile_runtime::clock::Timestamp;
 /// use dogpile_runtime::region::Store;
 /// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("names");
-/// store.put(&1, &"ann".to_string(), Timestamp::from_nanos(1))?;
-/// assert_eq!(store.get(&1)?, Some(("ann".to_string(), Timestamp::from_nanos(1))));
-/// # Ok::<(), dogpile_runtime::BackendError>(())
+/// store.put(&1, &"ann".to_string(), Timestamp::from_nanos(7))?;
+/// assert_eq!(store.get(&1)?, Some(("ann".to_string(), Timestamp::from_nanos(7))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisStore<K, V> {
     redis: Redis,
@@ -53,19 +107,28 @@ impl<K, V> RedisStore<K, V> {
         }
     }
 
-    /// Lets Redis delete a value `retain` after it was stored (its `PX`), however stale values
-    /// are served until then. Keep it well above the region's expiry.
+    /// Lets Redis delete a value `retain` after it was stored (its `PEXPIRE`), however stale
+    /// values are served until then. Keep it well above the region's expiry.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a `retain` under 1 ms or over 100 years.
     ///
     /// ```no_run
     /// # use dogpile_runtime::backend::redis::{Redis, RedisStore};
     /// # use std::time::Duration;
     /// let store: RedisStore<u64, String> =
-    ///     Redis::open("redis://127.0.0.1/")?.store("names").retain(Duration::from_secs(3600));
-    /// # Ok::<(), dogpile_runtime::BackendError>(())
+    ///     Redis::open("redis://127.0.0.1/")?.store("names").retain(Duration::from_secs(3600))?;
+    /// assert!(Redis::open("redis://127.0.0.1/")?
+    ///     .store::<u64, String>("names")
+    ///     .retain(Duration::ZERO)
+    ///     .is_err());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn retain(mut self, retain: Duration) -> Self {
+    pub fn retain(mut self, retain: Duration) -> Result<Self, ConfigError> {
+        super::builder::check_retain(retain)?;
         self.retain = Some(retain);
-        self
+        Ok(self)
     }
 
     /// How many values read so far did not decode (and counted as misses).
@@ -74,22 +137,92 @@ impl<K, V> RedisStore<K, V> {
     /// # use dogpile_runtime::backend::redis::{Redis, RedisStore};
     /// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("names");
     /// assert_eq!(store.undecodable(), 0);
-    /// # Ok::<(), dogpile_runtime::BackendError>(())
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn undecodable(&self) -> u64 {
         self.undecodable.load(Ordering::Relaxed)
     }
 
-    /// The Redis key of `key`'s value.
-    fn redis_key(&self, key: &K) -> Result<Vec<u8>, BackendError>
+    /// The Redis keys of `key`'s value, lock and epoch.
+    fn names(&self, key: &K) -> Result<KeyNames, BackendError>
     where
         K: Serialize,
     {
-        let mut name = format!("{}:v:", self.namespace).into_bytes();
-        let encoded = postcard::to_stdvec(key)
-            .map_err(|e| BackendError::with_source("could not encode a key for Redis", e))?;
-        name.extend(encoded);
-        Ok(name)
+        Ok(keys::names(&self.namespace, &keys::encode_key(key)?))
+    }
+
+    fn retain_ms(&self) -> u64 {
+        self.retain.map_or(0, millis)
+    }
+
+    /// The read script on `names`.
+    fn read(names: &KeyNames) -> ::redis::ScriptInvocation<'static> {
+        let mut read = script(&READ_SCRIPT);
+        read.key(names.value.clone()).key(names.epoch.clone());
+        read
+    }
+
+    /// The write script on `names`, fenced by `fence` if given.
+    fn write(
+        &self,
+        names: &KeyNames,
+        bytes: Vec<u8>,
+        fence: Option<&Fence>,
+    ) -> Result<::redis::ScriptInvocation<'static>, BackendError> {
+        let mut write = script(&WRITE_SCRIPT);
+        write
+            .key(names.value.clone())
+            .key(names.epoch.clone())
+            .arg(bytes)
+            .arg(self.retain_ms());
+        if let Some(fence) = fence {
+            if fence.lock() != names.lock.as_slice() {
+                return Err(BackendError::new(format!(
+                    "the region's mutex is not this store's lock of the key: give the store and \
+                     the mutexes the same namespace ({:?}, with Redis::mutexes) so that writes \
+                     can be fenced",
+                    self.namespace
+                )));
+            }
+            write.key(names.lock.clone()).arg(fence.token());
+        }
+        Ok(write)
+    }
+
+    /// `HINCRBY <epoch> h|s 1` for every shard, as one pipeline on one server; a cluster's
+    /// connection cannot pipeline, so there each shard's is a command of its own.
+    fn bump_epochs(&self, soft: bool) -> Vec<::redis::Pipeline> {
+        let cluster = self.redis.is_cluster();
+        let mut pipes = vec![::redis::pipe()];
+        for epoch in keys::epochs(&self.namespace) {
+            let mut bump = ::redis::cmd("HINCRBY");
+            bump.arg(epoch).arg(if soft { "s" } else { "h" }).arg(1);
+            if cluster {
+                let mut single = ::redis::pipe();
+                single.add_command(bump);
+                pipes.push(single);
+            } else if let Some(pipe) = pipes.last_mut() {
+                pipe.add_command(bump).ignore();
+            }
+        }
+        pipes.retain(|pipe| !pipe.is_empty());
+        pipes
+    }
+
+    /// `SCAN cursor MATCH {<namespace>#*}:v:* COUNT 500`.
+    fn scan(&self, cursor: u64) -> ::redis::Cmd {
+        let mut prefix = keys::tag(&self.namespace, 0);
+        // `{<ns>#` : the tag up to its shard number.
+        prefix.truncate(prefix.len() - "0}".len());
+        let mut pattern = keys::glob_escape(&prefix);
+        pattern.extend(b"*}:v:*");
+        let mut scan = ::redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500);
+        scan
     }
 }
 
@@ -113,15 +246,43 @@ fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Timestamp)> {
         .then_some((value, Timestamp::from_nanos(created)))
 }
 
+/// Runs `pipe`; a pipeline of one command is sent as that command, which a cluster's
+/// connection routes by its key (it does not take pipelines).
+fn run_pipe(
+    pipe: &::redis::Pipeline,
+    c: &mut dyn ::redis::ConnectionLike,
+) -> ::redis::RedisResult<()> {
+    match pipe.cmd_iter().collect::<Vec<_>>().as_slice() {
+        [single] => single.query(c),
+        _ => pipe.query(c),
+    }
+}
+
+#[cfg(feature = "tokio")]
+async fn run_pipe_async(
+    pipe: &::redis::Pipeline,
+    c: &mut super::connection::AsyncConnection,
+) -> ::redis::RedisResult<()> {
+    let commands: Vec<&::redis::Cmd> = pipe.cmd_iter().collect();
+    match commands.as_slice() {
+        [single] => single.query_async(c).await,
+        _ => pipe.query_async(c).await,
+    }
+}
+
+/// What the read script answered.
+type Read = Option<(Vec<u8>, i64)>;
+
 impl<K, V> RedisStore<K, V>
 where
     V: DeserializeOwned,
 {
-    /// What a `GET` answered, decoded; bytes that do not decode are counted and are a miss.
-    fn decoded(&self, bytes: Option<Vec<u8>>) -> Option<(V, Timestamp)> {
-        let bytes = bytes?;
-        let found = decode(&bytes);
-        if found.is_none() {
+    /// What the read script answered, decoded; bytes that do not decode are counted and are a
+    /// miss.
+    fn decoded(&self, read: Read) -> Option<(V, Timestamp)> {
+        let (bytes, state) = read?;
+        let found = if state == 2 { None } else { decode(&bytes) };
+        let Some((value, created)) = found else {
             self.undecodable.fetch_add(1, Ordering::Relaxed);
             #[cfg(feature = "tracing")]
             tracing::warn!(
@@ -129,30 +290,13 @@ where
                 bytes = bytes.len(),
                 "dogpile: a Redis value did not decode; regenerating it"
             );
+            return None;
+        };
+        if state == 1 {
+            Some((value, SOFT_INVALIDATED))
+        } else {
+            Some((value, created))
         }
-        found
-    }
-
-    /// `SET name bytes [PX retain]`.
-    fn set(&self, name: Vec<u8>, bytes: Vec<u8>) -> ::redis::Cmd {
-        let mut set = ::redis::cmd("SET");
-        set.arg(name).arg(bytes);
-        if let Some(retain) = self.retain {
-            set.arg("PX")
-                .arg(u64::try_from(retain.as_millis()).unwrap_or(u64::MAX).max(1));
-        }
-        set
-    }
-
-    /// `SCAN cursor MATCH <namespace>:v:* COUNT 500`.
-    fn scan(&self, cursor: u64) -> ::redis::Cmd {
-        let mut scan = ::redis::cmd("SCAN");
-        scan.arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{}:v:*", glob_escape(&self.namespace)))
-            .arg("COUNT")
-            .arg(500);
-        scan
     }
 }
 
@@ -162,25 +306,54 @@ where
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn get(&self, key: &K) -> Result<Option<(V, Timestamp)>, BackendError> {
-        let name = self.redis_key(key)?;
-        let bytes: Option<Vec<u8>> = self
-            .redis
-            .run("GET", |c| ::redis::cmd("GET").arg(&name).query(c))?;
-        Ok(self.decoded(bytes))
+        let read = Self::read(&self.names(key)?);
+        let found: Read = self.redis.run("read", |c| read.invoke(c))?;
+        Ok(self.decoded(found))
     }
 
     fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
-        let set = self.set(self.redis_key(key)?, encode(value, created)?);
-        self.redis.run("SET", |c| set.query::<()>(c))
+        let write = self.write(&self.names(key)?, encode(value, created)?, None)?;
+        self.redis
+            .run("write", |c| write.invoke::<i64>(c))
+            .map(drop)
+    }
+
+    fn put_fenced(
+        &self,
+        key: &K,
+        value: &V,
+        created: Timestamp,
+        fence: &Fence,
+    ) -> Result<bool, BackendError> {
+        let write = self.write(&self.names(key)?, encode(value, created)?, Some(fence))?;
+        let written: i64 = self.redis.run("fenced write", |c| write.invoke(c))?;
+        Ok(written == 1)
     }
 
     fn remove(&self, key: &K) -> Result<(), BackendError> {
-        let name = self.redis_key(key)?;
+        let name = self.names(key)?.value;
         self.redis
             .run("DEL", |c| ::redis::cmd("DEL").arg(&name).query::<()>(c))
     }
 
+    fn invalidate_before(&self, cutoff: Timestamp, soft: bool) -> Result<(), BackendError> {
+        // The server counts invalidations; `cutoff`, a time of this host's clock, would let
+        // clock skew between hosts decide which values an invalidation covers.
+        let _ = cutoff;
+        for bump in self.bump_epochs(soft) {
+            self.redis.run("invalidation", |c| run_pipe(&bump, c))?;
+        }
+        Ok(())
+    }
+
     fn clear(&self) -> Result<(), BackendError> {
+        // Every process stops seeing the values at once; deleting them follows.
+        self.invalidate_before(Timestamp::from_nanos(0), false)?;
+        if self.redis.is_cluster() {
+            // SCAN walks one node: on a cluster the values go when overwritten, when read
+            // (the read script deletes what an epoch invalidated) or with `retain`.
+            return Ok(());
+        }
         let mut cursor: u64 = 0;
         loop {
             let scan = self.scan(cursor);
@@ -215,13 +388,15 @@ where
 
     fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Timestamp)>> {
         Box::pin(async move {
-            let mut get = ::redis::cmd("GET");
-            get.arg(self.redis_key(key)?);
-            let bytes: Option<Vec<u8>> = self
+            let read = Self::read(&self.names(key)?);
+            let found: Read = self
                 .redis
-                .run_async("GET", |mut c| async move { get.query_async(&mut c).await })
+                .run_async(
+                    "read",
+                    |mut c| async move { read.invoke_async(&mut c).await },
+                )
                 .await?;
-            Ok(self.decoded(bytes))
+            Ok(self.decoded(found))
         })
     }
 
@@ -232,20 +407,39 @@ where
         created: Timestamp,
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let set = self.set(self.redis_key(key)?, encode(value, created)?);
+            let write = self.write(&self.names(key)?, encode(value, created)?, None)?;
             self.redis
-                .run_async(
-                    "SET",
-                    |mut c| async move { set.query_async::<()>(&mut c).await },
-                )
+                .run_async("write", |mut c| async move {
+                    write.invoke_async::<i64>(&mut c).await
+                })
                 .await
+                .map(drop)
+        })
+    }
+
+    fn put_fenced_async<'a>(
+        &'a self,
+        key: &'a K,
+        value: &'a V,
+        created: Timestamp,
+        fence: &'a Fence,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let write = self.write(&self.names(key)?, encode(value, created)?, Some(fence))?;
+            let written: i64 = self
+                .redis
+                .run_async("fenced write", |mut c| async move {
+                    write.invoke_async(&mut c).await
+                })
+                .await?;
+            Ok(written == 1)
         })
     }
 
     fn remove_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let mut del = ::redis::cmd("DEL");
-            del.arg(self.redis_key(key)?);
+            del.arg(self.names(key)?.value);
             self.redis
                 .run_async(
                     "DEL",
@@ -255,8 +449,27 @@ where
         })
     }
 
+    fn invalidate_before_async(&self, cutoff: Timestamp, soft: bool) -> StoreFuture<'_, ()> {
+        let _ = cutoff;
+        Box::pin(async move {
+            for bump in self.bump_epochs(soft) {
+                self.redis
+                    .run_async("invalidation", |mut c| async move {
+                        run_pipe_async(&bump, &mut c).await
+                    })
+                    .await?;
+            }
+            Ok(())
+        })
+    }
+
     fn clear_async(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
+            self.invalidate_before_async(Timestamp::from_nanos(0), false)
+                .await?;
+            if self.redis.is_cluster() {
+                return Ok(());
+            }
             let mut cursor: u64 = 0;
             loop {
                 let scan = self.scan(cursor);
@@ -286,18 +499,6 @@ where
     }
 }
 
-/// `text` with Redis glob characters escaped, for `SCAN MATCH`.
-fn glob_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl<K, V> fmt::Debug for RedisStore<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisStore")
@@ -324,10 +525,5 @@ mod tests {
         let mut trailing = bytes.clone();
         trailing.push(0);
         assert_eq!(decode::<(String, u32)>(&trailing), None);
-    }
-
-    #[test]
-    fn glob_characters_in_namespaces_are_escaped() {
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 }

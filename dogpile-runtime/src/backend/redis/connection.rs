@@ -1,0 +1,160 @@
+//! How a [`Redis`](super::Redis) handle reaches its data: one server, a Redis Cluster, or the
+//! primary that Sentinel names; blocking connections for blocking calls, and one multiplexed
+//! async connection (feature `tokio`) for async calls.
+
+use std::time::Duration;
+
+use ::redis::{Client, ConnectionInfo, RedisResult};
+
+/// What the address named.
+pub(super) enum Target {
+    /// `redis://`, `rediss://`, `unix://`: one server.
+    Server(Client),
+    /// `redis+cluster://`, `rediss+cluster://`: a cluster, found from its seed nodes.
+    Cluster(::redis::cluster::ClusterClient),
+    /// `redis+sentinel://`, `rediss+sentinel://`: the primary of a service, asked of Sentinel
+    /// at each new connection (so a failover is followed by the next connection).
+    Sentinel(Sentinel),
+}
+
+pub(super) struct Sentinel {
+    pub(super) sentinels: Vec<ConnectionInfo>,
+    pub(super) service: String,
+    pub(super) node: ::redis::sentinel::SentinelNodeConnectionInfo,
+}
+
+impl Sentinel {
+    fn client(&self) -> RedisResult<::redis::sentinel::Sentinel> {
+        ::redis::sentinel::Sentinel::build(self.sentinels.clone())
+    }
+}
+
+/// A blocking connection of the pool.
+pub(super) enum Connection {
+    Server(::redis::Connection),
+    Cluster(Box<::redis::cluster::ClusterConnection>),
+}
+
+impl Connection {
+    pub(super) fn get(&mut self) -> &mut dyn ::redis::ConnectionLike {
+        match self {
+            Connection::Server(c) => c,
+            Connection::Cluster(c) => &mut **c,
+        }
+    }
+}
+
+impl Target {
+    /// A new blocking connection whose connect, reads and writes each give up after `timeout`.
+    pub(super) fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
+        match self {
+            Target::Server(client) => server_connection(client, timeout),
+            Target::Cluster(client) => {
+                // The client was built with the same connect and response timeouts.
+                let connection = client.get_connection()?;
+                connection.set_read_timeout(Some(timeout))?;
+                connection.set_write_timeout(Some(timeout))?;
+                Ok(Connection::Cluster(Box::new(connection)))
+            }
+            Target::Sentinel(sentinel) => {
+                let client = sentinel
+                    .client()?
+                    .master_for(&sentinel.service, Some(&sentinel.node))?;
+                server_connection(&client, timeout)
+            }
+        }
+    }
+
+    pub(super) fn is_cluster(&self) -> bool {
+        matches!(self, Target::Cluster(_))
+    }
+}
+
+fn server_connection(client: &Client, timeout: Duration) -> RedisResult<Connection> {
+    let connection = client.get_connection_with_timeout(timeout)?;
+    connection.set_read_timeout(Some(timeout))?;
+    connection.set_write_timeout(Some(timeout))?;
+    Ok(Connection::Server(connection))
+}
+
+#[cfg(feature = "tokio")]
+pub(super) use self::r#async::AsyncConnection;
+
+#[cfg(feature = "tokio")]
+mod r#async {
+    use std::time::Duration;
+
+    use ::redis::aio::{ConnectionLike, MultiplexedConnection};
+    use ::redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
+
+    use super::Target;
+
+    /// The async calls' shared connection: cheap to clone, every clone multiplexed on the same
+    /// sockets.
+    #[derive(Clone)]
+    pub(in crate::backend::redis) enum AsyncConnection {
+        Server(MultiplexedConnection),
+        Cluster(::redis::cluster_async::ClusterConnection),
+    }
+
+    impl ConnectionLike for AsyncConnection {
+        fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+            match self {
+                AsyncConnection::Server(c) => c.req_packed_command(cmd),
+                AsyncConnection::Cluster(c) => c.req_packed_command(cmd),
+            }
+        }
+
+        fn req_packed_commands<'a>(
+            &'a mut self,
+            cmd: &'a Pipeline,
+            offset: usize,
+            count: usize,
+        ) -> RedisFuture<'a, Vec<Value>> {
+            match self {
+                AsyncConnection::Server(c) => c.req_packed_commands(cmd, offset, count),
+                AsyncConnection::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+            }
+        }
+
+        fn get_db(&self) -> i64 {
+            match self {
+                AsyncConnection::Server(c) => c.get_db(),
+                AsyncConnection::Cluster(c) => c.get_db(),
+            }
+        }
+    }
+
+    impl Target {
+        /// A new async connection, with `timeout` on connecting and on each response.
+        pub(in crate::backend::redis) async fn connect_async(
+            &self,
+            timeout: Duration,
+        ) -> RedisResult<AsyncConnection> {
+            let config = AsyncConnectionConfig::new()
+                .set_connection_timeout(timeout)
+                .set_response_timeout(timeout);
+            match self {
+                Target::Server(client) => Ok(AsyncConnection::Server(
+                    client
+                        .get_multiplexed_async_connection_with_config(&config)
+                        .await?,
+                )),
+                Target::Cluster(client) => Ok(AsyncConnection::Cluster(
+                    client.get_async_connection().await?,
+                )),
+                Target::Sentinel(sentinel) => {
+                    let client = sentinel
+                        .client()?
+                        .async_master_for(&sentinel.service, Some(&sentinel.node))
+                        .await?;
+                    Ok(AsyncConnection::Server(
+                        client
+                            .get_multiplexed_async_connection_with_config(&config)
+                            .await?,
+                    ))
+                }
+            }
+        }
+    }
+}

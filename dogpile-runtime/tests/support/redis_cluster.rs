@@ -1,0 +1,117 @@
+//! A Redis Cluster of a test's own: three `redis-server` primaries on free loopback ports,
+//! joined by `redis-cli --cluster create`, stopped when dropped.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+pub struct Cluster {
+    ports: Vec<u16>,
+    nodes: Vec<Child>,
+    dir: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let dir = std::env::temp_dir().join(format!("dogpile-cluster-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let nodes = ports
+            .iter()
+            .map(|port| {
+                Command::new("redis-server")
+                    .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                    .args(["--save", "", "--appendonly", "no"])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                    .arg("--cluster-config-file")
+                    .arg(dir.join(format!("nodes-{port}.conf")))
+                    .current_dir(&dir)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("redis-server must be installed (see the README)")
+            })
+            .collect();
+        let cluster = Cluster { ports, nodes, dir };
+        for port in &cluster.ports {
+            cluster.wait(*port, |c| redis::cmd("PING").query::<String>(c).is_ok());
+        }
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli must be installed with redis-server");
+        assert!(created.success(), "redis-cli --cluster create failed");
+        for port in &cluster.ports {
+            cluster.wait(*port, |c| {
+                redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query::<String>(c)
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+        }
+        cluster
+    }
+
+    fn wait(&self, port: u16, ready: impl Fn(&mut redis::Connection) -> bool) {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let up = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)));
+            if up.is_ok_and(|mut c| ready(&mut c)) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "cluster node {port} not ready");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://` with two of the three nodes as seeds.
+    pub fn url(&self) -> String {
+        format!(
+            "redis+cluster://127.0.0.1:{},127.0.0.1:{}/",
+            self.ports[0], self.ports[1]
+        )
+    }
+
+    /// How many keys each node holds.
+    pub fn keys_per_node(&self) -> Vec<u64> {
+        self.ports
+            .iter()
+            .map(|port| {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .unwrap()
+                    .get_connection_with_timeout(Duration::from_secs(2))
+                    .unwrap();
+                redis::cmd("DBSIZE").query(&mut c).unwrap()
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
