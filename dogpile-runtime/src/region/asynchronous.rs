@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use super::stats::{Counter, Counters};
 use super::{
     CacheKey, CacheValue, Made, NotCached, OnBackendError, Region, RegionError, Served, Statistics,
-    SOFT_INVALIDATED,
 };
 use crate::lock::drive::Stop;
 use crate::lock::protocol::{Failure, Found, Next, Protocol, Waited};
@@ -446,7 +445,9 @@ where
         if let Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) =
             self.read(key).await
         {
-            let _ = self.put(key, &value, SOFT_INVALIDATED).await;
+            let _ = self
+                .put(key, &value, super::soft_stamp(self.region.stamp()))
+                .await;
         }
     }
 

@@ -216,9 +216,16 @@ fn refresh_limit(expiry_nanos: i64, tolerance_nanos: i64, share: Option<f64>) ->
     }
 }
 
-/// The creation time a soft-invalidated key is stored with: positive (a value exists) and never
-/// after `expired_until`.
+/// The creation time with which a store that judges invalidation itself (one shared by
+/// processes) returns a soft-invalidated value: expired, whatever this process's cutoffs say.
+/// Also the initial soft cutoff, so that it is always at or before it.
 const SOFT_INVALIDATED: Timestamp = Timestamp::from_nanos(1);
+
+/// The stamp of a key soft-invalidated at `at`: its negation. It is below every cutoff, so the
+/// slow path judges it: expired since `at`, unless a hard invalidation came after.
+fn soft_stamp(at: Timestamp) -> Timestamp {
+    Timestamp::from_nanos(-at.as_nanos().max(2))
+}
 
 /// How a stored value's creation time reads against a handle's expiry and the invalidations.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -531,7 +538,7 @@ where
         if let Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) =
             self.read(key)
         {
-            let _ = self.inner.store.put(key, &value, SOFT_INVALIDATED);
+            let _ = self.inner.store.put(key, &value, soft_stamp(self.stamp()));
         }
     }
 
@@ -813,11 +820,21 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
     fn age_invalidated(&self, nanos: i64) -> Age {
         let inner = &*self.inner;
         inner.distrust_future_cutoffs();
-        if nanos <= inner.missing_until.load(Ordering::Relaxed) {
-            Age::Gone
-        } else if nanos == SOFT_INVALIDATED.as_nanos() {
-            // One key soft-invalidated: it counts as just expired.
+        let missing_until = inner.missing_until.load(Ordering::Relaxed);
+        if nanos == SOFT_INVALIDATED.as_nanos() {
+            // The store judged it soft-invalidated: it counts as just expired.
             self.staleness(0)
+        } else if nanos < -1 {
+            // One key soft-invalidated at `-nanos`: expired since then, unless every key was
+            // hard-invalidated after it.
+            let at = nanos.saturating_neg();
+            if at <= missing_until {
+                Age::Gone
+            } else {
+                self.staleness((inner.now().as_nanos() - at).max(0))
+            }
+        } else if nanos <= missing_until {
+            Age::Gone
         } else if nanos <= inner.expired_until.load(Ordering::Relaxed) {
             // Soft-invalidated with every key: stale since the invalidation.
             let since = inner.now().as_nanos() - inner.expired_until.load(Ordering::Relaxed);
