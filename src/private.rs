@@ -216,6 +216,7 @@ impl Control for Slot {
                 sum.lock_timeouts += s.lock_timeouts;
                 sum.waits += s.waits;
                 sum.direct_calls += s.direct_calls;
+                sum.evictions += s.evictions;
                 sum.entries += s.entries;
                 sum
             })

@@ -7,7 +7,7 @@
 
 #[cfg(not(loom))]
 mod imp {
-    pub(crate) use std::sync::atomic::{AtomicI64, Ordering};
+    pub(crate) use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
     pub(crate) use std::thread::{current as current_thread, ThreadId};
     pub(crate) use std::thread_local;
     use std::time::Instant;
@@ -25,10 +25,6 @@ mod imp {
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
-        }
-
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock()
         }
     }
 
@@ -68,7 +64,7 @@ mod imp {
 
 #[cfg(loom)]
 mod imp {
-    pub(crate) use loom::sync::atomic::{AtomicI64, Ordering};
+    pub(crate) use loom::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering};
     pub(crate) use loom::thread::{current as current_thread, ThreadId};
     pub(crate) use loom::thread_local;
     use std::time::Instant;
@@ -87,10 +83,6 @@ mod imp {
             self.0
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-        }
-
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock().ok()
         }
     }
 

@@ -243,15 +243,81 @@ where
     V: Clone + Send + Sync + 'static,
     M: RawMutex + 'static,
 {
-    /// Bounds the default [`MemoryStore`] to about `capacity` values, evicting the least
-    /// recently used first (approximately).
+    /// Bounds the default [`MemoryStore`] to about `capacity` values (at least 1). Which values
+    /// stay is decided by its W-TinyLFU policy: the ones asked for most often lately, while a
+    /// scan of one-time keys passes through without flushing them.
     ///
     /// ```
     /// # use dogpile_runtime::Region;
     /// let r: Region<u8, u8> = Region::builder().capacity(1000).build();
     /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.store = MemoryStore::new(Some(capacity));
+        self.store = self.store.reconfigured(|s| s.capacity = Some(capacity));
+        self
+    }
+
+    /// Bounds the default [`MemoryStore`] by the total weight of its values (at least 1), each
+    /// weighed by the [`weigher`](Self::weigher); without one, each value weighs 1. Use it
+    /// instead of [`capacity`](Self::capacity) when values differ in size.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// // About 256 MiB of thumbnails.
+    /// let r: Region<String, Vec<u8>> = Region::builder()
+    ///     .max_weight(256 << 20)
+    ///     .weigher(|_, bytes: &Vec<u8>| bytes.len().try_into().unwrap_or(u32::MAX))
+    ///     .build();
+    /// ```
+    pub fn max_weight(mut self, max_weight: u64) -> Self {
+        self.store = self.store.reconfigured(|s| s.max_weight = Some(max_weight));
+        self
+    }
+
+    /// How much of the [`max_weight`](Self::max_weight) a value takes; see
+    /// [`MemoryStoreBuilder::weigher`](crate::region::MemoryStoreBuilder::weigher).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// let r: Region<u64, String> = Region::builder()
+    ///     .max_weight(1 << 20)
+    ///     .weigher(|_id, name: &String| name.len() as u32)
+    ///     .build();
+    /// ```
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
+        self.store = self
+            .store
+            .reconfigured(|s| s.weigher = Some(std::sync::Arc::new(weigher)));
+        self
+    }
+
+    /// Calls `listener` with each value that leaves the default [`MemoryStore`] and the
+    /// [`EvictionCause`](crate::region::EvictionCause), after the store has released its lock;
+    /// see [`MemoryStoreBuilder::on_evict`](crate::region::MemoryStoreBuilder::on_evict).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// use dogpile_runtime::region::EvictionCause;
+    ///
+    /// let r: Region<u64, String> = Region::builder()
+    ///     .capacity(2)
+    ///     .on_evict(|key, _value, cause| {
+    ///         if cause == EvictionCause::Capacity {
+    ///             println!("dropped {key}");
+    ///         }
+    ///     })
+    ///     .build();
+    /// for k in 0..3 {
+    ///     r.insert(&k, k.to_string()).unwrap();
+    /// }
+    /// assert_eq!(r.statistics().evictions, 1);
+    /// ```
+    pub fn on_evict(
+        mut self,
+        listener: impl Fn(&K, &V, crate::region::EvictionCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.store = self
+            .store
+            .reconfigured(|s| s.listener = Some(std::sync::Arc::new(listener)));
         self
     }
 }

@@ -22,7 +22,7 @@ pub use builder::{OnBackendError, RegionBuilder};
 pub use error::RegionError;
 pub use pool::{Pool, PoolFull};
 pub use stats::Statistics;
-pub use store::{MemoryStore, Store};
+pub use store::{EvictionCause, MemoryStore, MemoryStoreBuilder, Store};
 
 use crate::{
     BackendError, Clock, CoarseClock, LocalMutex, NameRegistry, OwnedMutexGuard, RawMutex,
@@ -322,7 +322,7 @@ where
     /// assert_eq!(region.peek(&1), None);
     /// ```
     pub fn invalidate(&self, key: &K) {
-        let _ = self.inner.store.remove(key);
+        let _ = self.inner.store.invalidate(key);
     }
 
     /// Makes every value created until now count as missing (hard invalidation of all keys).
@@ -418,7 +418,9 @@ where
     /// assert_eq!(region.statistics().misses, 1);
     /// ```
     pub fn statistics(&self) -> Statistics {
-        self.inner.stats.snapshot(self.len())
+        self.inner
+            .stats
+            .snapshot(self.len(), self.inner.store.evictions())
     }
 
     /// How many keys have a dogpile mutex now: those being regenerated or waited for.

@@ -110,7 +110,7 @@ impl Counters {
             .sum()
     }
 
-    pub(crate) fn snapshot(&self, entries: usize) -> Statistics {
+    pub(crate) fn snapshot(&self, entries: usize, evictions: u64) -> Statistics {
         Statistics {
             hits: self.sum(Counter::Hit),
             stale_hits: self.sum(Counter::StaleHit),
@@ -121,6 +121,7 @@ impl Counters {
             lock_timeouts: self.sum(Counter::LockTimeout),
             waits: self.sum(Counter::Wait),
             direct_calls: self.sum(Counter::DirectCall),
+            evictions,
             entries,
         }
     }
@@ -161,6 +162,9 @@ pub struct Statistics {
     pub waits: u64,
     /// Calls that ran the creator without the cache because the store or mutex failed.
     pub direct_calls: u64,
+    /// Values the store evicted to stay within its capacity or maximum weight (values
+    /// invalidated, replaced or removed are not counted).
+    pub evictions: u64,
     /// Values in the store when the snapshot was taken.
     pub entries: usize,
 }
@@ -170,7 +174,7 @@ impl fmt::Display for Statistics {
         write!(
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
-             {} lock timeouts, {} waits, {} direct calls, {} entries",
+             {} lock timeouts, {} waits, {} direct calls, {} evictions, {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -180,6 +184,7 @@ impl fmt::Display for Statistics {
             self.lock_timeouts,
             self.waits,
             self.direct_calls,
+            self.evictions,
             self.entries
         )
     }
