@@ -122,7 +122,7 @@ where
             map: HashMap::builder()
                 .hasher(hasher.clone())
                 .capacity(presize)
-                .resize_mode(papaya::ResizeMode::Incremental(1024))
+                .resize_mode(papaya::ResizeMode::Incremental(64))
                 .build(),
             policy: bound.map(|b| Mutex::new(Policy::new(b, settings.weigher.is_some(), hasher))),
             weigher: settings.weigher.clone(),
@@ -152,8 +152,9 @@ where
     /// Reads without cloning: `f` sees the value and its creation time.
     #[inline]
     pub(crate) fn read<R>(&self, key: &K, f: impl FnOnce(&V, Timestamp) -> R) -> Option<R> {
-        let guard = self.map.guard();
-        let entry = self.map.get(key, &guard)?;
+        // `pin` ties the guard to this map once, so the look-up need not check it.
+        let map = self.map.pin();
+        let entry = map.get(key)?;
         let hits = entry.hits.load(Ordering::Relaxed);
         if hits < HITS_MAX {
             entry.hits.store(hits + 1, Ordering::Relaxed);
