@@ -387,3 +387,35 @@ impl<K: Hash + Eq, V> fmt::Debug for MemoryStore<K, V> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_builder_configures_one_option_at_a_time_and_keeps_what_cannot_work() {
+        let store: MemoryStore<u8, String> = MemoryStore::new(None).reconfigured(|s| {
+            s.weigher = Some(std::sync::Arc::new(|_, v: &String| v.len() as u32))
+        });
+        assert_eq!(
+            store.check().unwrap_err().option(),
+            "weigher",
+            "no max_weight yet"
+        );
+        let store = store.reconfigured(|s| s.max_weight = Some(10));
+        assert!(store.check().is_ok());
+        store
+            .put(&1, &"12345".into(), Timestamp::from_nanos(1))
+            .unwrap();
+        store
+            .put(&2, &"123456".into(), Timestamp::from_nanos(1))
+            .unwrap();
+        assert_eq!(store.count(), Some(1), "weights count against the maximum");
+
+        let store: MemoryStore<u8, u8> =
+            MemoryStore::new(None).reconfigured(|s| s.capacity = Some(0));
+        assert_eq!(store.check().unwrap_err().option(), "capacity");
+        store.put(&1, &1, Timestamp::from_nanos(1)).unwrap();
+        assert_eq!(store.count(), Some(0), "and keeps nothing meanwhile");
+    }
+}
