@@ -52,7 +52,7 @@ pub use dogpile_runtime::*;
 /// |---|---|---|
 /// | `expire` (required) | `3600` (seconds), `"250ms"`, `"90s"`, `"5m"`, `"1h30m"`, or `never` | how long a value stays fresh; strings are checked at compile time |
 /// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. A bare `&T` argument, alone or in a tuple, is made owned through `ToOwned` (`&str` becomes `String`); any other borrowed expression needs its own `.to_owned()`. Default: every argument, owned that way |
-/// | `capacity` | `10_000` | the most values kept (approximate LRU eviction) |
+/// | `capacity` | `10_000` | the most values kept: the ones asked for most often lately stay, and a scan of one-time keys passes through (W-TinyLFU, see [`MemoryStore`](crate::region::MemoryStore)) |
 /// | `background` | (no value) | an expired value is regenerated on a shared thread pool; the caller that would regenerate returns the stale value too. Arguments are copied to owned values to move there (`&T` through `ToOwned`, so a method's `Self` must be `Clone`) |
 /// | `lock_timeout` | `"2s"` | a caller waiting for a first value longer than this runs the body itself |
 /// | `region` | a path to a [`Region`] (or anything that derefs to one), such as `crate::caches::USERS` | use a region configured elsewhere (another store or mutex) instead of the function's own |

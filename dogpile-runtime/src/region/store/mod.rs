@@ -86,9 +86,9 @@ pub trait Store<K, V>: Send + Sync + 'static {
         0
     }
 
-    /// Whether the store's configuration can work: a region's fallible build reports the error.
-    /// A [`MemoryStore`] configured through a region builder with a capacity of 0, say, answers
-    /// the [`ConfigError`] its own [`builder`](MemoryStore::builder) would have returned.
+    /// Whether the store's configuration can work, for the builder of a region to report. A
+    /// [`MemoryStore`] configured through a region builder with a capacity of 0, say, answers the
+    /// [`ConfigError`] its own [`builder`](MemoryStore::builder) would have returned.
     ///
     /// ```
     /// use dogpile_runtime::region::{MemoryStore, Store};

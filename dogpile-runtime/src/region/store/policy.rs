@@ -154,14 +154,14 @@ where
             self.nodes.relink(candidate, List::Main);
             return None;
         }
-        if self.nodes.ring(List::Main).head == NIL {
+        let frequency = self.sketch().estimate(hash);
+        if frequency < ADMIT_AT || self.nodes.ring(List::Main).head == NIL {
+            // Too rarely seen to contend: no need to find a victim.
             return Some(self.remove(candidate, map));
         }
         let victim = self.victim(map);
         let victim_hash = self.hasher.hash_one(self.nodes.key(victim));
-        let sketch = self.sketch();
-        let frequency = sketch.estimate(hash);
-        if frequency >= ADMIT_AT && frequency > sketch.estimate(victim_hash) {
+        if frequency > self.sketch().estimate(victim_hash) {
             // The victim may be the last node, which the removal moves into `candidate`'s index.
             let candidate_key_moves = candidate as usize == self.nodes.len() - 1;
             let evicted = self.remove(victim, map);
