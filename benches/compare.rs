@@ -4,7 +4,8 @@
 //! and prints medians and ratios against dogpile as a markdown table; it also writes them to
 //! `target/bench/compare.md` and `target/bench/compare.json`.
 //!
-//! - S1 fresh hit, 1,000 keys preloaded, one thread: ns/op
+//! - S1 fresh hit, 1,000 keys preloaded, one thread: ns/op, with the keys in a pseudo-random
+//!   order and in order (0, 1, 2, ...)
 //! - S2 the same on two threads: Mops/s, and its ratio to one thread; once more with `u64`
 //!   values, whose clones write nothing shared, for the caches' own scaling
 //! - S3 fresh hit of a function without arguments: ns/op
@@ -13,8 +14,11 @@
 //!   calls that did not run the creator, the slowest and how many took over 1 ms
 //! - S6 1,000,000 distinct keys through get-or-create: bytes per key (resident memory
 //!   growth) and ns per insert
+//! - S7-S9 a cache bounded to 10,000 values (`compare/bounded.rs`): Zipf(0.9) over 1,000,000
+//!   keys, the same with bursts of one-time keys, and pure churn: hit ratio, ns/op, peak
+//!   resident memory, slowest call
 //!
-//! Options: `--callgrind` adds instructions per op for S1 and S3 (`valgrind --tool=callgrind`,
+//! Options: `--callgrind` adds instructions per op for S1 (both orders) and S3 (`valgrind --tool=callgrind`,
 //! difference of two run lengths); `--plot FILE.svg` draws the slowest reader of S5 over time
 //! for dogpile, moka and cached (the README's `docs/reader-latency.svg`); `--reps N` (default 5).
 
@@ -31,6 +35,9 @@ use std::time::{Duration, Instant};
 use cached::{Cached, TtlCache};
 use dogpile::dogpile;
 use dogpile::Region;
+
+#[path = "compare/bounded.rs"]
+mod bounded;
 
 type Value = Arc<str>;
 
@@ -151,6 +158,7 @@ fn contender_of<V: BenchValue>(
         )),
         "cached" => Arc::new(CachedTtl(Mutex::new(TtlCache::new(ttl)))),
         "quick_cache" => Arc::new(QuickCache(quick_cache::sync::Cache::new(capacity))),
+        "cached LRU" => Arc::new(bounded::CachedLru::new(capacity)),
         other => panic!("unknown contender {other}"),
     }
 }
@@ -167,6 +175,21 @@ fn read_loop<V>(cache: &dyn Contender<V>, iters: u64, seed: u64, keys: u64) -> D
         x ^= x >> 7;
         x ^= x << 17;
         black_box(cache.get_with(black_box(x % keys), &miss));
+    }
+    start.elapsed()
+}
+
+/// Reads `iters` keys in order, 0 to `keys - 1` and around again; the elapsed time.
+fn read_loop_in_order<V>(cache: &dyn Contender<V>, iters: u64, keys: u64) -> Duration {
+    let miss = || -> V { unreachable!("preloaded") };
+    let mut key = 0;
+    let start = Instant::now();
+    for _ in 0..iters {
+        black_box(cache.get_with(black_box(key), &miss));
+        key += 1;
+        if key == keys {
+            key = 0;
+        }
     }
     start.elapsed()
 }
@@ -188,7 +211,11 @@ fn preloaded_of<V: BenchValue>(name: &str, keys: u64) -> Arc<dyn Contender<V>> {
 }
 
 fn s1_s2(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
-    hits_on_one_and_two_threads(preloaded(name, KEYS), iters)
+    let cache = preloaded(name, KEYS);
+    let mut figures = hits_on_one_and_two_threads(cache.clone(), iters);
+    let in_order = read_loop_in_order(&*cache, iters, KEYS);
+    figures.insert("s1_in_order_ns", in_order.as_nanos() as f64 / iters as f64);
+    figures
 }
 
 fn s2_u64(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
@@ -403,6 +430,7 @@ fn run_one(scenario: &str, name: &str, iters: Option<u64>) -> BTreeMap<&'static 
         "s4" => s4(name),
         "s5" => s5(name),
         "s6" => s6(name),
+        "s7" | "s8" | "s9" => bounded::run(scenario, name),
         other => panic!("unknown scenario {other}"),
     }
 }
@@ -414,6 +442,10 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
             let cache = preloaded(name, KEYS);
             read_loop(&*cache, iters, 7, KEYS);
         }
+        "s1_in_order" => {
+            let cache = preloaded(name, KEYS);
+            read_loop_in_order(&*cache, iters, KEYS);
+        }
         _ => {
             s3(name, iters);
         }
@@ -422,7 +454,7 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
 
 // ---- the orchestration ----------------------------------------------------------------------
 
-const SCENARIOS: [(&str, &[&str]); 6] = [
+const SCENARIOS: [(&str, &[&str]); 9] = [
     (
         "s1",
         &[
@@ -447,6 +479,9 @@ const SCENARIOS: [(&str, &[&str]); 6] = [
     ("s4", &["dogpile", "moka", "cached", "quick_cache"]),
     ("s5", &["dogpile", "moka", "cached"]),
     ("s6", &["dogpile", "moka", "cached", "quick_cache"]),
+    ("s7", &["dogpile", "moka", "cached LRU", "quick_cache"]),
+    ("s8", &["dogpile", "moka", "cached LRU", "quick_cache"]),
+    ("s9", &["dogpile", "moka", "cached LRU", "quick_cache"]),
 ];
 
 fn child(args: &[&str]) -> String {
@@ -510,12 +545,17 @@ fn main() {
     }
     let reps: usize = arg("--reps").map_or(5, |i| args[i].parse().unwrap());
     let callgrind = args.iter().any(|a| a == "--callgrind");
+    // `--only s1,s7`: these scenarios only.
+    let only: Option<Vec<&str>> = arg("--only").map(|i| args[i].split(',').collect());
 
     // results[scenario][contender][metric] = every repetition's figure
     let mut results: BTreeMap<&str, BTreeMap<&str, BTreeMap<String, Vec<f64>>>> = BTreeMap::new();
     for rep in 0..reps {
         for (scenario, names) in SCENARIOS {
-            if scenario == "s6" && rep >= 3 {
+            if only.as_ref().is_some_and(|only| !only.contains(&scenario)) {
+                continue;
+            }
+            if matches!(scenario, "s6" | "s7" | "s8" | "s9") && rep >= 3 {
                 continue; // slow, and steady: three are enough
             }
             for turn in 0..names.len() {
@@ -549,15 +589,23 @@ fn main() {
         }
     }
     if callgrind {
-        for (scenario, names) in SCENARIOS.iter().filter(|(s, _)| *s == "s1" || *s == "s3") {
-            for name in *names {
-                if let Some(per_op) = callgrind_per_op(scenario, name) {
+        let measured = [("s1", "s1"), ("s1", "s1_in_order"), ("s3", "s3")];
+        for (scenario, loop_name) in measured {
+            if only.as_ref().is_some_and(|only| !only.contains(&scenario)) {
+                continue;
+            }
+            let names = SCENARIOS
+                .iter()
+                .find(|(s, _)| *s == scenario)
+                .map_or(&[][..], |(_, n)| *n);
+            for name in names {
+                if let Some(per_op) = callgrind_per_op(loop_name, name) {
                     medians
                         .entry(scenario)
                         .or_default()
                         .entry(name)
                         .or_default()
-                        .insert(format!("{scenario}_instructions"), per_op);
+                        .insert(format!("{loop_name}_instructions"), per_op);
                 }
             }
         }
@@ -589,16 +637,19 @@ fn report(m: &Medians, reps: usize) -> String {
         out,
         "Medians of {reps} repetitions, each in a fresh process, contenders in rotating order.\n"
     );
-    let _ = writeln!(out, "| S1/S2 keyed fresh hit | S1 ns/op | vs dogpile | S1 instr/op | S2 Mops/s | S2/S1 scaling |");
-    let _ = writeln!(out, "|---|---|---|---|---|---|");
+    let _ = writeln!(out, "| S1/S2 keyed fresh hit | S1 ns/op, random order | vs quick_cache | instr/op | S1 ns/op, in order | vs quick_cache | instr/op | S2 Mops/s | S2/S1 scaling |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for (_, names) in &SCENARIOS[..1] {
         for n in *names {
             let _ = writeln!(
                 out,
-                "| {n} | {} | {} | {} | {} | {} |",
+                "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 fmt(get("s1", n, "s1_ns"), 1),
-                ratio("s1", n, "s1_ns", "dogpile"),
+                ratio("s1", n, "s1_ns", "quick_cache"),
                 fmt(get("s1", n, "s1_instructions"), 0),
+                fmt(get("s1", n, "s1_in_order_ns"), 1),
+                ratio("s1", n, "s1_in_order_ns", "quick_cache"),
+                fmt(get("s1", n, "s1_in_order_instructions"), 0),
                 fmt(get("s1", n, "s2_mops"), 1),
                 fmt(get("s1", n, "s2_scaling"), 2),
             );
@@ -674,6 +725,31 @@ fn report(m: &Medians, reps: usize) -> String {
             fmt(get("s6", n, "s6_ns_per_insert"), 0),
             ratio("s6", n, "s6_ns_per_insert", "dogpile"),
         );
+    }
+    for (scenario, title) in [
+        ("s7", "S7 Zipf(0.9), 1M keys, capacity 10,000, 2M requests"),
+        (
+            "s8",
+            "S8 S7 with a burst of 20,000 one-time keys in every 50,000 requests",
+        ),
+        ("s9", "S9 4M distinct keys, capacity 10,000"),
+    ] {
+        let _ = writeln!(
+            out,
+            "\n| {title} | hit ratio | ns/op | peak RSS MB | slowest call, CPU µs (lower of 2 runs) | slowest call, wall µs |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|");
+        for n in names(scenario) {
+            let _ = writeln!(
+                out,
+                "| {n} | {} | {} | {} | {} | {} |",
+                fmt(get(scenario, n, "hit_ratio"), 4),
+                fmt(get(scenario, n, "ns_per_op"), 0),
+                fmt(get(scenario, n, "peak_mb"), 1),
+                fmt(get(scenario, n, "slowest_cpu_us"), 0),
+                fmt(get(scenario, n, "slowest_wall_us"), 0),
+            );
+        }
     }
     out
 }

@@ -8,7 +8,9 @@
 #[cfg(not(loom))]
 mod imp {
     #[allow(unused_imports)] // not every feature set uses every one
-    pub(crate) use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering,
+    };
     pub(crate) use std::thread::{current as current_thread, ThreadId};
     pub(crate) use std::thread_local;
     use std::time::Instant;
@@ -26,10 +28,6 @@ mod imp {
 
         pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
             self.0.lock()
-        }
-
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock()
         }
     }
 
@@ -70,7 +68,9 @@ mod imp {
 #[cfg(loom)]
 mod imp {
     #[allow(unused_imports)] // not every feature set uses every one
-    pub(crate) use loom::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering,
+    };
     pub(crate) use loom::thread::{current as current_thread, ThreadId};
     pub(crate) use loom::thread_local;
     use std::time::Instant;
@@ -89,10 +89,6 @@ mod imp {
             self.0
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-        }
-
-        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-            self.0.try_lock().ok()
         }
     }
 

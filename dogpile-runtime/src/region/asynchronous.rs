@@ -422,7 +422,7 @@ where
     pub async fn invalidate(&self, key: &K) {
         let store = &self.region.inner.store;
         let _ = if store.answers_at_once() {
-            store.remove(key)
+            store.invalidate(key)
         } else {
             store.remove_async(key).await
         };

@@ -466,8 +466,9 @@ where
     V: super::CacheValue,
     M: RawMutex + 'static,
 {
-    /// Bounds the default [`MemoryStore`] to about `capacity` values, evicting the least
-    /// recently used first (approximately).
+    /// Bounds the default [`MemoryStore`] to about `capacity` values (at least 1). Which values
+    /// stay is decided by its W-TinyLFU policy: the ones asked for most often lately, while a
+    /// scan of one-time keys passes through without flushing them.
     ///
     /// ```
     /// # use dogpile_runtime::Region;
@@ -475,13 +476,75 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn capacity(mut self, capacity: usize) -> Self {
-        if capacity == 0 {
-            self.check(Err(ConfigError::new(
-                "capacity",
-                "must be at least 1; leave it unset for a store without a bound",
-            )));
-        }
-        self.store = MemoryStore::new(Some(capacity));
+        self.store = self.store.reconfigured(|s| s.capacity = Some(capacity));
+        self
+    }
+
+    /// Bounds the default [`MemoryStore`] by the total weight of its values (at least 1), each
+    /// weighed by the [`weigher`](Self::weigher); without one, each value weighs 1. Use it
+    /// instead of [`capacity`](Self::capacity) when values differ in size.
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// // About 256 MiB of thumbnails.
+    /// let r: Region<String, Vec<u8>> = Region::builder()
+    ///     .max_weight(256 << 20)
+    ///     .weigher(|_, bytes: &Vec<u8>| bytes.len().try_into().unwrap_or(u32::MAX))
+    ///     .build()?;
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn max_weight(mut self, max_weight: u64) -> Self {
+        self.store = self.store.reconfigured(|s| s.max_weight = Some(max_weight));
+        self
+    }
+
+    /// How much of the [`max_weight`](Self::max_weight) a value takes; see
+    /// [`MemoryStoreBuilder::weigher`](crate::region::MemoryStoreBuilder::weigher).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// let r: Region<u64, String> = Region::builder()
+    ///     .max_weight(1 << 20)
+    ///     .weigher(|_id, name: &String| name.len() as u32)
+    ///     .build()?;
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
+        self.store = self
+            .store
+            .reconfigured(|s| s.weigher = Some(std::sync::Arc::new(weigher)));
+        self
+    }
+
+    /// Calls `listener` with each value that leaves the default [`MemoryStore`] and the
+    /// [`EvictionCause`](crate::region::EvictionCause), after the store has released its lock;
+    /// see [`MemoryStoreBuilder::on_evict`](crate::region::MemoryStoreBuilder::on_evict).
+    ///
+    /// ```
+    /// # use dogpile_runtime::Region;
+    /// use dogpile_runtime::region::EvictionCause;
+    ///
+    /// let r: Region<u64, String> = Region::builder()
+    ///     .capacity(2)
+    ///     .on_evict(|key, _value, cause| {
+    ///         if cause == EvictionCause::Capacity {
+    ///             println!("dropped {key}");
+    ///         }
+    ///     })
+    ///     .build()?;
+    /// for k in 0..3 {
+    ///     r.insert(&k, k.to_string()).unwrap();
+    /// }
+    /// assert_eq!(r.statistics().evictions, 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn on_evict(
+        mut self,
+        listener: impl Fn(&K, &V, crate::region::EvictionCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.store = self
+            .store
+            .reconfigured(|s| s.listener = Some(std::sync::Arc::new(listener)));
         self
     }
 }
@@ -512,6 +575,8 @@ where
         if let Some(invalid) = self.invalid {
             return Err(invalid);
         }
+        // A capacity of 0, a weigher without a maximum weight, ...
+        self.store.check()?;
         if self.expiry.is_none() && (self.expire_with.is_some() || self.jitter.is_some()) {
             let option = if self.jitter.is_some() {
                 "jitter"

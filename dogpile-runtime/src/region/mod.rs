@@ -35,7 +35,7 @@ pub use builder::{OnBackendError, RegionBuilder};
 pub use error::RegionError;
 pub use pool::{Pool, PoolFull};
 pub use stats::Statistics;
-pub use store::{MemoryStore, Store};
+pub use store::{EvictionCause, MemoryStore, MemoryStoreBuilder, Store};
 pub use store_async::{AsyncStore, StoreFuture};
 
 use crate::lock::protocol::Found;
@@ -502,7 +502,7 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn invalidate(&self, key: &K) {
-        let _ = self.inner.store.remove(key);
+        let _ = self.inner.store.invalidate(key);
     }
 
     /// Makes every value created until now count as missing (hard invalidation of all keys).
@@ -606,7 +606,9 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn statistics(&self) -> Statistics {
-        self.inner.stats.snapshot(self.len())
+        self.inner
+            .stats
+            .snapshot(self.len(), self.inner.store.evictions())
     }
 
     /// How many keys have a dogpile mutex now: those being regenerated or waited for.

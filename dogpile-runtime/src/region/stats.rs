@@ -136,7 +136,7 @@ impl Counters {
             .sum()
     }
 
-    pub(crate) fn snapshot(&self, entries: usize) -> Statistics {
+    pub(crate) fn snapshot(&self, entries: usize, evictions: u64) -> Statistics {
         Statistics {
             hits: self.sum(Counter::Hit),
             stale_hits: self.sum(Counter::StaleHit),
@@ -149,6 +149,7 @@ impl Counters {
             direct_calls: self.sum(Counter::DirectCall),
             refused_writes: self.sum(Counter::RefusedWrite),
             stale_on_error: self.sum(Counter::StaleIfError),
+            evictions,
             entries,
         }
     }
@@ -197,6 +198,9 @@ pub struct Statistics {
     /// Calls whose regeneration failed (an error or a panic) and that got the stale value
     /// instead, within the region's stale-if-error window (also counted in `stale_hits`).
     pub stale_on_error: u64,
+    /// Values the store evicted to stay within its capacity or maximum weight (values
+    /// invalidated, replaced or removed are not counted).
+    pub evictions: u64,
     /// Values in the store when the snapshot was taken.
     pub entries: usize,
 }
@@ -226,6 +230,7 @@ impl AddAssign for Statistics {
             direct_calls,
             refused_writes,
             stale_on_error,
+            evictions,
             entries,
         } = other;
         self.hits += hits;
@@ -239,6 +244,7 @@ impl AddAssign for Statistics {
         self.direct_calls += direct_calls;
         self.refused_writes += refused_writes;
         self.stale_on_error += stale_on_error;
+        self.evictions += evictions;
         self.entries += entries;
     }
 }
@@ -248,7 +254,7 @@ impl fmt::Display for Statistics {
         write!(
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
-             {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, {} entries",
+             {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, {} evictions, {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -260,6 +266,7 @@ impl fmt::Display for Statistics {
             self.direct_calls,
             self.refused_writes,
             self.stale_on_error,
+            self.evictions,
             self.entries
         )
     }

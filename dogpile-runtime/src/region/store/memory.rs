@@ -1,0 +1,421 @@
+//! The in-memory store: a lock-free map for reads, a policy under a lock for writes.
+
+use std::fmt;
+use std::hash::Hash;
+
+use foldhash::fast::RandomState;
+use papaya::{Guard, HashMap};
+
+use super::config::{MemoryStoreBuilder, Settings};
+use super::evict::{EvictionCause, Listener, Weigher};
+use super::policy::{Policy, Residents, HITS_MAX};
+use super::Store;
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering};
+use crate::{BackendError, ConfigError, Timestamp};
+
+/// A value with its creation time, as the map holds it.
+struct Entry<V> {
+    value: V,
+    created: Timestamp,
+    /// The key's node in the policy; written under the policy's lock.
+    node: AtomicU32,
+    /// Hits since the policy's hand last passed, up to [`HITS_MAX`]. Readers write it only while
+    /// it is below the cap; in an unbounded store it starts there, so they never do.
+    hits: AtomicU8,
+}
+
+impl<V> Entry<V> {
+    fn new(value: V, created: Timestamp, node: u32, hits: u8) -> Self {
+        Entry {
+            value,
+            created,
+            node: AtomicU32::new(node),
+            hits: AtomicU8::new(hits),
+        }
+    }
+}
+
+type Map<K, V> = HashMap<K, Entry<V>, RandomState>;
+
+/// A value that left the store, for the listener: its key, the entry (alive while the map's
+/// guard is held), and why.
+type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
+
+/// The default store: a concurrent map in memory, optionally bounded.
+///
+/// **Reads** take no lock and write nothing shared in the common case: the map is
+/// [`papaya`]'s lock-free hash map (hashed with `foldhash`, seeded per store), whose readers only
+/// mark their own thread's epoch. In a bounded store a hit also raises its entry's hit counter,
+/// but only while it is below its small cap, so a hot entry is read without a write.
+///
+/// **Writes** to a bounded store take one lock, where a W-TinyLFU policy decides what stays:
+/// new keys enter a small FIFO window; leaving it, a key that was hit moves to the main ring,
+/// and one that was not is admitted only if a frequency sketch has seen it more often than the
+/// main ring's victim (so a scan of one-time keys does not flush the keys asked for again and
+/// again); the main ring evicts with a CLOCK hand over the hit counters. Each insert evicts in
+/// O(1) amortized work, with at most a fixed number of steps of the hand, and the store holds
+/// its bound whatever the sequence of keys (while an insert is under way, another thread may
+/// count one value more). Eviction removes keys one by one by key: the map is never swept.
+///
+/// Values that leave the store can be observed with
+/// [`on_evict`](MemoryStoreBuilder::on_evict); evictions for capacity are counted in
+/// [`Store::evictions`] (and a region's [`Statistics::evictions`](crate::Statistics::evictions)).
+///
+/// ```
+/// use dogpile_runtime::clock::Timestamp;
+/// use dogpile_runtime::region::{MemoryStore, Store};
+///
+/// let store = MemoryStore::new(Some(100));
+/// for k in 0..1000u32 {
+///     store.put(&k, &k, Timestamp::from_nanos(1)).unwrap();
+/// }
+/// assert_eq!(store.count(), Some(100));
+/// assert_eq!(store.evictions(), 900);
+/// ```
+pub struct MemoryStore<K, V> {
+    map: Map<K, V>,
+    /// `None`: no bound, and no lock.
+    policy: Option<Mutex<Policy<K, RandomState>>>,
+    weigher: Option<Weigher<K, V>>,
+    listener: Option<Listener<K, V>>,
+    evictions: AtomicU64,
+    settings: Settings<K, V>,
+    /// Why `settings` cannot work, for a store configured through a region builder.
+    invalid: Option<ConfigError>,
+}
+
+impl<K, V> MemoryStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// An empty store holding at most `capacity` values (`None`: unbounded). `Some(0)` keeps
+    /// nothing; [`builder`](Self::builder) rejects it instead, and has the other options.
+    ///
+    /// ```
+    /// # use dogpile_runtime::region::MemoryStore;
+    /// let store: MemoryStore<String, u64> = MemoryStore::new(Some(10_000));
+    /// ```
+    pub fn new(capacity: Option<usize>) -> Self {
+        let settings = Settings {
+            capacity,
+            ..Settings::default()
+        };
+        let bound = capacity.map(|c| u64::try_from(c).unwrap_or(u64::MAX));
+        MemoryStore::with_settings(settings, bound)
+    }
+
+    /// Configures a store: a capacity or a maximum weight with a weigher, and a listener.
+    ///
+    /// ```
+    /// # use dogpile_runtime::region::MemoryStore;
+    /// let store: MemoryStore<u64, String> = MemoryStore::builder().capacity(500).build().unwrap();
+    /// ```
+    pub fn builder() -> MemoryStoreBuilder<K, V> {
+        MemoryStoreBuilder::new()
+    }
+
+    pub(super) fn with_settings(settings: Settings<K, V>, bound: Option<u64>) -> Self {
+        let hasher = RandomState::default();
+        let presize = bound.map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX).min(1 << 16));
+        MemoryStore {
+            map: HashMap::builder()
+                .hasher(hasher.clone())
+                .capacity(presize)
+                .resize_mode(papaya::ResizeMode::Incremental(64))
+                .build(),
+            policy: bound.map(|b| Mutex::new(Policy::new(b, settings.weigher.is_some(), hasher))),
+            weigher: settings.weigher.clone(),
+            listener: settings.listener.clone(),
+            evictions: AtomicU64::new(0),
+            settings,
+            invalid: None,
+        }
+    }
+
+    /// The same store, empty, with `change` made to its settings: how a region builder
+    /// configures its default store one option at a time. Settings that cannot work (yet) are
+    /// kept in [`Store::check`]'s answer, and the store they give keeps nothing.
+    pub(crate) fn reconfigured(self, change: impl FnOnce(&mut Settings<K, V>)) -> Self {
+        let mut settings = self.settings;
+        change(&mut settings);
+        match settings.bound() {
+            Ok(bound) => MemoryStore::with_settings(settings, bound),
+            Err(err) => {
+                let mut store = MemoryStore::with_settings(settings, Some(0));
+                store.invalid = Some(err);
+                store
+            }
+        }
+    }
+
+    /// Reads without cloning: `f` sees the value and its creation time.
+    #[inline]
+    pub(crate) fn read<R>(&self, key: &K, f: impl FnOnce(&V, Timestamp) -> R) -> Option<R> {
+        // `pin` ties the guard to this map once, so the look-up need not check it.
+        let map = self.map.pin();
+        let entry = map.get(key)?;
+        let hits = entry.hits.load(Ordering::Relaxed);
+        if hits < HITS_MAX {
+            entry.hits.store(hits + 1, Ordering::Relaxed);
+        }
+        Some(f(&entry.value, entry.created))
+    }
+
+    /// The weight `value` takes: at least 1.
+    fn weigh(&self, key: &K, value: &V) -> u32 {
+        self.weigher
+            .as_ref()
+            .map_or(1, |weigh| weigh(key, value).max(1))
+    }
+
+    /// The first hit count of a new entry.
+    fn fresh_hits(&self) -> u8 {
+        if self.policy.is_some() {
+            0
+        } else {
+            HITS_MAX
+        }
+    }
+
+    /// Tells the listener, now that the lock is released.
+    fn report<'g>(&self, departures: impl IntoIterator<Item = Departure<'g, K, V>>)
+    where
+        V: 'g,
+    {
+        if let Some(listener) = &self.listener {
+            for (key, entry, cause) in departures {
+                listener(&key, &entry.value, cause);
+            }
+        }
+    }
+
+    /// Removes `key` with `cause`.
+    fn take(&self, key: &K, cause: EvictionCause) {
+        let guard = self.map.guard();
+        let Some(policy) = &self.policy else {
+            if let Some(old) = self.map.remove(key, &guard) {
+                self.report([(key.clone(), old, cause)]);
+            }
+            return;
+        };
+        let departed = {
+            let mut policy = policy.lock();
+            self.map.remove(key, &guard).map(|old| {
+                let key = policy.remove(old.node.load(Ordering::Relaxed), &Held(&self.map, &guard));
+                (key, old, cause)
+            })
+        };
+        self.report(departed);
+    }
+
+    /// Stores under the policy's lock; the values that left, for the listener.
+    fn put_bounded<'g>(
+        &self,
+        policy: &Mutex<Policy<K, RandomState>>,
+        key: &K,
+        value: &V,
+        created: Timestamp,
+        guard: &'g impl Guard,
+    ) -> (Vec<Departure<'g, K, V>>, bool) {
+        let weight = self.weigh(key, value);
+        let reporting = self.listener.is_some();
+        let mut departures = Vec::new();
+        let mut policy = policy.lock();
+        let held = Held(&self.map, guard);
+        if u64::from(weight) > policy.max_weight() {
+            // It could never fit: keep nothing under this key.
+            if let Some(old) = self.map.remove(key, guard) {
+                let key = policy.remove(old.node.load(Ordering::Relaxed), &held);
+                departures.push((key, old, EvictionCause::Replaced));
+            }
+            return (departures, true);
+        }
+        if let Some(old) = self.map.get(key, guard) {
+            let node = old.node.load(Ordering::Relaxed);
+            let hits = old.hits.load(Ordering::Relaxed);
+            let entry = Entry::new(value.clone(), created, node, hits);
+            if let Some(old) = self.map.insert(key.clone(), entry, guard) {
+                if reporting {
+                    departures.push((key.clone(), old, EvictionCause::Replaced));
+                }
+            }
+            policy.reweigh(node, weight);
+        } else {
+            let node = policy.insert(key.clone(), weight);
+            self.map.insert(
+                key.clone(),
+                Entry::new(value.clone(), created, node, 0),
+                guard,
+            );
+        }
+        let mut evictions = 0;
+        policy.evict(&held, |key| {
+            evictions += 1;
+            if let Some(old) = self.map.remove(&key, guard) {
+                if reporting {
+                    departures.push((key, old, EvictionCause::Capacity));
+                }
+            }
+        });
+        if evictions > 0 {
+            self.evictions.fetch_add(evictions, Ordering::Relaxed);
+        }
+        (departures, false)
+    }
+}
+
+/// The map as the policy sees it, under a guard.
+struct Held<'a, K, V, G>(&'a Map<K, V>, &'a G);
+
+impl<K, V, G> Residents<K> for Held<'_, K, V, G>
+where
+    K: Hash + Eq,
+    G: Guard,
+{
+    fn update_hits(&self, key: &K, f: impl FnOnce(u8) -> u8) -> u8 {
+        let Some(entry) = self.0.get(key, self.1) else {
+            return 0;
+        };
+        let hits = entry.hits.load(Ordering::Relaxed);
+        entry.hits.store(f(hits), Ordering::Relaxed);
+        hits
+    }
+
+    fn moved(&self, key: &K, node: u32) {
+        if let Some(entry) = self.0.get(key, self.1) {
+            entry.node.store(node, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<K, V> Store<K, V> for MemoryStore<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    #[inline]
+    fn get(&self, key: &K) -> Result<Option<(V, Timestamp)>, BackendError> {
+        Ok(self.read(key, |value, created| (value.clone(), created)))
+    }
+
+    fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
+        let guard = self.map.guard();
+        let Some(policy) = &self.policy else {
+            let entry = Entry::new(value.clone(), created, 0, self.fresh_hits());
+            if let Some(old) = self.map.insert(key.clone(), entry, &guard) {
+                self.report([(key.clone(), old, EvictionCause::Replaced)]);
+            }
+            return Ok(());
+        };
+        let (departures, too_heavy) = self.put_bounded(policy, key, value, created, &guard);
+        self.report(departures);
+        if too_heavy {
+            self.evictions.fetch_add(1, Ordering::Relaxed);
+            if let Some(listener) = &self.listener {
+                listener(key, value, EvictionCause::Capacity);
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&self, key: &K) -> Result<(), BackendError> {
+        self.take(key, EvictionCause::Removed);
+        Ok(())
+    }
+
+    fn invalidate(&self, key: &K) -> Result<(), BackendError> {
+        self.take(key, EvictionCause::Invalidated);
+        Ok(())
+    }
+
+    fn clear(&self) -> Result<(), BackendError> {
+        let guard = self.map.guard();
+        let Some(policy) = &self.policy else {
+            match &self.listener {
+                // No lock is held while the listener runs.
+                Some(listener) => self.map.retain(
+                    |key, entry| {
+                        listener(key, &entry.value, EvictionCause::Removed);
+                        false
+                    },
+                    &guard,
+                ),
+                None => self.map.clear(&guard),
+            }
+            return Ok(());
+        };
+        let departures: Vec<_> = {
+            let mut policy = policy.lock();
+            let keys = policy.clear();
+            if self.listener.is_none() {
+                self.map.clear(&guard);
+                Vec::new()
+            } else {
+                keys.into_iter()
+                    .filter_map(|key| {
+                        let old = self.map.remove(&key, &guard)?;
+                        Some((key, old, EvictionCause::Removed))
+                    })
+                    .collect()
+            }
+        };
+        self.report(departures);
+        Ok(())
+    }
+
+    fn count(&self) -> Option<usize> {
+        Some(self.map.len())
+    }
+
+    fn evictions(&self) -> u64 {
+        self.evictions.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        self.invalid.clone().map_or(Ok(()), Err)
+    }
+}
+
+impl<K: Hash + Eq, V> fmt::Debug for MemoryStore<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("len", &self.map.len())
+            .field("capacity", &self.settings.capacity)
+            .field("max_weight", &self.settings.max_weight)
+            .field("evictions", &self.evictions.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_region_builder_configures_one_option_at_a_time_and_keeps_what_cannot_work() {
+        let store: MemoryStore<u8, String> = MemoryStore::new(None).reconfigured(|s| {
+            s.weigher = Some(std::sync::Arc::new(|_, v: &String| v.len() as u32))
+        });
+        assert_eq!(
+            store.check().unwrap_err().option(),
+            "weigher",
+            "no max_weight yet"
+        );
+        let store = store.reconfigured(|s| s.max_weight = Some(10));
+        assert!(store.check().is_ok());
+        store
+            .put(&1, &"12345".into(), Timestamp::from_nanos(1))
+            .unwrap();
+        store
+            .put(&2, &"123456".into(), Timestamp::from_nanos(1))
+            .unwrap();
+        assert_eq!(store.count(), Some(1), "weights count against the maximum");
+
+        let store: MemoryStore<u8, u8> =
+            MemoryStore::new(None).reconfigured(|s| s.capacity = Some(0));
+        assert_eq!(store.check().unwrap_err().option(), "capacity");
+        store.put(&1, &1, Timestamp::from_nanos(1)).unwrap();
+        assert_eq!(store.count(), Some(0), "and keeps nothing meanwhile");
+    }
+}
