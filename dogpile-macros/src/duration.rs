@@ -182,4 +182,44 @@ mod tests {
         assert!(parse_seconds("0.0000000001").is_err());
         assert!(parse_seconds("4000000000").is_err());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever the text, the parser answers: a duration of at most 100 years, or an
+            /// error; never a panic.
+            #[test]
+            fn any_text_parses_or_is_refused(text in ".{0,40}") {
+                if let Ok(nanos) = parse_duration(&text) {
+                    prop_assert!(nanos.0 / 1_000_000_000 <= LONGEST_SECS);
+                }
+                let _ = parse_seconds(&text);
+            }
+
+            /// Parts add up, whatever their order and grouping.
+            #[test]
+            fn parts_add_up(h in 0u64..1000, m in 0u64..1000, s in 0u64..100_000, ms in 0u64..100_000) {
+                let text = format!("{h}h{m}m{s}s{ms}ms");
+                let expected = u128::from(h) * 3_600_000_000_000
+                    + u128::from(m) * 60_000_000_000
+                    + u128::from(s) * 1_000_000_000
+                    + u128::from(ms) * 1_000_000;
+                prop_assert_eq!(parse_duration(&text).unwrap().0, expected);
+                let reordered = format!("{ms}ms{s}s{m}m{h}h");
+                prop_assert_eq!(parse_duration(&reordered).unwrap().0, expected);
+            }
+
+            /// A fraction of seconds is read exactly, to the nanosecond.
+            #[test]
+            fn fractions_are_exact(whole in 0u64..100_000, nanos in 0u32..1_000_000_000) {
+                let text = format!("{whole}.{nanos:09}s");
+                let expected = u128::from(whole) * 1_000_000_000 + u128::from(nanos);
+                prop_assert_eq!(parse_duration(&text).unwrap().0, expected);
+                let seconds = format!("{whole}.{nanos:09}");
+                prop_assert_eq!(parse_seconds(&seconds).unwrap().0, expected);
+            }
+        }
+    }
 }

@@ -688,3 +688,87 @@ fn plain_signature(sig: &Signature) -> Signature {
     }
     sig
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    /// The options and values an attribute is written with, right and wrong.
+    fn option() -> impl Strategy<Value = String> {
+        let name = prop::sample::select(vec![
+            "expire",
+            "expire_with",
+            "jitter",
+            "key",
+            "capacity",
+            "background",
+            "lock_timeout",
+            "max_stale",
+            "stale_if_error",
+            "refresh_ahead",
+            "region",
+            "namespace",
+            "crate",
+            "cache",
+            "expiry",
+            "ttl",
+            "",
+        ]);
+        let value = prop::sample::select(vec![
+            "",
+            "= 60",
+            "= 0",
+            "= -1",
+            "= 200ms",
+            "= 1h30m",
+            "= 5d",
+            "= 1.5",
+            "= 1.5f64",
+            "= \"90s\"",
+            "= \"0.2s\"",
+            "= \"\"",
+            "= \"80%\"",
+            "= 0.8",
+            "= never",
+            "= true",
+            "= day",
+            "= (day, day)",
+            "= ok",
+            "= none",
+            "= \"users\"",
+            "= crate::X",
+            "= ::dogpile",
+            "= 10_000",
+            "= 99999999999999999999999",
+            "= [1]",
+            "= {}",
+        ]);
+        (name, value).prop_map(|(name, value)| format!("{name} {value}"))
+    }
+
+    proptest! {
+        /// Whatever options the attribute is given, the expansion is code or compile errors:
+        /// it never panics, and a mistake never expands silently.
+        #[test]
+        fn any_options_expand_or_are_refused(options in prop::collection::vec(option(), 0..6)) {
+            let args = options.join(", ");
+            let Ok(args) = args.parse::<proc_macro2::TokenStream>() else {
+                return Ok(());
+            };
+            let item: proc_macro2::TokenStream =
+                "pub fn report(day: u32) -> u32 { day }".parse().unwrap();
+            let out = super::dogpile(args, item).to_string();
+            let unknown = options.iter().any(|o| {
+                o.starts_with("expiry") || o.starts_with("ttl") || o.starts_with(' ')
+            });
+            if unknown {
+                prop_assert!(out.contains("compile_error"), "{options:?} expanded: {out}");
+            }
+            if !out.contains("compile_error") {
+                // Expanded: the function and its companions are there.
+                prop_assert!(out.contains("fn report"));
+                prop_assert!(out.contains("fn report_peek"));
+            }
+        }
+    }
+}

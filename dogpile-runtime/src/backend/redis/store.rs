@@ -526,4 +526,46 @@ mod tests {
         trailing.push(0);
         assert_eq!(decode::<(String, u32)>(&trailing), None);
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Bytes from anywhere (another program, a changed type, corruption) decode to a
+            /// value or to nothing; never a panic.
+            #[test]
+            fn any_bytes_decode_or_are_refused(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+                let _ = decode::<(String, u32)>(&bytes);
+                let _ = decode::<Vec<u64>>(&bytes);
+                let _ = decode::<u8>(&bytes);
+            }
+
+            /// What is encoded decodes to itself, with its creation time, negative ones (a key
+            /// soft-invalidated) included.
+            #[test]
+            fn values_round_trip(text in ".{0,20}", n in any::<u32>(), created in any::<i64>()) {
+                let bytes = encode(&(text.clone(), n), Timestamp::from_nanos(created)).unwrap();
+                prop_assert_eq!(
+                    decode::<(String, u32)>(&bytes),
+                    Some(((text, n), Timestamp::from_nanos(created)))
+                );
+            }
+
+            /// A value cut short, or followed by anything, is refused.
+            #[test]
+            fn truncated_or_padded_values_are_refused(
+                text in ".{1,20}",
+                cut in 1usize..8,
+                pad in prop::collection::vec(any::<u8>(), 1..8),
+            ) {
+                let bytes = encode(&text, Timestamp::from_nanos(5)).unwrap();
+                let cut = bytes.len().saturating_sub(cut);
+                prop_assert_eq!(decode::<String>(&bytes[..cut]), None);
+                let mut padded = bytes.clone();
+                padded.extend(pad);
+                prop_assert_eq!(decode::<String>(&padded), None);
+            }
+        }
+    }
 }
