@@ -1,0 +1,142 @@
+//! A web service over a slow upstream: `GET /rate/{pair}` returns an exchange rate that the
+//! upstream takes 50 ms to give and that stays fresh for 5 s. The handler calls a
+//! `#[dogpile]` async fn, and says how each request was served in an `X-Cache` header.
+//!
+//! Run `cargo run --example web_service` (it serves until Ctrl-C), then try:
+//!
+//! ```text
+//! curl -i localhost:3000/rate/EURUSD    # x-cache: created: this request called the upstream
+//! curl -i localhost:3000/rate/EURUSD    # x-cache: fresh: at once, the same rate
+//! sleep 5
+//! curl -i localhost:3000/rate/EURUSD    # x-cache: stale: the previous rate at once, while
+//!                                       # a background task calls the upstream
+//! curl -i localhost:3000/rate/EURUSD    # x-cache: fresh: the new rate
+//! curl localhost:3000/stats             # upstream calls and how requests were served
+//! ```
+//!
+//! Twenty requests at once for a pair not cached yet make one upstream call: one request is
+//! `created` and nineteen `waited` for it.
+//!
+//! ```text
+//! for i in $(seq 20); do
+//!     curl -s -o /dev/null -w '%header{x-cache}\n' localhost:3000/rate/GBPUSD &
+//! done; wait
+//! ```
+//!
+//! `cargo bench --bench web_load` compares this endpoint under load with moka's and cached's.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::Path;
+use axum::http::header::{HeaderName, CONTENT_TYPE};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use dogpile::dogpile;
+use tokio::net::TcpListener;
+
+/// The header that says how a request was served: fresh, stale, created, waited or direct.
+const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+
+static UPSTREAM_CALLS: AtomicU64 = AtomicU64::new(0);
+
+/// The slow upstream, another service in practice.
+async fn fetch_rate(pair: &str) -> Bytes {
+    let call = UPSTREAM_CALLS.fetch_add(1, Ordering::Relaxed) + 1;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rate = 1.08 + (call % 50) as f64 / 10_000.0;
+    format!("{pair} {rate:.4} (upstream call #{call})\n").into()
+}
+
+/// The rate, cached per pair. `background`: the request that finds the rate expired gets the
+/// previous one at once too, and the upstream is called in a spawned task. `capacity` bounds
+/// the cache, since the key comes from the URL.
+#[dogpile(expire = "5s", background, capacity = 1_000)]
+async fn rate(pair: &str) -> Bytes {
+    fetch_rate(pair).await
+}
+
+async fn get_rate(Path(pair): Path<String>) -> Response {
+    if pair.len() != 6 || !pair.bytes().all(|b| b.is_ascii_uppercase()) {
+        let help = "expected two currency codes, such as /rate/EURUSD\n";
+        return (StatusCode::NOT_FOUND, help).into_response();
+    }
+    let (body, served) = rate_served(&pair).await;
+    let text = "text/plain; charset=utf-8";
+    ([(X_CACHE, served.as_str()), (CONTENT_TYPE, text)], body).into_response()
+}
+
+async fn get_stats() -> String {
+    let calls = UPSTREAM_CALLS.load(Ordering::Relaxed);
+    let stats = rate_statistics();
+    format!(
+        "upstream calls: {calls}\nrequests served fresh: {}, stale: {}, on a miss: {} \
+         ({} of them waited for another)\n",
+        stats.hits, stats.stale_hits, stats.misses, stats.waits,
+    )
+}
+
+/// The service's routes.
+fn app() -> Router {
+    Router::new()
+        .route("/rate/{pair}", get(get_rate))
+        .route("/stats", get(get_stats))
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    // Port 3000, or any free port when it is taken.
+    let listener = match TcpListener::bind("127.0.0.1:3000").await {
+        Ok(listener) => listener,
+        Err(_) => TcpListener::bind("127.0.0.1:0").await?,
+    };
+    let addr = listener.local_addr()?;
+    println!("serving on http://{addr} until Ctrl-C; try: curl -i http://{addr}/rate/EURUSD");
+    axum::serve(listener, app())
+        .with_graceful_shutdown(async {
+            // An error here means no signal handler could be set: serve until killed.
+            if tokio::signal::ctrl_c().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn x_cache(app: &Router, uri: &str) -> String {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        response.headers()[X_CACHE].to_str().unwrap().to_owned()
+    }
+
+    #[tokio::test]
+    async fn x_cache_says_created_then_fresh_then_stale_after_expiry() {
+        let app = app();
+        assert_eq!(x_cache(&app, "/rate/CHFJPY").await, "created");
+        assert_eq!(x_cache(&app, "/rate/CHFJPY").await, "fresh");
+        rate_soft_invalidate("CHFJPY").await; // as if its 5 s had passed
+        assert_eq!(x_cache(&app, "/rate/CHFJPY").await, "stale");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while x_cache(&app, "/rate/CHFJPY").await != "fresh" {
+            assert!(tokio::time::Instant::now() < deadline, "never regenerated");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_that_is_no_pair_is_not_found() {
+        let request = Request::get("/rate/nope").body(Body::empty()).unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+}
