@@ -41,7 +41,11 @@ impl Rng {
     /// A key, skewed: half the calls go to the first 1% of keys.
     fn key(&mut self) -> u32 {
         let n = self.next();
-        let range = if n % 2 == 0 { KEYS / 100 } else { KEYS };
+        let range = if n.is_multiple_of(2) {
+            KEYS / 100
+        } else {
+            KEYS
+        };
         u32::try_from((n >> 8) % u64::from(range)).unwrap()
     }
 }
@@ -116,7 +120,7 @@ async fn async_caller(shared: Arc<Shared>, seed: u64) {
     while !shared.stop.load(Ordering::Relaxed) {
         let key = rng.key();
         let roll = rng.next();
-        let result = if roll % 2 == 0 {
+        let result = if roll.is_multiple_of(2) {
             let shared = shared.clone();
             // A spawned task: a panicking creator ends that task only.
             let region = region.clone();

@@ -192,7 +192,7 @@ where
         self.inner
             .should_cache
             .as_ref()
-            .map_or(true, |accepts| accepts(value))
+            .is_none_or(|accepts| accepts(value))
     }
 
     /// Counts how a creator run ended (`stored`: what the store said of its value, if it was
