@@ -70,9 +70,16 @@ impl Served {
     }
 }
 
+/// The lower-case name, padded to a width if one is given, for aligned logs.
+///
+/// ```
+/// use dogpile_runtime::region::Served;
+/// assert_eq!(format!("{}", Served::Stale), "stale");
+/// assert_eq!(format!("[{:<7}]", Served::Fresh), "[fresh  ]");
+/// ```
 impl fmt::Display for Served {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
