@@ -2,28 +2,83 @@
 //! expires, exactly one caller regenerates it while every other caller keeps getting the previous
 //! value at once. Only on a first miss do callers wait, and then for that one creator.
 //!
-//! It is a Rust rebuild of Python's `dogpile.core` lock. This crate is the one to depend on: it
-//! re-exports the runtime ([`dogpile_runtime`]) and the [`#[dogpile]`](macro@dogpile) attribute.
+//! # The attribute
+//!
+//! [`#[dogpile]`](macro@dogpile) caches a function, blocking or `async`, with its options
+//! checked at compile time and companion items beside it (`_peek`, `_invalidate`, `_served`,
+//! `_statistics`, ...):
 //!
 //! ```
 //! use dogpile::dogpile;
 //! use std::sync::Arc;
 //!
-//! #[dogpile(expire = "5m")]
+//! #[dogpile(expire = 5m)]
 //! fn exchange_rate(from: &str, to: &str) -> Arc<f64> {
 //!     Arc::new(1.1) // a slow call to another service, made by one caller per pair and expiry
 //! }
 //!
 //! assert_eq!(*exchange_rate("EUR", "USD"), 1.1);
+//! assert_eq!(exchange_rate_statistics().misses, 1);
 //! ```
 //!
-//! The attribute ([`macro@dogpile`]) runs on a [`Region`], a cache usable directly; the region
-//! runs each call through a [`Lock`], the dogpile lock itself, over a mutex per key.
+//! # The region
+//!
+//! A [`Region`] is the cache the attribute runs on, usable directly: a store of values with
+//! their creation times, a dogpile mutex per key, expiry and its policies (stale windows,
+//! refresh-ahead, jitter, per-value lifetimes), invalidation, [`Statistics`]. Its calls are
+//! [`get_with`](Region::get_with), [`try_get_with`](Region::try_get_with) and
+//! [`optionally_get_with`](Region::optionally_get_with), the same on
+//! [`AsyncRegion`](region::AsyncRegion) for async code; see the [`region`] module.
+//!
+//! ```
+//! use dogpile::Region;
+//! use std::time::Duration;
+//!
+//! let prices: Region<String, u64> = Region::builder()
+//!     .expiry(Duration::from_secs(300))
+//!     .capacity(10_000)
+//!     .build()?;
+//! assert_eq!(prices.get_with(&"sku-1".to_string(), || 42), 42);
+//! # Ok::<(), dogpile::ConfigError>(())
+//! ```
+//!
+//! # Beyond one process
+//!
+//! A region's store and mutexes are pluggable ([`backend`]): lock files for the processes of
+//! one host ([`backend::file`]), and Redis for processes on many hosts (`backend::redis`,
+//! feature `redis`; TLS with `redis-tls`).
+//!
+//! # The lock and its primitives
+//!
+//! Under the region, the [`lock`] module has the dogpile lock of Python's `dogpile.core` as a
+//! library: [`Lock`] (one call through the protocol, over any mutex and any store), the mutexes
+//! ([`LocalMutex`](lock::LocalMutex), the [`RawMutex`](lock::RawMutex) trait), a
+//! [`ReadWriteMutex`](lock::ReadWriteMutex) and a [`NameRegistry`](lock::NameRegistry).
+//! [`clock`] has the injectable wall clock. The first API of `dogpile.core`, deprecated there,
+//! is kept in [`legacy`].
+//!
+//! # Features
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `tokio` | yes | `#[dogpile]` on `async fn`, [`AsyncRegion`](region::AsyncRegion) |
+//! | `redis` | no | the Redis store and mutex |
+//! | `redis-tls` | no | Redis over TLS (`rediss://`), with rustls |
+//! | `tracing` | no | a `dogpile.regenerate` span per regeneration |
+//!
+//! This crate re-exports the runtime, `dogpile-runtime`, and the attribute, `dogpile-macros`,
+//! whose versions move with it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
 pub use dogpile_runtime::*;
+
+/// The README's examples, compiled as doctests so that they stay true.
+#[cfg(all(doctest, feature = "redis", feature = "tokio"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 /// Caches a function's values on a dogpile lock: when a value expires, one caller runs the
 /// body again while every other caller gets the previous value at once; only when there is no
@@ -178,8 +233,11 @@ pub use dogpile_runtime::*;
 ///
 /// - On an `async fn` (feature `tokio`, on by default), waiting tasks await the creator
 ///   without blocking a worker thread, and the returned future is `Send` when the body's is.
-///   `_refresh` is async too; the other companions are not. A creator whose future is dropped
-///   (a timeout, a cancelled request) releases its key: the next caller creates.
+///   The companions that take the arguments (`_uncached`, `_served`, `_peek`, `_refresh`,
+///   `_invalidate`, `_soft_invalidate`) are `async fn`s too, to be awaited; `_invalidate_all`,
+///   `_soft_invalidate_all` and `_statistics` are not (on a Redis region, the first two wait
+///   for the server on the calling thread). A creator whose future is dropped (a timeout, a
+///   cancelled request) releases its key: the next caller creates.
 /// - A method of a generic `impl` caches per instantiation of the impl (each key and value
 ///   type its own region); the companions that take no key cover all of them.
 /// - Inside an `impl` block, an associated function without `self` must name `Self` in its

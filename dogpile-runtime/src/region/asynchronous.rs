@@ -59,6 +59,7 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// # Ok(())
 /// # }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct AsyncRegion<K, V, S, M: RawMutex> {
     pub(super) region: Region<K, V, S, M>,
 }
@@ -86,6 +87,7 @@ where
     /// let from_async = region.to_async();
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
     pub fn to_async(&self) -> AsyncRegion<K, V, S, M> {
         AsyncRegion {
             region: self.clone(),
@@ -818,6 +820,7 @@ where
 /// # Ok(())
 /// # }
 /// ```
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub struct AsyncBackground<'a, K, V, S, M: RawMutex> {
     region: &'a AsyncRegion<K, V, S, M>,
 }
