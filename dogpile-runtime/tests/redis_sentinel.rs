@@ -1,0 +1,271 @@
+//! A Redis region found through Sentinel, on a primary, a replica and a Sentinel that this
+//! harness starts on loopback; then the primary dies, and blocking and async calls follow the
+//! replica Sentinel promotes, with the values written before.
+//!
+//! Needs `redis-server` on the `PATH` (`.ci/run` installs it if missing); it runs as Sentinel
+//! with `--sentinel`.
+#![cfg(all(feature = "redis", feature = "tokio"))]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
+use dogpile_runtime::region::OnBackendError;
+use dogpile_runtime::Region;
+
+const BOUND: Duration = Duration::from_secs(30);
+const SERVICE: &str = "cache";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn connection(port: u16) -> redis::RedisResult<redis::Connection> {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))?
+        .get_connection_with_timeout(Duration::from_millis(500))
+}
+
+/// Polls `check` on a connection to `port` until it holds, for at most [`BOUND`].
+fn wait_for(port: u16, what: &str, check: impl Fn(&mut redis::Connection) -> bool) {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        if connection(port).is_ok_and(|mut c| check(&mut c)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A primary, its replica and one Sentinel watching them, stopped when dropped.
+struct Deployment {
+    primary: u16,
+    replica: u16,
+    sentinel: u16,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Deployment {
+    fn start() -> Deployment {
+        let dir = std::env::temp_dir().join(format!("dogpile-sentinel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
+        let server = |port: u16, extra: &[String]| {
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(extra)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (see the README)")
+        };
+        let mut children = vec![server(primary, &[])];
+        let of_primary = [
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.to_string(),
+        ];
+        children.push(server(replica, &of_primary));
+        // Sentinel rewrites its configuration file, so it gets one of its own.
+        let config = dir.join("sentinel.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "port {sentinel}\nbind 127.0.0.1\n\
+                 sentinel monitor {SERVICE} 127.0.0.1 {primary} 1\n\
+                 sentinel down-after-milliseconds {SERVICE} 2000\n\
+                 sentinel failover-timeout {SERVICE} 10000\n"
+            ),
+        )
+        .unwrap();
+        children.push(
+            Command::new("redis-server")
+                .arg(&config)
+                .arg("--sentinel")
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (see the README)"),
+        );
+        let deployment = Deployment {
+            primary,
+            replica,
+            sentinel,
+            children,
+            dir,
+        };
+        wait_for(replica, "the replica to sync", |c| {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(c)
+                .is_ok_and(|info| info.contains("master_link_status:up"))
+        });
+        // A failover needs Sentinel to know the replica (it learns it from the primary's INFO).
+        wait_for(sentinel, "Sentinel to see the replica", |c| {
+            redis::cmd("SENTINEL")
+                .arg("REPLICAS")
+                .arg(SERVICE)
+                .query::<Vec<Vec<String>>>(c)
+                .is_ok_and(|replicas| {
+                    replicas.iter().any(|fields| {
+                        fields
+                            .windows(2)
+                            .any(|kv| kv[0] == "port" && kv[1] == deployment.replica.to_string())
+                    })
+                })
+        });
+        deployment
+    }
+
+    fn kill_primary(&mut self) {
+        let _ = self.children[0].kill();
+        let _ = self.children[0].wait();
+    }
+
+    fn url(&self) -> String {
+        format!("redis+sentinel://127.0.0.1:{}/{SERVICE}", self.sentinel)
+    }
+
+    /// The port of the primary Sentinel names now.
+    fn named_primary(&self) -> u16 {
+        let mut c = connection(self.sentinel).unwrap();
+        let (_host, port): (String, u16) = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(SERVICE)
+            .query(&mut c)
+            .unwrap();
+        port
+    }
+
+    fn values(&self, port: u16, namespace: &str) -> usize {
+        redis::cmd("KEYS")
+            .arg(format!("{{{namespace}#*}}:v:*"))
+            .query::<Vec<Vec<u8>>>(&mut connection(port).unwrap())
+            .unwrap()
+            .len()
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+type SentinelRegion = Region<u64, u64, RedisStore<u64, u64>, RedisMutex>;
+
+fn region(redis: &Redis) -> SentinelRegion {
+    Region::builder()
+        .name("through-sentinel")
+        .expiry(Duration::from_secs(60))
+        .store(redis.store("sentinel"))
+        .mutexes(redis.mutexes("sentinel"))
+        .on_backend_error(OnBackendError::ReturnError)
+        .build()
+        .unwrap()
+}
+
+/// Calls `call` until it succeeds, for at most [`BOUND`]; returns the value and the failures.
+fn until_ok<T, E: std::fmt::Debug>(mut call: impl FnMut() -> Result<T, E>) -> (T, usize) {
+    let deadline = Instant::now() + BOUND;
+    let mut failures = 0;
+    loop {
+        let error = match call() {
+            Ok(value) => return (value, failures),
+            Err(error) => error,
+        };
+        failures += 1;
+        assert!(
+            Instant::now() < deadline,
+            "no success after {failures} failures, the last: {error:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_region_found_through_sentinel_follows_a_failover() {
+    let mut deployment = Deployment::start();
+    assert_eq!(deployment.named_primary(), deployment.primary);
+    let redis = Redis::builder(&deployment.url())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let blocking = region(&redis);
+    let asynchronous = blocking.to_async();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // Before: values go to the primary Sentinel names, blocking and async (which opens the
+    // shared async connection that the failover must not strand).
+    assert_eq!(blocking.try_get_with(&1, || Ok::<_, ()>(10)).unwrap(), 10);
+    let two = runtime.block_on(asynchronous.try_get_with(&2, || async { Ok::<_, ()>(20) }));
+    assert_eq!(two.unwrap(), 20);
+    assert_eq!(deployment.values(deployment.primary, "sentinel"), 2);
+    // The replica has them before the failover (WAIT: acknowledged by one replica).
+    let acked: u64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut connection(deployment.primary).unwrap())
+        .unwrap();
+    assert_eq!(acked, 1);
+
+    // The primary dies. Sentinel sees it down after `down-after-milliseconds` and promotes
+    // the replica.
+    deployment.kill_primary();
+    let deadline = Instant::now() + BOUND;
+    while deployment.named_primary() != deployment.replica {
+        assert!(Instant::now() < deadline, "no failover");
+        thread::sleep(Duration::from_millis(50));
+    }
+    wait_for(deployment.replica, "the replica to be promoted", |c| {
+        redis::cmd("INFO")
+            .arg("replication")
+            .query::<String>(c)
+            .is_ok_and(|info| info.contains("role:master"))
+    });
+    let failed_over = Instant::now();
+
+    // After: both kinds of call write to the new primary. A connection to the old one fails
+    // and is replaced by one to the primary Sentinel names.
+    let (three, blocking_failures) = until_ok(|| blocking.try_get_with(&3, || Ok::<_, ()>(30)));
+    assert_eq!(three, 30);
+    let (four, async_failures) =
+        until_ok(|| runtime.block_on(asynchronous.try_get_with(&4, || async { Ok::<_, ()>(40) })));
+    assert_eq!(four, 40);
+    // The failures are typed errors: the dead primary's connections, and Sentinel answering
+    // "no such primary" while it finishes the failover.
+    let recovery = failed_over.elapsed();
+    eprintln!(
+        "recovered {recovery:?} after the failover, after {blocking_failures} blocking and \
+         {async_failures} async calls failed"
+    );
+    assert!(
+        recovery < Duration::from_secs(10),
+        "recovery took {recovery:?}"
+    );
+    // The values made before the failover are still fresh there: no regeneration.
+    assert_eq!(blocking.try_get_with(&1, || Ok::<_, ()>(99)).unwrap(), 10);
+    let two = runtime.block_on(asynchronous.try_get_with(&2, || async { Ok::<_, ()>(99) }));
+    assert_eq!(two.unwrap(), 20);
+    assert_eq!(deployment.values(deployment.replica, "sentinel"), 4);
+    assert_eq!(blocking.statistics().refused_writes, 0);
+}
