@@ -54,8 +54,7 @@ type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
 /// main ring's victim (so a scan of one-time keys does not flush the keys asked for again and
 /// again); the main ring evicts with a CLOCK hand over the hit counters. Each insert evicts in
 /// O(1) amortized work, with at most a fixed number of steps of the hand, and the store holds
-/// its bound whatever the sequence of keys (while an insert is under way, another thread may
-/// count one value more). Eviction removes keys one by one by key: the map is never swept.
+/// its bound whatever the sequence of keys, at every moment another thread can observe. Eviction removes keys one by one by key: the map is never swept.
 ///
 /// Values that leave the store can be observed with
 /// [`on_evict`](MemoryStoreBuilder::on_evict); evictions for capacity are counted in
@@ -365,7 +364,12 @@ where
     }
 
     fn count(&self) -> Option<usize> {
-        Some(self.map.len())
+        // A bounded store changes its map only under the policy's lock, so the policy's count
+        // is exact; the map's own is a sum of per-thread shards read without a lock.
+        Some(match &self.policy {
+            Some(policy) => policy.lock().len(),
+            None => self.map.len(),
+        })
     }
 
     fn evictions(&self) -> u64 {

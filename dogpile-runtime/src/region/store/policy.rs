@@ -81,7 +81,7 @@ where
         self.nodes.ring(List::Window).weight + self.nodes.ring(List::Main).weight
     }
 
-    #[cfg(test)]
+    /// The number of keys it holds: the store's count, as every change is made under its lock.
     pub(super) fn len(&self) -> usize {
         self.nodes.len()
     }
