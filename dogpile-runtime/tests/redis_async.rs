@@ -1,6 +1,7 @@
 //! Async calls on a Redis region, against a real `redis-server` that this harness starts on a
 //! free loopback port: they await the server and never block the executor, even while the
-//! server stalls.
+//! server stalls; and a lock command or a creator caught in a stall leaves no orphan lock and
+//! no stale write behind.
 //!
 //! Needs `redis-server` on the `PATH` (`.ci/run` installs it if missing).
 #![cfg(all(feature = "redis", feature = "tokio"))]
@@ -150,4 +151,109 @@ fn async_tasks_on_a_missing_key_share_one_creator() {
     });
     assert_eq!(created.load(Ordering::SeqCst), 1);
     assert!(server.locks("herd").is_empty(), "no lock left");
+}
+
+/// The async form of the stalled lock command: a `SET NX` awaited while the server stalls
+/// (`DEBUG SLEEP`) times out, but the server applies it afterwards. Its token is released once
+/// the server answers again, so the next async miss regenerates at once instead of waiting out
+/// the lease (5 s) for a lock nobody holds, and no lock key is left.
+#[test]
+fn an_async_lock_command_lost_in_a_stall_leaves_no_lock_behind() {
+    use dogpile_runtime::lock::AsyncRawMutex;
+
+    let server = Server::start();
+    let redis = Redis::builder(&server.url())
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    assert_eq!(redis.lease(), Duration::from_secs(5));
+    let region = region(&redis, "stall", Duration::from_secs(60));
+    let runtime = current_thread();
+    // The shared async connection is open, so the lock command is sent on it.
+    assert_eq!(runtime.block_on(region.get_with(&0, || async { 0 })), 0);
+    let stall = thread::spawn({
+        let mut admin = server.connection();
+        move || {
+            redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(1.5)
+                .query::<()>(&mut admin)
+                .unwrap();
+        }
+    });
+    thread::sleep(Duration::from_millis(200));
+    let lost = runtime.block_on(redis.mutex("stall", &1u64).try_acquire_async());
+    assert!(lost.is_err(), "the stalled server cannot answer: {lost:?}");
+    stall.join().unwrap();
+
+    let after = Instant::now();
+    assert_eq!(runtime.block_on(region.get_with(&1, || async { 2 })), 2);
+    let took = after.elapsed();
+    assert!(
+        took < Duration::from_millis(1500),
+        "the first async miss after the stall waited {took:?} for a lock nobody held"
+    );
+    assert!(server.locks("stall").is_empty(), "no lock left behind");
+}
+
+/// The async form of the fence: a creator whose lease ran out while the server stalled
+/// finishes after a blocking caller took the lock and stored a newer value. Its write is
+/// refused and counted, its caller still gets its value, and the successor's value stands.
+#[test]
+fn an_async_creator_that_outlived_its_lease_cannot_overwrite_its_successor() {
+    let server = Server::start();
+    let redis = Redis::builder(&server.url())
+        .timeout(Duration::from_millis(100))
+        .lease(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    // Two regions on one namespace: two hosts, as far as the lock and the store can tell.
+    let (late, successor) = (
+        region(&redis, "fenced", Duration::from_secs(60)),
+        region(&redis, "fenced", Duration::from_secs(60))
+            .as_sync()
+            .clone(),
+    );
+    let (started, successor_done) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let first = thread::spawn({
+        let (late, started, successor_done) =
+            (late.clone(), started.clone(), successor_done.clone());
+        move || {
+            current_thread().block_on(late.get_with(&1, || async move {
+                started.store(true, Ordering::SeqCst);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while !successor_done.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                1
+            }))
+        }
+    });
+    while !started.load(Ordering::SeqCst) {
+        thread::sleep(Duration::from_millis(5));
+    }
+    // The server stalls for twice the lease: the first creator's lock expires meanwhile.
+    redis::cmd("DEBUG")
+        .arg("SLEEP")
+        .arg(0.6)
+        .query::<()>(&mut server.connection())
+        .unwrap();
+    let second = successor.get_with(&1, || 2);
+    successor_done.store(true, Ordering::SeqCst);
+    assert_eq!(second, 2, "the successor created its own value");
+    assert_eq!(
+        first.join().unwrap(),
+        1,
+        "the late creator's caller gets its value"
+    );
+    assert_eq!(late.statistics().refused_writes, 1, "{}", late.statistics());
+    assert_eq!(successor.statistics().refused_writes, 0);
+    assert_eq!(
+        successor.get_with(&1, || unreachable!()),
+        2,
+        "the successor's value stands"
+    );
 }
