@@ -1,6 +1,7 @@
 //! A Redis region found through Sentinel, on a primary, a replica and a Sentinel that this
 //! harness starts on loopback; then the primary dies, and blocking and async calls follow the
-//! replica Sentinel promotes, with the values written before.
+//! replica Sentinel promotes, with the values written before; or the roles are swapped by hand,
+//! the old primary still running as a replica, and the calls leave it for the new one.
 //!
 //! Needs `redis-server` on the `PATH` (`.ci/run` installs it if missing); it runs as Sentinel
 //! with `--sentinel`.
@@ -55,10 +56,13 @@ struct Deployment {
 
 impl Deployment {
     fn start() -> Deployment {
-        let dir = std::env::temp_dir().join(format!("dogpile-sentinel-{}", std::process::id()));
+        let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!(
+            "dogpile-sentinel-{}-{sentinel}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (primary, replica, sentinel) = (free_port(), free_port(), free_port());
         let server = |port: u16, extra: &[String]| {
             Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
@@ -132,6 +136,37 @@ impl Deployment {
     fn kill_primary(&mut self) {
         let _ = self.children[0].kill();
         let _ = self.children[0].wait();
+    }
+
+    /// Swaps the roles by hand, as an operator would, without Sentinel's failover (which
+    /// also disconnects the old primary's clients): the replica becomes the primary, the old
+    /// primary its replica, and Sentinel is told to watch the new one. Connections to the old
+    /// primary stay open, and writes on them are answered `READONLY`.
+    fn switch_over(&self) {
+        let run = |port: u16, args: &[&str]| {
+            let mut command = redis::cmd(args[0]);
+            for arg in &args[1..] {
+                command.arg(*arg);
+            }
+            command
+                .query::<redis::Value>(&mut connection(port).unwrap())
+                .unwrap();
+        };
+        let replica = self.replica.to_string();
+        run(self.replica, &["REPLICAOF", "NO", "ONE"]);
+        run(self.primary, &["REPLICAOF", "127.0.0.1", &replica]);
+        run(self.sentinel, &["SENTINEL", "REMOVE", SERVICE]);
+        run(
+            self.sentinel,
+            &["SENTINEL", "MONITOR", SERVICE, "127.0.0.1", &replica, "1"],
+        );
+        assert_eq!(self.named_primary(), self.replica);
+        wait_for(self.primary, "the old primary to follow", |c| {
+            redis::cmd("INFO")
+                .arg("replication")
+                .query::<String>(c)
+                .is_ok_and(|info| info.contains("role:slave"))
+        });
     }
 
     fn url(&self) -> String {
@@ -268,4 +303,46 @@ fn a_region_found_through_sentinel_follows_a_failover() {
     assert_eq!(two.unwrap(), 20);
     assert_eq!(deployment.values(deployment.replica, "sentinel"), 4);
     assert_eq!(blocking.statistics().refused_writes, 0);
+}
+
+/// A switchover that leaves the old primary running as a replica, its clients still connected:
+/// every write on a connection to it is answered `READONLY`. Such a connection is replaced like
+/// a broken one, so blocking and async calls reach the primary Sentinel names now. (The async
+/// calls' shared connection used to be kept: they failed for as long as it lived.)
+#[test]
+fn async_calls_follow_a_switchover_that_leaves_the_old_primary_readonly() {
+    let deployment = Deployment::start();
+    let redis = Redis::builder(&deployment.url())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let blocking = region(&redis);
+    let asynchronous = blocking.to_async();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // A blocking connection and the shared async one are open, to the primary.
+    assert_eq!(blocking.try_get_with(&0, || Ok::<_, ()>(0)).unwrap(), 0);
+    let one = runtime.block_on(asynchronous.try_get_with(&1, || async { Ok::<_, ()>(10) }));
+    assert_eq!(one.unwrap(), 10);
+
+    deployment.switch_over();
+    let switched = Instant::now();
+    let (two, async_failures) =
+        until_ok(|| runtime.block_on(asynchronous.try_get_with(&2, || async { Ok::<_, ()>(20) })));
+    assert_eq!(two, 20);
+    let recovery = switched.elapsed();
+    eprintln!("async calls recovered {recovery:?} after the switchover, {async_failures} failed");
+    assert!(
+        async_failures <= 2,
+        "{async_failures} async calls failed on the old primary's connection"
+    );
+    let (three, blocking_failures) = until_ok(|| blocking.try_get_with(&3, || Ok::<_, ()>(30)));
+    assert_eq!(three, 30);
+    assert!(
+        blocking_failures <= 2,
+        "{blocking_failures} blocking calls failed on the old primary's connection"
+    );
+    assert_eq!(deployment.values(deployment.replica, "sentinel"), 4);
 }

@@ -24,8 +24,9 @@
 //! Every command runs under the handle's timeout, so an unreachable server is a
 //! [`BackendError`] after at most `timeout`, never a hang; the region then calls the creator
 //! directly or returns the error ([`OnBackendError`](crate::region::OnBackendError)). A connection that
-//! failed is dropped and a new one opened by the next command, so the region recovers when the
-//! server is back.
+//! failed, or whose server answered `READONLY` (a primary demoted under it), is dropped and a
+//! new one opened by the next command, so the region recovers when the server is back and,
+//! through Sentinel, follows the primary it names.
 //!
 //! What the backend guarantees across processes:
 //!
@@ -278,7 +279,10 @@ impl Redis {
     }
 
     /// Runs `command` on the shared multiplexed connection: it awaits the server and never
-    /// blocks the thread. A connection that fails is dropped, and the next call connects again.
+    /// blocks the thread. A connection that fails is dropped, and the next call connects again;
+    /// so is one whose server answers `READONLY`: it was demoted to a replica under the
+    /// connection, and a new connection finds the primary (through Sentinel) or at least
+    /// starts over, as a blocking call does after any error.
     #[cfg(feature = "tokio")]
     async fn run_async<T, F, Fut>(&self, what: &str, command: F) -> Result<T, BackendError>
     where
@@ -296,7 +300,11 @@ impl Redis {
         match tokio::time::timeout(timeout, command(connection)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
-                if err.is_unrecoverable_error() || err.is_timeout() || err.is_io_error() {
+                if err.is_unrecoverable_error()
+                    || err.is_timeout()
+                    || err.is_io_error()
+                    || err.kind() == ::redis::ErrorKind::ReadOnly
+                {
                     *self.shared.multiplexed.lock() = None;
                 }
                 Err(BackendError::with_source(
