@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dogpile_runtime::clock::{ManualClock, Timestamp};
-use dogpile_runtime::region::{Pool, RegionBuilder, Served};
+use dogpile_runtime::region::{EvictionCause, Pool, RegionBuilder, Served};
 use dogpile_runtime::{Region, RegionError};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -74,6 +74,66 @@ fn max_stale_of_zero_serves_no_stale_value() {
     region.insert(&1, 1).unwrap();
     clock.advance(MINUTE + Duration::from_nanos(1));
     assert_eq!(region.peek(&1), None);
+}
+
+/// Values too stale for every handle leave the store once enough values were stored after
+/// them, with `EvictionCause::Expired`; a value that a handle with a longer expiry would still
+/// serve stays, and so does one stored again meanwhile. With and without a capacity.
+#[test]
+fn values_too_stale_for_every_handle_are_purged_and_no_others() {
+    for capacity in [None, Some(100_000)] {
+        let clock = clock();
+        let expired = Arc::new(AtomicUsize::new(0));
+        let mut builder: RegionBuilder<u32, usize> = Region::builder()
+            .expiry(MINUTE)
+            .max_stale(MINUTE)
+            .clock(clock.clone())
+            .on_evict({
+                let expired = expired.clone();
+                move |_, _, cause| {
+                    if cause == EvictionCause::Expired {
+                        expired.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        if let Some(capacity) = capacity {
+            builder = builder.capacity(capacity);
+        }
+        let short = builder.build().unwrap();
+        // Dead after 11 minutes: its expiry and the minute of max_stale.
+        let long = short.with_expiry(Some(MINUTE * 10));
+        for key in 0..500 {
+            short.insert(&key, 1).unwrap();
+            long.insert(&(1_000 + key), 2).unwrap();
+        }
+        // Three minutes on, the short handle would serve none of its values, but the long
+        // one would: nothing goes, whichever handle stores.
+        clock.advance(MINUTE * 3);
+        long.insert(&0, 3).unwrap(); // stored again
+        for key in 10_000..12_000 {
+            short.get_with(&key, || 4);
+        }
+        assert_eq!(short.peek(&1), None);
+        assert_eq!(expired.load(Ordering::SeqCst), 0, "capacity {capacity:?}");
+        assert_eq!(short.len(), 1_000 + 2_000, "capacity {capacity:?}");
+        // Twelve minutes from the start, the first values are dead for every handle, and go
+        // as more are stored (a purge runs on a thread of its own, after as many stores as
+        // the values the last one left); the value stored again and those made at three
+        // minutes stay.
+        clock.advance(MINUTE * 9);
+        let deadline = Instant::now() + BOUND;
+        let mut key = 20_000;
+        while expired.load(Ordering::SeqCst) < 999 {
+            assert!(Instant::now() < deadline, "capacity {capacity:?}: no purge");
+            short.get_with(&key, || 5);
+            key += 1;
+        }
+        assert_eq!(expired.load(Ordering::SeqCst), 999, "capacity {capacity:?}");
+        assert_eq!(short.len(), 1 + 2_000 + (key - 20_000) as usize);
+        assert_eq!(long.peek(&0), Some(3));
+        assert_eq!(long.get_with_served(&10_000, || 0), (4, Served::Fresh));
+        assert_eq!(short.statistics().evictions, 0, "purges are not evictions");
+    }
 }
 
 // ---- stale-if-error -------------------------------------------------------------------------

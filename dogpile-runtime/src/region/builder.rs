@@ -217,6 +217,13 @@ where
     /// long as its regeneration keeps failing or nobody asks for the key. Zero serves no stale
     /// value at all.
     ///
+    /// Values past it are also dropped from the store ([`Store::purge`](super::Store::purge),
+    /// with [`EvictionCause::Expired`](super::EvictionCause::Expired)), so that a region
+    /// without a capacity does not keep every key it was ever asked for once: after as many
+    /// stored values as the last purge left (at least 1,024), a thread of its own passes over
+    /// the store. A value goes only when it is too stale for every handle on the region (the
+    /// one with the longest [`expiry`](super::Region::with_expiry) decides).
+    ///
     /// ```
     /// use dogpile_runtime::clock::ManualClock;
     /// use dogpile_runtime::Region;
@@ -599,6 +606,7 @@ where
                 lock_timeout: self.lock_timeout,
                 tolerance_nanos: crate::clock::saturating_nanos(self.clock_tolerance),
                 max_stale_nanos: self.max_stale.map(crate::clock::saturating_nanos),
+                purge: super::purge::Purge::new(super::expiry_nanos(self.expiry)),
                 stale_if_error_nanos: self.stale_if_error.map(crate::clock::saturating_nanos),
                 refresh_ahead: self.refresh_ahead,
                 jitter: self.jitter,

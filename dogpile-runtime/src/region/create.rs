@@ -204,7 +204,10 @@ where
     ) -> &'static str {
         let stats = &self.inner.stats;
         let (counter, outcome) = match (ok, stored) {
-            (true, Some(Ok(true))) => (Counter::Regeneration, "stored"),
+            (true, Some(Ok(true))) => {
+                self.stored();
+                (Counter::Regeneration, "stored")
+            }
             (true, Some(Ok(false))) => (Counter::RefusedWrite, "refused: the lease ran out"),
             (true, Some(Err(_))) => (Counter::Error, "store failed"),
             (true, None) => (Counter::Error, "not cached"),

@@ -18,6 +18,7 @@ mod builder;
 mod create;
 mod error;
 mod pool;
+mod purge;
 pub(crate) mod stats;
 mod store;
 mod store_async;
@@ -176,6 +177,8 @@ struct Inner<K, V, S, M: RawMutex> {
     tolerance_nanos: i64,
     /// Past its expiry by more than this, a value is not served (`None`: served however old).
     max_stale_nanos: Option<i64>,
+    /// With `max_stale`: when the store is next purged of values too stale to serve.
+    purge: purge::Purge,
     /// Past its expiry by no more than this, a value stands in for a failed regeneration.
     stale_if_error_nanos: Option<i64>,
     /// The share of a value's lifetime after which a hit refreshes it in the background.
@@ -464,7 +467,9 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn insert(&self, key: &K, value: V) -> Result<(), BackendError> {
-        self.inner.store.put(key, &value, self.stamp())
+        self.inner.store.put(key, &value, self.stamp())?;
+        self.stored();
+        Ok(())
     }
 
     /// Regenerates `key` now, whether or not its value is fresh: waits for the key's mutex (so
@@ -672,12 +677,19 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_expiry(&self, expiry: Option<Duration>) -> Self {
+        self.inner.purge.handle(expiry_nanos(expiry));
+        self.with_expiry_nanos(expiry_nanos(expiry))
+    }
+
+    /// [`with_expiry`](Self::with_expiry) in nanoseconds (`i64::MAX`: never).
+    fn with_expiry_nanos(&self, nanos: i64) -> Self {
+        let expiry = (nanos != i64::MAX).then(|| Duration::from_nanos(nanos.unsigned_abs()));
         Region {
             expiry,
-            expiry_nanos: expiry_nanos(expiry),
-            expiry_limit: expiry_limit(expiry_nanos(expiry), self.inner.tolerance_nanos),
+            expiry_nanos: nanos,
+            expiry_limit: expiry_limit(nanos, self.inner.tolerance_nanos),
             refresh_limit: refresh_limit(
-                expiry_nanos(expiry),
+                nanos,
                 self.inner.tolerance_nanos,
                 self.inner.refresh_ahead,
             ),

@@ -49,6 +49,9 @@ pub enum EvictionCause {
     /// It was removed on request ([`Store::remove`](super::Store::remove),
     /// [`Store::clear`](super::Store::clear), [`Region::clear`](crate::Region::clear)).
     Removed,
+    /// It was too stale to be served again ([`RegionBuilder::max_stale`](crate::region::RegionBuilder::max_stale),
+    /// or hard-invalidated), and a purge dropped it ([`Store::purge`](super::Store::purge)).
+    Expired,
 }
 
 impl fmt::Display for EvictionCause {
@@ -58,6 +61,7 @@ impl fmt::Display for EvictionCause {
             EvictionCause::Invalidated => "invalidated",
             EvictionCause::Replaced => "replaced",
             EvictionCause::Removed => "removed",
+            EvictionCause::Expired => "expired",
         })
     }
 }

@@ -208,6 +208,37 @@ where
         self.report(departed);
     }
 
+    /// Removes `key` if `dead` judges its value so, at the moment of its removal; whether it
+    /// did.
+    fn take_if_dead(&self, key: &K, dead: &dyn Fn(Timestamp) -> bool) -> bool {
+        let guard = self.map.guard();
+        let departed = match &self.policy {
+            None => self
+                .map
+                .remove_if(key, |_, entry| dead(entry.created), &guard)
+                .ok()
+                .flatten()
+                .map(|(_, old)| old),
+            Some(policy) => {
+                let mut policy = policy.lock();
+                match self.map.get(key, &guard) {
+                    Some(entry) if dead(entry.created) => {
+                        self.map.remove(key, &guard).inspect(|old| {
+                            policy
+                                .remove(old.node.load(Ordering::Relaxed), &Held(&self.map, &guard));
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        let Some(old) = departed else {
+            return false;
+        };
+        self.report([(key.clone(), old, EvictionCause::Expired)]);
+        true
+    }
+
     /// Stores under the policy's lock; the values that left, for the listener.
     fn put_bounded<'g>(
         &self,
@@ -361,6 +392,24 @@ where
         };
         self.report(departures);
         Ok(())
+    }
+
+    fn purge(&self, dead: &dyn Fn(Timestamp) -> bool) -> Result<usize, BackendError> {
+        // The keys first, the removals after, each by key: removing what an iterator of the
+        // map yields, while it runs, is what made papaya allocate without bound under churn
+        // (`examples/papaya_iterate_remove.rs`).
+        let keys: Vec<K> = {
+            let guard = self.map.guard();
+            self.map
+                .iter(&guard)
+                .filter(|(_, entry)| dead(entry.created))
+                .map(|(key, _)| key.clone())
+                .collect()
+        };
+        Ok(keys
+            .iter()
+            .filter(|key| self.take_if_dead(key, dead))
+            .count())
     }
 
     fn count(&self) -> Option<usize> {

@@ -70,6 +70,29 @@ pub trait Store<K, V>: Send + Sync + 'static {
         self.remove(key)
     }
 
+    /// Removes every value whose creation time `dead` accepts, and says how many went. A
+    /// region with [`max_stale`](crate::region::RegionBuilder::max_stale) calls it now and
+    /// then, with the values it would never serve again, so that a region without a capacity
+    /// does not keep keys nobody asks for again. A value stored again meanwhile stays: `dead`
+    /// judges what is removed, at its removal. The default removes nothing, for stores that
+    /// expire values on their own terms (a Redis store's `retain`).
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::Timestamp;
+    /// use dogpile_runtime::region::{MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::new(None);
+    /// store.put(&"old", &1, Timestamp::from_nanos(10)).unwrap();
+    /// store.put(&"new", &2, Timestamp::from_nanos(20)).unwrap();
+    /// let purged = store.purge(&|created| created < Timestamp::from_nanos(15)).unwrap();
+    /// assert_eq!(purged, 1);
+    /// assert_eq!(store.count(), Some(1));
+    /// ```
+    fn purge(&self, dead: &dyn Fn(Timestamp) -> bool) -> Result<usize, BackendError> {
+        let _ = dead;
+        Ok(0)
+    }
+
     /// How many values the store has evicted to stay within its bound (0 for a store without
     /// one).
     ///
