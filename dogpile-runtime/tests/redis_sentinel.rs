@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
-use dogpile_runtime::region::OnBackendError;
+use dogpile_runtime::region::{AsyncRegion, OnBackendError};
 use dogpile_runtime::Region;
 
 const BOUND: Duration = Duration::from_secs(30);
@@ -204,6 +204,7 @@ impl Drop for Deployment {
 }
 
 type SentinelRegion = Region<u64, u64, RedisStore<u64, u64>, RedisMutex>;
+type AsyncSentinelRegion = AsyncRegion<u64, u64, RedisStore<u64, u64>, RedisMutex>;
 
 fn region(redis: &Redis) -> SentinelRegion {
     Region::builder()
@@ -214,6 +215,24 @@ fn region(redis: &Redis) -> SentinelRegion {
         .on_backend_error(OnBackendError::ReturnError)
         .build()
         .unwrap()
+}
+
+/// A blocking and an async handle on one region found through `deployment`'s Sentinel, and a
+/// runtime for the async calls.
+fn regions(
+    deployment: &Deployment,
+) -> (SentinelRegion, AsyncSentinelRegion, tokio::runtime::Runtime) {
+    let redis = Redis::builder(&deployment.url())
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let blocking = region(&redis);
+    let asynchronous = blocking.to_async();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (blocking, asynchronous, runtime)
 }
 
 /// Calls `call` until it succeeds, for at most [`BOUND`]; returns the value and the failures.
@@ -238,16 +257,7 @@ fn until_ok<T, E: std::fmt::Debug>(mut call: impl FnMut() -> Result<T, E>) -> (T
 fn a_region_found_through_sentinel_follows_a_failover() {
     let mut deployment = Deployment::start();
     assert_eq!(deployment.named_primary(), deployment.primary);
-    let redis = Redis::builder(&deployment.url())
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let blocking = region(&redis);
-    let asynchronous = blocking.to_async();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (blocking, asynchronous, runtime) = regions(&deployment);
 
     // Before: values go to the primary Sentinel names, blocking and async (which opens the
     // shared async connection that the failover must not strand).
@@ -310,18 +320,9 @@ fn a_region_found_through_sentinel_follows_a_failover() {
 /// a broken one, so blocking and async calls reach the primary Sentinel names now. (The async
 /// calls' shared connection used to be kept: they failed for as long as it lived.)
 #[test]
-fn async_calls_follow_a_switchover_that_leaves_the_old_primary_readonly() {
+fn calls_follow_a_switchover_that_leaves_the_old_primary_readonly() {
     let deployment = Deployment::start();
-    let redis = Redis::builder(&deployment.url())
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let blocking = region(&redis);
-    let asynchronous = blocking.to_async();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (blocking, asynchronous, runtime) = regions(&deployment);
     // A blocking connection and the shared async one are open, to the primary.
     assert_eq!(blocking.try_get_with(&0, || Ok::<_, ()>(0)).unwrap(), 0);
     let one = runtime.block_on(asynchronous.try_get_with(&1, || async { Ok::<_, ()>(10) }));
