@@ -60,6 +60,8 @@ mod error;
 pub mod legacy;
 pub mod lock;
 pub mod region;
+mod served;
+mod stats;
 mod sync;
 
 pub use error::{BackendError, ConfigError};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dogpile_runtime::clock::{Clock, ManualClock, Timestamp};
-use dogpile_runtime::region::{MemoryStore, Store};
+use dogpile_runtime::region::{MemoryStore, Stamp, Store};
 use dogpile_runtime::Region;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -61,7 +61,11 @@ fn a_value_stamped_by_a_host_running_ahead_counts_as_expired() {
     let store = Arc::new(MemoryStore::new(None));
     // Another process, whose clock is ten minutes ahead, stored it.
     store
-        .put(&1u8, &100usize, clock.now() + Duration::from_secs(600))
+        .put(
+            &1u8,
+            &100usize,
+            (clock.now() + Duration::from_secs(600)).into(),
+        )
         .unwrap();
     let region: Region<u8, usize, _> = Region::builder()
         .expiry(HOUR)
@@ -140,16 +144,24 @@ fn async_calls_follow_the_same_rules() {
 struct Shared(Arc<MemoryStore<u8, usize>>);
 
 impl Store<u8, usize> for Shared {
-    fn get(&self, key: &u8) -> Result<Option<(usize, Timestamp)>, dogpile_runtime::BackendError> {
+    fn get(&self, key: &u8) -> Result<Option<(usize, Stamp)>, dogpile_runtime::BackendError> {
         self.0.get(key)
     }
     fn put(
         &self,
         key: &u8,
         value: &usize,
-        created: Timestamp,
+        stamp: Stamp,
     ) -> Result<(), dogpile_runtime::BackendError> {
-        self.0.put(key, value, created)
+        self.0.put(key, value, stamp)
+    }
+    fn restamp(
+        &self,
+        key: &u8,
+        from: Stamp,
+        to: Stamp,
+    ) -> Result<bool, dogpile_runtime::BackendError> {
+        self.0.restamp(key, from, to)
     }
     fn remove(&self, key: &u8) -> Result<(), dogpile_runtime::BackendError> {
         self.0.remove(key)

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use dogpile_runtime::backend::file::{FileLocks, FileMutex, FileReadWriteMutex};
 use dogpile_runtime::clock::Timestamp;
 use dogpile_runtime::lock::RawMutex;
-use dogpile_runtime::region::Store;
+use dogpile_runtime::region::{Stamp, Store};
 use dogpile_runtime::{BackendError, Region};
 
 #[path = "support/children.rs"]
@@ -48,24 +48,29 @@ impl DirStore {
 }
 
 impl Store<u64, u64> for DirStore {
-    fn get(&self, key: &u64) -> Result<Option<(u64, Timestamp)>, BackendError> {
+    fn get(&self, key: &u64) -> Result<Option<(u64, Stamp)>, BackendError> {
         let Ok(text) = fs::read_to_string(self.path(key)) else {
             return Ok(None);
         };
         let mut parts = text.split_whitespace().map(|p| p.parse::<i64>());
         match (parts.next(), parts.next()) {
             (Some(Ok(created)), Some(Ok(value))) => {
-                Ok(Some((value as u64, Timestamp::from_nanos(created))))
+                Ok(Some((value as u64, Timestamp::from_nanos(created).into())))
             }
             _ => Ok(None),
         }
     }
 
-    fn put(&self, key: &u64, value: &u64, created: Timestamp) -> Result<(), BackendError> {
+    fn put(&self, key: &u64, value: &u64, stamp: Stamp) -> Result<(), BackendError> {
         let tmp = self.dir.join(format!("tmp-{key}-{}", std::process::id()));
-        fs::write(&tmp, format!("{} {value}", created.as_nanos()))
+        fs::write(&tmp, format!("{} {value}", stamp.created().as_nanos()))
             .and_then(|()| fs::rename(&tmp, self.path(key)))
             .map_err(|e| BackendError::with_source("could not write the value file", e))
+    }
+
+    fn restamp(&self, _: &u64, _: Stamp, _: Stamp) -> Result<bool, BackendError> {
+        // These tests never soft-invalidate one key.
+        Ok(false)
     }
 
     fn remove(&self, key: &u64) -> Result<(), BackendError> {
@@ -143,7 +148,7 @@ fn eight_processes_on_one_expired_key_regenerate_it_once() {
     let dir = fresh_dir("expired");
     // An old value: expired for every process.
     DirStore { dir: dir.clone() }
-        .put(&1, &1, Timestamp::from_nanos(1_000_000_000))
+        .put(&1, &1, Timestamp::from_nanos(1_000_000_000).into())
         .unwrap();
     let children: Vec<Child> = (0..8)
         .map(|n| spawn_child(&format!("reader:{n}"), &dir))

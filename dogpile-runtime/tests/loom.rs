@@ -269,25 +269,36 @@ fn a_registered_waker_is_never_missed_by_a_release() {
 
 // ---- the protocol through a region ----------------------------------------------------------
 
-use dogpile_runtime::region::Store;
+use dogpile_runtime::region::{Stamp, Store};
 use dogpile_runtime::{BackendError, Region};
 
 /// A store that loom sees: the in-memory store's map is not instrumented, so loom's reduction
 /// would treat its reads and writes as independent of each other and never interleave them.
 #[derive(Default)]
-struct LoomStore(Mutex<Vec<(u8, usize, Timestamp)>>);
+struct LoomStore(Mutex<Vec<(u8, usize, Stamp)>>);
 
 impl Store<u8, usize> for LoomStore {
-    fn get(&self, key: &u8) -> Result<Option<(usize, Timestamp)>, BackendError> {
+    fn get(&self, key: &u8) -> Result<Option<(usize, Stamp)>, BackendError> {
         let map = self.0.lock().unwrap();
         Ok(map.iter().find(|e| e.0 == *key).map(|e| (e.1, e.2)))
     }
 
-    fn put(&self, key: &u8, value: &usize, created: Timestamp) -> Result<(), BackendError> {
+    fn put(&self, key: &u8, value: &usize, stamp: Stamp) -> Result<(), BackendError> {
         let mut map = self.0.lock().unwrap();
         map.retain(|e| e.0 != *key);
-        map.push((*key, *value, created));
+        map.push((*key, *value, stamp));
         Ok(())
+    }
+
+    fn restamp(&self, key: &u8, from: Stamp, to: Stamp) -> Result<bool, BackendError> {
+        let mut map = self.0.lock().unwrap();
+        Ok(match map.iter_mut().find(|e| e.0 == *key && e.2 == from) {
+            Some(entry) => {
+                entry.2 = to;
+                true
+            }
+            None => false,
+        })
     }
 
     fn remove(&self, key: &u8) -> Result<(), BackendError> {

@@ -8,10 +8,10 @@ use std::thread;
 use std::time::Duration;
 
 use dogpile_runtime::clock::Timestamp;
-use dogpile_runtime::region::{EvictionCause, MemoryStore, Store};
+use dogpile_runtime::region::{EvictionCause, MemoryStore, Stamp, Store};
 use dogpile_runtime::Region;
 
-const T: Timestamp = Timestamp::from_nanos(1);
+const T: Stamp = Stamp::new(Timestamp::from_nanos(1));
 
 type Log<K, V> = Arc<Mutex<Vec<(K, V, EvictionCause)>>>;
 

@@ -239,7 +239,7 @@ fn eight_processes_of_sixteen_threads_regenerate_once_per_expiry() {
     let redis = Redis::open(&url).unwrap();
     redis
         .store::<u64, u64>("burst")
-        .put(&1, &0, Timestamp::from_nanos(1_000_000_000))
+        .put(&1, &0, Timestamp::from_nanos(1_000_000_000).into())
         .unwrap();
     let children: Vec<Child> = (0..8)
         .map(|n| spawn_child(&format!("burst:{n}"), &url, &dir))
@@ -319,7 +319,7 @@ fn a_holder_killed_mid_creation_is_replaced_within_the_lease() {
         .unwrap();
     redis
         .store::<u64, u64>("killed")
-        .put(&1, &0, Timestamp::from_nanos(1_000_000_000))
+        .put(&1, &0, Timestamp::from_nanos(1_000_000_000).into())
         .unwrap();
     let mut holder = spawn_child("holder:0", &url, &dir);
     wait_for(&dir.join("creating"));
@@ -465,8 +465,8 @@ fn corrupt_bytes_under_a_key_are_a_miss() {
     let server = Server::start();
     let redis = Redis::open(&server.url()).unwrap();
     let store = redis.store::<u64, u64>("corrupt");
-    store.put(&1, &1, Timestamp::from_nanos(1)).unwrap();
-    store.put(&2, &2, Timestamp::from_nanos(1)).unwrap();
+    store.put(&1, &1, Timestamp::from_nanos(1).into()).unwrap();
+    store.put(&2, &2, Timestamp::from_nanos(1).into()).unwrap();
     let keys = server.values("corrupt");
     assert_eq!(keys.len(), 2);
     let mut admin = server.connection();

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dogpile_runtime::clock::{ManualClock, Timestamp};
-use dogpile_runtime::region::Pool;
+use dogpile_runtime::region::{Pool, Stamp};
 use dogpile_runtime::{Region, RegionError};
 
 const BOUND: Duration = Duration::from_secs(10);
@@ -555,10 +555,13 @@ fn statistics_count_exactly_with_more_threads_than_owned_stripes() {
 struct Down;
 
 impl dogpile_runtime::region::Store<u8, u8> for Down {
-    fn get(&self, _: &u8) -> Result<Option<(u8, Timestamp)>, dogpile_runtime::BackendError> {
+    fn get(&self, _: &u8) -> Result<Option<(u8, Stamp)>, dogpile_runtime::BackendError> {
         Err(dogpile_runtime::BackendError::new("down"))
     }
-    fn put(&self, _: &u8, _: &u8, _: Timestamp) -> Result<(), dogpile_runtime::BackendError> {
+    fn put(&self, _: &u8, _: &u8, _: Stamp) -> Result<(), dogpile_runtime::BackendError> {
+        Err(dogpile_runtime::BackendError::new("down"))
+    }
+    fn restamp(&self, _: &u8, _: Stamp, _: Stamp) -> Result<bool, dogpile_runtime::BackendError> {
         Err(dogpile_runtime::BackendError::new("down"))
     }
     fn remove(&self, _: &u8) -> Result<(), dogpile_runtime::BackendError> {

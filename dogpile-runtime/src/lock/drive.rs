@@ -1,13 +1,15 @@
 //! The blocking driver of the protocol: a short loop that reads, locks and creates as
 //! [`Protocol`] says, for [`Lock::enter`](super::Lock::enter) and a region's blocking calls.
-//! The async driver, for a region's async calls, is in `region/future.rs`.
+//! The async driver, for a region's async calls, is in `region/asynchronous/driver.rs`. Both
+//! stop where the caller must act: with a value, or with what a creation needs (the mutex, the
+//! stale value that stands in for a failure); the creation itself is the caller's
+//! (`region/creation.rs`, or [`Lock::enter`](super::Lock::enter)'s creator).
 
 use std::cell::RefCell;
-use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::protocol::{Failure, Found, Next, Protocol, Served, Waited};
-use crate::lock::Fence;
+use super::protocol::{Failure, Found, Hand, Next, Protocol, Refused, Waited};
+use crate::served::Served;
 use crate::sync::thread_local;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
@@ -15,46 +17,11 @@ use crate::{BackendError, OwnedMutexGuard, RawMutex};
 pub(crate) trait Key<V> {
     type Mutex: RawMutex + ?Sized;
 
-    /// The key's dogpile mutex.
-    fn mutex(&self) -> &Arc<Self::Mutex>;
+    /// The key's dogpile mutex (asked for only when the protocol first needs it).
+    fn mutex(&mut self) -> &Arc<Self::Mutex>;
 
     /// Reads the key's value and judges it by the caller's expiry rules.
     fn read(&mut self) -> Result<Found<V>, BackendError>;
-}
-
-/// A creator as the driver runs it: a closure, or a region's creator that stores what it
-/// makes (and that a direct call runs bare).
-pub(crate) trait Create<V, E> {
-    /// Runs the creator; `fence`, when the mutex held has one, guards the write.
-    fn create(self, fence: Option<Fence>) -> Result<V, E>;
-}
-
-impl<V, E, F: FnOnce() -> Result<V, E>> Create<V, E> for F {
-    fn create(self, _: Option<Fence>) -> Result<V, E> {
-        self()
-    }
-}
-
-/// What became of a hand-off to the background.
-pub(crate) enum Handoff<G, C, E> {
-    /// The background runs the creator and releases the mutex when done.
-    Taken,
-    /// No room: the guard and the creator come back, to create here.
-    Refused(G, C),
-    /// The hand-off itself failed with the creator's error type (the guard was dropped).
-    Failed(E),
-}
-
-/// How a blocking call ends.
-pub(crate) enum Exit<V, E, C> {
-    /// A value read from the store (fresh, stale or waited for), or handed off.
-    Served(Served, V),
-    /// The creator ran in this caller (holding the mutex, or after the lock timeout).
-    Created(Result<V, E>),
-    /// The store or mutex failed and the rules say to call directly: the creator, unrun.
-    Direct(C, BackendError),
-    /// No value, by the rules.
-    Failed(Failure),
 }
 
 /// Where a blocking call stops for its caller to act: with a value, or holding what it needs
@@ -62,121 +29,64 @@ pub(crate) enum Exit<V, E, C> {
 pub(crate) enum Stop<V, G> {
     /// A value read from the store (fresh, stale or waited for).
     Served(Served, V),
-    /// Create the value: holding the mutex, or, `None`, after giving up waiting for it.
-    Create(Option<G>),
-    /// Hand the regeneration of an expired value to the background, with the mutex.
-    Hand(G),
+    /// Create the value: holding the mutex, or, `None`, after giving up waiting for it;
+    /// `rescue` stands in for the creator's failure.
+    Create { guard: Option<G>, rescue: Option<V> },
+    /// Hand the regeneration to the background, with the mutex; end with
+    /// [`Protocol::taken`](super::protocol::Protocol::taken) or
+    /// [`Protocol::refused`](super::protocol::Protocol::refused).
+    Hand(G, Hand<V>),
     /// The store or mutex failed and the rules say to call directly.
     Direct(BackendError),
     /// No value, by the rules.
     Failed(Failure),
 }
 
-/// Reads and locks as the protocol says, until the call needs its creator or ends. The one
-/// loop of every blocking call: a single key's ([`drive`]) and each key of a batch.
+/// Reads and locks as the protocol says, from `next` on, until the call needs its creator or
+/// ends: the one loop of every blocking call, a single key's and each key of a batch. A mutex
+/// held when the call ends without creating is released here.
 pub(crate) fn advance<V, K: Key<V>>(
     key: &mut K,
     protocol: &mut Protocol<'_, V>,
+    mut next: Next<V>,
 ) -> Stop<V, OwnedMutexGuard<K::Mutex>> {
-    let mutex = Arc::clone(key.mutex());
     let mut guard = None;
-    let mut next = protocol.start();
     loop {
         next = match next {
             Next::Read => protocol.read(key.read()),
             Next::TryLock => {
-                let taken = OwnedMutexGuard::try_acquire(Arc::clone(&mutex));
+                let taken = OwnedMutexGuard::try_acquire(Arc::clone(key.mutex()));
                 protocol.try_lock(taken.map(|taken| {
                     guard = taken;
                     guard.is_some()
                 }))
             }
             Next::Lock => {
-                let waited = wait(&mutex, protocol.rules().lock_timeout).map(|(waited, g)| {
+                let timeout = protocol.rules().lock_timeout;
+                let waited = wait(key.mutex(), timeout).map(|(waited, g)| {
                     guard = g;
                     waited
                 });
                 protocol.lock(waited)
             }
-            Next::Create => return Stop::Create(guard),
-            Next::Hand => match guard.take() {
-                Some(held) => return Stop::Hand(held),
-                // Handing is only asked for while holding.
-                None => return Stop::Create(None),
+            Next::Create { rescue } => return Stop::Create { guard, rescue },
+            Next::Hand(hand) => match guard.take() {
+                Some(held) => return Stop::Hand(held, hand),
+                // Handing off is only asked for while holding; without the mutex, create.
+                None => {
+                    return match protocol.refused(hand) {
+                        Refused::Done(served, value) => Stop::Served(served, value),
+                        Refused::Create { rescue } => Stop::Create {
+                            guard: None,
+                            rescue,
+                        },
+                    }
+                }
             },
             Next::Done(served, value) => return Stop::Served(served, value),
             Next::Direct(err) => return Stop::Direct(err),
             Next::Fail(failure) => return Stop::Failed(failure),
         };
-    }
-}
-
-/// Runs one blocking call through the protocol. `hand`, when given, takes the mutex and the
-/// creator of an expired value to regenerate elsewhere.
-pub(crate) fn drive<V, E, C, K, H>(
-    key: &mut K,
-    mut protocol: Protocol<'_, V>,
-    creator: C,
-    hand: Option<H>,
-) -> Exit<V, E, C>
-where
-    K: Key<V>,
-    C: Create<V, E>,
-    H: FnOnce(OwnedMutexGuard<K::Mutex>, C) -> Handoff<OwnedMutexGuard<K::Mutex>, C, E>,
-{
-    let mutex = Arc::clone(key.mutex());
-    match advance(key, &mut protocol) {
-        Stop::Served(served, value) => Exit::Served(served, value),
-        Stop::Create(guard) => created(&mut protocol, &mutex, guard, creator),
-        Stop::Hand(held) => {
-            // Handing is only asked for when the rules allow it, which they do with a `hand`.
-            let Some(hand) = hand else {
-                return created(&mut protocol, &mutex, Some(held), creator);
-            };
-            match hand(held, creator) {
-                Handoff::Taken => match protocol.handed(true) {
-                    Next::Done(served, value) => Exit::Served(served, value),
-                    _ => unreachable!("a taken hand-off ends the call"),
-                },
-                Handoff::Refused(held, creator) => match protocol.handed(false) {
-                    // A refresh that the background cannot take is skipped.
-                    Next::Done(served, value) => Exit::Served(served, value),
-                    _ => created(&mut protocol, &mutex, Some(held), creator),
-                },
-                Handoff::Failed(err) => Exit::Created(Err(err)),
-            }
-        }
-        Stop::Direct(err) => Exit::Direct(creator, err),
-        Stop::Failed(failure) => Exit::Failed(failure),
-    }
-}
-
-/// Runs the creator and ends the call: with its value, or, when it fails (an error or a
-/// panic) and the stale-if-error window covers the stale value, with that.
-fn created<V, E, C, M>(
-    protocol: &mut Protocol<'_, V>,
-    mutex: &Arc<M>,
-    guard: Option<OwnedMutexGuard<M>>,
-    creator: C,
-) -> Exit<V, E, C>
-where
-    C: Create<V, E>,
-    M: RawMutex + ?Sized,
-{
-    if !protocol.may_rescue() {
-        return Exit::Created(create(mutex, guard, creator));
-    }
-    // The guard and the mark are dropped by `create` as the panic unwinds through it.
-    match panic::catch_unwind(AssertUnwindSafe(|| create(mutex, guard, creator))) {
-        Ok(Ok(value)) => Exit::Created(Ok(value)),
-        Ok(Err(err)) => match protocol.failed() {
-            Some(stale) => Exit::Served(Served::Stale, stale),
-            None => Exit::Created(Err(err)),
-        },
-        Err(panic) => match protocol.failed() {
-            Some(stale) => Exit::Served(Served::Stale, stale),
-            None => panic::resume_unwind(panic),
-        },
     }
 }
 
@@ -197,25 +107,6 @@ fn wait<M: RawMutex + ?Sized>(
         Some(guard) => (Waited::Acquired, Some(guard)),
         None => (Waited::TimedOut, None),
     })
-}
-
-/// Runs the creator, marked as holding `mutex` while it holds it. The mutex is released before
-/// the mark is removed, on success, error and unwind alike.
-fn create<V, E, M: ?Sized + RawMutex>(
-    mutex: &Arc<M>,
-    guard: Option<OwnedMutexGuard<M>>,
-    creator: impl Create<V, E>,
-) -> Result<V, E> {
-    match guard {
-        Some(guard) => {
-            let holding = Holding::enter(mutex);
-            let created = creator.create(mutex.fence());
-            drop(guard);
-            drop(holding);
-            created
-        }
-        None => creator.create(None),
-    }
 }
 
 // loom's `thread_local!` takes no `const { }` initializer.
@@ -255,6 +146,26 @@ impl Drop for Holding {
                 held.remove(pos);
             }
         });
+    }
+}
+
+/// A held mutex whose creator runs on this thread: the guard, then the mark, released in that
+/// order when dropped (on an unwind too).
+pub(crate) struct Held<M: RawMutex + ?Sized> {
+    guard: OwnedMutexGuard<M>,
+    _mark: Holding,
+}
+
+impl<M: RawMutex + ?Sized> Held<M> {
+    /// Marks `guard`'s mutex as this thread's creator's.
+    pub(crate) fn new(guard: OwnedMutexGuard<M>) -> Self {
+        let mark = Holding::enter(guard.mutex());
+        Held { guard, _mark: mark }
+    }
+
+    /// The mutex held.
+    pub(crate) fn mutex(&self) -> &Arc<M> {
+        self.guard.mutex()
     }
 }
 

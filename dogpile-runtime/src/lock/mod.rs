@@ -9,9 +9,9 @@ mod registry;
 mod rwmutex;
 
 pub use crate::error::{LockError, NeedRegeneration, ReleaseError};
+pub use crate::served::Served;
 pub(crate) use mutex::poll_acquire;
 pub use mutex::{AsyncRawMutex, Fence, LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
-pub use protocol::Served;
 pub use registry::NameRegistry;
 pub use rwmutex::{ReadGuard, ReadWriteMutex, WriteGuard};
 
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{BackendError, Clock, SystemClock, Timestamp};
-use drive::{Exit, Handoff};
+use drive::Stop;
 use protocol::{Failure, Found, Protocol, Rules};
 
 /// What a getter returns: the value and its creation time, or [`NeedRegeneration`].
@@ -245,7 +245,6 @@ where
     pub fn enter(self) -> Result<V, LockError<E>> {
         let rules = Rules {
             lock_timeout: self.lock_timeout,
-            create_on_timeout: false,
             background: self.async_creator.is_some(),
             direct_on_backend_error: false,
             refresh_ahead: false,
@@ -258,25 +257,42 @@ where
             clock: self.clock,
             is_expired: self.is_expired,
         };
-        let hand = self.async_creator.map(|async_creator| {
-            move |guard, _creator| match async_creator(guard) {
-                Ok(()) => Handoff::Taken,
-                Err(err) => Handoff::Failed(err),
+        let mut protocol = Protocol::new(rules, None);
+        let next = protocol.start();
+        let guard = match drive::advance(&mut key, &mut protocol, next) {
+            Stop::Served(_, value) => return Ok(value),
+            Stop::Create {
+                guard: Some(guard), ..
+            } => guard,
+            // Only a wait that timed out ends without the mutex.
+            Stop::Create { guard: None, .. } => {
+                return Err(LockError::Timeout(
+                    self.lock_timeout.unwrap_or(Duration::MAX),
+                ))
             }
-        });
-        match drive::drive(&mut key, Protocol::new(rules, None), self.creator, hand) {
-            Exit::Served(_, value) => Ok(value),
-            Exit::Created(created) => created.map_err(LockError::Creator),
-            Exit::Direct(_, err) | Exit::Failed(Failure::Backend(err)) => {
-                Err(LockError::Mutex(err))
+            Stop::Hand(guard, hand) => match self.async_creator {
+                Some(async_creator) => {
+                    return match async_creator(guard) {
+                        Ok(()) => Ok(protocol.taken(hand).1),
+                        Err(err) => Err(LockError::Creator(err)),
+                    }
+                }
+                None => guard,
+            },
+            Stop::Direct(err) | Stop::Failed(Failure::Backend(err)) => {
+                return Err(LockError::Mutex(err))
             }
-            Exit::Failed(Failure::Timeout(timeout)) => Err(LockError::Timeout(timeout)),
-            Exit::Failed(Failure::WouldDeadlock) => Err(LockError::WouldDeadlock),
-        }
+            Stop::Failed(Failure::WouldDeadlock) => return Err(LockError::WouldDeadlock),
+        };
+        // Marked as this thread's, so that the creator asking for the same lock fails instead
+        // of waiting for itself; released before the mark goes, on an unwind too.
+        let held = drive::Held::new(guard);
+        let created = (self.creator)();
+        drop(held);
+        created.map_err(LockError::Creator)
     }
 }
 
-/// A `Lock`'s view of its key: the getter, judged by the expiry or the custom rule.
 struct Getter<'a, M: ?Sized, G> {
     mutex: &'a Arc<M>,
     getter: G,
@@ -292,7 +308,7 @@ where
 {
     type Mutex = M;
 
-    fn mutex(&self) -> &Arc<M> {
+    fn mutex(&mut self) -> &Arc<M> {
         self.mutex
     }
 

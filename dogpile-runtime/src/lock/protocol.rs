@@ -1,87 +1,32 @@
 //! The dogpile protocol, written once: for each thing a caller learns about its key (what the
 //! store holds, whether it got the mutex), the next thing to do. It does no I/O itself; the
 //! blocking driver (`drive.rs`: [`Lock::enter`](super::Lock::enter) and a region's calls) and
-//! the async driver (a region's async calls) read, lock and create as it says, so a rule added
-//! here reaches every kind of call.
+//! the async driver (`region/asynchronous/driver.rs`) read, lock and create as it says, so a
+//! rule added here reaches every kind of call.
 //!
 //! | state              | learns                       | next                                     |
 //! |--------------------|------------------------------|------------------------------------------|
 //! | start              | read: fresh                  | done: fresh                              |
-//! |                    | read: expired                | try the mutex (never wait)               |
+//! |                    | read: expired (or due)       | try the mutex (never wait)               |
 //! |                    | read: missing                | wait for the mutex                       |
 //! | trying             | taken                        | read again, holding                      |
-//! |                    | held elsewhere               | done: the stale value                    |
+//! |                    | held elsewhere               | done: the stale value (fresh if due)     |
 //! | waiting            | acquired                     | read again, holding                      |
 //! |                    | released (not taken)         | read again, as at the start              |
-//! |                    | timed out                    | create unlocked, or fail                 |
+//! |                    | timed out                    | create without the mutex                 |
 //! | holding            | read: fresh                  | done: fresh (or waited), release         |
-//! |                    | read: expired or missing     | create (or hand to the background)       |
+//! |                    | read: expired or missing     | create, or hand to the background        |
 //!
-//! A backend failure at any step is a direct call or an error, as the rules say.
+//! The protocol stops where the caller must act: with a value ([`Next::Done`]), with a
+//! creation to run ([`Next::Create`], carrying the stale value that stands in for a failure),
+//! or with a hand-off ([`Next::Hand`]) whose two endings it decides too. A backend failure at
+//! any step is a direct call or an error, as the rules say.
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::region::stats::{Counter, Counters};
+use crate::served::Served;
+use crate::stats::Counters;
 use crate::BackendError;
-
-/// How a call was served: what a caller learns beside its value.
-///
-/// ```
-/// use dogpile_runtime::region::Served;
-/// use dogpile_runtime::Region;
-///
-/// let region: Region<u8, u8> = Region::builder().build().unwrap();
-/// assert_eq!(region.get_with_served(&1, || 1), (1, Served::Created));
-/// assert_eq!(region.get_with_served(&1, || 2), (1, Served::Fresh));
-/// assert_eq!(Served::Fresh.to_string(), "fresh");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Served {
-    /// A stored value within its lifetime.
-    Fresh,
-    /// An expired stored value, returned at once while another caller (or the background)
-    /// regenerates it.
-    Stale,
-    /// This caller ran the creator.
-    Created,
-    /// There was no value: this caller waited for another caller's creator and got its value.
-    Waited,
-    /// The store or mutex failed: this caller ran the creator without the cache.
-    Direct,
-}
-
-impl Served {
-    /// The lower-case name, as in an `X-Cache` header or a metric label.
-    ///
-    /// ```
-    /// # use dogpile_runtime::region::Served;
-    /// assert_eq!(Served::Stale.as_str(), "stale");
-    /// ```
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Served::Fresh => "fresh",
-            Served::Stale => "stale",
-            Served::Created => "created",
-            Served::Waited => "waited",
-            Served::Direct => "direct",
-        }
-    }
-}
-
-/// The lower-case name, padded to a width if one is given, for aligned logs.
-///
-/// ```
-/// use dogpile_runtime::region::Served;
-/// assert_eq!(format!("{}", Served::Stale), "stale");
-/// assert_eq!(format!("[{:<7}]", Served::Fresh), "[fresh  ]");
-/// ```
-impl fmt::Display for Served {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
 
 /// What a read of a key found, judged by its caller's expiry rules.
 pub(crate) enum Found<V> {
@@ -99,8 +44,6 @@ pub(crate) enum Found<V> {
 pub(crate) struct Rules {
     /// The longest wait for the mutex when there is no value (`None`: no limit).
     pub(crate) lock_timeout: Option<Duration>,
-    /// After the lock timeout, create without the mutex (a region) rather than fail (a `Lock`).
-    pub(crate) create_on_timeout: bool,
     /// An expired value's regeneration may be handed to the background.
     pub(crate) background: bool,
     /// A failing store or mutex means a direct call rather than an error.
@@ -120,11 +63,14 @@ pub(crate) enum Next<V> {
     TryLock,
     /// Wait for the mutex, up to the lock timeout; report with [`Protocol::lock`].
     Lock,
-    /// Run the creator: this caller holds the mutex (or gave up waiting for it).
-    Create,
-    /// Holding the mutex for an expired value: hand the regeneration to the background, then
-    /// report with [`Protocol::handed`].
-    Hand,
+    /// Run the creator: holding the mutex, or, when the driver holds none, after the lock
+    /// timeout (a region creates beside the holder; a [`Lock`](super::Lock) fails).
+    /// `rescue` is the stale value to return if the creator fails (stale-if-error).
+    Create { rescue: Option<V> },
+    /// Holding the mutex of an expired value, or of one due for refresh: hand the
+    /// regeneration to the background, then end with [`Protocol::taken`] or
+    /// [`Protocol::refused`].
+    Hand(Hand<V>),
     /// Return this value (releasing the mutex, if held).
     Done(Served, V),
     /// The store or mutex failed: run the creator without the cache (releasing the mutex).
@@ -136,8 +82,6 @@ pub(crate) enum Next<V> {
 /// Why a call ends without a value or a creator run.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// There was no value and the mutex was not free within the lock timeout.
-    Timeout(Duration),
     /// This caller's own creator holds the mutex it would wait for.
     WouldDeadlock,
     /// The store or mutex failed.
@@ -158,35 +102,64 @@ pub(crate) enum Waited {
     WouldDeadlock,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum State {
+/// A regeneration the protocol asks the driver to hand off, with the value the call returns.
+pub(crate) struct Hand<V> {
+    value: V,
+    /// A refresh of a value still fresh (refresh-ahead), not a regeneration of an expired one.
+    refresh: bool,
+    /// The value may stand in for a failed regeneration.
+    rescuable: bool,
+}
+
+/// What a call does when the background had no room for its hand-off.
+pub(crate) enum Refused<V> {
+    /// Return this value: a refresh is skipped (the value is still fresh).
+    Done(Served, V),
+    /// Regenerate here, as [`Next::Create`] says.
+    Create { rescue: Option<V> },
+}
+
+/// A value read before the mutex was taken, kept to return if another caller regenerates.
+struct Stale<V> {
+    value: V,
+    /// Fresh but due for refresh.
+    due: bool,
+    /// May stand in for a failed regeneration.
+    rescuable: bool,
+}
+
+enum State<V> {
     Start,
-    /// Holding the mutex of a value due for refresh, handing the refresh off.
-    Refreshing,
     /// Woken by a release: read as at the start, but a fresh value was waited for.
     Released,
-    Trying,
+    Trying(Stale<V>),
     Waiting,
     Holding {
         waited: bool,
+        /// The value read before the mutex was taken, if any.
+        stale: Option<Stale<V>>,
     },
-    Creating,
-    Handing,
     Done,
+}
+
+impl<V> State<V> {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Start => "start",
+            State::Released => "released",
+            State::Trying(_) => "trying",
+            State::Waiting => "waiting",
+            State::Holding { .. } => "holding",
+            State::Done => "done",
+        }
+    }
 }
 
 /// One call's way through the protocol.
 pub(crate) struct Protocol<'a, V> {
     rules: Rules,
     counters: Option<&'a Counters>,
-    state: State,
-    /// The expired value this call found, to return while another caller regenerates (or
-    /// the value due for refresh, to return while the background refreshes it).
-    stale: Option<V>,
-    /// `stale` may stand in for a failed regeneration.
-    rescue: bool,
-    /// `stale` is fresh, due for refresh: a lost try-lock serves it as fresh.
-    due: bool,
+    state: State<V>,
     /// The first read found no value: this call never hands a regeneration off.
     missed: bool,
 }
@@ -198,9 +171,6 @@ impl<'a, V> Protocol<'a, V> {
             rules,
             counters,
             state: State::Start,
-            stale: None,
-            rescue: false,
-            due: false,
             missed: false,
         }
     }
@@ -215,22 +185,18 @@ impl<'a, V> Protocol<'a, V> {
         &self.rules
     }
 
-    fn count(&self, counter: Counter) {
-        if let Some(counters) = self.counters {
-            counters.add(counter);
-        }
+    fn done(&mut self, served: Served, value: V) -> Next<V> {
+        let (served, value) = self.finish(served, value);
+        Next::Done(served, value)
     }
 
-    fn done(&mut self, served: Served, value: V) -> Next<V> {
+    /// Ends the call with `value`, counted as `served`.
+    fn finish(&mut self, served: Served, value: V) -> (Served, V) {
         self.state = State::Done;
-        self.count(match served {
-            Served::Fresh => Counter::Hit,
-            Served::Stale => Counter::StaleHit,
-            Served::Waited => Counter::Wait,
-            // Counted where the creator runs.
-            Served::Created | Served::Direct => return Next::Done(served, value),
-        });
-        Next::Done(served, value)
+        if let Some(counters) = self.counters {
+            counters.served(served);
+        }
+        (served, value)
     }
 
     fn backend(&mut self, err: BackendError) -> Next<V> {
@@ -242,15 +208,78 @@ impl<'a, V> Protocol<'a, V> {
         }
     }
 
+    fn create(&mut self, stale: Option<Stale<V>>) -> Next<V> {
+        Next::Create {
+            rescue: self.rescue(stale),
+        }
+    }
+
+    /// Ends the call in a creation: the stale value that stands in for its failure, if the
+    /// rules let it.
+    fn rescue(&mut self, stale: Option<Stale<V>>) -> Option<V> {
+        self.state = State::Done;
+        stale
+            .filter(|stale| self.rules.stale_if_error && stale.rescuable)
+            .map(|stale| stale.value)
+    }
+
+    fn take(&mut self) -> State<V> {
+        std::mem::replace(&mut self.state, State::Done)
+    }
+
     /// What a read of the key found.
     pub(crate) fn read(&mut self, found: Result<Found<V>, BackendError>) -> Next<V> {
         let found = match found {
             Ok(found) => found,
             Err(err) => return self.backend(err),
         };
-        match (self.state, found) {
-            (State::Holding { waited }, Found::Fresh(value) | Found::Due(value)) => {
-                // Another caller finished while this one took the mutex.
+        match (self.take(), found) {
+            (State::Start, Found::Fresh(value)) => self.done(Served::Fresh, value),
+            (State::Start, Found::Due(value)) if self.rules.refresh_ahead => {
+                self.state = State::Trying(Stale {
+                    value,
+                    due: true,
+                    rescuable: false,
+                });
+                Next::TryLock
+            }
+            (State::Start, Found::Due(value)) => self.done(Served::Fresh, value),
+            (State::Released, Found::Fresh(value) | Found::Due(value)) => {
+                self.done(Served::Waited, value)
+            }
+            (State::Start | State::Released, Found::Expired(value, rescuable)) => {
+                self.state = State::Trying(Stale {
+                    value,
+                    due: false,
+                    rescuable,
+                });
+                Next::TryLock
+            }
+            (state @ (State::Start | State::Released), Found::Missing) => {
+                if matches!(state, State::Start) {
+                    self.missed = true;
+                    if let Some(counters) = self.counters {
+                        counters.add(crate::stats::Counter::Miss);
+                    }
+                }
+                self.state = State::Waiting;
+                Next::Lock
+            }
+            (
+                State::Holding {
+                    stale: Some(stale), ..
+                },
+                Found::Due(value),
+            ) if stale.due => {
+                // Still due under the mutex: hand the refresh off.
+                Next::Hand(Hand {
+                    value,
+                    refresh: true,
+                    rescuable: false,
+                })
+            }
+            (State::Holding { waited, .. }, Found::Fresh(value) | Found::Due(value)) => {
+                // Another caller finished (or refreshed) while this one took the mutex.
                 let served = if waited {
                     Served::Waited
                 } else {
@@ -258,104 +287,74 @@ impl<'a, V> Protocol<'a, V> {
                 };
                 self.done(served, value)
             }
-            (State::Refreshing, Found::Due(value)) => {
-                // Still due under the mutex: hand the refresh off.
-                self.stale = Some(value);
-                Next::Hand
-            }
-            (State::Refreshing, Found::Fresh(value)) => {
-                // Refreshed by another caller meanwhile.
-                self.stale = None;
-                self.done(Served::Fresh, value)
-            }
-            (State::Refreshing, found) => {
-                // Expired or gone meanwhile (an invalidation): the expired rules apply.
-                self.due = false;
-                self.state = State::Holding { waited: false };
-                self.read(Ok(found))
-            }
-            (State::Holding { .. }, found) => {
-                if let Found::Expired(value, rescue) = found {
-                    self.stale = Some(value);
-                    self.rescue = rescue;
-                }
-                if self.stale.is_some() && self.rules.background && !self.missed {
-                    self.state = State::Handing;
-                    Next::Hand
+            (State::Holding { .. }, Found::Expired(value, rescuable)) => {
+                let stale = Stale {
+                    value,
+                    due: false,
+                    rescuable,
+                };
+                if self.rules.background && !self.missed {
+                    Next::Hand(Hand {
+                        value: stale.value,
+                        refresh: false,
+                        rescuable: stale.rescuable,
+                    })
                 } else {
-                    self.state = State::Creating;
-                    Next::Create
+                    self.create(Some(stale))
                 }
             }
-            (State::Start, Found::Fresh(value)) => self.done(Served::Fresh, value),
-            (State::Start, Found::Due(value)) if self.rules.refresh_ahead => {
-                self.stale = Some(value);
-                self.due = true;
-                self.state = State::Trying;
-                Next::TryLock
-            }
-            (State::Start, Found::Due(value)) => self.done(Served::Fresh, value),
-            (State::Released, Found::Fresh(value) | Found::Due(value)) => {
-                self.done(Served::Waited, value)
-            }
-            (State::Start | State::Released, Found::Expired(value, rescue)) => {
-                self.stale = Some(value);
-                self.rescue = rescue;
-                self.state = State::Trying;
-                Next::TryLock
-            }
-            (State::Start | State::Released, Found::Missing) => {
-                if self.state == State::Start {
-                    self.missed = true;
-                    self.count(Counter::Miss);
-                }
-                self.state = State::Waiting;
-                Next::Lock
-            }
-            (state, _) => unexpected(state, "a read"),
+            // Gone under the mutex (invalidated meanwhile): what was read before is not served
+            // again, and the caller creates.
+            (State::Holding { .. }, Found::Missing) => self.create(None),
+            (state, _) => unexpected(state.name(), "a read"),
         }
     }
 
     /// Whether the mutex was free and is now held by this call.
     pub(crate) fn try_lock(&mut self, taken: Result<bool, BackendError>) -> Next<V> {
-        debug_assert_eq!(self.state, State::Trying);
+        let stale = match self.take() {
+            State::Trying(stale) => stale,
+            state => unexpected(state.name(), "a try-lock"),
+        };
         match taken {
             // Read again under the mutex: the previous holder may have just stored a value.
             // Without this read a burst on one key regenerates once per slow getter call.
             Ok(true) => {
-                self.state = if self.due {
-                    State::Refreshing
-                } else {
-                    State::Holding { waited: false }
+                self.state = State::Holding {
+                    waited: false,
+                    stale: Some(stale),
                 };
                 Next::Read
             }
-            Ok(false) => {
-                let served = if self.due {
-                    Served::Fresh
-                } else {
-                    Served::Stale
-                };
-                match self.stale.take() {
-                    Some(value) => self.done(served, value),
-                    None => unexpected(self.state, "a refused try-lock"),
-                }
-            }
-            // A value due for refresh is served whatever the backend says.
-            Err(_) if self.due => match self.stale.take() {
-                Some(value) => self.done(Served::Fresh, value),
-                None => unexpected(self.state, "a failed try-lock"),
-            },
+            // Held elsewhere (being regenerated), or, for a value due for refresh, a backend
+            // that cannot say: the value is served, fresh if it is.
+            Ok(false) => self.serve(stale),
+            Err(_) if stale.due => self.serve(stale),
             Err(err) => self.backend(err),
         }
     }
 
+    fn serve(&mut self, stale: Stale<V>) -> Next<V> {
+        let served = if stale.due {
+            Served::Fresh
+        } else {
+            Served::Stale
+        };
+        self.done(served, stale.value)
+    }
+
     /// How the wait for the mutex ended.
     pub(crate) fn lock(&mut self, waited: Result<Waited, BackendError>) -> Next<V> {
-        debug_assert_eq!(self.state, State::Waiting);
+        match self.take() {
+            State::Waiting => {}
+            state => unexpected(state.name(), "a wait"),
+        }
         match waited {
             Ok(Waited::Acquired) => {
-                self.state = State::Holding { waited: true };
+                self.state = State::Holding {
+                    waited: true,
+                    stale: None,
+                };
                 Next::Read
             }
             Ok(Waited::Released) => {
@@ -363,66 +362,40 @@ impl<'a, V> Protocol<'a, V> {
                 Next::Read
             }
             Ok(Waited::TimedOut) => {
-                let timeout = self.rules.lock_timeout.unwrap_or(Duration::MAX);
-                self.count(Counter::LockTimeout);
-                if self.rules.create_on_timeout {
-                    // Waited long enough: create here, beside the holder.
-                    self.state = State::Creating;
-                    Next::Create
-                } else {
-                    self.state = State::Done;
-                    Next::Fail(Failure::Timeout(timeout))
+                if let Some(counters) = self.counters {
+                    counters.add(crate::stats::Counter::LockTimeout);
                 }
+                self.create(None)
             }
-            Ok(Waited::WouldDeadlock) => {
-                self.state = State::Done;
-                Next::Fail(Failure::WouldDeadlock)
-            }
+            Ok(Waited::WouldDeadlock) => Next::Fail(Failure::WouldDeadlock),
             Err(err) => self.backend(err),
         }
     }
 
-    /// Whether the background took the regeneration (and the mutex with it).
-    pub(crate) fn handed(&mut self, taken: bool) -> Next<V> {
-        if self.state == State::Refreshing {
-            // A refresh the background cannot take is skipped: the value is still fresh, and
-            // this caller does not pay for the regeneration.
-            return match self.stale.take() {
-                Some(value) => self.done(Served::Fresh, value),
-                None => unexpected(self.state, "a refresh without a value"),
-            };
-        }
-        debug_assert_eq!(self.state, State::Handing);
-        match (taken, self.stale.take()) {
-            (true, Some(stale)) => self.done(Served::Stale, stale),
-            (false, stale) => {
-                // No room in the background: regenerate here.
-                self.stale = stale;
-                self.state = State::Creating;
-                Next::Create
-            }
-            (true, None) => unexpected(self.state, "a hand-off without a stale value"),
-        }
-    }
-}
-
-impl<V> Protocol<'_, V> {
-    /// Whether a failure of the creator about to run would be answered with the stale value:
-    /// the driver then catches a panic of the creator too.
-    pub(crate) fn may_rescue(&self) -> bool {
-        self.rules.stale_if_error && self.rescue && self.stale.is_some()
+    /// The background took the regeneration (and the mutex with it): the call's value.
+    pub(crate) fn taken(&mut self, hand: Hand<V>) -> (Served, V) {
+        let served = if hand.refresh {
+            Served::Fresh
+        } else {
+            Served::Stale
+        };
+        self.finish(served, hand.value)
     }
 
-    /// The creator failed (an error, or a panic the driver caught): the stale value, if the
-    /// stale-if-error window covers it; `None` to let the failure reach the caller.
-    pub(crate) fn failed(&mut self) -> Option<V> {
-        if !self.may_rescue() {
-            return None;
+    /// The background had no room: a refresh is skipped (the value is still fresh, and this
+    /// caller does not pay for it); an expired value is regenerated here.
+    pub(crate) fn refused(&mut self, hand: Hand<V>) -> Refused<V> {
+        if hand.refresh {
+            let (served, value) = self.taken(hand);
+            return Refused::Done(served, value);
         }
-        self.state = State::Done;
-        self.count(Counter::StaleIfError);
-        self.count(Counter::StaleHit);
-        self.stale.take()
+        Refused::Create {
+            rescue: self.rescue(Some(Stale {
+                value: hand.value,
+                due: false,
+                rescuable: hand.rescuable,
+            })),
+        }
     }
 }
 
@@ -430,8 +403,8 @@ impl<V> Protocol<'_, V> {
 /// reachable from user input.
 #[cold]
 #[inline(never)]
-fn unexpected(state: State, what: &str) -> ! {
-    panic!("dogpile protocol: {what} reported in state {state:?}")
+fn unexpected(state: &str, what: &str) -> ! {
+    panic!("dogpile protocol: {what} reported in state {state}")
 }
 
 #[cfg(test)]
@@ -440,7 +413,6 @@ mod tests {
 
     const RULES: Rules = Rules {
         lock_timeout: None,
-        create_on_timeout: false,
         background: false,
         direct_on_backend_error: false,
         refresh_ahead: false,
@@ -451,6 +423,20 @@ mod tests {
         match next {
             Next::Done(served, value) => (served, value),
             _ => panic!("not done"),
+        }
+    }
+
+    fn rescue<V>(next: Next<V>) -> Option<V> {
+        match next {
+            Next::Create { rescue } => rescue,
+            _ => panic!("not a creation"),
+        }
+    }
+
+    fn hand<V>(next: Next<V>) -> Hand<V> {
+        match next {
+            Next::Hand(hand) => hand,
+            _ => panic!("not a hand-off"),
         }
     }
 
@@ -481,7 +467,7 @@ mod tests {
         let mut p = Protocol::new(RULES, None);
         p.read(Ok(Found::Expired(1, false)));
         p.try_lock(Ok(true));
-        assert!(matches!(p.read(Ok(Found::Expired(1, false))), Next::Create));
+        assert_eq!(rescue(p.read(Ok(Found::Expired(1, false)))), None);
     }
 
     #[test]
@@ -496,7 +482,7 @@ mod tests {
         assert!(matches!(p.lock(Ok(Waited::Released)), Next::Read));
         assert!(matches!(p.read(Ok(Found::Missing)), Next::Lock));
         assert!(matches!(p.lock(Ok(Waited::Acquired)), Next::Read));
-        assert!(matches!(p.read(Ok(Found::Missing)), Next::Create));
+        assert_eq!(rescue(p.read(Ok(Found::Missing))), None);
     }
 
     #[test]
@@ -508,20 +494,20 @@ mod tests {
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Expired(1, false)));
         p.try_lock(Ok(true));
-        assert!(matches!(p.read(Ok(Found::Expired(1, false))), Next::Hand));
-        assert_eq!(served(p.handed(true)), (Served::Stale, 1));
+        let h = hand(p.read(Ok(Found::Expired(1, false))));
+        assert_eq!(p.taken(h), (Served::Stale, 1));
 
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Expired(1, false)));
         p.try_lock(Ok(true));
-        p.read(Ok(Found::Expired(1, false)));
-        assert!(matches!(p.handed(false), Next::Create));
+        let h = hand(p.read(Ok(Found::Expired(1, false))));
+        assert!(matches!(p.refused(h), Refused::Create { rescue: None }));
 
         // A first miss is never handed off, even if a value shows up expired meanwhile.
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Missing));
         p.lock(Ok(Waited::Acquired));
-        assert!(matches!(p.read(Ok(Found::Expired(1, false))), Next::Create));
+        assert_eq!(rescue(p.read(Ok(Found::Expired(1, false)))), None);
     }
 
     #[test]
@@ -534,8 +520,8 @@ mod tests {
         let mut p = Protocol::new(rules, None);
         assert!(matches!(p.read(Ok(Found::Due(1))), Next::TryLock));
         assert!(matches!(p.try_lock(Ok(true)), Next::Read));
-        assert!(matches!(p.read(Ok(Found::Due(1))), Next::Hand));
-        assert_eq!(served(p.handed(true)), (Served::Fresh, 1));
+        let h = hand(p.read(Ok(Found::Due(1))));
+        assert_eq!(p.taken(h), (Served::Fresh, 1));
 
         // Held elsewhere (being refreshed), or the background is full: served as fresh.
         let mut p = Protocol::new(rules, None);
@@ -544,8 +530,15 @@ mod tests {
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Due(1)));
         p.try_lock(Ok(true));
+        let h = hand(p.read(Ok(Found::Due(1))));
+        assert!(matches!(p.refused(h), Refused::Done(Served::Fresh, 1)));
+
+        // Expired under the mutex (an invalidation): the expired rules apply.
+        let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Due(1)));
-        assert_eq!(served(p.handed(false)), (Served::Fresh, 1));
+        p.try_lock(Ok(true));
+        let h = hand(p.read(Ok(Found::Expired(2, false))));
+        assert_eq!(p.taken(h), (Served::Stale, 2));
 
         // Without refresh-ahead in this call, due is fresh.
         let mut p = Protocol::new(RULES, None);
@@ -553,7 +546,7 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_creation_falls_back_on_a_rescuable_stale_value() {
+    fn a_creation_carries_the_stale_value_that_rescues_it() {
         let rules = Rules {
             stale_if_error: true,
             ..RULES
@@ -561,43 +554,32 @@ mod tests {
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Expired(1, true)));
         p.try_lock(Ok(true));
-        assert!(matches!(p.read(Ok(Found::Expired(1, true))), Next::Create));
-        assert!(p.may_rescue());
-        assert_eq!(p.failed(), Some(1));
+        assert_eq!(rescue(p.read(Ok(Found::Expired(1, true)))), Some(1));
 
-        // Beyond the window, or without the rule: the failure reaches the caller.
+        // Beyond the window, without the rule, or gone under the mutex: no rescue.
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Expired(1, false)));
         p.try_lock(Ok(true));
-        p.read(Ok(Found::Expired(1, false)));
-        assert_eq!(p.failed(), None);
+        assert_eq!(rescue(p.read(Ok(Found::Expired(1, false)))), None);
         let mut p = Protocol::new(RULES, None);
         p.read(Ok(Found::Expired(1, true)));
         p.try_lock(Ok(true));
+        assert_eq!(rescue(p.read(Ok(Found::Expired(1, true)))), None);
+        let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Expired(1, true)));
-        assert_eq!(p.failed(), None);
+        p.try_lock(Ok(true));
+        assert_eq!(rescue(p.read(Ok(Found::Missing))), None);
     }
 
     #[test]
-    fn a_timeout_fails_or_creates_by_the_rules() {
+    fn a_timeout_creates_without_the_mutex() {
         let rules = Rules {
             lock_timeout: Some(Duration::from_millis(5)),
             ..RULES
         };
         let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::<u8>::Missing));
-        assert!(matches!(
-            p.lock(Ok(Waited::TimedOut)),
-            Next::Fail(Failure::Timeout(t)) if t == Duration::from_millis(5)
-        ));
-
-        let rules = Rules {
-            create_on_timeout: true,
-            ..rules
-        };
-        let mut p = Protocol::new(rules, None);
-        p.read(Ok(Found::<u8>::Missing));
-        assert!(matches!(p.lock(Ok(Waited::TimedOut)), Next::Create));
+        assert_eq!(rescue(p.lock(Ok(Waited::TimedOut))), None);
     }
 
     #[test]
@@ -611,7 +593,7 @@ mod tests {
             direct_on_backend_error: true,
             ..RULES
         };
-        let mut p = Protocol::<u8>::new(rules, None);
+        let mut p = Protocol::new(rules, None);
         p.read(Ok(Found::Expired(1, false)));
         assert!(matches!(
             p.try_lock(Err(BackendError::new("down"))),

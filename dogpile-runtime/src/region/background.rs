@@ -3,12 +3,13 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::create::Storing;
+use super::call::Handoff;
+use super::creation::Creation;
 use super::{
     infallible, optional, some, value_of, CacheKey, CacheValue, OnBackendError, Pool, Region,
-    RegionError, Store,
+    RegionError, Served, Store,
 };
-use crate::lock::drive::Handoff;
+use crate::lock::drive::Held;
 use crate::sync::Mutex;
 use crate::{OwnedMutexGuard, RawMutex};
 
@@ -64,10 +65,7 @@ where
     /// ```
     #[inline]
     pub fn get_with(&self, key: &K, init: impl FnOnce() -> V + Send + 'static) -> V {
-        match self.region.fresh(key) {
-            Some(value) => value,
-            None => value_of(self.call(key, infallible(init), OnBackendError::CallDirectly)).0,
-        }
+        value_of(self.call(key, infallible(init), OnBackendError::CallDirectly)).0
     }
 
     /// [`Region::try_get_with`], regenerating expired values on the pool.
@@ -88,12 +86,8 @@ where
         key: &K,
         init: impl FnOnce() -> Result<V, E> + Send + 'static,
     ) -> Result<V, RegionError<E>> {
-        match self.region.fresh(key) {
-            Some(value) => Ok(value),
-            None => self
-                .call(key, init, self.region.on_backend_error)
-                .map(|(value, _)| value),
-        }
+        self.call(key, init, self.region.on_backend_error)
+            .map(|(value, _)| value)
     }
 
     /// [`Region::try_get_with_served`], regenerating expired values on the pool.
@@ -114,7 +108,7 @@ where
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E> + Send + 'static,
-    ) -> Result<(V, super::Served), RegionError<E>> {
+    ) -> Result<(V, Served), RegionError<E>> {
         self.call(key, init, self.region.on_backend_error)
     }
 
@@ -139,12 +133,8 @@ where
         key: &K,
         init: impl FnOnce() -> Result<(V, std::time::Duration), E> + Send + 'static,
     ) -> Result<V, RegionError<E>> {
-        match self.region.fresh(key) {
-            Some(value) => Ok(value),
-            None => self
-                .call(key, init, self.region.on_backend_error)
-                .map(|(value, _)| value),
-        }
+        self.call(key, init, self.region.on_backend_error)
+            .map(|(value, _)| value)
     }
 
     /// [`Region::optionally_get_with`], regenerating expired values on the pool.
@@ -165,56 +155,51 @@ where
         key: &K,
         init: impl FnOnce() -> Option<V> + Send + 'static,
     ) -> Option<V> {
-        match self.region.fresh(key) {
-            Some(value) => Some(value),
-            None => optional(self.call(key, some(init), OnBackendError::CallDirectly)),
-        }
+        optional(self.call(key, some(init), OnBackendError::CallDirectly))
     }
 
-    #[cold]
-    #[inline(never)]
+    /// The hot path, and past it one call whose expired value's regeneration is handed to the
+    /// pool.
+    #[inline]
     fn call<E, C, O>(
         &self,
-        key: &'a K,
+        key: &K,
         init: C,
         policy: OnBackendError,
-    ) -> Result<(V, super::Served), RegionError<E>>
+    ) -> Result<(V, Served), RegionError<E>>
     where
         C: FnOnce() -> Result<O, E> + Send + 'static,
         O: super::Made<V>,
     {
         let region = self.region;
-        let hand = |guard: OwnedMutexGuard<M>, creator: Storing<'a, K, V, S, M, C, O>| {
+        let first = match region.fresh(key) {
+            Ok(value) => return Ok((value, Served::Fresh)),
+            Err(first) => first,
+        };
+        let hand = |guard: OwnedMutexGuard<M>, init: C| {
             // The job takes its work from a shared slot, so that a refused job's guard and
             // creator come back to this caller, which then creates here and gets the new value.
-            let work = Arc::new(Mutex::new(Some((guard, creator.init))));
+            let work = Arc::new(Mutex::new(Some((guard, init))));
             let job = {
                 let (work, region, key) = (Arc::clone(&work), region.clone(), key.clone());
                 move || {
                     if let Some((guard, init)) = work.lock().take() {
-                        let fence = guard.mutex().fence();
-                        let _ = region.run_creator(&key, init, fence.as_ref());
-                        drop(guard);
+                        // The creator runs marked as holding the key, as in a caller: asking
+                        // for its own key fails instead of waiting for itself. Its failure is
+                        // counted and leaves the stale value in place.
+                        let held = Some(Held::new(guard));
+                        let _ = Creation::new(&region, &key, held, None).create(init);
                     }
                 }
             };
             let pool = region.inner.pool.clone().unwrap_or_else(Pool::shared);
             let refused = pool.try_spawn(job).is_err();
-            let unrun = if refused { work.lock().take() } else { None };
-            match unrun {
-                Some((guard, init)) => Handoff::Refused(
-                    guard,
-                    Storing {
-                        region: creator.region,
-                        key: creator.key,
-                        init,
-                        made: creator.made,
-                    },
-                ),
+            match if refused { work.lock().take() } else { None } {
+                Some((guard, init)) => Handoff::Refused(guard, init),
                 None => Handoff::Taken,
             }
         };
-        region.call_with(key, init, policy, Some(hand))
+        region.call_with(key, first, init, policy, Some(hand))
     }
 }
 

@@ -3,34 +3,33 @@
 //!
 //! The keys are taken in one order (by a hash of each key, its `Debug` form breaking ties) and
 //! their mutexes held until the creator's values are stored, so two batches over the same keys
-//! wait for each other in the same order and never deadlock.
+//! wait for each other in the same order and never deadlock. Each key that needs a value is a
+//! [`Creation`] of its own (its mutex, its fence, its stale value); the creator runs once for
+//! all of them.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 
-use super::create::KeyOf;
-use super::stats::Counter;
-use super::{trace, CacheKey, CacheValue, Region, RegionError, Store};
-use crate::lock::drive::{self, Holding, Stop};
-use crate::lock::protocol::{Failure, Protocol};
-use crate::{OwnedMutexGuard, RawMutex};
+use super::call::KeyOf;
+use super::creation::{fail, Creation, Failed, Guard, Run, Write};
+use super::{CacheKey, CacheValue, Region, RegionError, Store};
+use crate::lock::drive::{self, Held, Stop};
+use crate::lock::protocol::{Protocol, Refused};
+use crate::stats::Counter;
+use crate::RawMutex;
 
-/// What became of one key of a batch before the creator runs; `G` is the guard of a held
-/// mutex (blocking or async).
-pub(super) enum Slot<'a, V, G> {
-    Served(V),
-    /// To create: the key's protocol (for stale-if-error), its mutex if held, and whether the
-    /// value is stored (not after a backend failure).
-    Create {
-        protocol: Protocol<'a, V>,
-        guard: Option<G>,
-        store: bool,
-    },
-    /// A duplicate of an earlier key of the batch: its value, when known.
-    Same(usize),
-}
+/// One key of a batch before the creator runs: its value, or its creation.
+pub(super) type Slot<'a, K, V, S, M, G> = Result<V, Creation<'a, K, V, S, M, G>>;
 
-/// A stable order of keys for every batch: by a hash with fixed keys, then by the `Debug` form.
-pub(super) fn order<K: Hash + std::fmt::Debug>(keys: &[K]) -> Vec<usize> {
+/// A slot of a blocking batch.
+type HeldSlot<'a, K, V, S, M> = Slot<'a, K, V, S, M, Held<M>>;
+
+/// Each key of `keys` once, in the batch's lock order (by a hash with fixed keys, then by the
+/// `Debug` form): the indices of their first occurrences, and for each key of `keys` the place
+/// of its value among them.
+pub(super) fn unique_in_order<K: Hash + Eq + std::fmt::Debug>(
+    keys: &[K],
+) -> (Vec<usize>, Vec<usize>) {
     let hasher = foldhash::fast::FixedState::with_seed(0x646f_6770_696c_6521);
     let hashes: Vec<u64> = keys.iter().map(|k| hasher.hash_one(k)).collect();
     let mut order: Vec<usize> = (0..keys.len()).collect();
@@ -39,7 +38,56 @@ pub(super) fn order<K: Hash + std::fmt::Debug>(keys: &[K]) -> Vec<usize> {
             .cmp(&hashes[b])
             .then_with(|| format!("{:?}", keys[a]).cmp(&format!("{:?}", keys[b])))
     });
-    order
+    let mut place: HashMap<&K, usize> = HashMap::with_capacity(keys.len());
+    let mut unique = Vec::with_capacity(keys.len());
+    let mut places = vec![0; keys.len()];
+    for index in order {
+        places[index] = *place.entry(&keys[index]).or_insert_with(|| {
+            unique.push(index);
+            unique.len() - 1
+        });
+    }
+    (unique, places)
+}
+
+/// The creator ran and made `values` for the slots that asked (in their order): the value of
+/// every unique key, in the batch's order; then each key's, in the order of `keys`.
+pub(super) fn assemble<V: Clone, C>(
+    slots: Vec<Result<V, C>>,
+    values: Vec<V>,
+    places: &[usize],
+) -> Vec<V> {
+    let mut made = values.into_iter();
+    let unique: Vec<V> = slots
+        .into_iter()
+        .filter_map(|slot| match slot {
+            Ok(value) => Some(value),
+            Err(_) => made.next(),
+        })
+        .collect();
+    places.iter().map(|&place| unique[place].clone()).collect()
+}
+
+/// The batch's creator failed: the stale values of the keys it was asked for, if stale-if-error
+/// covers every one; the failure otherwise.
+pub(super) fn rescue<K, V, S, M, G, E>(
+    creations: &mut [&mut Creation<'_, K, V, S, M, G>],
+    failed: Failed<E>,
+) -> Result<Vec<V>, Failed<E>>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+    G: Guard<M>,
+{
+    if !creations.iter().all(|creation| creation.rescuable()) {
+        return Err(failed);
+    }
+    Ok(creations
+        .iter_mut()
+        .filter_map(|creation| creation.take_rescue())
+        .collect())
 }
 
 impl<K, V, S, M> Region<K, V, S, M>
@@ -86,187 +134,81 @@ where
         keys: &[K],
         init: impl FnOnce(&[K]) -> Result<Vec<V>, E>,
     ) -> Result<Vec<V>, RegionError<E>> {
-        let mut slots: Vec<Option<Slot<'_, V, OwnedMutexGuard<M>>>> =
-            (0..keys.len()).map(|_| None).collect();
-        let mut first_of: std::collections::HashMap<&K, usize> = std::collections::HashMap::new();
-        for index in order(keys) {
-            let key = &keys[index];
-            if let Some(&first) = first_of.get(key) {
-                slots[index] = Some(Slot::Same(first));
-                continue;
-            }
-            first_of.insert(key, index);
-            slots[index] = Some(self.advance_one(key)?);
+        let (unique, places) = unique_in_order(keys);
+        let mut slots = Vec::with_capacity(unique.len());
+        for &index in &unique {
+            slots.push(self.advance_one(&keys[index])?);
         }
-
-        // Every key that needs a value, held, in the batch's order.
-        let to_create: Vec<usize> = order(keys)
-            .into_iter()
-            .filter(|&i| matches!(slots[i], Some(Slot::Create { .. })))
+        let mut creations: Vec<&mut Creation<'_, K, V, S, M, Held<M>>> = slots
+            .iter_mut()
+            .filter_map(|slot| slot.as_mut().err())
             .collect();
-        let created = if to_create.is_empty() {
-            Vec::new()
-        } else {
-            let asked: Vec<K> = to_create.iter().map(|&i| keys[i].clone()).collect();
-            match self.run_batch(keys, &to_create, &mut slots, &asked, init) {
-                Ok(created) => created,
-                Err(err) => {
-                    let stale = rescue(&to_create, &mut slots, err)?;
-                    return Ok(assemble(keys.len(), slots, &to_create, stale));
+        if creations.is_empty() {
+            return Ok(assemble(slots, Vec::new(), &places));
+        }
+        let asked: Vec<K> = creations.iter().map(|c| c.key.clone()).collect();
+        let run = Run::start(self, &asked);
+        let values = match run.catch(|| init(&asked)) {
+            Ok(values) if values.len() == asked.len() => {
+                let mut outcome = "stored";
+                for (creation, value) in creations.iter().zip(&values) {
+                    let stored = creation.write(value, None).map(Write::blocking);
+                    outcome = creation.stored(stored);
                 }
+                run.finish(outcome);
+                values
             }
-        };
-        Ok(assemble(keys.len(), slots, &to_create, created))
-    }
-
-    /// One key of a batch, up to its creation.
-    fn advance_one<E>(&self, key: &K) -> Result<Slot<'_, V, OwnedMutexGuard<M>>, RegionError<E>> {
-        let inner = &*self.inner;
-        let mut view = KeyOf {
-            region: self,
-            key,
-            mutex: inner.mutexes.get(key),
-        };
-        // The batch runs its creator in place: no background, no refresh-ahead.
-        let mut protocol =
-            Protocol::new(self.rules(self.on_backend_error, false), Some(&inner.stats));
-        Ok(match drive::advance(&mut view, &mut protocol) {
-            Stop::Served(_, value) => Slot::Served(value),
-            Stop::Create(guard) => Slot::Create {
-                protocol,
-                guard,
-                store: true,
-            },
-            Stop::Hand(guard) => Slot::Create {
-                protocol,
-                guard: Some(guard),
-                store: true,
-            },
-            Stop::Direct(err) => {
-                self.note_direct(key, &err);
-                Slot::Create {
-                    protocol,
-                    guard: None,
-                    store: false,
-                }
-            }
-            Stop::Failed(Failure::WouldDeadlock) => return Err(self.recursion(key)),
-            Stop::Failed(Failure::Backend(err)) => return Err(RegionError::Backend(err)),
-            Stop::Failed(Failure::Timeout(_)) => {
-                unreachable!("a region never fails on its lock timeout")
-            }
-        })
-    }
-
-    /// Runs the batch's creator, marked as holding every mutex held, and stores its values.
-    fn run_batch<E>(
-        &self,
-        keys: &[K],
-        to_create: &[usize],
-        slots: &mut [Option<Slot<'_, V, OwnedMutexGuard<M>>>],
-        asked: &[K],
-        init: impl FnOnce(&[K]) -> Result<Vec<V>, E>,
-    ) -> Result<Vec<V>, RegionError<E>> {
-        let holding: Vec<Holding> = to_create
-            .iter()
-            .filter_map(|&i| match &slots[i] {
-                Some(Slot::Create {
-                    guard: Some(guard), ..
-                }) => Some(Holding::enter(guard.mutex())),
-                _ => None,
-            })
-            .collect();
-        let span = trace::Regeneration::start(&self.inner.name, &asked);
-        let made = init(asked);
-        drop(holding);
-        let values = match made {
-            Ok(values) if values.len() == asked.len() => values,
             Ok(values) => {
-                span.finish("error");
+                run.finish("error");
                 self.inner.stats.add(Counter::Error);
                 return Err(RegionError::Batch {
                     asked: asked.len(),
                     returned: values.len(),
                 });
             }
-            Err(err) => {
-                span.finish(self.count_creation(false, None));
-                return Err(RegionError::Creator(err));
+            Err(failed) => {
+                run.failed(&failed);
+                match rescue(&mut creations, failed) {
+                    Ok(stale) => stale,
+                    Err(failed) => {
+                        // The mutexes go before the failure reaches the caller.
+                        drop(creations);
+                        drop(slots);
+                        return Err(fail(failed));
+                    }
+                }
             }
         };
-        let mut outcome = "stored";
-        for (&index, value) in to_create.iter().zip(&values) {
-            let Some(Slot::Create { guard, store, .. }) = &slots[index] else {
-                continue;
-            };
-            if !*store {
-                continue;
+        drop(creations);
+        // The mutexes are released as the slots go.
+        Ok(assemble(slots, values, &places))
+    }
+
+    /// One key of a batch, up to its creation.
+    fn advance_one<'a, E>(
+        &'a self,
+        key: &'a K,
+    ) -> Result<HeldSlot<'a, K, V, S, M>, RegionError<E>> {
+        let mut view = KeyOf::new(self, key);
+        // The batch runs its creator in place: no background, no refresh-ahead.
+        let mut protocol = Protocol::new(
+            self.rules(self.on_backend_error, false),
+            Some(&self.inner.stats),
+        );
+        let next = protocol.start();
+        Ok(match drive::advance(&mut view, &mut protocol, next) {
+            Stop::Served(_, value) => Ok(value),
+            Stop::Create { guard, rescue } => {
+                Err(Creation::new(self, key, guard.map(Held::new), rescue))
             }
-            let stored = self.caches(value).then(|| {
-                let stamp = self.stamp_value(value, None);
-                let fence = guard.as_ref().and_then(|g| g.mutex().fence());
-                let store = &self.inner.store;
-                match &fence {
-                    None => store.put(&keys[index], value, stamp).map(|()| true),
-                    Some(fence) => store.put_fenced(&keys[index], value, stamp, fence),
+            Stop::Hand(guard, hand) => match protocol.refused(hand) {
+                Refused::Done(_, value) => Ok(value),
+                Refused::Create { rescue } => {
+                    Err(Creation::new(self, key, Some(Held::new(guard)), rescue))
                 }
-            });
-            outcome = self.count_creation(true, stored);
-        }
-        span.finish(outcome);
-        Ok(values)
-    }
-}
-
-/// The batch's creator failed: the stale values, if stale-if-error covers every key it was
-/// asked for; the failure otherwise.
-pub(super) fn rescue<V, G, E>(
-    to_create: &[usize],
-    slots: &mut [Option<Slot<'_, V, G>>],
-    err: RegionError<E>,
-) -> Result<Vec<V>, RegionError<E>> {
-    if !matches!(err, RegionError::Creator(_)) {
-        return Err(err);
-    }
-    let all = to_create.iter().all(
-        |&i| matches!(&slots[i], Some(Slot::Create { protocol, .. }) if protocol.may_rescue()),
-    );
-    if !all {
-        return Err(err);
-    }
-    Ok(to_create
-        .iter()
-        .filter_map(|&i| match &mut slots[i] {
-            Some(Slot::Create { protocol, .. }) => protocol.failed(),
-            _ => None,
+            },
+            Stop::Direct(err) => Err(Creation::direct(self, key, &err)),
+            Stop::Failed(failure) => return Err(self.failure(key, failure)),
         })
-        .collect())
-}
-
-/// The values in the keys' order; the mutexes still held are released as the slots drop.
-pub(super) fn assemble<V: Clone, G>(
-    len: usize,
-    slots: Vec<Option<Slot<'_, V, G>>>,
-    to_create: &[usize],
-    created: Vec<V>,
-) -> Vec<V> {
-    let mut values: Vec<Option<V>> = (0..len).map(|_| None).collect();
-    for (&index, value) in to_create.iter().zip(created) {
-        values[index] = Some(value);
     }
-    let mut same = Vec::new();
-    for (index, slot) in slots.into_iter().enumerate() {
-        match slot {
-            Some(Slot::Served(value)) => values[index] = Some(value),
-            Some(Slot::Same(first)) => same.push((index, first)),
-            _ => {}
-        }
-    }
-    for (index, first) in same {
-        values[index] = values[first].clone();
-    }
-    values
-        .into_iter()
-        .map(|value| value.unwrap_or_else(|| unreachable!("every key of a batch is served")))
-        .collect()
 }

@@ -4,8 +4,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::stats::Counters;
 use super::{Inner, MemoryStore, MutexFactory, Pool, Region, ShouldCache, Store};
+use crate::stats::Counters;
 use crate::{Clock, ConfigError, LocalMutex, NameRegistry, RawMutex};
 
 /// What a region does when its store or mutex fails (a server is down, a file is gone).
@@ -601,12 +601,14 @@ where
                 mutexes: NameRegistry::new(self.mutexes),
                 clock: self.clock,
                 missing_until: crate::sync::AtomicI64::new(0),
-                expired_until: crate::sync::AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
-                any_until: crate::sync::AtomicI64::new(super::SOFT_INVALIDATED.as_nanos()),
+                expired_until: crate::sync::AtomicI64::new(
+                    super::expiry::SOFT_INVALIDATED.as_nanos(),
+                ),
+                any_until: crate::sync::AtomicI64::new(super::expiry::SOFT_INVALIDATED.as_nanos()),
                 lock_timeout: self.lock_timeout,
                 tolerance_nanos: crate::clock::saturating_nanos(self.clock_tolerance),
                 max_stale_nanos: self.max_stale.map(crate::clock::saturating_nanos),
-                purge: super::purge::Purge::new(super::expiry_nanos(self.expiry)),
+                purge: super::purge::Purge::new(super::expiry::expiry_nanos(self.expiry)),
                 stale_if_error_nanos: self.stale_if_error.map(crate::clock::saturating_nanos),
                 refresh_ahead: self.refresh_ahead,
                 jitter: self.jitter,
@@ -616,13 +618,13 @@ where
                 stats: Counters::new(),
             }),
             expiry: self.expiry,
-            expiry_nanos: super::expiry_nanos(self.expiry),
-            expiry_limit: super::expiry_limit(
-                super::expiry_nanos(self.expiry),
+            expiry_nanos: super::expiry::expiry_nanos(self.expiry),
+            expiry_limit: super::expiry::expiry_limit(
+                super::expiry::expiry_nanos(self.expiry),
                 crate::clock::saturating_nanos(self.clock_tolerance),
             ),
-            refresh_limit: super::refresh_limit(
-                super::expiry_nanos(self.expiry),
+            refresh_limit: super::expiry::refresh_limit(
+                super::expiry::expiry_nanos(self.expiry),
                 crate::clock::saturating_nanos(self.clock_tolerance),
                 self.refresh_ahead,
             ),

@@ -8,42 +8,48 @@
 //! - [`Store`], [`AsyncStore`], [`MemoryStore`]: where values live.
 //! - [`Statistics`], [`Served`]: what the calls did.
 
+//!
+//! Where things are: `verbs.rs`, the blocking calls; `call.rs`, a call past the hot path
+//! through the protocol's blocking driver; `creation.rs`, what every creator run does
+//! (stamp, store, count, rescue); `expiry.rs`, stamps and ages; `asynchronous/`, the async
+//! calls and driver; `background.rs`, `batch.rs`, `purge.rs`, `builder.rs` as named.
+
 #[cfg(feature = "tokio")]
 mod asynchronous;
 mod background;
 mod batch;
-#[cfg(feature = "tokio")]
-mod batch_async;
 mod builder;
-mod create;
+mod call;
+mod creation;
 mod error;
+mod expiry;
 mod pool;
 mod purge;
-pub(crate) mod stats;
 mod store;
 mod store_async;
 mod trace;
+mod verbs;
 
 use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::stats::Statistics;
 #[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncBackground, AsyncRegion};
 pub use background::Background;
 pub use builder::{OnBackendError, RegionBuilder};
 pub use error::RegionError;
+pub use expiry::Stamp;
 pub use pool::{Pool, PoolFull};
-pub use stats::Statistics;
 pub use store::{EvictionCause, MemoryStore, MemoryStoreBuilder, Store};
 pub use store_async::{AsyncStore, StoreFuture};
 
-use crate::lock::protocol::Found;
-pub use crate::lock::Served;
-use crate::sync::{AtomicI64, Ordering};
-use crate::{BackendError, Clock, CoarseClock, LocalMutex, NameRegistry, RawMutex, Timestamp};
-use stats::{Counter, Counters};
+pub use crate::served::Served;
+use crate::stats::Counters;
+use crate::sync::AtomicI64;
+use crate::{Clock, LocalMutex, NameRegistry, RawMutex};
 
 /// What a key of a region must be: owned, hashable, printable (for messages and spans) and
 /// shareable between threads. Every type with those traits is one.
@@ -191,58 +197,6 @@ struct Inner<K, V, S, M: RawMutex> {
     stats: Counters,
 }
 
-/// `expiry` as the hot path compares it: nanoseconds, `i64::MAX` for never.
-fn expiry_nanos(expiry: Option<Duration>) -> i64 {
-    expiry.map_or(i64::MAX, |e| {
-        i64::try_from(e.as_nanos()).map_or(i64::MAX - 1, |n| n.min(i64::MAX - 1))
-    })
-}
-
-/// The hot path's one comparison for a value's age against its expiry and the tolerance: an
-/// age shifted by the tolerance, as unsigned, is over this limit when the value is older than
-/// its expiry or created further ahead of the clock than the tolerance.
-fn expiry_limit(expiry_nanos: i64, tolerance_nanos: i64) -> u64 {
-    // Both are at most i64::MAX - 1 and 100 years: no overflow.
-    expiry_nanos.saturating_add(tolerance_nanos).unsigned_abs()
-}
-
-/// The limit past which a value is due for refresh: `share` of its expiry.
-fn refresh_limit(expiry_nanos: i64, tolerance_nanos: i64, share: Option<f64>) -> u64 {
-    match share {
-        Some(share) if expiry_nanos != i64::MAX => {
-            // `share` is in (0, 1): the product is below the expiry.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-            let due = (expiry_nanos as f64 * share) as i64;
-            expiry_limit(due, tolerance_nanos)
-        }
-        _ => expiry_limit(expiry_nanos, tolerance_nanos),
-    }
-}
-
-/// The creation time with which a store that judges invalidation itself (one shared by
-/// processes) returns a soft-invalidated value: expired, whatever this process's cutoffs say.
-/// Also the initial soft cutoff, so that it is always at or before it.
-const SOFT_INVALIDATED: Timestamp = Timestamp::from_nanos(1);
-
-/// The stamp of a key soft-invalidated at `at`: its negation. It is below every cutoff, so the
-/// slow path judges it: expired since `at`, unless a hard invalidation came after.
-fn soft_stamp(at: Timestamp) -> Timestamp {
-    Timestamp::from_nanos(-at.as_nanos().max(2))
-}
-
-/// How a stored value's creation time reads against a handle's expiry and the invalidations.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Age {
-    Fresh,
-    /// Fresh, and late enough in its life that a refresh is due (refresh-ahead).
-    Due,
-    /// Expired; `true` if it may stand in for a failed regeneration (stale-if-error).
-    Expired(bool),
-    /// Hard-invalidated, too stale to serve, or not a real creation time: as if there were no
-    /// value.
-    Gone,
-}
-
 impl<K, V, S, M> Clone for Region<K, V, S, M>
 where
     M: RawMutex,
@@ -267,368 +221,6 @@ where
     S: Store<K, V>,
     M: RawMutex + 'static,
 {
-    /// The value for `key`: fresh from the store, stale while another caller regenerates it, or
-    /// made by `init` in this caller.
-    ///
-    /// If the store or mutex fails, the value comes from `init`, uncached, and counts as a
-    /// direct call: this call has no error to return.
-    ///
-    /// # Panics
-    ///
-    /// If `init` panics (the panic reaches this caller only), or if `init` asks for the same
-    /// key again (it would wait for itself), with a message naming the key.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<&'static str, usize> = Region::builder().build()?;
-    /// assert_eq!(region.get_with(&"abc", || "abc".len()), 3);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    #[inline]
-    pub fn get_with(&self, key: &K, init: impl FnOnce() -> V) -> V {
-        match self.fresh(key) {
-            Some(value) => value,
-            None => value_of(self.call(key, infallible(init), OnBackendError::CallDirectly)).0,
-        }
-    }
-
-    /// Like [`get_with`](Self::get_with) for a creator that can fail: only `Ok` is stored; an
-    /// error reaches this caller, and waiters then retry one at a time.
-    ///
-    /// # Errors
-    ///
-    /// [`RegionError::Creator`] with the creator's error; [`RegionError::Recursion`] if the
-    /// creator asks for its own key; [`RegionError::Backend`] if the store or mutex fails and
-    /// the region is set to [`OnBackendError::ReturnError`].
-    ///
-    /// ```
-    /// use dogpile_runtime::{Region, RegionError};
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// let err = region.try_get_with(&1, || Err::<u8, _>("down")).unwrap_err();
-    /// assert!(matches!(err, RegionError::Creator("down")));
-    /// assert_eq!(region.try_get_with(&1, || Ok::<_, ()>(5)).unwrap(), 5);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    #[inline]
-    pub fn try_get_with<E>(
-        &self,
-        key: &K,
-        init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<V, RegionError<E>> {
-        match self.fresh(key) {
-            Some(value) => Ok(value),
-            None => self
-                .call(key, init, self.on_backend_error)
-                .map(|(value, _)| value),
-        }
-    }
-
-    /// Like [`get_with`](Self::get_with) for a creator that may have no value: only `Some` is
-    /// stored.
-    ///
-    /// # Panics
-    ///
-    /// As [`get_with`](Self::get_with).
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// assert_eq!(region.optionally_get_with(&1, || None), None);
-    /// assert_eq!(region.optionally_get_with(&1, || Some(2)), Some(2));
-    /// assert_eq!(region.optionally_get_with(&1, || None), Some(2));
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    #[inline]
-    pub fn optionally_get_with(&self, key: &K, init: impl FnOnce() -> Option<V>) -> Option<V> {
-        match self.fresh(key) {
-            Some(value) => Some(value),
-            None => optional(self.call(key, some(init), OnBackendError::CallDirectly)),
-        }
-    }
-
-    /// [`try_get_with`](Self::try_get_with) for a creator that says how long its value lives
-    /// (a token's `expires_in`, a response's `max-age`), at most the region's expiry, which
-    /// stays the longest a value lives.
-    ///
-    /// # Errors
-    ///
-    /// As [`try_get_with`](Self::try_get_with).
-    ///
-    /// ```
-    /// use dogpile_runtime::clock::ManualClock;
-    /// use dogpile_runtime::Region;
-    /// use std::sync::Arc;
-    /// use std::time::Duration;
-    ///
-    /// let clock = Arc::new(ManualClock::starting_now());
-    /// let tokens: Region<u8, String> = Region::builder()
-    ///     .expiry(Duration::from_secs(3600))
-    ///     .clock(clock.clone())
-    ///     .build()?;
-    /// let fetch = |name: &str| Ok::<_, ()>((name.to_string(), Duration::from_secs(60)));
-    /// assert_eq!(tokens.try_get_with_expiry(&1, || fetch("first")).unwrap(), "first");
-    /// clock.advance(Duration::from_secs(61)); // past the token's minute, not the hour
-    /// assert_eq!(tokens.try_get_with_expiry(&1, || fetch("second")).unwrap(), "second");
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    #[inline]
-    pub fn try_get_with_expiry<E>(
-        &self,
-        key: &K,
-        init: impl FnOnce() -> Result<(V, Duration), E>,
-    ) -> Result<V, RegionError<E>> {
-        match self.fresh(key) {
-            Some(value) => Ok(value),
-            None => self
-                .call_with(key, init, self.on_backend_error, None::<fn(_, _) -> _>)
-                .map(|(value, _)| value),
-        }
-    }
-
-    /// [`get_with`](Self::get_with), and how the call was served: for an `X-Cache` header or a
-    /// metric per route.
-    ///
-    /// ```
-    /// use dogpile_runtime::region::Served;
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// assert_eq!(region.get_with_served(&1, || 1), (1, Served::Created));
-    /// assert_eq!(region.get_with_served(&1, || 2), (1, Served::Fresh));
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn get_with_served(&self, key: &K, init: impl FnOnce() -> V) -> (V, Served) {
-        value_of(self.call(key, infallible(init), OnBackendError::CallDirectly))
-    }
-
-    /// [`try_get_with`](Self::try_get_with), and how the call was served.
-    ///
-    /// # Errors
-    ///
-    /// As [`try_get_with`](Self::try_get_with).
-    ///
-    /// ```
-    /// use dogpile_runtime::region::Served;
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// let (value, served) = region.try_get_with_served(&1, || Ok::<_, ()>(1)).unwrap();
-    /// assert_eq!((value, served), (1, Served::Created));
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn try_get_with_served<E>(
-        &self,
-        key: &K,
-        init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<(V, Served), RegionError<E>> {
-        self.call(key, init, self.on_backend_error)
-    }
-
-    /// The same calls, with expired values regenerated off the caller's path, on the region's
-    /// [`Pool`] (or [`Pool::shared`] if none was configured).
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, String> = Region::builder().build()?;
-    /// assert_eq!(region.background().get_with(&1, || "one".into()), "one");
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn background(&self) -> Background<'_, K, V, S, M> {
-        Background::new(self)
-    }
-
-    /// The stored value for `key`, fresh or stale, without creating one or counting a call.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// assert_eq!(region.peek(&1), None);
-    /// region.insert(&1, 9).unwrap();
-    /// assert_eq!(region.peek(&1), Some(9));
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn peek(&self, key: &K) -> Option<V> {
-        match self.read(key) {
-            Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) => Some(value),
-            Ok(Found::Missing) | Err(_) => None,
-        }
-    }
-
-    /// Stores `value` for `key` as created now (whether or not the region's cache rule accepts
-    /// it).
-    ///
-    /// # Errors
-    ///
-    /// The store's, if it fails.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 9).unwrap();
-    /// assert_eq!(region.get_with(&1, || unreachable!()), 9);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn insert(&self, key: &K, value: V) -> Result<(), BackendError> {
-        self.inner.store.put(key, &value, self.stamp())?;
-        self.stored();
-        Ok(())
-    }
-
-    /// Regenerates `key` now, whether or not its value is fresh: waits for the key's mutex (so
-    /// it never runs beside another creator of the key), runs `init`, stores an `Ok`.
-    ///
-    /// # Errors
-    ///
-    /// As [`try_get_with`](Self::try_get_with).
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// assert_eq!(region.refresh(&1, || Ok::<_, ()>(2)).unwrap(), 2);
-    /// assert_eq!(region.peek(&1), Some(2));
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn refresh<E>(
-        &self,
-        key: &K,
-        init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<V, RegionError<E>> {
-        self.refresh_blocking(key, init)
-    }
-
-    /// Removes `key`'s value (hard invalidation): the next caller creates it and the others
-    /// wait.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// region.invalidate(&1);
-    /// assert_eq!(region.peek(&1), None);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn invalidate(&self, key: &K) {
-        let _ = self.inner.store.invalidate(key);
-    }
-
-    /// Makes every value created until now count as missing (hard invalidation of all keys).
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// region.invalidate_all();
-    /// assert_eq!(region.peek(&1), None);
-    /// assert_eq!(region.get_with(&1, || 2), 2);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn invalidate_all(&self) {
-        let cutoff = self.inner.invalidate_all(false);
-        // Other processes sharing the store learn it from the store, if it can tell them.
-        let _ = self.inner.store.invalidate_before(cutoff, false);
-    }
-
-    /// Makes `key`'s value count as expired (soft invalidation): the next caller regenerates it
-    /// while the others get the stale value.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// region.soft_invalidate(&1);
-    /// assert_eq!(region.peek(&1), Some(1)); // still there, as a stale value
-    /// assert_eq!(region.get_with(&1, || 2), 2);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn soft_invalidate(&self, key: &K) {
-        if let Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) =
-            self.read(key)
-        {
-            let _ = self.inner.store.put(key, &value, soft_stamp(self.stamp()));
-        }
-    }
-
-    /// Makes every value created until now count as expired (soft invalidation of all keys).
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// region.soft_invalidate_all();
-    /// assert_eq!(region.get_with(&1, || 2), 2);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn soft_invalidate_all(&self) {
-        let cutoff = self.inner.invalidate_all(true);
-        let _ = self.inner.store.invalidate_before(cutoff, true);
-    }
-
-    /// Removes every value from the store.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// region.clear();
-    /// assert!(region.is_empty());
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn clear(&self) {
-        let _ = self.inner.store.clear();
-    }
-
-    /// How many values the store holds (including expired ones not yet replaced), if it can tell.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// assert_eq!(region.len(), 1);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn len(&self) -> usize {
-        self.inner.store.count().unwrap_or(0)
-    }
-
-    /// Whether the store holds no value.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// assert!(region.is_empty());
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The region's counters since it was built.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.get_with(&1, || 1);
-    /// assert_eq!(region.statistics().misses, 1);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn statistics(&self) -> Statistics {
-        self.inner
-            .stats
-            .snapshot(self.len(), self.inner.store.evictions())
-    }
-
-    /// How many keys have a dogpile mutex now: those being regenerated or waited for.
-    ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.get_with(&1, || 1);
-    /// assert_eq!(region.mutexes_in_use(), 0);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn mutexes_in_use(&self) -> usize {
-        self.inner.mutexes.len()
-    }
-
     /// The region's name, as in messages, statistics and spans.
     ///
     /// ```
@@ -677,8 +269,8 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_expiry(&self, expiry: Option<Duration>) -> Self {
-        self.inner.purge.handle(expiry_nanos(expiry));
-        self.with_expiry_nanos(expiry_nanos(expiry))
+        self.inner.purge.handle(expiry::expiry_nanos(expiry));
+        self.with_expiry_nanos(expiry::expiry_nanos(expiry))
     }
 
     /// [`with_expiry`](Self::with_expiry) in nanoseconds (`i64::MAX`: never).
@@ -687,8 +279,8 @@ where
         Region {
             expiry,
             expiry_nanos: nanos,
-            expiry_limit: expiry_limit(nanos, self.inner.tolerance_nanos),
-            refresh_limit: refresh_limit(
+            expiry_limit: expiry::expiry_limit(nanos, self.inner.tolerance_nanos),
+            refresh_limit: expiry::refresh_limit(
                 nanos,
                 self.inner.tolerance_nanos,
                 self.inner.refresh_ahead,
@@ -747,213 +339,6 @@ where
             ..self.clone()
         }
     }
-
-    // ---- the hot path ---------------------------------------------------------------------
-
-    /// A fresh value, counted as a hit; `None` sends the caller down the slow path.
-    #[inline]
-    fn fresh(&self, key: &K) -> Option<V> {
-        let inner = &*self.inner;
-        let (value, created) = inner.store.get(key).ok()??;
-        if self.age(created) != Age::Fresh {
-            return None;
-        }
-        inner.stats.add(Counter::Hit);
-        Some(value)
-    }
-
-    /// A read of `key`, judged.
-    fn read(&self, key: &K) -> Result<Found<V>, BackendError> {
-        Ok(self.judge(self.inner.store.get(key)?))
-    }
-}
-
-impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
-    /// What a stored value and its creation time amount to through this handle.
-    #[inline]
-    fn judge(&self, stored: Option<(V, Timestamp)>) -> Found<V> {
-        match stored {
-            None => Found::Missing,
-            Some((value, created)) => match self.age(created) {
-                Age::Fresh => Found::Fresh(value),
-                Age::Due => Found::Due(value),
-                Age::Expired(rescue) => Found::Expired(value, rescue),
-                Age::Gone => Found::Missing,
-            },
-        }
-    }
-
-    #[inline]
-    fn age(&self, created: Timestamp) -> Age {
-        let inner = &*self.inner;
-        let nanos = created.as_nanos();
-        if nanos <= inner.any_until.load(Ordering::Relaxed) {
-            return self.age_invalidated(nanos);
-        }
-        if self.expiry_nanos == i64::MAX {
-            return Age::Fresh;
-        }
-        // Creation times that reach this point are positive (past `missing_until`, at least
-        // 0), and clocks read after 1970, so the subtraction cannot overflow. An age below
-        // minus the tolerance (a creation time ahead of the clock: the clock stepped back, or
-        // another host's runs ahead) wraps to a huge unsigned number and counts as expired, so
-        // no clock jump keeps a value fresh past its lifetime plus the tolerance.
-        let age = inner.now().as_nanos().wrapping_sub(nanos);
-        let shifted = age.wrapping_add(inner.tolerance_nanos) as u64;
-        if shifted <= self.refresh_limit {
-            Age::Fresh
-        } else {
-            self.age_late(age, shifted)
-        }
-    }
-
-    /// A value past the point of refresh: due, expired, or too stale.
-    #[cold]
-    fn age_late(&self, age: i64, shifted: u64) -> Age {
-        if shifted <= self.expiry_limit {
-            Age::Due
-        } else if age < 0 {
-            // Created further ahead of the clock than the tolerance: its age is unknown.
-            Age::Expired(false)
-        } else {
-            self.staleness(age - self.expiry_nanos)
-        }
-    }
-
-    /// An expired value, `stale_for` past its expiry.
-    fn staleness(&self, stale_for: i64) -> Age {
-        let inner = &*self.inner;
-        if inner.max_stale_nanos.is_some_and(|most| stale_for > most) {
-            Age::Gone
-        } else {
-            Age::Expired(inner.stale_if_error_nanos.is_some_and(|w| stale_for <= w))
-        }
-    }
-
-    #[cold]
-    fn age_invalidated(&self, nanos: i64) -> Age {
-        let inner = &*self.inner;
-        inner.distrust_future_cutoffs();
-        let missing_until = inner.missing_until.load(Ordering::Relaxed);
-        if nanos == SOFT_INVALIDATED.as_nanos() {
-            // The store judged it soft-invalidated: it counts as just expired.
-            self.staleness(0)
-        } else if nanos < -1 {
-            // One key soft-invalidated at `-nanos`: expired since then, unless every key was
-            // hard-invalidated after it.
-            let at = nanos.saturating_neg();
-            if at <= missing_until {
-                Age::Gone
-            } else {
-                self.staleness((inner.now().as_nanos() - at).max(0))
-            }
-        } else if nanos <= missing_until {
-            Age::Gone
-        } else if nanos <= inner.expired_until.load(Ordering::Relaxed) {
-            // Soft-invalidated with every key: stale since the invalidation.
-            let since = inner.now().as_nanos() - inner.expired_until.load(Ordering::Relaxed);
-            self.staleness(since.max(0))
-        } else {
-            // The cutoff that sent this value here was ahead of the clock and is gone.
-            self.age(Timestamp::from_nanos(nanos))
-        }
-    }
-
-    /// The creation time of a value stored now: never at or before an invalidation, even with
-    /// a coarse clock.
-    fn stamp(&self) -> Timestamp {
-        self.stamp_with(0)
-    }
-
-    /// The creation time of `value` stored now, with `lifetime` its own if it has one. A value
-    /// that lives shorter than the handle's expiry (its own lifetime, `expire_with`, jitter) is
-    /// stamped as if created that much earlier, so every rule that reads its age (expiry,
-    /// refresh-ahead, stale windows) reads it against its own lifetime, in this process and any
-    /// other that shares the store.
-    fn stamp_value(&self, value: &V, lifetime: Option<Duration>) -> Timestamp {
-        let inner = &*self.inner;
-        if self.expiry_nanos == i64::MAX {
-            // Never expires: there is no lifetime to shorten.
-            return self.stamp();
-        }
-        let own = lifetime.or_else(|| self.expire_with.as_ref().map(|f| f(value)));
-        let mut life = match own {
-            Some(own) => crate::clock::saturating_nanos(own).min(self.expiry_nanos),
-            None => self.expiry_nanos,
-        };
-        if let Some(share) = inner.jitter {
-            // `share` is in (0, 1): the cut is below the lifetime.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-            let cut = (life as f64 * share * jitter_draw()) as i64;
-            life -= cut;
-        }
-        self.stamp_with(self.expiry_nanos - life)
-    }
-
-    /// A stamp `backdate` nanoseconds before now, but never at or before an invalidation.
-    fn stamp_with(&self, backdate: i64) -> Timestamp {
-        let inner = &*self.inner;
-        inner.distrust_future_cutoffs();
-        let floor = inner
-            .missing_until
-            .load(Ordering::Acquire)
-            .max(inner.expired_until.load(Ordering::Acquire))
-            .saturating_add(1);
-        Timestamp::from_nanos(inner.now().as_nanos().saturating_sub(backdate).max(floor))
-    }
-}
-
-impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
-    /// A time at or after the creation stamp of every value stored so far: now, or, when
-    /// values were stamped after an earlier cutoff within the same tick of a coarse clock,
-    /// just past that cutoff.
-    fn cutoff(&self) -> i64 {
-        self.distrust_future_cutoffs();
-        let last = self
-            .missing_until
-            .load(Ordering::SeqCst)
-            .max(self.expired_until.load(Ordering::SeqCst));
-        self.now().as_nanos().max(last.saturating_add(1))
-    }
-
-    /// An invalidation made while the clock ran ahead would otherwise stamp every later value
-    /// after it, and keep values created once the clock is corrected fresh until the clock
-    /// catches up. A cutoff further ahead of the clock than the tolerance is brought back to
-    /// now: every value it covered was created before now, and stays covered; values stamped
-    /// under the fast clock are ahead of it too, and count as expired.
-    fn distrust_future_cutoffs(&self) {
-        let now = self.now().as_nanos();
-        let trusted = now.saturating_add(self.tolerance_nanos);
-        if self.any_until.load(Ordering::SeqCst) <= trusted {
-            return;
-        }
-        for cutoff in [&self.missing_until, &self.expired_until, &self.any_until] {
-            let _ = cutoff.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
-                (c > trusted).then_some(now)
-            });
-        }
-    }
-
-    /// Sets this process's cutoff, and returns it.
-    fn invalidate_all(&self, soft: bool) -> Timestamp {
-        let cutoff = self.cutoff();
-        let until = if soft {
-            &self.expired_until
-        } else {
-            &self.missing_until
-        };
-        until.fetch_max(cutoff, Ordering::SeqCst);
-        self.any_until.fetch_max(cutoff, Ordering::SeqCst);
-        Timestamp::from_nanos(cutoff)
-    }
-
-    #[inline]
-    fn now(&self) -> Timestamp {
-        match &self.clock {
-            None => CoarseClock.now(),
-            Some(clock) => clock.now(),
-        }
-    }
 }
 
 impl<K, V, S, M: RawMutex> fmt::Debug for Region<K, V, S, M> {
@@ -966,35 +351,6 @@ impl<K, V, S, M: RawMutex> fmt::Debug for Region<K, V, S, M> {
             .field("background", &inner.pool.is_some())
             .finish_non_exhaustive()
     }
-}
-
-/// A draw in [0, 1) for jitter: a per-thread xorshift, seeded from the thread's stack
-/// address and the time; spread, not secrecy, is all it needs.
-fn jitter_draw() -> f64 {
-    use std::cell::Cell;
-    // loom's `thread_local!` takes no `const { }` initializer.
-    #[allow(clippy::missing_const_for_thread_local)]
-    mod state {
-        crate::sync::thread_local! {
-            pub(super) static STATE: std::cell::Cell<u64> = std::cell::Cell::new(0);
-        }
-    }
-    state::STATE.with(|state: &Cell<u64>| {
-        let mut x = state.get();
-        if x == 0 {
-            let local = 0u8;
-            let time = crate::SystemClock.now().as_nanos().unsigned_abs();
-            x = ((&local as *const u8 as u64) ^ (time << 1)) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        state.set(x);
-        // The top 53 bits, as a fraction.
-        #[allow(clippy::cast_precision_loss)]
-        let draw = (x >> 11) as f64 / (1u64 << 53) as f64;
-        draw
-    })
 }
 
 // ---- the three verbs on one path -----------------------------------------------------------

@@ -3,6 +3,7 @@
 use std::future::{ready, Future};
 use std::pin::Pin;
 
+use super::Stamp;
 use super::{MemoryStore, Store};
 use crate::lock::Fence;
 use crate::{BackendError, Timestamp};
@@ -26,8 +27,9 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
 /// let store = MemoryStore::new(None);
 /// assert!(store.answers_at_once());
-/// store.put_async(&"k", &7, Timestamp::from_nanos(1)).await.unwrap();
-/// assert_eq!(store.get_async(&"k").await.unwrap(), Some((7, Timestamp::from_nanos(1))));
+/// let stamp = Timestamp::from_nanos(1).into();
+/// store.put_async(&"k", &7, stamp).await.unwrap();
+/// assert_eq!(store.get_async(&"k").await.unwrap(), Some((7, stamp)));
 /// store.remove_async(&"k").await.unwrap();
 /// assert_eq!(store.get_async(&"k").await.unwrap(), None);
 /// # });
@@ -38,11 +40,10 @@ pub trait AsyncStore<K, V>: Store<K, V> {
     fn answers_at_once(&self) -> bool;
 
     /// [`Store::get`], awaited.
-    fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Timestamp)>>;
+    fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Stamp)>>;
 
     /// [`Store::put`], awaited.
-    fn put_async<'a>(&'a self, key: &'a K, value: &'a V, created: Timestamp)
-        -> StoreFuture<'a, ()>;
+    fn put_async<'a>(&'a self, key: &'a K, value: &'a V, stamp: Stamp) -> StoreFuture<'a, ()>;
 
     /// [`Store::remove`], awaited.
     fn remove_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, ()>;
@@ -56,10 +57,16 @@ pub trait AsyncStore<K, V>: Store<K, V> {
         &'a self,
         key: &'a K,
         value: &'a V,
-        created: Timestamp,
+        stamp: Stamp,
         fence: &'a Fence,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(ready(self.put_fenced(key, value, created, fence)))
+        Box::pin(ready(self.put_fenced(key, value, stamp, fence)))
+    }
+
+    /// [`Store::restamp`], awaited. The default, for stores that answer at once, is the
+    /// blocking form.
+    fn restamp_async<'a>(&'a self, key: &'a K, from: Stamp, to: Stamp) -> StoreFuture<'a, bool> {
+        Box::pin(ready(self.restamp(key, from, to)))
     }
 
     /// [`Store::invalidate_before`], awaited. The default, for stores that answer at once, is
@@ -79,17 +86,12 @@ where
         true
     }
 
-    fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Timestamp)>> {
+    fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Stamp)>> {
         Box::pin(ready(self.get(key)))
     }
 
-    fn put_async<'a>(
-        &'a self,
-        key: &'a K,
-        value: &'a V,
-        created: Timestamp,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(ready(self.put(key, value, created)))
+    fn put_async<'a>(&'a self, key: &'a K, value: &'a V, stamp: Stamp) -> StoreFuture<'a, ()> {
+        Box::pin(ready(self.put(key, value, stamp)))
     }
 
     fn remove_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, ()> {

@@ -2,69 +2,20 @@
 
 use std::fmt::Debug;
 
-#[cfg(feature = "tracing")]
-pub(super) struct Regeneration(tracing::span::EnteredSpan);
-
-#[cfg(not(feature = "tracing"))]
-pub(super) struct Regeneration;
-
-impl Regeneration {
-    /// Enters a `dogpile.regenerate` span naming the region and the key.
-    #[inline]
-    pub(super) fn start(region: &str, key: &dyn Debug) -> Self {
-        #[cfg(feature = "tracing")]
-        {
-            Regeneration(
-                tracing::info_span!(
-                    "dogpile.regenerate",
-                    region,
-                    key = ?key,
-                    outcome = tracing::field::Empty
-                )
-                .entered(),
-            )
-        }
-        #[cfg(not(feature = "tracing"))]
-        {
-            let _ = (region, key);
-            Regeneration
-        }
-    }
-
-    /// Records how the regeneration ended ("stored", "error", ...) and leaves the span.
-    #[inline]
-    pub(super) fn finish(self, outcome: &'static str) {
-        #[cfg(feature = "tracing")]
-        self.0.record("outcome", outcome);
-        #[cfg(not(feature = "tracing"))]
-        let _ = outcome;
-    }
-}
-
-/// Reports a call that bypassed the cache because its store or mutex failed.
-#[inline]
-pub(super) fn direct_call(region: &str, key: &dyn Debug, error: &dyn std::error::Error) {
-    #[cfg(feature = "tracing")]
-    tracing::warn!(region, key = ?key, %error, "dogpile backend failed; calling the creator directly");
-    #[cfg(not(feature = "tracing"))]
-    let _ = (region, key, error);
-}
-
-/// A `dogpile.regenerate` span for an async creator: not entered (an entered span cannot cross
-/// an `.await`), but attached to the creator's future.
-#[cfg(feature = "tokio")]
-pub(super) struct AsyncRegeneration {
+/// A `dogpile.regenerate` span naming the region and the key (or a batch's keys), entered
+/// while a blocking creator runs and attached to an async creator's future (an entered span
+/// cannot cross an `.await`); [`finish`](Self::finish) records the outcome.
+pub(super) struct Regeneration {
     #[cfg(feature = "tracing")]
     span: tracing::Span,
 }
 
-#[cfg(feature = "tokio")]
-impl AsyncRegeneration {
+impl Regeneration {
     #[inline]
     pub(super) fn start(region: &str, key: &dyn Debug) -> Self {
         #[cfg(feature = "tracing")]
         {
-            AsyncRegeneration {
+            Regeneration {
                 span: tracing::info_span!(
                     "dogpile.regenerate",
                     region,
@@ -76,11 +27,25 @@ impl AsyncRegeneration {
         #[cfg(not(feature = "tracing"))]
         {
             let _ = (region, key);
-            AsyncRegeneration {}
+            Regeneration {}
+        }
+    }
+
+    /// Runs `f` inside the span.
+    #[inline]
+    pub(super) fn in_scope<T>(&self, f: impl FnOnce() -> T) -> T {
+        #[cfg(feature = "tracing")]
+        {
+            self.span.in_scope(f)
+        }
+        #[cfg(not(feature = "tracing"))]
+        {
+            f()
         }
     }
 
     /// `future`, run inside the span.
+    #[cfg(feature = "tokio")]
     #[inline]
     pub(super) fn instrument<F: std::future::Future>(
         &self,
@@ -96,6 +61,7 @@ impl AsyncRegeneration {
         }
     }
 
+    /// Records how the regeneration ended ("stored", "error", ...).
     #[inline]
     pub(super) fn finish(self, outcome: &'static str) {
         #[cfg(feature = "tracing")]
@@ -103,4 +69,13 @@ impl AsyncRegeneration {
         #[cfg(not(feature = "tracing"))]
         let _ = outcome;
     }
+}
+
+/// Reports a call that bypassed the cache because its store or mutex failed.
+#[inline]
+pub(super) fn direct_call(region: &str, key: &dyn Debug, error: &dyn std::error::Error) {
+    #[cfg(feature = "tracing")]
+    tracing::warn!(region, key = ?key, %error, "dogpile backend failed; calling the creator directly");
+    #[cfg(not(feature = "tracing"))]
+    let _ = (region, key, error);
 }

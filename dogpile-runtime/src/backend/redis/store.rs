@@ -15,16 +15,20 @@ use super::keys::{self, KeyNames};
 use super::mutex::millis;
 use super::Redis;
 use crate::lock::Fence;
+use crate::region::Stamp;
 #[cfg(feature = "tokio")]
 use crate::region::StoreFuture;
 use crate::{BackendError, ConfigError, Store, Timestamp};
 
-/// The format's first byte, so that a later format can tell old values apart.
-const FORMAT: u8 = 1;
+/// The format's first byte, so that a later format can tell old values apart: 2, the value's
+/// [`Stamp`] (16 bytes) then the value; 1 (still read), its creation time (8 bytes) then the
+/// value.
+const FORMAT: u8 = 2;
+const FORMAT_1: u8 = 1;
 
-/// The creation time that tells the region a value was soft-invalidated: positive (a value
-/// exists) and older than any expiry, as the region's own soft invalidation stamps it.
-const SOFT_INVALIDATED: Timestamp = Timestamp::from_nanos(1);
+/// The stamp that tells the region a value was soft-invalidated: positive (a value exists) and
+/// older than any expiry, as the region's own soft invalidation stamps it.
+const SOFT_INVALIDATED: Stamp = Stamp::new(Timestamp::from_nanos(1));
 
 /// Reads a value and judges it against its shard's epochs. KEYS: value, epoch. Answers nil (no
 /// value, or hard-invalidated: then also deleted), `{bytes, 1}` soft-invalidated, `{bytes, 0}`
@@ -58,8 +62,31 @@ fn script(source: &'static LazyLock<::redis::Script>) -> ::redis::ScriptInvocati
     source.prepare_invoke()
 }
 
+/// Changes a value's stamp if it is still the one given, keeping the value, its epochs and its
+/// time to live. KEYS: value, epoch; ARGV: the format byte and old stamp (17 bytes), the new
+/// stamp (16 bytes), and, when the old stamp can be one of the first format, that form (the
+/// format byte and the creation time, 9 bytes). Answers 1 if changed, 0 if the value is gone,
+/// hard-invalidated or stamped otherwise.
+const RESTAMP: &str = r#"
+local v = redis.pcall("HMGET", KEYS[1], "d", "h")
+if v.err or not v[1] then return 0 end
+local e = redis.call("HMGET", KEYS[2], "h")
+if (tonumber(v[2]) or 0) < (tonumber(e[1]) or 0) then return 0 end
+local rest
+if string.sub(v[1], 1, 17) == ARGV[1] then
+    rest = string.sub(v[1], 18)
+elseif ARGV[3] and string.sub(v[1], 1, 9) == ARGV[3] then
+    rest = string.sub(v[1], 10)
+else
+    return 0
+end
+redis.call("HSET", KEYS[1], "d", string.sub(ARGV[1], 1, 1) .. ARGV[2] .. rest)
+return 1
+"#;
+
 static READ_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(READ));
 static WRITE_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(WRITE));
+static RESTAMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RESTAMP));
 
 /// A [`Store`] in Redis: keys and values encoded with `postcard` (compact, serde), each value
 /// beside its creation time and its shard's invalidation epochs (see the
@@ -84,8 +111,9 @@ static WRITE_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Scrip
 /// use dogpile_runtime::clock::Timestamp;
 /// use dogpile_runtime::region::Store;
 /// let store: RedisStore<u64, String> = Redis::open("redis://127.0.0.1/")?.store("names");
-/// store.put(&1, &"ann".to_string(), Timestamp::from_nanos(7))?;
-/// assert_eq!(store.get(&1)?, Some(("ann".to_string(), Timestamp::from_nanos(7))));
+/// let stamp = Timestamp::from_nanos(7).into();
+/// store.put(&1, &"ann".to_string(), stamp)?;
+/// assert_eq!(store.get(&1)?, Some(("ann".to_string(), stamp)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisStore<K, V> {
@@ -162,6 +190,28 @@ impl<K, V> RedisStore<K, V> {
         read
     }
 
+    /// The restamp script on `names`.
+    fn restamp_script(
+        names: &KeyNames,
+        from: Stamp,
+        to: Stamp,
+    ) -> ::redis::ScriptInvocation<'static> {
+        let mut old = vec![FORMAT];
+        old.extend(from.to_bytes());
+        let mut restamp = script(&RESTAMP_SCRIPT);
+        restamp
+            .key(names.value.clone())
+            .key(names.epoch.clone())
+            .arg(old)
+            .arg(to.to_bytes().to_vec());
+        if from == Stamp::new(from.created()) {
+            let mut first = vec![FORMAT_1];
+            first.extend(from.created().as_nanos().to_be_bytes());
+            restamp.arg(first);
+        }
+        restamp
+    }
+
     /// The write script on `names`, fenced by `fence` if given.
     fn write(
         &self,
@@ -226,24 +276,30 @@ impl<K, V> RedisStore<K, V> {
     }
 }
 
-fn encode<V: Serialize>(value: &V, created: Timestamp) -> Result<Vec<u8>, BackendError> {
+fn encode<V: Serialize>(value: &V, stamp: Stamp) -> Result<Vec<u8>, BackendError> {
     let mut bytes = vec![FORMAT];
-    bytes.extend(created.as_nanos().to_be_bytes());
+    bytes.extend(stamp.to_bytes());
     postcard::to_io(value, &mut bytes)
         .map_err(|e| BackendError::with_source("could not encode a value for Redis", e))?;
     Ok(bytes)
 }
 
-fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Timestamp)> {
+fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Stamp)> {
     let (&format, rest) = bytes.split_first()?;
-    if format != FORMAT || rest.len() < 8 {
-        return None;
-    }
-    let (created, value) = rest.split_at(8);
-    let created = i64::from_be_bytes(created.try_into().ok()?);
+    let (stamp, value) = match format {
+        FORMAT if rest.len() >= 16 => {
+            let (stamp, value) = rest.split_at(16);
+            (Stamp::from_bytes(stamp.try_into().ok()?), value)
+        }
+        FORMAT_1 if rest.len() >= 8 => {
+            let (created, value) = rest.split_at(8);
+            let created = i64::from_be_bytes(created.try_into().ok()?);
+            (Stamp::new(Timestamp::from_nanos(created)), value)
+        }
+        _ => return None,
+    };
     let (value, left) = postcard::take_from_bytes(value).ok()?;
-    left.is_empty()
-        .then_some((value, Timestamp::from_nanos(created)))
+    left.is_empty().then_some((value, stamp))
 }
 
 /// Runs `pipe`; a pipeline of one command is sent as that command, which a cluster's
@@ -279,7 +335,7 @@ where
 {
     /// What the read script answered, decoded; bytes that do not decode are counted and are a
     /// miss.
-    fn decoded(&self, read: Read) -> Option<(V, Timestamp)> {
+    fn decoded(&self, read: Read) -> Option<(V, Stamp)> {
         let (bytes, state) = read?;
         let found = if state == 2 { None } else { decode(&bytes) };
         let Some((value, created)) = found else {
@@ -305,14 +361,14 @@ where
     K: Serialize + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    fn get(&self, key: &K) -> Result<Option<(V, Timestamp)>, BackendError> {
+    fn get(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError> {
         let read = Self::read(&self.names(key)?);
         let found: Read = self.redis.run("read", |c| read.invoke(c))?;
         Ok(self.decoded(found))
     }
 
-    fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
-        let write = self.write(&self.names(key)?, encode(value, created)?, None)?;
+    fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError> {
+        let write = self.write(&self.names(key)?, encode(value, stamp)?, None)?;
         self.redis
             .run("write", |c| write.invoke::<i64>(c))
             .map(drop)
@@ -322,12 +378,18 @@ where
         &self,
         key: &K,
         value: &V,
-        created: Timestamp,
+        stamp: Stamp,
         fence: &Fence,
     ) -> Result<bool, BackendError> {
-        let write = self.write(&self.names(key)?, encode(value, created)?, Some(fence))?;
+        let write = self.write(&self.names(key)?, encode(value, stamp)?, Some(fence))?;
         let written: i64 = self.redis.run("fenced write", |c| write.invoke(c))?;
         Ok(written == 1)
+    }
+
+    fn restamp(&self, key: &K, from: Stamp, to: Stamp) -> Result<bool, BackendError> {
+        let restamp = Self::restamp_script(&self.names(key)?, from, to);
+        let done: i64 = self.redis.run("restamp", |c| restamp.invoke(c))?;
+        Ok(done == 1)
     }
 
     fn remove(&self, key: &K) -> Result<(), BackendError> {
@@ -386,7 +448,7 @@ where
         false
     }
 
-    fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Timestamp)>> {
+    fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Stamp)>> {
         Box::pin(async move {
             let read = Self::read(&self.names(key)?);
             let found: Read = self
@@ -400,14 +462,9 @@ where
         })
     }
 
-    fn put_async<'a>(
-        &'a self,
-        key: &'a K,
-        value: &'a V,
-        created: Timestamp,
-    ) -> StoreFuture<'a, ()> {
+    fn put_async<'a>(&'a self, key: &'a K, value: &'a V, stamp: Stamp) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let write = self.write(&self.names(key)?, encode(value, created)?, None)?;
+            let write = self.write(&self.names(key)?, encode(value, stamp)?, None)?;
             self.redis
                 .run_async("write", |mut c| async move {
                     write.invoke_async::<i64>(&mut c).await
@@ -421,11 +478,11 @@ where
         &'a self,
         key: &'a K,
         value: &'a V,
-        created: Timestamp,
+        stamp: Stamp,
         fence: &'a Fence,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let write = self.write(&self.names(key)?, encode(value, created)?, Some(fence))?;
+            let write = self.write(&self.names(key)?, encode(value, stamp)?, Some(fence))?;
             let written: i64 = self
                 .redis
                 .run_async("fenced write", |mut c| async move {
@@ -433,6 +490,19 @@ where
                 })
                 .await?;
             Ok(written == 1)
+        })
+    }
+
+    fn restamp_async<'a>(&'a self, key: &'a K, from: Stamp, to: Stamp) -> StoreFuture<'a, bool> {
+        Box::pin(async move {
+            let restamp = Self::restamp_script(&self.names(key)?, from, to);
+            let done: i64 = self
+                .redis
+                .run_async("restamp", |mut c| async move {
+                    restamp.invoke_async(&mut c).await
+                })
+                .await?;
+            Ok(done == 1)
         })
     }
 
@@ -514,10 +584,19 @@ mod tests {
 
     #[test]
     fn values_round_trip_and_foreign_bytes_do_not_decode() {
-        let bytes = encode(&("ann".to_string(), 7u32), Timestamp::from_nanos(42)).unwrap();
+        let stamp = Stamp::new(Timestamp::from_nanos(42));
+        let bytes = encode(&("ann".to_string(), 7u32), stamp).unwrap();
         assert_eq!(
             decode::<(String, u32)>(&bytes),
-            Some((("ann".to_string(), 7), Timestamp::from_nanos(42)))
+            Some((("ann".to_string(), 7), stamp))
+        );
+        // The first format: a creation time, no more.
+        let mut first = vec![FORMAT_1];
+        first.extend(42i64.to_be_bytes());
+        first.extend(postcard::to_stdvec(&("ann".to_string(), 7u32)).unwrap());
+        assert_eq!(
+            decode::<(String, u32)>(&first),
+            Some((("ann".to_string(), 7), stamp))
         );
         assert_eq!(decode::<(String, u32)>(b""), None);
         assert_eq!(decode::<(String, u32)>(b"\x01short"), None);
@@ -545,11 +624,9 @@ mod tests {
             /// soft-invalidated) included.
             #[test]
             fn values_round_trip(text in ".{0,20}", n in any::<u32>(), created in any::<i64>()) {
-                let bytes = encode(&(text.clone(), n), Timestamp::from_nanos(created)).unwrap();
-                prop_assert_eq!(
-                    decode::<(String, u32)>(&bytes),
-                    Some(((text, n), Timestamp::from_nanos(created)))
-                );
+                let stamp = Stamp::new(Timestamp::from_nanos(created));
+                let bytes = encode(&(text.clone(), n), stamp).unwrap();
+                prop_assert_eq!(decode::<(String, u32)>(&bytes), Some(((text, n), stamp)));
             }
 
             /// A value cut short, or followed by anything, is refused.
@@ -559,7 +636,7 @@ mod tests {
                 cut in 1usize..8,
                 pad in prop::collection::vec(any::<u8>(), 1..8),
             ) {
-                let bytes = encode(&text, Timestamp::from_nanos(5)).unwrap();
+                let bytes = encode(&text, Timestamp::from_nanos(5).into()).unwrap();
                 let cut = bytes.len().saturating_sub(cut);
                 prop_assert_eq!(decode::<String>(&bytes[..cut]), None);
                 let mut padded = bytes.clone();

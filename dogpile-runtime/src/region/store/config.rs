@@ -88,7 +88,7 @@ impl<K, V> Settings<K, V> {
 ///     .weigher(|_url: &String, page: &Vec<u8>| page.len().try_into().unwrap_or(u32::MAX))
 ///     .build()
 ///     .unwrap();
-/// pages.put(&"/".to_string(), &vec![0; 1024], Timestamp::from_nanos(1)).unwrap();
+/// pages.put(&"/".to_string(), &vec![0; 1024], Timestamp::from_nanos(1).into()).unwrap();
 /// assert_eq!(pages.count(), Some(1));
 /// ```
 #[must_use = "a builder does nothing until `build` is called"]

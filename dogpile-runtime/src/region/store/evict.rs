@@ -21,7 +21,7 @@ use std::sync::Arc;
 ///     })
 ///     .build()
 ///     .unwrap();
-/// let t = Timestamp::from_nanos(1);
+/// let t = Timestamp::from_nanos(1).into();
 /// store.put(&1, &"one".to_string(), t).unwrap();
 /// store.put(&1, &"uno".to_string(), t).unwrap();
 /// store.remove(&1).unwrap();

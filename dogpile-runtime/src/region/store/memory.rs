@@ -10,13 +10,14 @@ use super::config::{MemoryStoreBuilder, Settings};
 use super::evict::{EvictionCause, Listener, Weigher};
 use super::policy::{Policy, Residents, HITS_MAX};
 use super::Store;
+use crate::region::Stamp;
 use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering};
-use crate::{BackendError, ConfigError, Timestamp};
+use crate::{BackendError, ConfigError};
 
-/// A value with its creation time, as the map holds it.
+/// A value with its stamp, as the map holds it.
 struct Entry<V> {
     value: V,
-    created: Timestamp,
+    stamp: Stamp,
     /// The key's node in the policy; written under the policy's lock.
     node: AtomicU32,
     /// Hits since the policy's hand last passed, up to [`HITS_MAX`]. Readers write it only while
@@ -25,10 +26,10 @@ struct Entry<V> {
 }
 
 impl<V> Entry<V> {
-    fn new(value: V, created: Timestamp, node: u32, hits: u8) -> Self {
+    fn new(value: V, stamp: Stamp, node: u32, hits: u8) -> Self {
         Entry {
             value,
-            created,
+            stamp,
             node: AtomicU32::new(node),
             hits: AtomicU8::new(hits),
         }
@@ -66,7 +67,7 @@ type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
 ///
 /// let store = MemoryStore::new(Some(100));
 /// for k in 0..1000u32 {
-///     store.put(&k, &k, Timestamp::from_nanos(1)).unwrap();
+///     store.put(&k, &k, Timestamp::from_nanos(1).into()).unwrap();
 /// }
 /// assert_eq!(store.count(), Some(100));
 /// assert_eq!(store.evictions(), 900);
@@ -148,9 +149,9 @@ where
         }
     }
 
-    /// Reads without cloning: `f` sees the value and its creation time.
+    /// Reads without cloning: `f` sees the value and its stamp.
     #[inline]
-    pub(crate) fn read<R>(&self, key: &K, f: impl FnOnce(&V, Timestamp) -> R) -> Option<R> {
+    pub(crate) fn read<R>(&self, key: &K, f: impl FnOnce(&V, Stamp) -> R) -> Option<R> {
         // `pin` ties the guard to this map once, so the look-up need not check it.
         let map = self.map.pin();
         let entry = map.get(key)?;
@@ -158,7 +159,7 @@ where
         if hits < HITS_MAX {
             entry.hits.store(hits + 1, Ordering::Relaxed);
         }
-        Some(f(&entry.value, entry.created))
+        Some(f(&entry.value, entry.stamp))
     }
 
     /// The weight `value` takes: at least 1.
@@ -210,19 +211,19 @@ where
 
     /// Removes `key` if `dead` judges its value so, at the moment of its removal; whether it
     /// did.
-    fn take_if_dead(&self, key: &K, dead: &dyn Fn(Timestamp) -> bool) -> bool {
+    fn take_if_dead(&self, key: &K, dead: &dyn Fn(Stamp) -> bool) -> bool {
         let guard = self.map.guard();
         let departed = match &self.policy {
             None => self
                 .map
-                .remove_if(key, |_, entry| dead(entry.created), &guard)
+                .remove_if(key, |_, entry| dead(entry.stamp), &guard)
                 .ok()
                 .flatten()
                 .map(|(_, old)| old),
             Some(policy) => {
                 let mut policy = policy.lock();
                 match self.map.get(key, &guard) {
-                    Some(entry) if dead(entry.created) => {
+                    Some(entry) if dead(entry.stamp) => {
                         self.map.remove(key, &guard).inspect(|old| {
                             policy
                                 .remove(old.node.load(Ordering::Relaxed), &Held(&self.map, &guard));
@@ -245,7 +246,7 @@ where
         policy: &Mutex<Policy<K, RandomState>>,
         key: &K,
         value: &V,
-        created: Timestamp,
+        stamp: Stamp,
         guard: &'g impl Guard,
     ) -> (Vec<Departure<'g, K, V>>, bool) {
         let weight = self.weigh(key, value);
@@ -264,7 +265,7 @@ where
         if let Some(old) = self.map.get(key, guard) {
             let node = old.node.load(Ordering::Relaxed);
             let hits = old.hits.load(Ordering::Relaxed);
-            let entry = Entry::new(value.clone(), created, node, hits);
+            let entry = Entry::new(value.clone(), stamp, node, hits);
             if let Some(old) = self.map.insert(key.clone(), entry, guard) {
                 if reporting {
                     departures.push((key.clone(), old, EvictionCause::Replaced));
@@ -275,7 +276,7 @@ where
             let node = policy.insert(key.clone(), weight);
             self.map.insert(
                 key.clone(),
-                Entry::new(value.clone(), created, node, 0),
+                Entry::new(value.clone(), stamp, node, 0),
                 guard,
             );
         }
@@ -325,20 +326,20 @@ where
     V: Clone + Send + Sync + 'static,
 {
     #[inline]
-    fn get(&self, key: &K) -> Result<Option<(V, Timestamp)>, BackendError> {
-        Ok(self.read(key, |value, created| (value.clone(), created)))
+    fn get(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError> {
+        Ok(self.read(key, |value, stamp| (value.clone(), stamp)))
     }
 
-    fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError> {
+    fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError> {
         let guard = self.map.guard();
         let Some(policy) = &self.policy else {
-            let entry = Entry::new(value.clone(), created, 0, self.fresh_hits());
+            let entry = Entry::new(value.clone(), stamp, 0, self.fresh_hits());
             if let Some(old) = self.map.insert(key.clone(), entry, &guard) {
                 self.report([(key.clone(), old, EvictionCause::Replaced)]);
             }
             return Ok(());
         };
-        let (departures, too_heavy) = self.put_bounded(policy, key, value, created, &guard);
+        let (departures, too_heavy) = self.put_bounded(policy, key, value, stamp, &guard);
         self.report(departures);
         if too_heavy {
             self.evictions.fetch_add(1, Ordering::Relaxed);
@@ -347,6 +348,37 @@ where
             }
         }
         Ok(())
+    }
+
+    fn restamp(&self, key: &K, from: Stamp, to: Stamp) -> Result<bool, BackendError> {
+        let guard = self.map.guard();
+        let restamped = |entry: &Entry<V>| {
+            Entry::new(
+                entry.value.clone(),
+                to,
+                entry.node.load(Ordering::Relaxed),
+                entry.hits.load(Ordering::Relaxed),
+            )
+        };
+        let Some(policy) = &self.policy else {
+            let compute = |found: Option<(&K, &Entry<V>)>| match found {
+                Some((_, entry)) if entry.stamp == from => {
+                    papaya::Operation::Insert(restamped(entry))
+                }
+                _ => papaya::Operation::Abort(()),
+            };
+            let done = self.map.compute(key.clone(), compute, &guard);
+            return Ok(matches!(done, papaya::Compute::Updated { .. }));
+        };
+        // A bounded store changes its map only under the policy's lock.
+        let _policy = policy.lock();
+        match self.map.get(key, &guard) {
+            Some(entry) if entry.stamp == from => {
+                self.map.insert(key.clone(), restamped(entry), &guard);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 
     fn remove(&self, key: &K) -> Result<(), BackendError> {
@@ -394,7 +426,7 @@ where
         Ok(())
     }
 
-    fn purge(&self, dead: &dyn Fn(Timestamp) -> bool) -> Result<usize, BackendError> {
+    fn purge(&self, dead: &dyn Fn(Stamp) -> bool) -> Result<usize, BackendError> {
         // The keys first, the removals after, each by key: removing what an iterator of the
         // map yields, while it runs, is what made papaya allocate without bound under churn
         // (`examples/papaya_iterate_remove.rs`).
@@ -402,7 +434,7 @@ where
             let guard = self.map.guard();
             self.map
                 .iter(&guard)
-                .filter(|(_, entry)| dead(entry.created))
+                .filter(|(_, entry)| dead(entry.stamp))
                 .map(|(key, _)| key.clone())
                 .collect()
         };
@@ -444,6 +476,7 @@ impl<K: Hash + Eq, V> fmt::Debug for MemoryStore<K, V> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Timestamp;
 
     #[test]
     fn a_region_builder_configures_one_option_at_a_time_and_keeps_what_cannot_work() {
@@ -458,17 +491,17 @@ mod tests {
         let store = store.reconfigured(|s| s.max_weight = Some(10));
         assert!(store.check().is_ok());
         store
-            .put(&1, &"12345".into(), Timestamp::from_nanos(1))
+            .put(&1, &"12345".into(), Timestamp::from_nanos(1).into())
             .unwrap();
         store
-            .put(&2, &"123456".into(), Timestamp::from_nanos(1))
+            .put(&2, &"123456".into(), Timestamp::from_nanos(1).into())
             .unwrap();
         assert_eq!(store.count(), Some(1), "weights count against the maximum");
 
         let store: MemoryStore<u8, u8> =
             MemoryStore::new(None).reconfigured(|s| s.capacity = Some(0));
         assert_eq!(store.check().unwrap_err().option(), "capacity");
-        store.put(&1, &1, Timestamp::from_nanos(1)).unwrap();
+        store.put(&1, &1, Timestamp::from_nanos(1).into()).unwrap();
         assert_eq!(store.count(), Some(0), "and keeps nothing meanwhile");
     }
 }

@@ -18,31 +18,55 @@ pub use config::MemoryStoreBuilder;
 pub use evict::EvictionCause;
 pub use memory::MemoryStore;
 
+use super::Stamp;
 use crate::lock::Fence;
 use crate::{BackendError, ConfigError, Timestamp};
 
-/// A map from keys to values with their creation times: where a region keeps its values.
+/// A map from keys to values with their [`Stamp`]s: where a region keeps its values.
 ///
-/// The region decides freshness; a store only keeps what it is given. [`MemoryStore`] is the
+/// The region decides freshness; a store only keeps what it is given, and gives it back as it
+/// was given. [`MemoryStore`] is the
 /// default; stores in a file or on a server return [`BackendError`] when they fail, and the
 /// region then applies its failure policy.
 ///
 /// ```
 /// use dogpile_runtime::clock::Timestamp;
-/// use dogpile_runtime::region::{MemoryStore, Store};
+/// use dogpile_runtime::region::{MemoryStore, Stamp, Store};
 ///
 /// let store = MemoryStore::new(None);
-/// store.put(&"k", &7, Timestamp::from_nanos(1)).unwrap();
-/// assert_eq!(store.get(&"k").unwrap(), Some((7, Timestamp::from_nanos(1))));
+/// let stamp = Stamp::new(Timestamp::from_nanos(1));
+/// store.put(&"k", &7, stamp).unwrap();
+/// assert_eq!(store.get(&"k").unwrap(), Some((7, stamp)));
 /// store.remove(&"k").unwrap();
 /// assert_eq!(store.get(&"k").unwrap(), None);
 /// ```
 pub trait Store<K, V>: Send + Sync + 'static {
-    /// The value stored under `key` and its creation time.
-    fn get(&self, key: &K) -> Result<Option<(V, Timestamp)>, BackendError>;
+    /// The value stored under `key` and its stamp.
+    fn get(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError>;
 
-    /// Stores `value`, created at `created`, under `key`, replacing any previous value.
-    fn put(&self, key: &K, value: &V, created: Timestamp) -> Result<(), BackendError>;
+    /// Stores `value`, stamped `stamp`, under `key`, replacing any previous value.
+    fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError>;
+
+    /// Changes the stamp of the value under `key` from `from` to `to`, keeping the value, if it
+    /// is still stamped `from`; whether it did. One step, so that a value removed meanwhile
+    /// (invalidated, evicted) stays removed and one stored meanwhile keeps its own stamp: a
+    /// region's [`soft_invalidate`](crate::Region::soft_invalidate) never brings back a value
+    /// nor makes a newer one older.
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::Timestamp;
+    /// use dogpile_runtime::region::{MemoryStore, Stamp, Store};
+    ///
+    /// let store = MemoryStore::new(None);
+    /// let (one, two) = (Stamp::new(Timestamp::from_nanos(1)), Stamp::new(Timestamp::from_nanos(2)));
+    /// store.put(&"k", &7, one).unwrap();
+    /// assert!(store.restamp(&"k", one, two).unwrap());
+    /// assert!(!store.restamp(&"k", one, two).unwrap()); // no longer stamped `one`
+    /// store.remove(&"k").unwrap();
+    /// assert!(!store.restamp(&"k", two, one).unwrap()); // nothing comes back
+    /// assert_eq!(store.get(&"k").unwrap(), None);
+    /// ```
+    fn restamp(&self, key: &K, from: Stamp, to: Stamp) -> Result<bool, BackendError>;
 
     /// Removes the value under `key`, if any.
     fn remove(&self, key: &K) -> Result<(), BackendError>;
@@ -62,7 +86,7 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
     /// let store = MemoryStore::new(None);
-    /// store.put(&"k", &7, Timestamp::from_nanos(1)).unwrap();
+    /// store.put(&"k", &7, Timestamp::from_nanos(1).into()).unwrap();
     /// store.invalidate(&"k").unwrap();
     /// assert_eq!(store.get(&"k").unwrap(), None);
     /// ```
@@ -70,7 +94,7 @@ pub trait Store<K, V>: Send + Sync + 'static {
         self.remove(key)
     }
 
-    /// Removes every value whose creation time `dead` accepts, and says how many went. A
+    /// Removes every value whose stamp `dead` accepts, and says how many went. A
     /// region with [`max_stale`](crate::region::RegionBuilder::max_stale) calls it now and
     /// then, with the values it would never serve again, so that a region without a capacity
     /// does not keep keys nobody asks for again. A value stored again meanwhile stays: `dead`
@@ -82,13 +106,13 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
     /// let store = MemoryStore::new(None);
-    /// store.put(&"old", &1, Timestamp::from_nanos(10)).unwrap();
-    /// store.put(&"new", &2, Timestamp::from_nanos(20)).unwrap();
-    /// let purged = store.purge(&|created| created < Timestamp::from_nanos(15)).unwrap();
+    /// store.put(&"old", &1, Timestamp::from_nanos(10).into()).unwrap();
+    /// store.put(&"new", &2, Timestamp::from_nanos(20).into()).unwrap();
+    /// let purged = store.purge(&|stamp| stamp.created() < Timestamp::from_nanos(15)).unwrap();
     /// assert_eq!(purged, 1);
     /// assert_eq!(store.count(), Some(1));
     /// ```
-    fn purge(&self, dead: &dyn Fn(Timestamp) -> bool) -> Result<usize, BackendError> {
+    fn purge(&self, dead: &dyn Fn(Stamp) -> bool) -> Result<usize, BackendError> {
         let _ = dead;
         Ok(0)
     }
@@ -102,7 +126,7 @@ pub trait Store<K, V>: Send + Sync + 'static {
     ///
     /// let store = MemoryStore::new(Some(10));
     /// for k in 0..15 {
-    ///     store.put(&k, &k, Timestamp::from_nanos(1)).unwrap();
+    ///     store.put(&k, &k, Timestamp::from_nanos(1).into()).unwrap();
     /// }
     /// assert_eq!(store.evictions(), 5);
     /// ```
@@ -136,17 +160,17 @@ pub trait Store<K, V>: Send + Sync + 'static {
     ///
     /// let store = MemoryStore::new(None);
     /// let fence = Fence::new("lock", "token");
-    /// assert!(store.put_fenced(&"k", &7, Timestamp::from_nanos(1), &fence).unwrap());
+    /// assert!(store.put_fenced(&"k", &7, Timestamp::from_nanos(1).into(), &fence).unwrap());
     /// ```
     fn put_fenced(
         &self,
         key: &K,
         value: &V,
-        created: Timestamp,
+        stamp: Stamp,
         fence: &Fence,
     ) -> Result<bool, BackendError> {
         let _ = fence;
-        self.put(key, value, created).map(|()| true)
+        self.put(key, value, stamp).map(|()| true)
     }
 
     /// Makes every value created at or before `cutoff` count as missing (`soft`: as expired)

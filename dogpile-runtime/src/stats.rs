@@ -9,6 +9,7 @@
 use std::fmt;
 use std::ops::AddAssign;
 
+use crate::served::Served;
 use crate::sync::{AtomicU64, Ordering};
 
 /// Stripes that a thread can own; one more is shared by the threads that found none free.
@@ -126,6 +127,18 @@ impl Counters {
             cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         } else {
             cell.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a call ended with a stored value, by how it was served. Creations are counted
+    /// where the creator runs.
+    #[inline]
+    pub(crate) fn served(&self, served: Served) {
+        match served {
+            Served::Fresh => self.add(Counter::Hit),
+            Served::Stale => self.add(Counter::StaleHit),
+            Served::Waited => self.add(Counter::Wait),
+            Served::Created | Served::Direct => {}
         }
     }
 

@@ -1,0 +1,159 @@
+//! Many keys in one async call: [`AsyncRegion::try_get_with_many`], by the rules and in the
+//! order of the blocking batch (`region/batch.rs`), each key that needs a value a creation of
+//! its own.
+
+use std::future::Future;
+
+use super::driver::{while_holding, AsyncKey, CatchUnwind};
+use super::{AsyncGuard, AsyncRegion};
+use crate::lock::drive::Stop;
+use crate::lock::protocol::{Protocol, Refused};
+use crate::region::batch::{assemble, rescue, unique_in_order, Slot};
+use crate::region::creation::{fail, Creation, Guard, Run};
+use crate::region::{AsyncStore, CacheKey, CacheValue, RegionError};
+use crate::stats::Counter;
+use crate::AsyncRawMutex;
+
+impl<K, V, S, M> AsyncRegion<K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: AsyncStore<K, V>,
+    M: AsyncRawMutex + 'static,
+{
+    /// [`Region::try_get_with_many`](crate::Region::try_get_with_many) for async code: the
+    /// values of `keys`, in their order, with one call of `init` for all the keys that need a
+    /// value; waiting tasks never block a worker thread.
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::try_get_with_many`](crate::Region::try_get_with_many).
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// let region = Region::<u32, u32>::builder().build()?.to_async();
+    /// let squares = region
+    ///     .try_get_with_many(&[2, 3], |keys| {
+    ///         let values = keys.iter().map(|k| k * k).collect();
+    ///         async move { Ok::<_, ()>(values) }
+    ///     })
+    ///     .await;
+    /// assert_eq!(squares.unwrap(), [4, 9]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_get_with_many<E, F, Fut>(
+        &self,
+        keys: &[K],
+        init: F,
+    ) -> Result<Vec<V>, RegionError<E>>
+    where
+        F: FnOnce(&[K]) -> Fut,
+        Fut: Future<Output = Result<Vec<V>, E>>,
+    {
+        let region = &self.region;
+        let (unique, places) = unique_in_order(keys);
+        let mut slots = Vec::with_capacity(unique.len());
+        for &index in &unique {
+            slots.push(self.advance_one(&keys[index]).await?);
+        }
+        let mut creations: Vec<&mut Creation<'_, K, V, S, M, AsyncGuard<M>>> = slots
+            .iter_mut()
+            .filter_map(|slot| slot.as_mut().err())
+            .collect();
+        if creations.is_empty() {
+            return Ok(assemble(slots, Vec::new(), &places));
+        }
+        let asked: Vec<K> = creations.iter().map(|c| c.key.clone()).collect();
+        let held: Vec<_> = creations
+            .iter()
+            .filter_map(|c| c.guard.as_ref().map(|g| g.mutex().clone()))
+            .collect();
+        let run = Run::start(region, &asked);
+        let made = while_holding(&held, async {
+            CatchUnwind(std::pin::pin!(run.span().instrument(init(&asked)))).await
+        })
+        .await;
+        let values = match run.ran(made) {
+            Ok(values) if values.len() == asked.len() => {
+                let mut outcome = "stored";
+                for (creation, value) in creations.iter().zip(&values) {
+                    let stored = match creation.write(value, None) {
+                        Some(write) => Some(write.awaiting().await),
+                        None => None,
+                    };
+                    outcome = creation.stored(stored);
+                }
+                run.finish(outcome);
+                values
+            }
+            Ok(values) => {
+                run.finish("error");
+                region.inner.stats.add(Counter::Error);
+                drop(creations);
+                release(&mut slots).await;
+                return Err(RegionError::Batch {
+                    asked: asked.len(),
+                    returned: values.len(),
+                });
+            }
+            Err(failed) => {
+                run.failed(&failed);
+                match rescue(&mut creations, failed) {
+                    Ok(stale) => stale,
+                    Err(failed) => {
+                        drop(creations);
+                        release(&mut slots).await;
+                        return Err(fail(failed));
+                    }
+                }
+            }
+        };
+        drop(creations);
+        release(&mut slots).await;
+        Ok(assemble(slots, values, &places))
+    }
+
+    /// One key of a batch, up to its creation.
+    async fn advance_one<'a, E>(
+        &'a self,
+        key: &'a K,
+    ) -> Result<Slot<'a, K, V, S, M, AsyncGuard<M>>, RegionError<E>> {
+        let region = &self.region;
+        let mut view = AsyncKey::new(region, key);
+        // The batch runs its creator in place: no background, no refresh-ahead.
+        let mut protocol = Protocol::new(
+            region.rules(region.on_backend_error, false),
+            Some(&region.inner.stats),
+        );
+        let next = protocol.start();
+        Ok(match self.advance(&mut view, &mut protocol, next).await {
+            Stop::Served(_, value) => Ok(value),
+            Stop::Create { guard, rescue } => Err(Creation::new(region, key, guard, rescue)),
+            Stop::Hand(guard, hand) => match protocol.refused(hand) {
+                Refused::Done(_, value) => {
+                    guard.release().await;
+                    Ok(value)
+                }
+                Refused::Create { rescue } => Err(Creation::new(region, key, Some(guard), rescue)),
+            },
+            Stop::Direct(err) => Err(Creation::direct(region, key, &err)),
+            Stop::Failed(failure) => return Err(region.failure(key, failure)),
+        })
+    }
+}
+
+/// Releases the mutexes a batch holds, awaiting each release, in the reverse of their order.
+async fn release<K, V, S, M: AsyncRawMutex + 'static>(
+    slots: &mut [Slot<'_, K, V, S, M, AsyncGuard<M>>],
+) {
+    for slot in slots.iter_mut().rev() {
+        if let Err(creation) = slot {
+            if let Some(guard) = creation.guard.take() {
+                guard.release().await;
+            }
+        }
+    }
+}

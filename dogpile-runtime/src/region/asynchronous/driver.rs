@@ -1,0 +1,306 @@
+//! The async driver of the protocol: a short loop that reads, locks and waits as
+//! [`Protocol`] says and stops where the caller must act, as the blocking driver
+//! (`lock/drive.rs`) does, awaiting where that one blocks. It reads through [`AsyncStore`],
+//! takes mutexes through [`AsyncRawMutex`], and waits for a held mutex by being woken at its
+//! release (or, for a mutex that cannot wake it, by sleeping between tries), so no call
+//! blocks a worker thread.
+
+use std::future::{poll_fn, Future};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::AsyncRegion;
+use crate::lock::drive::Stop;
+use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
+use crate::region::creation::Guard;
+use crate::region::{AsyncStore, CacheKey, CacheValue, Region, Stamp};
+use crate::{AsyncRawMutex, BackendError, RawMutex, WakeOnRelease};
+
+tokio::task_local! {
+    /// The mutexes whose creator runs in this task, to turn a wait for one's own key into an
+    /// error instead of a deadlock.
+    static HOLDING: Vec<usize>;
+}
+
+/// How long an async waiter sleeps between tries of a mutex that cannot wake it: doubled from
+/// the first value up to the last.
+const POLL_FIRST: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(50);
+
+/// An async call's view of its key: the key's mutex is taken from the registry only when the
+/// protocol first asks for it.
+pub(in crate::region) struct AsyncKey<'a, K, V, S, M: RawMutex> {
+    region: &'a Region<K, V, S, M>,
+    pub(in crate::region) key: &'a K,
+    mutex: Option<Arc<M>>,
+}
+
+impl<'a, K, V, S, M> AsyncKey<'a, K, V, S, M>
+where
+    K: CacheKey,
+    M: RawMutex + 'static,
+{
+    pub(in crate::region) fn new(region: &'a Region<K, V, S, M>, key: &'a K) -> Self {
+        AsyncKey {
+            region,
+            key,
+            mutex: None,
+        }
+    }
+
+    pub(in crate::region) fn mutex(&mut self) -> &Arc<M> {
+        let (region, key) = (self.region, self.key);
+        self.mutex
+            .get_or_insert_with(|| region.inner.mutexes.get(key))
+    }
+}
+
+impl<K, V, S, M> AsyncRegion<K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: AsyncStore<K, V>,
+    M: AsyncRawMutex + 'static,
+{
+    /// `key`'s value and stamp, from a store that answers at once without a future.
+    pub(in crate::region) async fn stored(
+        &self,
+        key: &K,
+    ) -> Result<Option<(V, Stamp)>, BackendError> {
+        let store = &self.region.inner.store;
+        if store.answers_at_once() {
+            store.get(key)
+        } else {
+            store.get_async(key).await
+        }
+    }
+
+    /// A read of `key`, judged.
+    pub(in crate::region) async fn read(&self, key: &K) -> Result<Found<V>, BackendError> {
+        Ok(self.region.judge(self.stored(key).await?))
+    }
+
+    /// Reads and locks as the protocol says, from `next` on, until the call needs its creator
+    /// or ends: the one loop of every async call, a single key's and each key of a batch. A
+    /// mutex held when the call ends without creating is released here.
+    pub(in crate::region) async fn advance(
+        &self,
+        key: &mut AsyncKey<'_, K, V, S, M>,
+        protocol: &mut Protocol<'_, V>,
+        mut next: Next<V>,
+    ) -> Stop<V, AsyncGuard<M>> {
+        let deadline = self
+            .region
+            .inner
+            .lock_timeout
+            .and_then(|t| Instant::now().checked_add(t));
+        let mut pause = POLL_FIRST;
+        let mut guard = None;
+        let stop = loop {
+            next = match next {
+                Next::Read => protocol.read(self.read(key.key).await),
+                Next::TryLock => {
+                    let taken = AsyncGuard::try_acquire(key.mutex()).await;
+                    protocol.try_lock(taken.map(|taken| {
+                        guard = taken;
+                        guard.is_some()
+                    }))
+                }
+                Next::Lock => {
+                    let waited = wait(key.mutex(), &mut pause, deadline).await;
+                    protocol.lock(waited.map(|(waited, taken)| {
+                        guard = taken;
+                        waited
+                    }))
+                }
+                Next::Create { rescue } => return Stop::Create { guard, rescue },
+                Next::Hand(hand) => match guard.take() {
+                    Some(held) => return Stop::Hand(held, hand),
+                    // Handing off is only asked for while holding; without the mutex, create.
+                    None => match protocol.refused(hand) {
+                        Refused::Done(served, value) => break Stop::Served(served, value),
+                        Refused::Create { rescue } => {
+                            return Stop::Create {
+                                guard: None,
+                                rescue,
+                            }
+                        }
+                    },
+                },
+                Next::Done(served, value) => break Stop::Served(served, value),
+                Next::Direct(err) => break Stop::Direct(err),
+                Next::Fail(failure) => break Stop::Failed(failure),
+            };
+        };
+        if let Some(guard) = guard {
+            guard.release().await;
+        }
+        stop
+    }
+}
+
+/// Waits for `mutex`: taken, released by its holder (read before taking it: a thousand woken
+/// waiters then find the value instead of taking the mutex in turn), or timed out.
+async fn wait<M: AsyncRawMutex + 'static>(
+    mutex: &Arc<M>,
+    pause: &mut Duration,
+    deadline: Option<Instant>,
+) -> Result<(Waited, Option<AsyncGuard<M>>), BackendError> {
+    if let Some(guard) = AsyncGuard::try_acquire(mutex).await? {
+        return Ok((Waited::Acquired, Some(guard)));
+    }
+    if holding(mutex) {
+        return Ok((Waited::WouldDeadlock, None));
+    }
+    Ok(if released(mutex, pause, deadline).await {
+        (Waited::Released, None)
+    } else {
+        (Waited::TimedOut, None)
+    })
+}
+
+/// Waits for `mutex` as long as it takes, for a call that must hold it (a refresh).
+pub(in crate::region) async fn acquire<M: AsyncRawMutex + 'static>(
+    mutex: &Arc<M>,
+) -> Result<AsyncGuard<M>, BackendError> {
+    let mut pause = POLL_FIRST;
+    loop {
+        if let Some(guard) = AsyncGuard::try_acquire(mutex).await? {
+            return Ok(guard);
+        }
+        released(mutex, &mut pause, None).await;
+    }
+}
+
+/// A held mutex in async code: released by awaiting [`release`](Self::release), or, when
+/// dropped (a cancelled call), in place for a mutex that releases at once and in a spawned
+/// task otherwise, so that a drop never blocks a worker thread.
+pub(crate) struct AsyncGuard<M: AsyncRawMutex + 'static> {
+    mutex: Arc<M>,
+    held: bool,
+}
+
+impl<M: AsyncRawMutex + 'static> AsyncGuard<M> {
+    async fn try_acquire(mutex: &Arc<M>) -> Result<Option<Self>, BackendError> {
+        Ok(mutex.try_acquire_async().await?.then(|| AsyncGuard {
+            mutex: Arc::clone(mutex),
+            held: true,
+        }))
+    }
+
+    pub(in crate::region) async fn release(mut self) {
+        self.held = false;
+        // A failed release (a lost lease) has nowhere to go: the mutex's own expiry frees it.
+        let _ = self.mutex.release_async().await;
+    }
+}
+
+impl<M: AsyncRawMutex + 'static> Guard<M> for AsyncGuard<M> {
+    fn mutex(&self) -> &Arc<M> {
+        &self.mutex
+    }
+}
+
+impl<M: AsyncRawMutex + 'static> Drop for AsyncGuard<M> {
+    fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
+        if !self.mutex.releases_at_once() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let mutex = Arc::clone(&self.mutex);
+                runtime.spawn(async move {
+                    let _ = mutex.release_async().await;
+                });
+                return;
+            }
+        }
+        let _ = self.mutex.release();
+    }
+}
+
+/// Runs `future` marked as holding every mutex of `held` (in this task), so that a creator
+/// asking for one of their keys gets an error instead of waiting for itself.
+pub(in crate::region) async fn while_holding<'m, M: 'm, F: Future>(
+    held: impl IntoIterator<Item = &'m Arc<M>>,
+    future: F,
+) -> F::Output {
+    let mut marks = HOLDING.try_with(Clone::clone).unwrap_or_default();
+    marks.extend(held.into_iter().map(address));
+    HOLDING.scope(marks, future).await
+}
+
+fn address<M>(mutex: &Arc<M>) -> usize {
+    Arc::as_ptr(mutex) as *const () as usize
+}
+
+/// Whether this task runs the creator of `mutex`'s key.
+pub(in crate::region) fn holding<M>(mutex: &Arc<M>) -> bool {
+    let address = address(mutex);
+    HOLDING
+        .try_with(|held| held.contains(&address))
+        .unwrap_or(false)
+}
+
+/// Waits until `mutex` may have been released: woken by it, or, for a mutex that cannot wake
+/// waiters, after `pause` (doubled for the next time). `false` if `deadline` passed first.
+async fn released<M: RawMutex>(
+    mutex: &Arc<M>,
+    pause: &mut Duration,
+    deadline: Option<Instant>,
+) -> bool {
+    let wait = async {
+        let mut registered = false;
+        let woken = poll_fn(|cx| {
+            if registered {
+                // Woken (or polled spuriously): the caller reads and tries again.
+                return Poll::Ready(true);
+            }
+            match mutex.wake_on_release(cx.waker()) {
+                WakeOnRelease::Free => Poll::Ready(true),
+                WakeOnRelease::Registered => {
+                    registered = true;
+                    Poll::Pending
+                }
+                WakeOnRelease::Unsupported => Poll::Ready(false),
+            }
+        })
+        .await;
+        if !woken {
+            tokio::time::sleep(*pause).await;
+            *pause = (*pause * 2).min(POLL_MAX);
+        }
+    };
+    match deadline {
+        None => {
+            wait.await;
+            true
+        }
+        Some(deadline) => tokio::time::timeout_at(deadline, wait).await.is_ok(),
+    }
+}
+
+/// A future whose panic is caught, so that a creator's panic is counted and, when the stale
+/// value covers it, answered with that value.
+pub(in crate::region) struct CatchUnwind<F>(pub(in crate::region) F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::pin::Pin::new(inner).poll(cx)
+        })) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}

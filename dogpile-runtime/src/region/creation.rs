@@ -1,0 +1,358 @@
+//! A creation: what a call that must make a value holds, and everything done around its
+//! creator, written once for every kind of call (a key, each key of a batch, the background,
+//! a refresh) and both colours.
+//!
+//! The drivers stop where the protocol says "create" ([`Stop::Create`](crate::lock::drive::Stop)),
+//! with the key's mutex held (or not, after the lock timeout) and the stale value that stands
+//! in for a failure. A [`Creation`] owns those; it runs the creator ([`Run`]: the span, the
+//! holder mark, a panic caught and counted), stamps what it made ([`Region::write`]: expiry,
+//! jitter, a lifetime of the value's own), stores it (fenced by the mutex's lease), counts the
+//! outcome and, when the creator fails, returns the stale value if stale-if-error covers it.
+//! The blocking form is [`Creation::create`]; the async form (`asynchronous/creation.rs`) only
+//! awaits where this one blocks.
+//!
+//! Every write of a region goes through [`Write`]: a created value's (fenced when its mutex has
+//! a fence), an inserted one's; a soft invalidation re-stamps only the value it read
+//! ([`Store::restamp`]); an invalidation removes.
+
+use std::any::Any;
+use std::fmt::Debug;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{trace, CacheKey, CacheValue, Made, Region, RegionError, Served, Stamp, Store};
+use crate::lock::drive::Held;
+use crate::lock::Fence;
+use crate::stats::Counter;
+use crate::{BackendError, RawMutex};
+
+/// A held mutex, blocking or async: what a creation fences its write with.
+pub(super) trait Guard<M> {
+    fn mutex(&self) -> &Arc<M>;
+}
+
+impl<M: RawMutex> Guard<M> for Held<M> {
+    fn mutex(&self) -> &Arc<M> {
+        Held::mutex(self)
+    }
+}
+
+/// How a creator run failed.
+pub(super) enum Failed<E> {
+    Error(E),
+    Panic(Box<dyn Any + Send>),
+}
+
+impl<E> Failed<E> {
+    /// The span's name for it.
+    fn outcome(&self) -> &'static str {
+        match self {
+            Failed::Error(_) => "error",
+            Failed::Panic(_) => "panic",
+        }
+    }
+}
+
+/// How a creation ended: a value, or its creator's failure.
+pub(super) type Ended<V, E> = Result<(V, Served), Failed<E>>;
+
+/// The call's answer: the value, the creator's error, or its panic, resumed in the caller.
+pub(super) fn end<V, E>(ended: Ended<V, E>) -> Result<(V, Served), RegionError<E>> {
+    ended.map_err(fail)
+}
+
+/// A creator's failure as its caller gets it: its error, or its panic, resumed.
+pub(super) fn fail<E>(failed: Failed<E>) -> RegionError<E> {
+    match failed {
+        Failed::Error(err) => RegionError::Creator(err),
+        Failed::Panic(panic) => panic::resume_unwind(panic),
+    }
+}
+
+/// One run of a creator (for one key, or a batch's keys): its span, and the counting of its
+/// failure. The successes are counted per key, by [`Creation::stored`].
+pub(super) struct Run<'a> {
+    span: trace::Regeneration,
+    stats: &'a crate::stats::Counters,
+}
+
+impl<'a> Run<'a> {
+    pub(super) fn start<K, V, S, M: RawMutex>(
+        region: &'a Region<K, V, S, M>,
+        label: &dyn Debug,
+    ) -> Self {
+        Run {
+            span: trace::Regeneration::start(&region.inner.name, label),
+            stats: &region.inner.stats,
+        }
+    }
+
+    /// Runs a blocking creator in the span, catching a panic.
+    pub(super) fn catch<T, E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<T, Failed<E>> {
+        let ran = self
+            .span
+            .in_scope(|| panic::catch_unwind(AssertUnwindSafe(init)));
+        self.ran(ran)
+    }
+
+    /// What a creator's run came to, its failure counted.
+    pub(super) fn ran<T, E>(&self, ran: std::thread::Result<Result<T, E>>) -> Result<T, Failed<E>> {
+        let failed = match ran {
+            Ok(Ok(made)) => return Ok(made),
+            Ok(Err(err)) => Failed::Error(err),
+            Err(panic) => Failed::Panic(panic),
+        };
+        self.stats.add(match failed {
+            Failed::Error(_) => Counter::Error,
+            Failed::Panic(_) => Counter::Panic,
+        });
+        Err(failed)
+    }
+
+    /// The span, for an async creator's future.
+    #[cfg(feature = "tokio")]
+    pub(super) fn span(&self) -> &trace::Regeneration {
+        &self.span
+    }
+
+    /// Records how the run ended and closes its span.
+    pub(super) fn finish(self, outcome: &'static str) {
+        self.span.finish(outcome);
+    }
+
+    /// Closes the span of a run that failed.
+    pub(super) fn failed<E>(self, failed: &Failed<E>) {
+        self.finish(failed.outcome());
+    }
+}
+
+/// One key's creation: the mutex held (`G`, blocking or async), the stale value that stands in
+/// for a failure, and whether the value is stored.
+pub(super) struct Creation<'a, K, V, S, M: RawMutex, G> {
+    pub(super) region: &'a Region<K, V, S, M>,
+    pub(super) key: &'a K,
+    /// The key's mutex; `None` after the lock timeout (created beside the holder, stored
+    /// unfenced) or for a direct call.
+    pub(super) guard: Option<G>,
+    /// Returned, counted as stale, if the creator fails.
+    rescue: Option<V>,
+    /// `false` for a direct call: the store or mutex failed, the value is not stored.
+    stores: bool,
+}
+
+impl<'a, K, V, S, M, G> Creation<'a, K, V, S, M, G>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+    G: Guard<M>,
+{
+    /// A creation holding `guard` (if any), rescued by `rescue` (if any).
+    pub(super) fn new(
+        region: &'a Region<K, V, S, M>,
+        key: &'a K,
+        guard: Option<G>,
+        rescue: Option<V>,
+    ) -> Self {
+        Creation {
+            region,
+            key,
+            guard,
+            rescue,
+            stores: true,
+        }
+    }
+
+    /// A direct call: the store or mutex failed with `err`, the creator runs without the cache.
+    #[cold]
+    pub(super) fn direct(region: &'a Region<K, V, S, M>, key: &'a K, err: &BackendError) -> Self {
+        region.inner.stats.add(Counter::DirectCall);
+        trace::direct_call(&region.inner.name, key, err);
+        Creation {
+            region,
+            key,
+            guard: None,
+            rescue: None,
+            stores: false,
+        }
+    }
+
+    /// What to store of `value`: nothing for a direct call or a value the region does not
+    /// cache; else the write, fenced by the held mutex's lease.
+    pub(super) fn write<'w>(
+        &'w self,
+        value: &'w V,
+        life: Option<Duration>,
+    ) -> Option<Write<'w, K, V, S, M>> {
+        if !self.stores || !self.region.caches(value) {
+            return None;
+        }
+        let fence = self.guard.as_ref().and_then(|guard| guard.mutex().fence());
+        Some(self.region.write(self.key, value, life, fence))
+    }
+
+    /// Counts a value made (`stored`: what the store said of it, if it was offered: written,
+    /// refused by the fence, or failed) and names the outcome for the span.
+    pub(super) fn stored(&self, stored: Option<Result<bool, BackendError>>) -> &'static str {
+        if !self.stores {
+            return "direct";
+        }
+        let (counter, outcome) = match stored {
+            Some(Ok(true)) => (Counter::Regeneration, "stored"),
+            Some(Ok(false)) => (Counter::RefusedWrite, "refused: the lease ran out"),
+            Some(Err(_)) => (Counter::Error, "store failed"),
+            None => (Counter::Error, "not cached"),
+        };
+        self.region.inner.stats.add(counter);
+        outcome
+    }
+
+    /// How a value this creation made is served.
+    pub(super) fn served(&self) -> Served {
+        if self.stores {
+            Served::Created
+        } else {
+            Served::Direct
+        }
+    }
+
+    /// The creator failed: the stale value, if stale-if-error covers it, counted; the failure
+    /// otherwise.
+    pub(super) fn rescue<E>(&mut self, failed: Failed<E>) -> Ended<V, E> {
+        match self.take_rescue() {
+            Some(stale) => Ok((stale, Served::Stale)),
+            None => Err(failed),
+        }
+    }
+
+    /// The stale value that stands in for a failed creator, counted as served.
+    pub(super) fn take_rescue(&mut self) -> Option<V> {
+        let stale = self.rescue.take()?;
+        let stats = &self.region.inner.stats;
+        stats.add(Counter::StaleIfError);
+        stats.add(Counter::StaleHit);
+        Some(stale)
+    }
+
+    /// Whether a failure of this creation is answered with a stale value.
+    pub(super) fn rescuable(&self) -> bool {
+        self.rescue.is_some()
+    }
+
+    /// The end of a run that made `made`: stored, counted, its span closed.
+    pub(super) fn made<E>(
+        &self,
+        run: Run<'_>,
+        value: V,
+        stored: Option<Result<bool, BackendError>>,
+    ) -> Ended<V, E> {
+        run.finish(self.stored(stored));
+        Ok((value, self.served()))
+    }
+}
+
+impl<K, V, S, M> Creation<'_, K, V, S, M, Held<M>>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+{
+    /// Runs the creator, stores what it made, and releases the mutex: the blocking form.
+    pub(super) fn create<E, O: Made<V>>(
+        mut self,
+        init: impl FnOnce() -> Result<O, E>,
+    ) -> Result<(V, Served), RegionError<E>> {
+        let run = Run::start(self.region, self.key);
+        let ended = match run.catch(init) {
+            Ok(made) => {
+                let (value, life) = made.into_parts();
+                let stored = self.write(&value, life).map(Write::blocking);
+                self.made(run, value, stored)
+            }
+            Err(failed) => {
+                run.failed(&failed);
+                self.rescue(failed)
+            }
+        };
+        // Released before a panic resumes or the value returns; the mark goes after.
+        drop(self.guard.take());
+        end(ended)
+    }
+}
+
+/// One write of a value to the region's store, with its stamp: a created value's (fenced by the
+/// creator's lease when its mutex has one) or an inserted one's.
+pub(super) struct Write<'a, K, V, S, M: RawMutex> {
+    pub(super) region: &'a Region<K, V, S, M>,
+    pub(super) key: &'a K,
+    pub(super) value: &'a V,
+    pub(super) stamp: Stamp,
+    pub(super) fence: Option<Fence>,
+}
+
+impl<K, V, S, M> Write<'_, K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+{
+    /// Writes, blocking: whether the store took it (a fenced write is refused when the lease
+    /// ran out).
+    pub(super) fn blocking(self) -> Result<bool, BackendError> {
+        let store = &self.region.inner.store;
+        let written = match &self.fence {
+            None => store.put(self.key, self.value, self.stamp).map(|()| true),
+            Some(fence) => store.put_fenced(self.key, self.value, self.stamp, fence),
+        };
+        self.written(written)
+    }
+
+    /// Counts a value written, for the purge of a region with `max_stale`.
+    pub(super) fn written(
+        &self,
+        written: Result<bool, BackendError>,
+    ) -> Result<bool, BackendError> {
+        if let Ok(true) = written {
+            self.region.stored();
+        }
+        written
+    }
+}
+
+impl<K, V, S, M> Region<K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+{
+    /// The write of `value` under `key` made now: stamped with the handle's expiry, jitter and
+    /// `life` (its own lifetime) or what `expire_with` says of it.
+    pub(super) fn write<'a>(
+        &'a self,
+        key: &'a K,
+        value: &'a V,
+        life: Option<Duration>,
+        fence: Option<Fence>,
+    ) -> Write<'a, K, V, S, M> {
+        Write {
+            region: self,
+            key,
+            value,
+            stamp: self.stamp_value(value, life),
+            fence,
+        }
+    }
+
+    /// Whether the region's cache rule accepts `value`.
+    pub(super) fn caches(&self, value: &V) -> bool {
+        self.inner
+            .should_cache
+            .as_ref()
+            .is_none_or(|accepts| accepts(value))
+    }
+}
