@@ -584,16 +584,23 @@ where
         }
         // A capacity of 0, a weigher without a maximum weight, ...
         self.store.check()?;
-        if self.expiry.is_none() && (self.expire_with.is_some() || self.jitter.is_some()) {
-            let option = if self.jitter.is_some() {
-                "jitter"
-            } else {
-                "expire_with"
-            };
-            return Err(ConfigError::new(
-                option,
-                "shortens a value's lifetime, and needs an expiry: the longest a value lives",
-            ));
+        if self.expiry.is_none() {
+            // Each of these works on a value's lifetime, which a region without an expiry does
+            // not give it.
+            let needs_expiry = [
+                ("jitter", self.jitter.is_some()),
+                ("expire_with", self.expire_with.is_some()),
+                ("refresh_ahead", self.refresh_ahead.is_some()),
+                ("max_stale", self.max_stale.is_some()),
+                ("stale_if_error", self.stale_if_error.is_some()),
+            ];
+            if let Some((option, _)) = needs_expiry.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(
+                    option,
+                    "works on a value's lifetime, and a region without an expiry gives it none: \
+                     set an expiry, the longest a value lives",
+                ));
+            }
         }
         Ok(Region {
             inner: Arc::new(Inner {
