@@ -13,12 +13,12 @@ use dogpile_runtime::region::{Pool, Served};
 use dogpile_runtime::{Region, RegionError};
 
 /// Waits until no key of `region` has a mutex (a background creator has finished).
-fn settle<K, V, S, M: dogpile_runtime::lock::RawMutex>(region: &Region<K, V, S, M>)
+fn settle<K, V, S, M>(region: &Region<K, V, S, M>)
 where
     K: dogpile_runtime::region::CacheKey,
     V: dogpile_runtime::region::CacheValue,
     S: dogpile_runtime::region::Store<K, V>,
-    M: 'static,
+    M: dogpile_runtime::lock::RawMutex + 'static,
 {
     let deadline = Instant::now() + Duration::from_secs(10);
     while region.mutexes_in_use() > 0 {
