@@ -193,7 +193,8 @@ impl Harness {
         while self.region.mutexes_in_use() > 0 {
             assert!(Instant::now() < deadline, "a creator never ended");
             // Spawned async creators run while the runtime is driven.
-            self.rt.block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
+            self.rt
+                .block_on(async { tokio::time::sleep(Duration::from_millis(1)).await });
             thread::yield_now();
         }
     }

@@ -15,7 +15,7 @@ use super::creation::{fail, Creation, Failed, Guard, Run, Write};
 use super::{CacheKey, CacheValue, Region, RegionError, Store};
 use crate::lock::drive::{self, Held, Stop};
 use crate::lock::protocol::{Protocol, Refused};
-use crate::stats::Counter;
+use crate::BackendError;
 use crate::RawMutex;
 
 /// One key of a batch before the creator runs: its value, or its creation.
@@ -68,12 +68,41 @@ pub(super) fn assemble<V: Clone, C>(
     places.iter().map(|&place| unique[place].clone()).collect()
 }
 
-/// The batch's creator failed: the stale values of the keys it was asked for, if stale-if-error
-/// covers every one; the failure otherwise.
-pub(super) fn rescue<K, V, S, M, G, E>(
+/// What a batch's creator run came to, before anything is stored.
+pub(super) enum Checked<'r, V, E> {
+    /// One value for each creation, in their order, to store; the run's span is closed once
+    /// they are ([`stored`]).
+    Made(Run<'r>, Vec<V>),
+    /// The creator failed and stale-if-error covers every key it was asked for: their stale
+    /// values, not stored.
+    Rescued(Vec<V>),
+    /// The call ends with this, once the mutexes are released.
+    Failed(Ending<E>),
+}
+
+/// How a batch ends without values.
+pub(super) enum Ending<E> {
+    Creator(Failed<E>),
+    Miscounted { asked: usize, returned: usize },
+}
+
+impl<E> Ending<E> {
+    /// The caller's error (a creator's panic resumes).
+    pub(super) fn into_error(self) -> RegionError<E> {
+        match self {
+            Ending::Creator(failed) => fail(failed),
+            Ending::Miscounted { asked, returned } => RegionError::Batch { asked, returned },
+        }
+    }
+}
+
+/// Checks what the batch's creator made for `creations`: their values, the stale values that
+/// stand in for its failure (every key's, or none), or the failure.
+pub(super) fn check<'r, K, V, S, M, G, E>(
+    run: Run<'r>,
     creations: &mut [&mut Creation<'_, K, V, S, M, G>],
-    failed: Failed<E>,
-) -> Result<Vec<V>, Failed<E>>
+    made: Result<Vec<V>, Failed<E>>,
+) -> Checked<'r, V, E>
 where
     K: CacheKey,
     V: CacheValue,
@@ -81,13 +110,48 @@ where
     M: RawMutex + 'static,
     G: Guard<M>,
 {
-    if !creations.iter().all(|creation| creation.rescuable()) {
-        return Err(failed);
+    match made {
+        Ok(values) if values.len() == creations.len() => Checked::Made(run, values),
+        Ok(values) => {
+            run.miscounted();
+            Checked::Failed(Ending::Miscounted {
+                asked: creations.len(),
+                returned: values.len(),
+            })
+        }
+        Err(failed) => {
+            run.failed(&failed);
+            if creations.iter().all(|creation| creation.rescuable()) {
+                Checked::Rescued(
+                    creations
+                        .iter_mut()
+                        .filter_map(|creation| creation.take_rescue())
+                        .collect(),
+                )
+            } else {
+                Checked::Failed(Ending::Creator(failed))
+            }
+        }
     }
-    Ok(creations
-        .iter_mut()
-        .filter_map(|creation| creation.take_rescue())
-        .collect())
+}
+
+/// Counts what the store said of each creation's value, and closes the run's span.
+pub(super) fn stored<K, V, S, M, G>(
+    run: Run<'_>,
+    creations: &[&mut Creation<'_, K, V, S, M, G>],
+    stored: Vec<Option<Result<bool, BackendError>>>,
+) where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+    G: Guard<M>,
+{
+    let mut outcome = "stored";
+    for (creation, stored) in creations.iter().zip(stored) {
+        outcome = creation.stored(stored);
+    }
+    run.finish(outcome);
 }
 
 impl<K, V, S, M> Region<K, V, S, M>
@@ -148,35 +212,20 @@ where
         }
         let asked: Vec<K> = creations.iter().map(|c| c.key.clone()).collect();
         let run = Run::start(self, &asked);
-        let values = match run.catch(|| init(&asked)) {
-            Ok(values) if values.len() == asked.len() => {
-                let mut outcome = "stored";
-                for (creation, value) in creations.iter().zip(&values) {
-                    let stored = creation.write(value, None).map(Write::blocking);
-                    outcome = creation.stored(stored);
-                }
-                run.finish(outcome);
+        let made = run.catch(|| init(&asked));
+        let values = match check(run, &mut creations, made) {
+            Checked::Made(run, values) => {
+                let writes = creations.iter().zip(&values);
+                let written = writes.map(|(c, v)| c.write(v, None).map(Write::blocking));
+                stored(run, &creations, written.collect());
                 values
             }
-            Ok(values) => {
-                run.finish("error");
-                self.inner.stats.add(Counter::Error);
-                return Err(RegionError::Batch {
-                    asked: asked.len(),
-                    returned: values.len(),
-                });
-            }
-            Err(failed) => {
-                run.failed(&failed);
-                match rescue(&mut creations, failed) {
-                    Ok(stale) => stale,
-                    Err(failed) => {
-                        // The mutexes go before the failure reaches the caller.
-                        drop(creations);
-                        drop(slots);
-                        return Err(fail(failed));
-                    }
-                }
+            Checked::Rescued(stale) => stale,
+            Checked::Failed(ending) => {
+                // The mutexes go before the failure reaches the caller.
+                drop(creations);
+                drop(slots);
+                return Err(ending.into_error());
             }
         };
         drop(creations);

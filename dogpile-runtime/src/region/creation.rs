@@ -121,6 +121,13 @@ impl<'a> Run<'a> {
         self.span.finish(outcome);
     }
 
+    /// A batch's creator returned another number of values than it was asked for: counted as
+    /// an error, its span closed.
+    pub(super) fn miscounted(self) {
+        self.stats.add(Counter::Error);
+        self.finish("error");
+    }
+
     /// Closes the span of a run that failed.
     pub(super) fn failed<E>(self, failed: &Failed<E>) {
         self.finish(failed.outcome());

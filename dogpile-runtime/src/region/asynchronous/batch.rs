@@ -8,10 +8,9 @@ use super::driver::{while_holding, AsyncKey, CatchUnwind};
 use super::{AsyncGuard, AsyncRegion};
 use crate::lock::drive::Stop;
 use crate::lock::protocol::{Protocol, Refused};
-use crate::region::batch::{assemble, rescue, unique_in_order, Slot};
-use crate::region::creation::{fail, Creation, Guard, Run};
+use crate::region::batch::{assemble, check, stored, unique_in_order, Checked, Slot};
+use crate::region::creation::{Creation, Guard, Run};
 use crate::region::{AsyncStore, CacheKey, CacheValue, RegionError};
-use crate::stats::Counter;
 use crate::AsyncRawMutex;
 
 impl<K, V, S, M> AsyncRegion<K, V, S, M>
@@ -76,39 +75,24 @@ where
             CatchUnwind(std::pin::pin!(run.span().instrument(init(&asked)))).await
         })
         .await;
-        let values = match run.ran(made) {
-            Ok(values) if values.len() == asked.len() => {
-                let mut outcome = "stored";
+        let made = run.ran(made);
+        let values = match check(run, &mut creations, made) {
+            Checked::Made(run, values) => {
+                let mut written = Vec::with_capacity(values.len());
                 for (creation, value) in creations.iter().zip(&values) {
-                    let stored = match creation.write(value, None) {
+                    written.push(match creation.write(value, None) {
                         Some(write) => Some(write.awaiting().await),
                         None => None,
-                    };
-                    outcome = creation.stored(stored);
+                    });
                 }
-                run.finish(outcome);
+                stored(run, &creations, written);
                 values
             }
-            Ok(values) => {
-                run.finish("error");
-                region.inner.stats.add(Counter::Error);
+            Checked::Rescued(stale) => stale,
+            Checked::Failed(ending) => {
                 drop(creations);
                 release(&mut slots).await;
-                return Err(RegionError::Batch {
-                    asked: asked.len(),
-                    returned: values.len(),
-                });
-            }
-            Err(failed) => {
-                run.failed(&failed);
-                match rescue(&mut creations, failed) {
-                    Ok(stale) => stale,
-                    Err(failed) => {
-                        drop(creations);
-                        release(&mut slots).await;
-                        return Err(fail(failed));
-                    }
-                }
+                return Err(ending.into_error());
             }
         };
         drop(creations);
