@@ -74,8 +74,10 @@ fn a_million_keys_asked_for_once_leave_once_too_stale_to_serve() {
             "{most} entries at most; resident memory grew by {} KiB",
             grown >> 10
         );
+        // Kept, the million values would take about 150 MiB; purged, the growth is the
+        // allocator's: 1 to 4.5 MiB measured here, with other builds on the machine.
         assert!(
-            grown < 4 << 20,
+            grown < 8 << 20,
             "resident memory grew by {} KiB over {KEYS} keys",
             grown >> 10
         );

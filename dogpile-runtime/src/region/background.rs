@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::call::Handoff;
 use super::creation::Creation;
+use super::verbs::First;
 use super::{
     infallible, optional, some, value_of, CacheKey, CacheValue, OnBackendError, Pool, Region,
     RegionError, Served, Store,
@@ -172,10 +173,28 @@ where
         O: super::Made<V>,
     {
         let region = self.region;
-        let first = match region.fresh(key) {
-            Ok(value) => return Ok((value, Served::Fresh)),
-            Err(first) => first,
-        };
+        region.fresh_or(
+            key,
+            |value| Ok((value, Served::Fresh)),
+            |first| self.regenerate(key, first, init, policy),
+        )
+    }
+
+    /// Past the hot path: one call whose expired value's regeneration is handed to the pool.
+    #[cold]
+    #[inline(never)]
+    fn regenerate<E, C, O>(
+        &self,
+        key: &K,
+        first: First<V>,
+        init: C,
+        policy: OnBackendError,
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        C: FnOnce() -> Result<O, E> + Send + 'static,
+        O: super::Made<V>,
+    {
+        let region = self.region;
         let hand = |guard: OwnedMutexGuard<M>, init: C| {
             // The job takes its work from a shared slot, so that a refused job's guard and
             // creator come back to this caller, which then creates here and gets the new value.

@@ -108,7 +108,7 @@ where
         let mut view = KeyOf::new(self, key);
         let mut protocol =
             Protocol::new(self.rules(policy, hand.is_some()), Some(&self.inner.stats));
-        let next = protocol.read(first);
+        let next = protocol.read(first.judged(self));
         let (guard, rescue) = match drive::advance(&mut view, &mut protocol, next) {
             Stop::Served(served, value) => return Ok((value, served)),
             Stop::Create { guard, rescue } => (guard, rescue),

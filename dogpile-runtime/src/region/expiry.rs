@@ -148,6 +148,19 @@ pub(super) fn soft_stamp(at: Stamp) -> Stamp {
     Stamp::new(Timestamp::from_nanos(-at.created.as_nanos().max(2)))
 }
 
+impl<V> Found<V> {
+    /// What a stored value of `age` is to the protocol.
+    #[inline]
+    pub(super) fn aged(value: V, age: Age) -> Self {
+        match age {
+            Age::Fresh => Found::Fresh(value),
+            Age::Due => Found::Due(value),
+            Age::Expired(rescue) => Found::Expired(value, rescue),
+            Age::Gone => Found::Missing,
+        }
+    }
+}
+
 /// How a stored value's creation time reads against a handle's expiry and the invalidations.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(super) enum Age {
@@ -167,12 +180,7 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
     pub(super) fn judge(&self, stored: Option<(V, Stamp)>) -> Found<V> {
         match stored {
             None => Found::Missing,
-            Some((value, stamp)) => match self.age(stamp) {
-                Age::Fresh => Found::Fresh(value),
-                Age::Due => Found::Due(value),
-                Age::Expired(rescue) => Found::Expired(value, rescue),
-                Age::Gone => Found::Missing,
-            },
+            Some((value, stamp)) => Found::aged(value, self.age(stamp)),
         }
     }
 

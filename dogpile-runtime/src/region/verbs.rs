@@ -7,14 +7,29 @@ use super::creation::Creation;
 use super::expiry::{soft_stamp, Age};
 use super::{
     infallible, optional, some, value_of, Background, CacheKey, CacheValue, OnBackendError, Region,
-    RegionError, Served, Statistics, Store,
+    RegionError, Served, Stamp, Statistics, Store,
 };
 use crate::lock::drive::{self, Held};
 use crate::lock::protocol::Found;
+use crate::stats::Counter;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
-/// What the hot path's read found when it was not a fresh value: the protocol's first read.
-pub(super) type First<V> = Result<Found<V>, BackendError>;
+/// What the hot path's read found when it was not a fresh value: the protocol's first read
+/// (judged again past the hot path, so that the hot path builds nothing it does not return).
+pub(super) struct First<V>(Stored<V>);
+
+/// A store's answer to a read.
+type Stored<V> = Result<Option<(V, Stamp)>, BackendError>;
+
+impl<V> First<V> {
+    /// The read, judged through `region`'s handle.
+    pub(super) fn judged<K, S, M: RawMutex>(
+        self,
+        region: &Region<K, V, S, M>,
+    ) -> Result<Found<V>, BackendError> {
+        self.0.map(|stored| region.judge(stored))
+    }
+}
 
 impl<K, V, S, M> Region<K, V, S, M>
 where
@@ -42,13 +57,14 @@ where
     /// ```
     #[inline]
     pub fn get_with(&self, key: &K, init: impl FnOnce() -> V) -> V {
-        match self.fresh(key) {
-            Ok(value) => value,
-            Err(first) => {
+        self.fresh_or(
+            key,
+            |value| value,
+            |first| {
                 let called = self.call(key, first, infallible(init), OnBackendError::CallDirectly);
                 value_of(called).0
-            }
-        }
+            },
+        )
     }
 
     /// Like [`get_with`](Self::get_with) for a creator that can fail: only `Ok` is stored; an
@@ -74,12 +90,10 @@ where
         key: &K,
         init: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, RegionError<E>> {
-        match self.fresh(key) {
-            Ok(value) => Ok(value),
-            Err(first) => self
-                .call(key, first, init, self.on_backend_error)
-                .map(|(value, _)| value),
-        }
+        self.fresh_or(key, Ok, |first| {
+            let called = self.call(key, first, init, self.on_backend_error);
+            called.map(|(value, _)| value)
+        })
     }
 
     /// Like [`get_with`](Self::get_with) for a creator that may have no value: only `Some` is
@@ -99,10 +113,9 @@ where
     /// ```
     #[inline]
     pub fn optionally_get_with(&self, key: &K, init: impl FnOnce() -> Option<V>) -> Option<V> {
-        match self.fresh(key) {
-            Ok(value) => Some(value),
-            Err(first) => optional(self.call(key, first, some(init), OnBackendError::CallDirectly)),
-        }
+        self.fresh_or(key, Some, |first| {
+            optional(self.call(key, first, some(init), OnBackendError::CallDirectly))
+        })
     }
 
     /// [`try_get_with`](Self::try_get_with) for a creator that says how long its value lives
@@ -136,12 +149,10 @@ where
         key: &K,
         init: impl FnOnce() -> Result<(V, Duration), E>,
     ) -> Result<V, RegionError<E>> {
-        match self.fresh(key) {
-            Ok(value) => Ok(value),
-            Err(first) => self
-                .call(key, first, init, self.on_backend_error)
-                .map(|(value, _)| value),
-        }
+        self.fresh_or(key, Ok, |first| {
+            let called = self.call(key, first, init, self.on_backend_error);
+            called.map(|(value, _)| value)
+        })
     }
 
     /// [`get_with`](Self::get_with), and how the call was served: for an `X-Cache` header or a
@@ -405,25 +416,47 @@ where
         init: impl FnOnce() -> Result<V, E>,
         policy: OnBackendError,
     ) -> Result<(V, Served), RegionError<E>> {
-        match self.fresh(key) {
-            Ok(value) => Ok((value, Served::Fresh)),
-            Err(first) => self.call(key, first, init, policy),
-        }
+        self.fresh_or(
+            key,
+            |value| Ok((value, Served::Fresh)),
+            |first| self.call(key, first, init, policy),
+        )
     }
 
-    /// The hot path: one store read, judged. A fresh value is counted as a hit; anything else
-    /// is what the protocol goes on from, so that a miss reads the store once too.
+    /// The hot path: one store read, one clock check. A fresh value is counted as a hit and
+    /// given to `hit`; anything else is what the read found, given to `miss` for the protocol
+    /// to go on from (`call.rs`), so that a miss reads the store once too.
     #[inline]
-    pub(super) fn fresh(&self, key: &K) -> Result<V, First<V>> {
-        match self.inner.store.get(key) {
-            Ok(stored) => match self.judge(stored) {
-                Found::Fresh(value) => {
-                    self.inner.stats.served(Served::Fresh);
-                    Ok(value)
-                }
-                found => Err(Ok(found)),
-            },
-            Err(err) => Err(Err(err)),
+    pub(super) fn fresh_or<R>(
+        &self,
+        key: &K,
+        hit: impl FnOnce(V) -> R,
+        miss: impl FnOnce(First<V>) -> R,
+    ) -> R {
+        let mut read = None;
+        if let Some(value) = self.fresh(key, &mut read) {
+            return hit(value);
         }
+        miss(First(read.unwrap_or(Ok(None))))
+    }
+
+    /// A fresh value, counted as a hit; `None` with what the read found in `read` otherwise.
+    #[inline]
+    fn fresh(&self, key: &K, read: &mut Option<Stored<V>>) -> Option<V> {
+        // Taken apart at once and put together again off the hot path: a fresh hit then
+        // moves nothing through memory.
+        let (value, stamp) = match self.inner.store.get(key) {
+            Ok(Some(stored)) => stored,
+            other => {
+                *read = Some(other);
+                return None;
+            }
+        };
+        if self.age(stamp) == Age::Fresh {
+            self.inner.stats.add(Counter::Hit);
+            return Some(value);
+        }
+        *read = Some(Ok(Some((value, stamp))));
+        None
     }
 }
