@@ -40,7 +40,7 @@ pub trait Rule<R> {
     /// The cached value (checked to be a `CacheValue` where the function is expanded, once).
     type Value;
     /// What a creator's failure carries through the region.
-    type Error;
+    type Error: Send + Sync + 'static;
     /// The creator's return, as the region takes it.
     fn split(returned: R) -> Result<Self::Value, Self::Error>;
     /// The region's answer, as the function returns it.
@@ -64,7 +64,7 @@ impl<R> Rule<R> for All {
         match answer {
             Ok(value) => value,
             Err(err) => match err.into_creator() {
-                Ok(never) => match never {},
+                Ok(never) => match *never {},
                 Err(other) => fail(other),
             },
         }
@@ -74,7 +74,7 @@ impl<R> Rule<R> for All {
 /// Only `Ok` is cached; an `Err` reaches its caller.
 pub enum OkOnly {}
 
-impl<T, E> Rule<Result<T, E>> for OkOnly {
+impl<T, E: Send + Sync + 'static> Rule<Result<T, E>> for OkOnly {
     type Value = T;
     type Error = E;
 
@@ -85,10 +85,14 @@ impl<T, E> Rule<Result<T, E>> for OkOnly {
 
     #[inline(always)]
     fn join(answer: Result<T, RegionError<E>>) -> Result<T, E> {
-        answer.map_err(|err| match err.into_creator() {
-            Ok(err) => err,
-            Err(other) => fail(other),
-        })
+        // The attribute's regions share no failures: each error is its caller's alone.
+        answer.map_err(
+            |err| match err.into_creator().map(std::sync::Arc::try_unwrap) {
+                Ok(Ok(err)) => err,
+                Ok(Err(_)) => unshared(),
+                Err(other) => fail(other),
+            },
+        )
     }
 }
 
@@ -112,11 +116,19 @@ impl<T> Rule<Option<T>> for SomeOnly {
         match answer {
             Ok(value) => Some(value),
             Err(err) => match err.into_creator() {
-                Ok(NoValue) => None,
+                Ok(_) => None,
                 Err(other) => fail(other),
             },
         }
     }
+}
+
+/// A region the attribute calls through shares no failures, so a creator's error is never
+/// anyone else's.
+#[cold]
+#[inline(never)]
+fn unshared() -> ! {
+    panic!("a #[dogpile] function got a failure shared with other calls, which it cannot return")
 }
 
 /// A recursion, or a backend set to return errors, in a function that cannot return them.
@@ -678,9 +690,10 @@ impl Slot {
         if let Some(capacity) = config.capacity {
             builder = builder.capacity(capacity);
         }
-        // The attribute checked every value at compile time.
+        // The attribute checked every value at compile time. Its calls return the creator's
+        // error by value: they share no failures.
         let region = match builder.build() {
-            Ok(region) => region,
+            Ok(region) => region.with_shared_failures(false),
             Err(err) => panic!("#[dogpile] on {}: {err}", config.name),
         };
         #[cfg(feature = "tokio")]

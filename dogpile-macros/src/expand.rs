@@ -160,6 +160,7 @@ impl<'a> Expansion<'a> {
                         #p::given(&#path)
                             .with_expiry(#expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
+                            .with_shared_failures(false)
                             #given_expire_with
                     })
                 }
@@ -240,6 +241,7 @@ impl<'a> Expansion<'a> {
                         #p::given(&#path)
                             .with_expiry(#expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
+                            .with_shared_failures(false)
                             #given_expire_with
                             .to_async()
                     })

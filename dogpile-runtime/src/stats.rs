@@ -34,9 +34,10 @@ pub(crate) enum Counter {
     DirectCall,
     RefusedWrite,
     StaleIfError,
+    SharedFailure,
 }
 
-const COUNTERS: usize = Counter::StaleIfError as usize + 1;
+const COUNTERS: usize = Counter::SharedFailure as usize + 1;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -162,6 +163,7 @@ impl Counters {
             direct_calls: self.sum(Counter::DirectCall),
             refused_writes: self.sum(Counter::RefusedWrite),
             stale_on_error: self.sum(Counter::StaleIfError),
+            shared_failures: self.sum(Counter::SharedFailure),
             evictions,
             entries,
         }
@@ -211,6 +213,10 @@ pub struct Statistics {
     /// Calls whose regeneration failed (an error or a panic) and that got the stale value
     /// instead, within the region's stale-if-error window (also counted in `stale_hits`).
     pub stale_on_error: u64,
+    /// Calls that did not run the creator because another call's creator had just failed for
+    /// the same key (they waited for it, or came within the failure throttle): they got its
+    /// failure, or the stale value (then also counted in `stale_on_error`).
+    pub shared_failures: u64,
     /// Values the store evicted to stay within its capacity or maximum weight (values
     /// invalidated, replaced or removed are not counted).
     pub evictions: u64,
@@ -243,6 +249,7 @@ impl AddAssign for Statistics {
             direct_calls,
             refused_writes,
             stale_on_error,
+            shared_failures,
             evictions,
             entries,
         } = other;
@@ -257,6 +264,7 @@ impl AddAssign for Statistics {
         self.direct_calls += direct_calls;
         self.refused_writes += refused_writes;
         self.stale_on_error += stale_on_error;
+        self.shared_failures += shared_failures;
         self.evictions += evictions;
         self.entries += entries;
     }
@@ -267,7 +275,8 @@ impl fmt::Display for Statistics {
         write!(
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
-             {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, {} evictions, {} entries",
+             {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, \
+             {} shared failures, {} evictions, {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -279,6 +288,7 @@ impl fmt::Display for Statistics {
             self.direct_calls,
             self.refused_writes,
             self.stale_on_error,
+            self.shared_failures,
             self.evictions,
             self.entries
         )

@@ -9,7 +9,7 @@
 mod imp {
     #[allow(unused_imports)] // not every feature set uses every one
     pub(crate) use std::sync::atomic::{
-        AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering,
+        AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
     pub(crate) use std::thread::{current as current_thread, ThreadId};
     pub(crate) use std::thread_local;
@@ -69,7 +69,7 @@ mod imp {
 mod imp {
     #[allow(unused_imports)] // not every feature set uses every one
     pub(crate) use loom::sync::atomic::{
-        AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, Ordering,
+        AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering,
     };
     pub(crate) use loom::thread::{current as current_thread, ThreadId};
     pub(crate) use loom::thread_local;

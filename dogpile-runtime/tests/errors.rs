@@ -74,6 +74,6 @@ fn errors_display_whatever_the_creator_error_type() {
 
     let err: LockError<Opaque> = LockError::Creator(Opaque);
     assert_eq!(err.to_string(), "the creator failed");
-    let err: RegionError<Opaque> = RegionError::Creator(Opaque);
+    let err: RegionError<Opaque> = RegionError::Creator(std::sync::Arc::new(Opaque));
     assert_eq!(err.to_string(), "the creator failed");
 }

@@ -151,14 +151,19 @@ fn a_failed_regeneration_serves_the_stale_value_within_the_window() {
     // An error: the caller gets the stale value, the failure is counted, nothing stored.
     let got = region.try_get_with_served(&1, || Err::<usize, _>("upstream down"));
     assert_eq!(got.unwrap(), (1, Served::Stale));
-    // A panic, too.
+    // Within the failure throttle, the next caller gets the stale value without calling.
+    assert_eq!(region.get_with(&1, || unreachable!()), 1);
+    // Past it, a panic is rescued too.
+    clock.advance(Duration::from_secs(2));
     assert_eq!(region.get_with(&1, || panic!("upstream exploded")), 1);
     let stats = region.statistics();
     assert_eq!(
         (stats.stale_on_error, stats.errors, stats.panics),
-        (2, 1, 1)
+        (3, 1, 1)
     );
-    // The next caller tries again, and succeeds.
+    assert_eq!(stats.shared_failures, 1);
+    // The next caller past the throttle tries again, and succeeds.
+    clock.advance(Duration::from_secs(2));
     assert_eq!(region.get_with_served(&1, || 2), (2, Served::Created));
     assert_eq!(region.mutexes_in_use(), 0);
 }
@@ -175,7 +180,7 @@ fn a_failure_beyond_the_window_reaches_its_caller() {
     let err = region
         .try_get_with(&1, || Err::<usize, _>("upstream down"))
         .unwrap_err();
-    assert!(matches!(err, RegionError::Creator("upstream down")));
+    assert!(matches!(err, RegionError::Creator(e) if *e == "upstream down"));
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         region.get_with(&1, || panic!("boom"))
     }));

@@ -274,7 +274,7 @@ impl Harness {
 fn got(answer: Result<u64, RegionError<Down>>) -> Got {
     match answer {
         Ok(v) => Got::Value(v),
-        Err(RegionError::Creator(Down)) => Got::Failed,
+        Err(RegionError::Creator(_)) => Got::Failed,
         Err(RegionError::Recursion { .. }) => Got::Recursion,
         Err(other) => panic!("unexpected: {other}"),
     }

@@ -151,9 +151,12 @@ fn unrelated_keys_never_wait_on_each_other() {
 }
 
 #[test]
-fn errors_are_not_stored_and_waiters_retry_one_at_a_time() {
+fn an_error_is_not_stored_and_the_waiters_share_it() {
     const THREADS: usize = 8;
-    let region: Region<&str, u64> = Region::builder().build().unwrap();
+    let region: Region<&str, u64> = Region::builder()
+        .fail_safe_throttle(Duration::from_millis(100))
+        .build()
+        .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
     let running = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(THREADS));
@@ -169,26 +172,35 @@ fn errors_are_not_stored_and_waiters_retry_one_at_a_time() {
                 barrier.wait();
                 region.try_get_with(&"k", || {
                     assert_eq!(running.fetch_add(1, Ordering::SeqCst), 0);
-                    thread::sleep(Duration::from_millis(5));
+                    thread::sleep(Duration::from_millis(20));
                     running.fetch_sub(1, Ordering::SeqCst);
-                    match calls.fetch_add(1, Ordering::SeqCst) {
-                        n @ 0..=2 => Err(format!("failure {n}")),
-                        _ => Ok(7),
-                    }
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err::<u64, _>("down".to_string())
                 })
             })
         })
         .collect();
-    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    let errors = results.iter().filter(|r| r.is_err()).count();
-    assert_eq!(calls.load(Ordering::SeqCst), 4);
-    assert_eq!(errors, 3);
-    assert!(results.iter().flatten().all(|v| *v == 7));
-    assert!(matches!(
-        &results.iter().find(|r| r.is_err()).unwrap(),
-        Err(RegionError::Creator(_))
-    ));
-    assert_eq!(region.statistics().errors, 3);
+    let errors: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().unwrap().expect_err("nothing was stored"))
+        .collect();
+    // One upstream call; every caller got its failure, the very same one.
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let RegionError::Creator(first) = &errors[0] else {
+        panic!("{:?}", errors[0])
+    };
+    for err in &errors {
+        assert!(matches!(err, RegionError::Creator(e) if Arc::ptr_eq(e, first)));
+    }
+    let stats = region.statistics();
+    assert_eq!(
+        (stats.errors, stats.shared_failures),
+        (1, THREADS as u64 - 1)
+    );
+    assert_eq!(region.peek(&"k"), None);
+    // Past the throttle, the next caller tries again.
+    thread::sleep(Duration::from_millis(150));
+    assert_eq!(region.try_get_with(&"k", || Ok::<_, String>(7)).unwrap(), 7);
 }
 
 #[test]
@@ -209,6 +221,7 @@ fn options_and_the_cache_predicate_decide_what_is_stored() {
 
 #[test]
 fn a_panicking_creator_poisons_nothing_and_the_next_caller_creates() {
+    // A panic is not shared: it reaches its own caller, and the next caller creates.
     let region: Region<u8, u8> = Region::builder().build().unwrap();
     let r = region.clone();
     let panicked = thread::spawn(move || r.get_with(&1, || panic!("creator exploded")))
@@ -245,7 +258,7 @@ fn recursion_names_the_key_instead_of_hanging() {
                     .map_err(|e| e.to_string())
             })
             .map_err(|e| match e {
-                RegionError::Creator(inner) => inner,
+                RegionError::Creator(inner) => inner.to_string(),
                 other => other.to_string(),
             })
         })

@@ -82,7 +82,7 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn try_get_with<E>(
+    pub fn try_get_with<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E> + Send + 'static,
@@ -105,7 +105,7 @@ where
     /// assert_eq!(got.unwrap(), (1, Served::Created));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn try_get_with_served<E>(
+    pub fn try_get_with_served<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E> + Send + 'static,
@@ -129,7 +129,7 @@ where
     /// assert_eq!(v.unwrap(), 1);
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn try_get_with_expiry<E>(
+    pub fn try_get_with_expiry<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<(V, std::time::Duration), E> + Send + 'static,
@@ -162,7 +162,7 @@ where
     /// The hot path, and past it one call whose expired value's regeneration is handed to the
     /// pool.
     #[inline]
-    fn call<E, C, O>(
+    fn call<E: Send + Sync + 'static, C, O>(
         &self,
         key: &K,
         init: C,
@@ -183,7 +183,7 @@ where
     /// Past the hot path: one call whose expired value's regeneration is handed to the pool.
     #[cold]
     #[inline(never)]
-    fn regenerate<E, C, O>(
+    fn regenerate<E: Send + Sync + 'static, C, O>(
         &self,
         key: &K,
         first: First<V>,

@@ -193,7 +193,7 @@ where
     /// assert_eq!(names, ["#1", "two (cached)", "#3"]);
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn try_get_with_many<E>(
+    pub fn try_get_with_many<E: Send + Sync + 'static>(
         &self,
         keys: &[K],
         init: impl FnOnce(&[K]) -> Result<Vec<V>, E>,
@@ -234,7 +234,7 @@ where
     }
 
     /// One key of a batch, up to its creation.
-    fn advance_one<'a, E>(
+    fn advance_one<'a, E: Send + Sync + 'static>(
         &'a self,
         key: &'a K,
     ) -> Result<HeldSlot<'a, K, V, S, M>, RegionError<E>> {

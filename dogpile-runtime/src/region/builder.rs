@@ -68,6 +68,7 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) should_cache: Option<ShouldCache<V>>,
     pub(super) on_backend_error: super::OnBackendError,
     pub(super) name: Option<String>,
+    pub(super) fail_safe: FailSafe,
     /// The first value that cannot work, reported by `build`.
     pub(super) invalid: Option<ConfigError>,
 }
@@ -103,6 +104,7 @@ where
             should_cache: None,
             on_backend_error: super::OnBackendError::default(),
             name: None,
+            fail_safe: FailSafe::default(),
             invalid: None,
         }
     }
@@ -391,6 +393,47 @@ where
         self
     }
 
+    /// How long after a key's creator failed (an error or a panic) the next call runs it
+    /// again (default 1 s). Meanwhile the calls for that key, like those that waited for the
+    /// creator that failed, get its failure (or, within
+    /// [`stale_if_error`](Self::stale_if_error), the stale value) without calling the upstream:
+    /// one upstream call per key and attempt, whatever the number of callers. A regeneration in
+    /// the background backs off from it, doubling it with each failure in a row. Zero shares a
+    /// failure with the calls that waited for it only.
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::ManualClock;
+    /// use dogpile_runtime::{Region, RegionError};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let clock = Arc::new(ManualClock::starting_now());
+    /// let region: Region<u8, u8> = Region::builder()
+    ///     .fail_safe_throttle(Duration::from_secs(5))
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// assert!(region.try_get_with(&1, || Err::<u8, _>("down")).is_err());
+    /// // Within the throttle: the same failure, and the upstream is not called.
+    /// let again = region.try_get_with(&1, || -> Result<u8, &str> { unreachable!() });
+    /// assert!(matches!(again, Err(RegionError::Creator(e)) if *e == "down"));
+    /// clock.advance(Duration::from_secs(6));
+    /// assert_eq!(region.try_get_with(&1, || Ok::<_, &str>(7)).unwrap(), 7);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        if throttle > LONGEST {
+            self.check(Err(ConfigError::new(
+                "fail_safe_throttle",
+                format!(
+                    "{throttle:?} is longer than 100 years; zero shares a failure with the \
+                     calls that waited for it only"
+                ),
+            )));
+        }
+        self.fail_safe.throttle = throttle;
+        self
+    }
+
     /// What to do when the store or mutex fails; see [`OnBackendError`].
     ///
     /// ```
@@ -429,6 +472,7 @@ where
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
             name: self.name,
+            fail_safe: self.fail_safe,
             invalid: self.invalid,
         }
     }
@@ -462,6 +506,7 @@ where
             should_cache: self.should_cache,
             on_backend_error: self.on_backend_error,
             name: self.name,
+            fail_safe: self.fail_safe,
             invalid: self.invalid,
         }
     }
@@ -602,6 +647,17 @@ where
                 ));
             }
         }
+        if let (Some(window), Some(most)) = (self.stale_if_error, self.max_stale) {
+            if window > most {
+                return Err(ConfigError::new(
+                    "stale_if_error",
+                    format!(
+                        "{window:?} is longer than max_stale ({most:?}): a value too stale to \
+                         serve cannot stand in for a failure; make max_stale at least as long"
+                    ),
+                ));
+            }
+        }
         Ok(Region {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -623,6 +679,8 @@ where
                 should_cache: self.should_cache,
                 name: self.name.unwrap_or_else(|| "region".to_string()),
                 stats: Counters::new(),
+                failures: super::failures::Failures::new(),
+                fail_safe_throttle_nanos: crate::clock::saturating_nanos(self.fail_safe.throttle),
             }),
             expiry: self.expiry,
             expiry_nanos: super::expiry::expiry_nanos(self.expiry),
@@ -637,6 +695,7 @@ where
             ),
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with,
+            share_failures: true,
         })
     }
 }
@@ -646,6 +705,20 @@ impl<K, V, S, M> RegionBuilder<K, V, S, M> {
     fn check(&mut self, checked: Result<(), ConfigError>) {
         if let (Err(err), None) = (checked, &self.invalid) {
             self.invalid = Some(err);
+        }
+    }
+}
+
+/// How a region shares the failures of its creators.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct FailSafe {
+    pub(super) throttle: Duration,
+}
+
+impl Default for FailSafe {
+    fn default() -> Self {
+        FailSafe {
+            throttle: Duration::from_secs(1),
         }
     }
 }

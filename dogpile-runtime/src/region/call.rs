@@ -81,7 +81,7 @@ where
     /// One blocking call past the hot path, from what its read found.
     #[cold]
     #[inline(never)]
-    pub(super) fn call<E, O: Made<V>>(
+    pub(super) fn call<E: Send + Sync + 'static, O: Made<V>>(
         &self,
         key: &K,
         first: First<V>,
@@ -92,7 +92,7 @@ where
     }
 
     /// One blocking call, with `hand` taking expired values' regenerations elsewhere.
-    pub(super) fn call_with<E, O, C, H>(
+    pub(super) fn call_with<E: Send + Sync + 'static, O, C, H>(
         &self,
         key: &K,
         first: First<V>,
@@ -105,6 +105,7 @@ where
         O: Made<V>,
         H: FnOnce(OwnedMutexGuard<M>, C) -> Handoff<OwnedMutexGuard<M>, C>,
     {
+        let began = self.inner.now().as_nanos();
         let mut view = KeyOf::new(self, key);
         let mut protocol =
             Protocol::new(self.rules(policy, hand.is_some()), Some(&self.inner.stats));
@@ -113,6 +114,12 @@ where
             Stop::Served(served, value) => return Ok((value, served)),
             Stop::Create { guard, rescue } => (guard, rescue),
             Stop::Hand(guard, handing) => {
+                if self.backing_off(key) {
+                    // The last regenerations failed: serve the value, try again later.
+                    drop(guard);
+                    let (served, value) = protocol.taken(handing);
+                    return Ok((value, served));
+                }
                 let (guard, init) = match hand {
                     Some(hand) => match hand(guard, init) {
                         Handoff::Taken => {
@@ -125,15 +132,19 @@ where
                 };
                 return match self.refused(&mut protocol, handing, guard) {
                     Ok(served) => Ok(served),
-                    Err((guard, rescue)) => {
-                        Creation::new(self, key, Some(guard), rescue).create(init)
-                    }
+                    Err((guard, rescue)) => Creation::new(self, key, Some(guard), rescue)
+                        .began(began)
+                        .create(init),
                 };
             }
-            Stop::Direct(err) => return Creation::direct(self, key, &err).create(init),
+            Stop::Direct(err) => {
+                return Creation::direct(self, key, &err).began(began).create(init)
+            }
             Stop::Failed(failure) => return Err(self.failure(key, failure)),
         };
-        Creation::new(self, key, guard.map(Held::new), rescue).create(init)
+        Creation::new(self, key, guard.map(Held::new), rescue)
+            .began(began)
+            .create(init)
     }
 
     /// A hand-off the background refused: a refresh is skipped (the mutex released), an
@@ -151,7 +162,11 @@ where
     }
 
     #[cold]
-    pub(super) fn failure<E>(&self, key: &K, failure: Failure) -> RegionError<E> {
+    pub(super) fn failure<E: Send + Sync + 'static>(
+        &self,
+        key: &K,
+        failure: Failure,
+    ) -> RegionError<E> {
         match failure {
             Failure::WouldDeadlock => self.recursion(key),
             Failure::Backend(err) => RegionError::Backend(err),
@@ -159,7 +174,7 @@ where
     }
 
     #[cold]
-    pub(super) fn recursion<E>(&self, key: &K) -> RegionError<E> {
+    pub(super) fn recursion<E: Send + Sync + 'static>(&self, key: &K) -> RegionError<E> {
         RegionError::Recursion {
             region: self.inner.name.clone(),
             key: format!("{key:?}"),

@@ -15,13 +15,16 @@
 //! a fence), an inserted one's; a soft invalidation re-stamps only the value it read
 //! ([`Store::restamp`]); an invalidation removes.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::fmt::Debug;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{trace, CacheKey, CacheValue, Made, Region, RegionError, Served, Stamp, Store};
+use super::failures::Failure;
+use super::{
+    trace, CacheKey, CacheValue, Made, NotCached, Region, RegionError, Served, Stamp, Store,
+};
 use crate::lock::drive::Held;
 use crate::lock::Fence;
 use crate::stats::Counter;
@@ -38,9 +41,9 @@ impl<M: RawMutex> Guard<M> for Held<M> {
     }
 }
 
-/// How a creator run failed.
+/// How a creator run failed: an error (this call's creator's, or the one it shares), or a panic.
 pub(super) enum Failed<E> {
-    Error(E),
+    Error(Arc<E>),
     Panic(Box<dyn Any + Send>),
 }
 
@@ -100,7 +103,7 @@ impl<'a> Run<'a> {
     pub(super) fn ran<T, E>(&self, ran: std::thread::Result<Result<T, E>>) -> Result<T, Failed<E>> {
         let failed = match ran {
             Ok(Ok(made)) => return Ok(made),
-            Ok(Err(err)) => Failed::Error(err),
+            Ok(Err(err)) => Failed::Error(Arc::new(err)),
             Err(panic) => Failed::Panic(panic),
         };
         self.stats.add(match failed {
@@ -146,6 +149,9 @@ pub(super) struct Creation<'a, K, V, S, M: RawMutex, G> {
     rescue: Option<V>,
     /// `false` for a direct call: the store or mutex failed, the value is not stored.
     stores: bool,
+    /// When the call began, on the region's clock: a failure since then is one this call
+    /// waited for. `None`: the call shares no failure (a refresh, asked for explicitly).
+    began: Option<i64>,
 }
 
 impl<'a, K, V, S, M, G> Creation<'a, K, V, S, M, G>
@@ -169,7 +175,15 @@ where
             guard,
             rescue,
             stores: true,
+            began: None,
         }
+    }
+
+    /// The same creation for a call that began at `began`: it shares a failure of the key's
+    /// creator made since then, or within the failure throttle, instead of running its own.
+    pub(super) fn began(mut self, began: i64) -> Self {
+        self.began = Some(began);
+        self
     }
 
     /// A direct call: the store or mutex failed with `err`, the creator runs without the cache.
@@ -183,6 +197,7 @@ where
             guard: None,
             rescue: None,
             stores: false,
+            began: None,
         }
     }
 
@@ -225,13 +240,66 @@ where
         }
     }
 
-    /// The creator failed: the stale value, if stale-if-error covers it, counted; the failure
-    /// otherwise.
+    /// The creator failed: recorded for the calls that share it, then answered with the stale
+    /// value, if stale-if-error covers it, or the failure.
+    pub(super) fn failed<E: Send + Sync + 'static>(&mut self, failed: Failed<E>) -> Ended<V, E> {
+        self.record(&failed);
+        self.rescue(failed)
+    }
+
+    /// The stale value, if stale-if-error covers it, counted; the failure otherwise.
     pub(super) fn rescue<E>(&mut self, failed: Failed<E>) -> Ended<V, E> {
         match self.take_rescue() {
             Some(stale) => Ok((stale, Served::Stale)),
             None => Err(failed),
         }
+    }
+
+    /// Keeps an error for the calls that share it: those that waited for this creator, and
+    /// those within the failure throttle. Not a panic, nor an `Option` creator's `None` (an
+    /// answer, not a failure), nor the failures of a handle that shares none.
+    pub(super) fn record<E: Send + Sync + 'static>(&self, failed: &Failed<E>) {
+        let region = self.region;
+        let Failed::Error(err) = failed else {
+            return;
+        };
+        if !region.share_failures || TypeId::of::<E>() == TypeId::of::<NotCached>() {
+            return;
+        }
+        let now = region.inner.now().as_nanos();
+        let error = Arc::clone(err) as Arc<dyn Any + Send + Sync>;
+        region
+            .inner
+            .failures
+            .record(self.key, now, error, |failure| {
+                now.saturating_sub(failure.at) > region.backoff(failure)
+            });
+    }
+
+    /// Before running the creator: a failure of the key's creator that this call shares instead
+    /// of calling the upstream again (one made since the call began, or within the failure
+    /// throttle), answered with the stale value if stale-if-error covers it. `None`: run the
+    /// creator (no such failure, or one of another error type).
+    pub(super) fn shared<E: Send + Sync + 'static>(&mut self) -> Option<Ended<V, E>> {
+        let region = self.region;
+        let began = self.began?;
+        if !region.share_failures {
+            return None;
+        }
+        let failure = region.inner.failures.last(self.key)?;
+        let now = region.inner.now().as_nanos();
+        let within = now.saturating_sub(failure.at) < region.inner.fail_safe_throttle_nanos;
+        if failure.at < began && !within {
+            return None;
+        }
+        // The stale value stands in for any failure; the error itself only for a call that
+        // returns the same error type.
+        let answer = match self.take_rescue() {
+            Some(stale) => Ok((stale, Served::Stale)),
+            None => Err(Failed::Error(failure.error.downcast::<E>().ok()?)),
+        };
+        region.inner.stats.add(Counter::SharedFailure);
+        Some(answer)
     }
 
     /// The stale value that stands in for a failed creator, counted as served.
@@ -248,7 +316,8 @@ where
         self.rescue.is_some()
     }
 
-    /// The end of a run that made `made`: stored, counted, its span closed.
+    /// The end of a run that made `made`: stored, counted, its span closed, the key's failures
+    /// forgotten.
     pub(super) fn made<E>(
         &self,
         run: Run<'_>,
@@ -256,6 +325,7 @@ where
         stored: Option<Result<bool, BackendError>>,
     ) -> Ended<V, E> {
         run.finish(self.stored(stored));
+        self.region.inner.failures.clear(self.key);
         Ok((value, self.served()))
     }
 }
@@ -267,11 +337,16 @@ where
     S: Store<K, V>,
     M: RawMutex + 'static,
 {
-    /// Runs the creator, stores what it made, and releases the mutex: the blocking form.
-    pub(super) fn create<E, O: Made<V>>(
+    /// Runs the creator (unless the call shares a failure of the key's creator), stores what
+    /// it made, and releases the mutex: the blocking form.
+    pub(super) fn create<E: Send + Sync + 'static, O: Made<V>>(
         mut self,
         init: impl FnOnce() -> Result<O, E>,
     ) -> Result<(V, Served), RegionError<E>> {
+        if let Some(shared) = self.shared() {
+            drop(self.guard.take());
+            return end(shared);
+        }
         let run = Run::start(self.region, self.key);
         let ended = match run.catch(init) {
             Ok(made) => {
@@ -281,7 +356,7 @@ where
             }
             Err(failed) => {
                 run.failed(&failed);
-                self.rescue(failed)
+                self.failed(failed)
             }
         };
         // Released before a panic resumes or the value returns; the mark goes after.
@@ -353,6 +428,27 @@ where
             stamp: self.stamp_value(value, life),
             fence,
         }
+    }
+
+    /// How long after `failure` the key's background regeneration waits: the failure throttle,
+    /// doubled with each failure in a row (up to 64 times), spread by up to half so that keys
+    /// failing together do not retry together.
+    pub(super) fn backoff(&self, failure: &Failure) -> i64 {
+        let throttle = self.inner.fail_safe_throttle_nanos;
+        let doubled = throttle.saturating_mul(1 << failure.attempts.saturating_sub(1).min(6));
+        // A spread drawn from the failure's time: the same for every caller that checks it.
+        let spread = 512 + ((failure.at.unsigned_abs() >> 7) % 512) as i64;
+        doubled / 1024 * spread
+    }
+
+    /// Whether `key`'s background regeneration waits, backing off from its creator's failures.
+    pub(super) fn backing_off(&self, key: &K) -> bool {
+        if !self.share_failures {
+            return false;
+        }
+        self.inner.failures.last(key).is_some_and(|failure| {
+            self.inner.now().as_nanos().saturating_sub(failure.at) < self.backoff(&failure)
+        })
     }
 
     /// Whether the region's cache rule accepts `value`.

@@ -2,6 +2,7 @@
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 
 use crate::BackendError;
 
@@ -16,7 +17,7 @@ use crate::BackendError;
 ///     .unwrap_err();
 /// let RegionError::Creator(inner) = err else { panic!() };
 /// assert_eq!(
-///     inner,
+///     *inner,
 ///     "the creator of key 1 in region \"prices\" asked for key 1 again and would wait for \
 ///      itself forever; break the cycle in the creator"
 /// );
@@ -25,8 +26,11 @@ use crate::BackendError;
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum RegionError<E> {
-    /// The creator ran in this caller and failed; nothing was stored.
-    Creator(E),
+    /// The creator failed; nothing was stored. It ran in this call, or in the call this one
+    /// waited for, or just before (within the region's
+    /// [`fail_safe_throttle`](crate::region::RegionBuilder::fail_safe_throttle)): one failure
+    /// per attempt, shared by every call it answers.
+    Creator(Arc<E>),
     /// The creator of `key` asked for `key` again (directly or through other keys) while there
     /// was no value: waiting for itself would never end.
     Recursion {
@@ -56,10 +60,10 @@ impl<E> RegionError<E> {
     /// use dogpile_runtime::{Region, RegionError};
     /// let region: Region<u8, u8> = Region::builder().build()?;
     /// let err = region.try_get_with(&1, || Err::<u8, _>("down")).unwrap_err();
-    /// assert_eq!(err.into_creator().ok(), Some("down"));
+    /// assert_eq!(err.into_creator().ok().as_deref(), Some(&"down"));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn into_creator(self) -> Result<E, RegionError<std::convert::Infallible>> {
+    pub fn into_creator(self) -> Result<Arc<E>, RegionError<std::convert::Infallible>> {
         match self {
             RegionError::Creator(e) => Ok(e),
             RegionError::Recursion { region, key } => Err(RegionError::Recursion { region, key }),
@@ -106,7 +110,7 @@ impl<E> fmt::Display for RegionError<E> {
 impl<E: StdError + 'static> StdError for RegionError<E> {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            RegionError::Creator(e) => Some(e),
+            RegionError::Creator(e) => Some(&**e),
             RegionError::Backend(e) => Some(e),
             RegionError::Recursion { .. } | RegionError::Batch { .. } => None,
         }

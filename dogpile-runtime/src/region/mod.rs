@@ -23,6 +23,7 @@ mod call;
 mod creation;
 mod error;
 mod expiry;
+mod failures;
 mod pool;
 mod purge;
 mod store;
@@ -165,6 +166,9 @@ where
     on_backend_error: OnBackendError,
     /// Per handle: how long each value lives, as its creator's function sees it.
     expire_with: Option<ExpireWith<V>>,
+    /// Per handle: whether its calls share a failure of a key's creator (and keep theirs for
+    /// the calls that share it).
+    share_failures: bool,
 }
 
 struct Inner<K, V, S, M: RawMutex> {
@@ -195,6 +199,11 @@ struct Inner<K, V, S, M: RawMutex> {
     should_cache: Option<ShouldCache<V>>,
     name: String,
     stats: Counters,
+    /// The last failure of each key's creator, while it is shared.
+    failures: failures::Failures<K>,
+    /// How long after a failure of a key's creator the next call runs it again; meanwhile
+    /// calls get the stale value (within stale-if-error) or the failure.
+    fail_safe_throttle_nanos: i64,
 }
 
 impl<K, V, S, M> Clone for Region<K, V, S, M>
@@ -210,6 +219,7 @@ where
             refresh_limit: self.refresh_limit,
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with.clone(),
+            share_failures: self.share_failures,
         }
     }
 }
@@ -309,6 +319,31 @@ where
         }
     }
 
+    /// A handle on the same cache whose calls do not share failures: a call that waited for a
+    /// creator that failed, or that comes within the failure throttle after it, runs its own
+    /// creator (one at a time) instead of getting that failure; this handle's failures are not
+    /// kept for others either. For errors that belong to one caller (a request's own
+    /// credentials), and for callers that need their error by value (then each failure is its
+    /// caller's alone: `Arc::try_unwrap` gives it back).
+    ///
+    /// ```
+    /// use dogpile_runtime::{Region, RegionError};
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// let own = region.with_shared_failures(false);
+    /// let Err(RegionError::Creator(err)) = own.try_get_with(&1, || Err::<u8, _>("down")) else {
+    ///     panic!("expected the creator's error");
+    /// };
+    /// assert_eq!(std::sync::Arc::try_unwrap(err).unwrap(), "down");
+    /// assert_eq!(own.try_get_with(&1, || Ok::<_, &str>(2)).unwrap(), 2); // no throttle
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn with_shared_failures(&self, share: bool) -> Self {
+        Region {
+            share_failures: share,
+            ..self.clone()
+        }
+    }
+
     /// A handle on the same cache whose stored values each live as long as `expire_with`
     /// says of them (a token's `expires_in`, a response's `max-age`), at most the handle's
     /// expiry, which stays the longest a value lives.
@@ -386,7 +421,7 @@ pub(crate) fn value_of<V>(
 pub(crate) fn optional<V>(result: Result<(V, Served), RegionError<NotCached>>) -> Option<V> {
     match result {
         Ok((value, _)) => Some(value),
-        Err(RegionError::Creator(NotCached)) => None,
+        Err(RegionError::Creator(_)) => None,
         Err(other) => other.fail(),
     }
 }

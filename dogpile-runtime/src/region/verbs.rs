@@ -80,12 +80,12 @@ where
     /// use dogpile_runtime::{Region, RegionError};
     /// let region: Region<u8, u8> = Region::builder().build()?;
     /// let err = region.try_get_with(&1, || Err::<u8, _>("down")).unwrap_err();
-    /// assert!(matches!(err, RegionError::Creator("down")));
+    /// assert!(matches!(err, RegionError::Creator(e) if *e == "down"));
     /// assert_eq!(region.try_get_with(&1, || Ok::<_, ()>(5)).unwrap(), 5);
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn try_get_with<E>(
+    pub fn try_get_with<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E>,
@@ -144,7 +144,7 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn try_get_with_expiry<E>(
+    pub fn try_get_with_expiry<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<(V, Duration), E>,
@@ -184,7 +184,7 @@ where
     /// assert_eq!((value, served), (1, Served::Created));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn try_get_with_served<E>(
+    pub fn try_get_with_served<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E>,
@@ -256,7 +256,7 @@ where
     /// assert_eq!(region.peek(&1), Some(2));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn refresh<E>(
+    pub fn refresh<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E>,
@@ -410,7 +410,7 @@ where
 
     /// One call through the hot path and, past it, the protocol.
     #[inline]
-    pub(super) fn get<E>(
+    pub(super) fn get<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl FnOnce() -> Result<V, E>,

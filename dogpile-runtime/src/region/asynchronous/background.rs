@@ -88,7 +88,11 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with<E, F, Fut>(&self, key: &K, init: F) -> Result<V, RegionError<E>>
+    pub async fn try_get_with<E: Send + Sync + 'static, F, Fut>(
+        &self,
+        key: &K,
+        init: F,
+    ) -> Result<V, RegionError<E>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
@@ -117,7 +121,7 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_served<E, F, Fut>(
+    pub async fn try_get_with_served<E: Send + Sync + 'static, F, Fut>(
         &self,
         key: &K,
         init: F,
@@ -155,7 +159,7 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_expiry<E, F, Fut>(
+    pub async fn try_get_with_expiry<E: Send + Sync + 'static, F, Fut>(
         &self,
         key: &K,
         init: F,
@@ -211,7 +215,7 @@ where
     /// Spawns a held key's regeneration onto the current runtime; hands the guard and the
     /// creator back outside one.
     #[allow(clippy::type_complexity)]
-    fn spawner<E, F, Fut, O>(
+    fn spawner<E: Send + Sync + 'static, F, Fut, O>(
         &self,
         key: &K,
     ) -> impl FnOnce(AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>

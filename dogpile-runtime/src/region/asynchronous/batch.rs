@@ -43,7 +43,7 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_many<E, F, Fut>(
+    pub async fn try_get_with_many<E: Send + Sync + 'static, F, Fut>(
         &self,
         keys: &[K],
         init: F,
@@ -101,7 +101,7 @@ where
     }
 
     /// One key of a batch, up to its creation.
-    async fn advance_one<'a, E>(
+    async fn advance_one<'a, E: Send + Sync + 'static>(
         &'a self,
         key: &'a K,
     ) -> Result<Slot<'a, K, V, S, M, AsyncGuard<M>>, RegionError<E>> {

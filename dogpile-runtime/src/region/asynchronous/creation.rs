@@ -19,7 +19,7 @@ where
     /// Runs the creator (marked as holding the key in this task), stores what it made, and
     /// releases the mutex. Dropping the future (a cancelled call) drops the guard, which
     /// releases the mutex, and stores nothing.
-    pub(in crate::region) async fn create_async<E, O, Fut>(
+    pub(in crate::region) async fn create_async<E: Send + Sync + 'static, O, Fut>(
         mut self,
         init: impl FnOnce() -> Fut,
     ) -> Result<(V, Served), RegionError<E>>
@@ -27,6 +27,12 @@ where
         Fut: Future<Output = Result<O, E>>,
         O: Made<V>,
     {
+        if let Some(shared) = self.shared() {
+            if let Some(guard) = self.guard.take() {
+                guard.release().await;
+            }
+            return end(shared);
+        }
         let run = Run::start(self.region, self.key);
         let held = self.guard.as_ref().map(|guard| guard.mutex().clone());
         let ended = while_holding(held.as_ref(), async {
@@ -42,7 +48,7 @@ where
                 }
                 Err(failed) => {
                     run.failed(&failed);
-                    self.rescue(failed)
+                    self.failed(failed)
                 }
             }
         })

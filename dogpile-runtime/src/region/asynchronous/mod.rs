@@ -151,7 +151,11 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with<E, F, Fut>(&self, key: &K, init: F) -> Result<V, RegionError<E>>
+    pub async fn try_get_with<E: Send + Sync + 'static, F, Fut>(
+        &self,
+        key: &K,
+        init: F,
+    ) -> Result<V, RegionError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -246,7 +250,7 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_served<E, F, Fut>(
+    pub async fn try_get_with_served<E: Send + Sync + 'static, F, Fut>(
         &self,
         key: &K,
         init: F,
@@ -289,7 +293,7 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_expiry<E, F, Fut>(
+    pub async fn try_get_with_expiry<E: Send + Sync + 'static, F, Fut>(
         &self,
         key: &K,
         init: F,
@@ -341,7 +345,11 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn refresh<E, F, Fut>(&self, key: &K, init: F) -> Result<V, RegionError<E>>
+    pub async fn refresh<E: Send + Sync + 'static, F, Fut>(
+        &self,
+        key: &K,
+        init: F,
+    ) -> Result<V, RegionError<E>>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
@@ -547,7 +555,7 @@ where
     /// One async call: the hot path (one store read, judged), then, from what it found, the
     /// async driver and the [`Creation`] it stops at. `spawn`, if given, takes the guard and the
     /// creator of an expired value to run elsewhere, or hands both back when it cannot.
-    async fn call<E, F, Fut, O, B>(
+    async fn call<E: Send + Sync + 'static, F, Fut, O, B>(
         &self,
         key: &K,
         init: F,
@@ -568,6 +576,7 @@ where
             }
             first => first,
         };
+        let began = region.inner.now().as_nanos();
         let mut view = AsyncKey::new(region, key);
         let mut protocol = Protocol::new(
             region.rules(policy, spawn.is_some()),
@@ -578,6 +587,12 @@ where
             Stop::Served(served, value) => return Ok((value, served)),
             Stop::Create { guard, rescue } => (guard, rescue),
             Stop::Hand(held, hand) => {
+                if region.backing_off(key) {
+                    // The last regenerations failed: serve the value, try again later.
+                    held.release().await;
+                    let (served, value) = protocol.taken(hand);
+                    return Ok((value, served));
+                }
                 let (held, init) = match spawn {
                     Some(spawn) => match spawn(held, init) {
                         Ok(()) => {
@@ -596,17 +611,20 @@ where
                     }
                     crate::lock::protocol::Refused::Create { rescue } => {
                         Creation::new(region, key, Some(held), rescue)
+                            .began(began)
                             .create_async(init)
                             .await
                     }
                 };
             }
             Stop::Direct(err) => {
-                return Creation::direct(region, key, &err).create_async(init).await
+                let direct = Creation::direct(region, key, &err).began(began);
+                return direct.create_async(init).await;
             }
             Stop::Failed(failure) => return Err(region.failure(key, failure)),
         };
         Creation::new(region, key, guard, rescue)
+            .began(began)
             .create_async(init)
             .await
     }

@@ -1,0 +1,99 @@
+//! Failures shared, not retried by the herd: the last error of each key's creator, kept for the
+//! failure throttle so that the callers that waited for that creator, and those that come while
+//! the throttle lasts, get that error (or the stale value) instead of calling the upstream
+//! again; background regenerations back off from it exponentially. A panic is not shared (as in
+//! moka): it reaches its own caller, and the next caller runs the creator.
+//!
+//! A key has a record only after its creator failed, until the throttle (or, for the
+//! background, its back-off) has passed or a value was made: the map is empty while the
+//! upstream answers, and every miss checks it with one atomic load. It holds at most
+//! [`MOST`] keys; a failure beyond them is not kept (its waiters then retry, one at a time).
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+
+/// The most keys with a failure on record.
+const MOST: usize = 65_536;
+
+/// A key's last failure.
+#[derive(Clone)]
+pub(super) struct Failure {
+    /// When, on the region's clock.
+    pub(super) at: i64,
+    /// Failures in a row, for the background's back-off.
+    pub(super) attempts: u32,
+    /// The creator's error (an `Arc<E>`), for the callers that share it.
+    pub(super) error: Arc<dyn Any + Send + Sync>,
+}
+
+pub(super) struct Failures<K> {
+    map: Mutex<HashMap<K, Failure>>,
+    len: AtomicUsize,
+}
+
+impl<K: Hash + Eq + Clone> Failures<K> {
+    pub(super) fn new() -> Self {
+        Failures {
+            map: Mutex::new(HashMap::new()),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// `key`'s last failure, if there is one.
+    #[inline]
+    pub(super) fn last(&self, key: &K) -> Option<Failure> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.map.lock().get(key).cloned()
+    }
+
+    /// Records a failure of `key`'s creator at `at`; `stale` judges whether a record is old
+    /// enough to drop, to make room.
+    pub(super) fn record(
+        &self,
+        key: &K,
+        at: i64,
+        error: Arc<dyn Any + Send + Sync>,
+        stale: impl Fn(&Failure) -> bool,
+    ) {
+        let mut map = self.map.lock();
+        if let Some(last) = map.get_mut(key) {
+            last.at = at;
+            last.attempts = last.attempts.saturating_add(1);
+            last.error = error;
+            return;
+        }
+        if map.len() >= MOST {
+            map.retain(|_, failure| !stale(failure));
+            if map.len() >= MOST {
+                return;
+            }
+        }
+        map.insert(
+            key.clone(),
+            Failure {
+                at,
+                attempts: 1,
+                error,
+            },
+        );
+        self.len.store(map.len(), Ordering::Release);
+    }
+
+    /// Forgets `key`'s failures: a value was made, or the record is too old to matter.
+    #[inline]
+    pub(super) fn clear(&self, key: &K) {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut map = self.map.lock();
+        if map.remove(key).is_some() {
+            self.len.store(map.len(), Ordering::Release);
+        }
+    }
+}

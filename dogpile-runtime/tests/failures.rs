@@ -1,0 +1,248 @@
+//! Failure without a stampede: one upstream call per key and attempt when the upstream fails,
+//! the failure shared with every caller that waited for it and with those that come within the
+//! failure throttle, background regenerations backing off, and stale-if-error a window of its
+//! own.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::clock::ManualClock;
+use dogpile_runtime::region::{Pool, Served};
+use dogpile_runtime::{Region, RegionError};
+
+const CALLERS: usize = 50;
+const UPSTREAM: Duration = Duration::from_millis(100);
+
+/// 50 threads at once on one key whose upstream fails after 100 ms: how many upstream calls,
+/// what each caller got, and how long the slowest waited.
+fn herd(
+    region: &Region<u32, u32>,
+) -> (
+    usize,
+    Vec<Result<(u32, Served), RegionError<String>>>,
+    Duration,
+) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(CALLERS));
+    let threads: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (region, calls, barrier) = (region.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let start = Instant::now();
+                let got = region.try_get_with_served(&1, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(UPSTREAM);
+                    Err("the upstream is down".to_string())
+                });
+                (got, start.elapsed())
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    let mut results = Vec::new();
+    for thread in threads {
+        let (got, took) = thread.join().unwrap();
+        slowest = slowest.max(took);
+        results.push(got);
+    }
+    (calls.load(Ordering::SeqCst), results, slowest)
+}
+
+#[test]
+fn a_failing_upstream_is_called_once_for_a_herd_on_a_new_key() {
+    let region: Region<u32, u32> = Region::builder().build().unwrap();
+    let (calls, results, slowest) = herd(&region);
+    eprintln!("{CALLERS} callers, failing upstream: {calls} call(s), slowest {slowest:?}");
+    assert_eq!(calls, 1);
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Err(RegionError::Creator(e)) if **e == "the upstream is down")));
+    // Before, every waiter called in turn: 50 × 100 ms.
+    assert!(
+        slowest < UPSTREAM * 10,
+        "the slowest caller waited {slowest:?}"
+    );
+    let stats = region.statistics();
+    assert_eq!(
+        (stats.errors, stats.shared_failures),
+        (1, CALLERS as u64 - 1)
+    );
+}
+
+#[test]
+fn a_failing_upstream_is_called_once_for_a_herd_on_a_stale_key_and_nobody_gets_an_error() {
+    let region: Region<u32, u32> = Region::builder()
+        .expiry(Duration::from_millis(50))
+        .stale_if_error(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    region.insert(&1, 7).unwrap();
+    thread::sleep(Duration::from_millis(60));
+    let (calls, results, _) = herd(&region);
+    assert_eq!(calls, 1);
+    assert!(results.iter().all(|r| matches!(r, Ok((7, Served::Stale)))));
+}
+
+#[test]
+fn an_async_herd_on_a_failing_upstream_makes_one_call() {
+    let region: Region<u32, u32> = Region::builder().build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let (errors, slowest) = runtime.block_on(async {
+        let tasks: Vec<_> = (0..CALLERS)
+            .map(|_| {
+                let (region, calls) = (region.to_async(), calls.clone());
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    let got = region
+                        .try_get_with(&1, || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(UPSTREAM).await;
+                            Err::<u32, _>("the upstream is down".to_string())
+                        })
+                        .await;
+                    (got.is_err(), start.elapsed())
+                })
+            })
+            .collect();
+        let mut errors = 0;
+        let mut slowest = Duration::ZERO;
+        for task in tasks {
+            let (failed, took) = task.await.unwrap();
+            errors += usize::from(failed);
+            slowest = slowest.max(took);
+        }
+        (errors, slowest)
+    });
+    eprintln!(
+        "{CALLERS} tasks, failing upstream: {} call(s), slowest {slowest:?}",
+        calls.load(Ordering::SeqCst)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(errors, CALLERS);
+    assert!(
+        slowest < UPSTREAM * 10,
+        "the slowest task waited {slowest:?}"
+    );
+}
+
+#[test]
+fn within_the_throttle_callers_get_the_failure_or_the_stale_value_without_calling() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u32, u32> = Region::builder()
+        .expiry(Duration::from_secs(10))
+        .stale_if_error(Duration::from_secs(60))
+        .fail_safe_throttle(Duration::from_secs(2))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    let failing = || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<u32, _>("down")
+    };
+    // A new key: the failure, then the same failure without a call.
+    assert!(region.try_get_with(&1, failing).is_err());
+    clock.advance(Duration::from_secs(1));
+    assert!(region.try_get_with(&1, failing).is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Past the throttle: one call again.
+    clock.advance(Duration::from_millis(1500));
+    assert!(region.try_get_with(&1, failing).is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // A key with a stale value: the stale value, without a call, while the throttle lasts.
+    region.insert(&2, 20).unwrap();
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        region.try_get_with_served(&2, failing).unwrap(),
+        (20, Served::Stale)
+    );
+    assert_eq!(
+        region.try_get_with_served(&2, failing).unwrap(),
+        (20, Served::Stale)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // A success clears the key's failure.
+    clock.advance(Duration::from_secs(3));
+    assert_eq!(region.try_get_with(&2, || Ok::<_, &str>(21)).unwrap(), 21);
+    let stats = region.statistics();
+    assert_eq!(stats.shared_failures, 2);
+}
+
+#[test]
+fn a_failing_background_regeneration_backs_off_exponentially() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u32, u32> = Region::builder()
+        .expiry(Duration::from_secs(10))
+        .fail_safe_throttle(Duration::from_secs(1))
+        .background(Pool::new(1, 8).unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    region.insert(&1, 1).unwrap();
+    clock.advance(Duration::from_secs(11));
+    let calls = Arc::new(AtomicUsize::new(0));
+    // A call every 100 ms for 60 s of the region's clock.
+    for _ in 0..600 {
+        let calls = calls.clone();
+        let got = region.background().try_get_with(&1, move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<u32, _>("down")
+        });
+        assert_eq!(got.unwrap(), 1, "the stale value, always");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while region.mutexes_in_use() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "a background creator never ended"
+            );
+            thread::yield_now();
+        }
+        clock.advance(Duration::from_millis(100));
+    }
+    // Back-offs of about 1, 2, 4, 8, 16, 32 s (each between half and all of it): a few calls,
+    // not one every 100 ms.
+    let calls = calls.load(Ordering::SeqCst);
+    assert!((5..=12).contains(&calls), "{calls} calls in 60 s");
+}
+
+#[test]
+fn a_handle_that_shares_no_failures_retries_at_once_and_gets_its_own_error() {
+    let region: Region<u32, u32> = Region::builder().build().unwrap();
+    let own = region.with_shared_failures(false);
+    let calls = AtomicUsize::new(0);
+    for _ in 0..3 {
+        let Err(RegionError::Creator(err)) = own.try_get_with(&1, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<u32, _>("down".to_string())
+        }) else {
+            panic!("expected the creator's error");
+        };
+        assert_eq!(Arc::try_unwrap(err).unwrap(), "down");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[test]
+fn stale_if_error_longer_than_max_stale_is_refused() {
+    let refused = Region::<u8, u8>::builder()
+        .expiry(Duration::from_secs(1))
+        .max_stale(Duration::from_secs(3))
+        .stale_if_error(Duration::from_secs(10))
+        .build()
+        .expect_err("a window max_stale cuts short");
+    assert_eq!(refused.option(), "stale_if_error");
+    assert!(Region::<u8, u8>::builder()
+        .expiry(Duration::from_secs(1))
+        .max_stale(Duration::from_secs(10))
+        .stale_if_error(Duration::from_secs(10))
+        .build()
+        .is_ok());
+}
