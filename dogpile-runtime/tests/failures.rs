@@ -15,15 +15,12 @@ use dogpile_runtime::{Region, RegionError};
 const CALLERS: usize = 50;
 const UPSTREAM: Duration = Duration::from_millis(100);
 
+/// What one caller of the herd got.
+type Answer = Result<(u32, Served), RegionError<String>>;
+
 /// 50 threads at once on one key whose upstream fails after 100 ms: how many upstream calls,
 /// what each caller got, and how long the slowest waited.
-fn herd(
-    region: &Region<u32, u32>,
-) -> (
-    usize,
-    Vec<Result<(u32, Served), RegionError<String>>>,
-    Duration,
-) {
+fn herd(region: &Region<u32, u32>) -> (usize, Vec<Answer>, Duration) {
     let calls = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(CALLERS));
     let threads: Vec<_> = (0..CALLERS)
