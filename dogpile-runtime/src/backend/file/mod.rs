@@ -174,6 +174,11 @@ impl FileLocks {
     /// wait. The threads of one process never wait for each other that way: a thread waits
     /// only for its own key, or for another process.
     ///
+    /// A process holds a stripe's file for as long as any of its threads holds a key there, and
+    /// its other threads take keys of that stripe at once meanwhile: threads that keep keys of
+    /// one stripe held without a pause keep it from the other processes for as long. Here too,
+    /// more stripes make it rarer and a `lock_timeout` bounds the wait.
+    ///
     /// ```
     /// use dogpile_runtime::backend::file::FileLocks;
     /// use dogpile_runtime::lock::RawMutex;
