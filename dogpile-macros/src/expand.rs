@@ -157,8 +157,7 @@ impl<'a> Expansion<'a> {
                 // The attribute has no error to return: a failing backend means a direct call.
                 quote_spanned! {path.span()=>
                     #sibling #slot().get(|| {
-                        #p::given(&#path)
-                            .with_expiry(#expiry)
+                        #p::with_expiry(#p::given(&#path), #expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
                             #given_expire_with
                     })
@@ -237,8 +236,7 @@ impl<'a> Expansion<'a> {
                 let given_expire_with = self.given_expire_with();
                 quote_spanned! {path.span()=>
                     #sibling #slot().get(|| {
-                        #p::given(&#path)
-                            .with_expiry(#expiry)
+                        #p::with_expiry(#p::given(&#path), #expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
                             #given_expire_with
                             .to_async()

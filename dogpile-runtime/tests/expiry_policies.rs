@@ -101,7 +101,7 @@ fn values_too_stale_for_every_handle_are_purged_and_no_others() {
         }
         let short = builder.build().unwrap();
         // Dead after 11 minutes: its expiry and the minute of max_stale.
-        let long = short.with_expiry(Some(MINUTE * 10));
+        let long = short.with_expiry(Some(MINUTE * 10)).unwrap();
         for key in 0..500 {
             short.insert(&key, 1).unwrap();
             long.insert(&(1_000 + key), 2).unwrap();

@@ -250,6 +250,11 @@ where
     /// functions (or callers) sharing one region, each with its own expiry. Values, mutexes,
     /// invalidation and statistics stay shared.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](crate::ConfigError) for an expiry that the builder refuses too: zero
+    /// (every value would be expired as soon as stored) or more than 100 years.
+    ///
     /// ```
     /// use dogpile_runtime::clock::{ManualClock, Timestamp};
     /// use dogpile_runtime::Region;
@@ -261,16 +266,21 @@ where
     ///     .expiry(Duration::from_secs(3600))
     ///     .clock(clock.clone())
     ///     .build()?;
-    /// let every_minute = hourly.with_expiry(Some(Duration::from_secs(60)));
+    /// let every_minute = hourly.with_expiry(Some(Duration::from_secs(60)))?;
     /// hourly.insert(&1, 1).unwrap();
     /// clock.advance(Duration::from_secs(120));
     /// assert_eq!(hourly.get_with(&1, || 2), 1); // fresh for an hour
     /// assert_eq!(every_minute.get_with(&1, || 2), 2); // expired after a minute
+    /// assert!(hourly.with_expiry(Some(Duration::ZERO)).is_err());
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn with_expiry(&self, expiry: Option<Duration>) -> Self {
+    pub fn with_expiry(&self, expiry: Option<Duration>) -> Result<Self, crate::ConfigError> {
+        if let Some(expiry) = expiry {
+            let instead = "use `None` for values that never expire";
+            crate::error::check_duration("expiry", expiry, instead)?;
+        }
         self.inner.purge.handle(expiry::expiry_nanos(expiry));
-        self.with_expiry_nanos(expiry::expiry_nanos(expiry))
+        Ok(self.with_expiry_nanos(expiry::expiry_nanos(expiry)))
     }
 
     /// [`with_expiry`](Self::with_expiry) in nanoseconds (`i64::MAX`: never).
