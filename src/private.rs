@@ -787,10 +787,14 @@ where
     S: Store<K, V>,
     M: RawMutex + 'static,
 {
-    match region.with_expiry(expiry) {
-        Ok(region) => region,
-        Err(err) => panic!("{err}"),
-    }
+    region.with_expiry(expiry).unwrap_or_else(refused)
+}
+
+/// A setting of a given region's handle refused at run time, which the attribute's own checks
+/// rule out where it was written.
+#[cold]
+pub fn refused<T>(err: dogpile_runtime::ConfigError) -> T {
+    panic!("{err}")
 }
 
 /// A handle derived from a region given with `region = PATH` (its own expiry), made once.

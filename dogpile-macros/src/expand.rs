@@ -221,7 +221,12 @@ impl<'a> Expansion<'a> {
     /// `.with_expire_with(path)` for a given region and `expire_with = path`.
     fn given_expire_with(&self) -> TokenStream {
         match self.args.expire_with.get() {
-            Some(path) => quote_spanned!(path.span()=> .with_expire_with(#path)),
+            Some(path) => {
+                // Never refused: `expire_with` needs an `expire`, checked here, which the
+                // handle was just given.
+                let p = self.private_at(path.span());
+                quote_spanned!(path.span()=> .with_expire_with(#path).unwrap_or_else(#p::refused))
+            }
             None => TokenStream::new(),
         }
     }

@@ -368,7 +368,7 @@ fn expire_with_gives_each_value_its_lifetime_from_the_value() {
     assert_eq!(region.get_with(&2, || (20, 50)).0, 2);
     // A handle of its own, on a region without the option.
     let plain = builder(&clock).build().unwrap();
-    let short = plain.with_expire_with(|_| Duration::from_secs(1));
+    let short = plain.with_expire_with(|_| Duration::from_secs(1)).unwrap();
     short.get_with(&1, || 1);
     clock.advance(Duration::from_secs(2));
     assert_eq!(

@@ -6,7 +6,7 @@
 //!
 //! The constructors without a setting to get wrong (`LocalMutex::new`, `ReadWriteMutex::new`,
 //! `NameRegistry::new`, `Fence::new`, `ManualClock::new`, `Pool::shared`, `Region::builder`,
-//! `Region::to_async`, `Region::with_on_backend_error`, `Region::with_expire_with`,
+//! `Region::to_async`, `Region::with_on_backend_error`,
 //! `FileLocks::mutex`, the error types' `new`) are not listed.
 #![allow(deprecated)] // the legacy API's constructors are checked too
 
@@ -297,6 +297,32 @@ fn region_with_expiry() {
             .build()
             .unwrap();
         serves_once(region.with_expiry(None).unwrap());
+    });
+}
+
+/// `expire_with` shortens lifetimes, so a handle whose values never expire refuses it.
+#[test]
+fn region_with_expire_with() {
+    bounded("Region::with_expire_with", || {
+        let clock = Arc::new(ManualClock::starting_now());
+        let region: Region<u32, u32> = Region::builder()
+            .expiry(Duration::from_secs(60))
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        let short = region.with_expire_with(|_| Duration::from_secs(1)).unwrap();
+        assert_eq!(short.get_with(&1, || 1), 1);
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(short.get_with(&1, || 2), 2, "lived one second");
+        let never = region.with_expiry(None).unwrap();
+        let built = never.with_expire_with(|_| Duration::from_secs(1));
+        expect(
+            "with_expire_with without expiry",
+            "expire_with",
+            Refused,
+            built,
+            drop,
+        );
     });
 }
 

@@ -323,6 +323,12 @@ where
     /// says of them (a token's `expires_in`, a response's `max-age`), at most the handle's
     /// expiry, which stays the longest a value lives.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](crate::ConfigError) on a handle without an expiry, whose values
+    /// never expire: `expire_with` would have no lifetime to shorten (the builder refuses it
+    /// there too).
+    ///
     /// ```
     /// use dogpile_runtime::clock::ManualClock;
     /// use dogpile_runtime::Region;
@@ -334,20 +340,28 @@ where
     ///     .expiry(Duration::from_secs(3600))
     ///     .clock(clock.clone())
     ///     .build()?
-    ///     .with_expire_with(|(_, expires_in): &(String, u64)| Duration::from_secs(*expires_in));
+    ///     .with_expire_with(|(_, expires_in): &(String, u64)| Duration::from_secs(*expires_in))?;
     /// tokens.get_with(&1, || ("short-lived".to_string(), 60));
     /// clock.advance(Duration::from_secs(61));
     /// assert_eq!(tokens.get_with(&1, || ("renewed".to_string(), 60)).0, "renewed");
+    /// assert!(tokens.with_expiry(None)?.with_expire_with(|_| Duration::ZERO).is_err());
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_expire_with(
         &self,
         expire_with: impl Fn(&V) -> Duration + Send + Sync + 'static,
-    ) -> Self {
-        Region {
+    ) -> Result<Self, crate::ConfigError> {
+        if self.expiry.is_none() {
+            return Err(crate::ConfigError::new(
+                "expire_with",
+                "works on a value's lifetime, and this handle has no expiry: its values never \
+                 expire; give it one with `with_expiry` first",
+            ));
+        }
+        Ok(Region {
             expire_with: Some(Arc::new(expire_with)),
             ..self.clone()
-        }
+        })
     }
 }
 
