@@ -788,6 +788,28 @@ pub fn given<K, V, S, M: RawMutex>(region: &Region<K, V, S, M>) -> &Region<K, V,
     region
 }
 
+/// A handle on a region given with `region = PATH`, with the function's expiry: never zero
+/// nor beyond 100 years, which the attribute checked where it was written.
+pub fn with_expiry<K, V, S, M>(
+    region: &Region<K, V, S, M>,
+    expiry: Option<Duration>,
+) -> Region<K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+{
+    region.with_expiry(expiry).unwrap_or_else(refused)
+}
+
+/// A setting of a given region's handle refused at run time, which the attribute's own checks
+/// rule out where it was written.
+#[cold]
+pub fn refused<T>(err: dogpile_runtime::ConfigError) -> T {
+    panic!("{err}")
+}
+
 /// A handle derived from a region given with `region = PATH` (its own expiry), made once.
 pub struct Derived {
     cell: OnceLock<Box<dyn Any + Send + Sync>>,

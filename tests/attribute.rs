@@ -425,6 +425,9 @@ mod caches {
             .build()
             .unwrap()
     });
+
+    pub static ACCOUNTS: LazyLock<Region<(&'static str, u64), String>> =
+        LazyLock::new(|| Region::builder().name("accounts").build().unwrap());
 }
 
 static USER_CALLS: AtomicUsize = AtomicUsize::new(0);
@@ -475,6 +478,38 @@ fn functions_sharing_a_region_never_read_each_other_s_values() {
         .peek(&("users", 7))
         .unwrap()
         .starts_with("user 7"));
+}
+
+/// A short life for a "temporary" account, an hour for the others.
+#[allow(clippy::ptr_arg)] // `expire_with` is given the cached value: a `&String`
+fn account_lifetime(name: &String) -> Duration {
+    if name.starts_with("temporary") {
+        Duration::from_millis(30)
+    } else {
+        Duration::from_secs(3600)
+    }
+}
+
+static ACCOUNT_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = 60, expire_with = account_lifetime, region = caches::ACCOUNTS)]
+fn account(id: u64) -> String {
+    let n = ACCOUNT_CALLS.fetch_add(1, Ordering::SeqCst);
+    if id == 0 {
+        format!("temporary #{n}")
+    } else {
+        format!("account {id} #{n}")
+    }
+}
+
+/// On a given region, `expire_with` shortens the lives the function's `expire` gives.
+#[test]
+fn a_given_region_takes_the_function_s_expire_with() {
+    assert_eq!(account(0), "temporary #0");
+    assert_eq!(account(5), "account 5 #1");
+    thread::sleep(Duration::from_millis(60));
+    assert_eq!(account(0), "temporary #2", "lived 30 ms");
+    assert_eq!(account(5), "account 5 #1", "lives on");
 }
 
 mod renamed {

@@ -157,8 +157,7 @@ impl<'a> Expansion<'a> {
                 // The attribute has no error to return: a failing backend means a direct call.
                 quote_spanned! {path.span()=>
                     #sibling #slot().get(|| {
-                        #p::given(&#path)
-                            .with_expiry(#expiry)
+                        #p::with_expiry(#p::given(&#path), #expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
                             .with_shared_failures(false)
                             #given_expire_with
@@ -223,7 +222,12 @@ impl<'a> Expansion<'a> {
     /// `.with_expire_with(path)` for a given region and `expire_with = path`.
     fn given_expire_with(&self) -> TokenStream {
         match self.args.expire_with.get() {
-            Some(path) => quote_spanned!(path.span()=> .with_expire_with(#path)),
+            Some(path) => {
+                // Never refused: `expire_with` needs an `expire`, checked here, which the
+                // handle was just given.
+                let p = self.private_at(path.span());
+                quote_spanned!(path.span()=> .with_expire_with(#path).unwrap_or_else(#p::refused))
+            }
             None => TokenStream::new(),
         }
     }
@@ -238,8 +242,7 @@ impl<'a> Expansion<'a> {
                 let given_expire_with = self.given_expire_with();
                 quote_spanned! {path.span()=>
                     #sibling #slot().get(|| {
-                        #p::given(&#path)
-                            .with_expiry(#expiry)
+                        #p::with_expiry(#p::given(&#path), #expiry)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly)
                             .with_shared_failures(false)
                             #given_expire_with

@@ -119,6 +119,9 @@ pub enum LockError<E> {
     WouldDeadlock,
     /// The mutex implementation failed.
     Mutex(BackendError),
+    /// A setting of the [`Lock`](crate::Lock) cannot work (a zero expiry, or a duration
+    /// beyond 100 years); nothing was run.
+    Config(ConfigError),
 }
 
 impl<E> LockError<E> {
@@ -135,6 +138,7 @@ impl<E> LockError<E> {
             LockError::Timeout(t) => LockError::Timeout(t),
             LockError::WouldDeadlock => LockError::WouldDeadlock,
             LockError::Mutex(e) => LockError::Mutex(e),
+            LockError::Config(e) => LockError::Config(e),
         }
     }
 }
@@ -161,6 +165,7 @@ impl<E> fmt::Display for LockError<E> {
                  itself forever; break the cycle in the creator",
             ),
             LockError::Mutex(_) => f.write_str("the dogpile mutex failed"),
+            LockError::Config(_) => f.write_str("a setting of the lock cannot work"),
         }
     }
 }
@@ -170,6 +175,7 @@ impl<E: StdError + 'static> StdError for LockError<E> {
         match self {
             LockError::Creator(e) => Some(e),
             LockError::Mutex(e) => Some(e),
+            LockError::Config(e) => Some(e),
             LockError::Timeout(_) | LockError::WouldDeadlock => None,
         }
     }
@@ -255,3 +261,28 @@ impl fmt::Display for ConfigError {
 }
 
 impl StdError for ConfigError {}
+
+/// The longest duration a setting accepts: longer is a mistake (a unit mixed up, or
+/// `Duration::MAX` for "forever", which is leaving the setting unset).
+pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A duration setting must be positive and at most [`LONGEST`]; `instead` says what to do.
+pub(crate) fn check_duration(
+    option: &'static str,
+    value: Duration,
+    instead: &str,
+) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        Err(ConfigError::new(
+            option,
+            format!("must be longer than zero; {instead}"),
+        ))
+    } else if value > LONGEST {
+        Err(ConfigError::new(
+            option,
+            format!("{value:?} is longer than 100 years; {instead}"),
+        ))
+    } else {
+        Ok(())
+    }
+}

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::sync::{AtomicI64, Ordering};
 use crate::{
-    Clock, LocalMutex, Lock, LockError, NeedRegeneration, RawMutex, ReadGuard, ReadWriteMutex,
-    SystemClock, Timestamp, WriteGuard,
+    Clock, ConfigError, LocalMutex, Lock, LockError, NeedRegeneration, RawMutex, ReadGuard,
+    ReadWriteMutex, SystemClock, Timestamp, WriteGuard,
 };
 
 /// A dogpile lock that remembers its value's creation time itself.
@@ -26,7 +26,7 @@ use crate::{
 /// use std::time::Duration;
 ///
 /// let resource = Mutex::new(None);
-/// let dogpile = Dogpile::new(Some(Duration::from_secs(3600)));
+/// let dogpile = Dogpile::new(Some(Duration::from_secs(3600)))?;
 /// dogpile
 ///     .acquire(|| {
 ///         *resource.lock().unwrap() = Some("expensive");
@@ -35,6 +35,7 @@ use crate::{
 ///     .unwrap();
 /// assert!(dogpile.has_value());
 /// assert_eq!(*resource.lock().unwrap(), Some("expensive"));
+/// # Ok::<(), dogpile_runtime::ConfigError>(())
 /// ```
 #[deprecated(
     since = "0.1.0",
@@ -50,12 +51,20 @@ pub struct Dogpile<M: RawMutex + ?Sized = LocalMutex> {
 impl Dogpile<LocalMutex> {
     /// A dogpile with no value yet and an in-process mutex; `expiry` `None` never expires.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an expiry of zero (every value expired as soon as made) or of
+    /// more than 100 years.
+    ///
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::Dogpile;
-    /// assert!(!Dogpile::new(None).has_value());
+    /// # use std::time::Duration;
+    /// assert!(!Dogpile::new(None)?.has_value());
+    /// assert!(Dogpile::new(Some(Duration::ZERO)).is_err());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn new(expiry: Option<Duration>) -> Self {
+    pub fn new(expiry: Option<Duration>) -> Result<Self, ConfigError> {
         Self::with_mutex(expiry, Arc::new(LocalMutex::new()))
     }
 }
@@ -63,21 +72,30 @@ impl Dogpile<LocalMutex> {
 impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// A dogpile over a custom mutex (Python dogpile.core's `lock` argument).
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an expiry of zero or of more than 100 years.
+    ///
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::Dogpile;
     /// # use dogpile_runtime::lock::LocalMutex;
     /// # use std::sync::Arc;
-    /// let d = Dogpile::with_mutex(None, Arc::new(LocalMutex::new()));
+    /// let d = Dogpile::with_mutex(None, Arc::new(LocalMutex::new()))?;
     /// assert!(d.is_expired());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn with_mutex(expiry: Option<Duration>, mutex: Arc<M>) -> Self {
-        Dogpile {
+    pub fn with_mutex(expiry: Option<Duration>, mutex: Arc<M>) -> Result<Self, ConfigError> {
+        if let Some(expiry) = expiry {
+            let instead = "use `None` for a value that never expires";
+            crate::error::check_duration("expiry", expiry, instead)?;
+        }
+        Ok(Dogpile {
             expiry,
             created: AtomicI64::new(Timestamp::NONE.as_nanos()),
             mutex,
             clock: Arc::new(SystemClock),
-        }
+        })
     }
 
     /// Reads time from `clock` (set it before `init`, which reads it).
@@ -88,8 +106,9 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// # use dogpile_runtime::legacy::Dogpile;
     /// # use std::sync::Arc;
     /// let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(5)));
-    /// let d = Dogpile::new(None).with_clock(clock).init();
+    /// let d = Dogpile::new(None)?.with_clock(clock).init();
     /// assert_eq!(d.created_time(), Timestamp::from_nanos(5));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
@@ -101,7 +120,8 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::Dogpile;
-    /// assert!(Dogpile::new(None).init().has_value());
+    /// assert!(Dogpile::new(None)?.init().has_value());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn init(self) -> Self {
         self.created
@@ -115,7 +135,8 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::clock::Timestamp;
     /// # use dogpile_runtime::legacy::Dogpile;
-    /// assert_eq!(Dogpile::new(None).created_time(), Timestamp::NONE);
+    /// assert_eq!(Dogpile::new(None)?.created_time(), Timestamp::NONE);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn created_time(&self) -> Timestamp {
         Timestamp::from_nanos(self.created.load(Ordering::SeqCst))
@@ -126,9 +147,10 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::Dogpile;
-    /// let d = Dogpile::new(None);
+    /// let d = Dogpile::new(None)?;
     /// d.acquire(|| Ok::<_, ()>(())).unwrap();
     /// assert!(d.has_value());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn has_value(&self) -> bool {
         self.created_time().is_positive()
@@ -142,10 +164,11 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// # use dogpile_runtime::legacy::Dogpile;
     /// # use std::{sync::Arc, time::Duration};
     /// let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(1_000)));
-    /// let d = Dogpile::new(Some(Duration::from_nanos(10))).with_clock(clock.clone()).init();
+    /// let d = Dogpile::new(Some(Duration::from_nanos(10)))?.with_clock(clock.clone()).init();
     /// assert!(!d.is_expired());
     /// clock.advance(Duration::from_nanos(11));
     /// assert!(d.is_expired());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn is_expired(&self) -> bool {
         self.created_time()
@@ -159,11 +182,12 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::Dogpile;
-    /// let d = Dogpile::new(None);
+    /// let d = Dogpile::new(None)?;
     /// let mut runs = 0;
     /// d.acquire(|| { runs += 1; Ok::<_, ()>(()) }).unwrap();
     /// d.acquire(|| { runs += 1; Ok::<_, ()>(()) }).unwrap();
     /// assert_eq!(runs, 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn acquire<E>(&self, creator: impl FnOnce() -> Result<(), E>) -> Result<(), LockError<E>> {
         self.acquire_value(creator, || ())
@@ -177,10 +201,11 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// # use dogpile_runtime::legacy::Dogpile;
     /// use std::sync::Mutex;
     /// let store = Mutex::new(0);
-    /// let d = Dogpile::new(None);
+    /// let d = Dogpile::new(None)?;
     /// let create = || { *store.lock().unwrap() = 7; Ok::<_, ()>(7) };
     /// assert_eq!(d.acquire_value(create, || *store.lock().unwrap()).unwrap(), 7);
     /// assert_eq!(d.acquire_value(|| Ok::<_, ()>(8), || *store.lock().unwrap()).unwrap(), 7);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn acquire_value<V, E>(
         &self,
@@ -206,10 +231,11 @@ impl<M: RawMutex + ?Sized> Dogpile<M> {
     /// # use dogpile_runtime::clock::{Timestamp, Clock, SystemClock};
     /// # use dogpile_runtime::legacy::Dogpile;
     /// let made = SystemClock.now();
-    /// let d = Dogpile::new(None);
+    /// let d = Dogpile::new(None)?;
     /// let v = d.acquire_value_and_created(|| Ok::<_, ()>(0), || Ok((5, made))).unwrap();
     /// assert_eq!(v, 5);
     /// assert_eq!(d.created_time(), made);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn acquire_value_and_created<V, E>(
         &self,
@@ -256,7 +282,7 @@ impl<M: RawMutex + ?Sized> fmt::Debug for Dogpile<M> {
 /// use std::sync::Mutex;
 ///
 /// let datafile = Mutex::new(String::new());
-/// let dogpile = SyncReaderDogpile::new(None);
+/// let dogpile = SyncReaderDogpile::new(None)?;
 /// let reading = dogpile
 ///     .acquire_value(
 ///         || {
@@ -269,6 +295,7 @@ impl<M: RawMutex + ?Sized> fmt::Debug for Dogpile<M> {
 ///     )
 ///     .unwrap();
 /// assert_eq!(*reading, "new contents");
+/// # Ok::<(), dogpile_runtime::ConfigError>(())
 /// ```
 #[deprecated(since = "0.1.0", note = "use `Lock` with a `ReadWriteMutex` directly")]
 pub struct SyncReaderDogpile<M: RawMutex + ?Sized = LocalMutex> {
@@ -279,13 +306,18 @@ pub struct SyncReaderDogpile<M: RawMutex + ?Sized = LocalMutex> {
 impl SyncReaderDogpile<LocalMutex> {
     /// A dogpile with no value yet; `expiry` `None` never expires.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for an expiry of zero or of more than 100 years.
+    ///
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::SyncReaderDogpile;
-    /// assert!(!SyncReaderDogpile::new(None).dogpile().has_value());
+    /// assert!(!SyncReaderDogpile::new(None)?.dogpile().has_value());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn new(expiry: Option<Duration>) -> Self {
-        Self::from_dogpile(Dogpile::new(expiry))
+    pub fn new(expiry: Option<Duration>) -> Result<Self, ConfigError> {
+        Dogpile::new(expiry).map(Self::from_dogpile)
     }
 }
 
@@ -295,8 +327,9 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::{Dogpile, SyncReaderDogpile};
-    /// let d = SyncReaderDogpile::from_dogpile(Dogpile::new(None).init());
+    /// let d = SyncReaderDogpile::from_dogpile(Dogpile::new(None)?.init());
     /// assert!(d.dogpile().has_value());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn from_dogpile(dogpile: Dogpile<M>) -> Self {
         SyncReaderDogpile {
@@ -310,7 +343,8 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::SyncReaderDogpile;
-    /// assert!(SyncReaderDogpile::new(None).dogpile().is_expired());
+    /// assert!(SyncReaderDogpile::new(None)?.dogpile().is_expired());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn dogpile(&self) -> &Dogpile<M> {
         &self.dogpile
@@ -321,8 +355,9 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::SyncReaderDogpile;
-    /// let d = SyncReaderDogpile::new(None);
+    /// let d = SyncReaderDogpile::new(None)?;
     /// let _w = d.acquire_write_lock();
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn acquire_write_lock(&self) -> WriteGuard<'_> {
         self.rw.write()
@@ -333,9 +368,10 @@ impl<M: RawMutex + ?Sized> SyncReaderDogpile<M> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::SyncReaderDogpile;
-    /// let d = SyncReaderDogpile::new(None);
+    /// let d = SyncReaderDogpile::new(None)?;
     /// let r = d.acquire_value(|| Ok::<_, ()>(3), || 3).unwrap();
     /// assert_eq!(*r, 3);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn acquire_value<V, E>(
         &self,
@@ -364,9 +400,10 @@ impl<M: RawMutex + ?Sized> fmt::Debug for SyncReaderDogpile<M> {
 /// ```
 /// # #![allow(deprecated)]
 /// # use dogpile_runtime::legacy::SyncReaderDogpile;
-/// let d = SyncReaderDogpile::new(None);
+/// let d = SyncReaderDogpile::new(None)?;
 /// let r = d.acquire_value(|| Ok::<_, ()>("v"), || "v").unwrap();
 /// assert_eq!(r.into_inner(), "v");
+/// # Ok::<(), dogpile_runtime::ConfigError>(())
 /// ```
 #[derive(Debug)]
 pub struct Reading<'a, V> {
@@ -380,9 +417,10 @@ impl<V> Reading<'_, V> {
     /// ```
     /// # #![allow(deprecated)]
     /// # use dogpile_runtime::legacy::SyncReaderDogpile;
-    /// let d = SyncReaderDogpile::new(None);
+    /// let d = SyncReaderDogpile::new(None)?;
     /// let v = d.acquire_value(|| Ok::<_, ()>(1), || 1).unwrap().into_inner();
     /// assert_eq!(v, 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn into_inner(self) -> V {
         self.value

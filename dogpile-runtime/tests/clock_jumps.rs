@@ -58,7 +58,7 @@ fn a_value_stamped_by_a_host_running_ahead_counts_as_expired() {
     let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(
         1_700_000_000_000_000_000,
     )));
-    let store = Arc::new(MemoryStore::new(None));
+    let store = Arc::new(MemoryStore::new(None).unwrap());
     // Another process, whose clock is ten minutes ahead, stored it.
     store
         .put(

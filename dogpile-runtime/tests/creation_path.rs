@@ -82,7 +82,9 @@ fn refresh_ahead_finds_a_short_lived_values_own_refresh_point_blocking() {
 #[test]
 fn refresh_ahead_finds_a_short_lived_values_own_refresh_point_with_expire_with_async() {
     let clock = Arc::new(ManualClock::starting_now());
-    let region = refreshing(&clock).with_expire_with(|_| Duration::from_secs(1));
+    let region = refreshing(&clock)
+        .with_expire_with(|_| Duration::from_secs(1))
+        .unwrap();
     let runs = Arc::new(AtomicU64::new(0));
     runtime().block_on(async {
         let from_async = region.to_async();

@@ -101,7 +101,7 @@ fn values_too_stale_for_every_handle_are_purged_and_no_others() {
         }
         let short = builder.build().unwrap();
         // Dead after 11 minutes: its expiry and the minute of max_stale.
-        let long = short.with_expiry(Some(MINUTE * 10));
+        let long = short.with_expiry(Some(MINUTE * 10)).unwrap();
         for key in 0..500 {
             short.insert(&key, 1).unwrap();
             long.insert(&(1_000 + key), 2).unwrap();
@@ -373,7 +373,7 @@ fn expire_with_gives_each_value_its_lifetime_from_the_value() {
     assert_eq!(region.get_with(&2, || (20, 50)).0, 2);
     // A handle of its own, on a region without the option.
     let plain = builder(&clock).build().unwrap();
-    let short = plain.with_expire_with(|_| Duration::from_secs(1));
+    let short = plain.with_expire_with(|_| Duration::from_secs(1)).unwrap();
     short.get_with(&1, || 1);
     clock.advance(Duration::from_secs(2));
     assert_eq!(

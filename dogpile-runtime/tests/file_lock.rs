@@ -134,7 +134,7 @@ fn child() {
             thread::sleep(Duration::from_secs(3600));
         }
         Some(("reader-lock", _)) => {
-            let lock = FileReadWriteMutex::new(dir.join("rw.lock"));
+            let lock = FileReadWriteMutex::new(dir.join("rw.lock")).unwrap();
             let _reading = lock.read().unwrap();
             fs::write(dir.join("holding"), "").unwrap();
             thread::sleep(Duration::from_secs(3600));
@@ -206,7 +206,7 @@ fn a_reader_in_another_process_keeps_writers_out_until_killed() {
     let dir = fresh_dir("rw");
     let mut reader = spawn_child("reader-lock:0", &dir);
     wait_for(&dir.join("holding"));
-    let lock = FileReadWriteMutex::new(dir.join("rw.lock"));
+    let lock = FileReadWriteMutex::new(dir.join("rw.lock")).unwrap();
     assert!(lock.try_write().unwrap().is_none());
     assert!(lock.try_read().unwrap().is_some(), "readers share");
     reader.kill().unwrap();
@@ -231,5 +231,41 @@ fn threads_of_one_process_exclude_each_other_too() {
     a.release().unwrap();
     assert!(waiter.join().unwrap() >= Duration::from_millis(90));
     assert!(a.release().is_err(), "a release without a hold is an error");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A thread that holds a guard and asks to wait for a conflicting one on the same file gets
+/// an error at once, instead of waiting for itself in `flock` forever; another thread of the
+/// process waits for it as another process would.
+#[test]
+fn a_read_write_lock_never_waits_for_its_own_thread() {
+    let dir = fresh_dir("rw-self");
+    let lock = FileReadWriteMutex::new(dir.join("rw.lock")).unwrap();
+    let reading = lock.read().unwrap();
+    let also_reading = lock
+        .read()
+        .expect("a second read of one thread shares the lock");
+    let err = lock.write().expect_err("would wait for its own reads");
+    assert!(err.to_string().contains("wait for itself"), "{err}");
+    assert!(lock.try_write().unwrap().is_none());
+    drop((reading, also_reading));
+
+    let writing = lock.write().unwrap();
+    assert!(lock.read().is_err() && lock.write().is_err());
+    // The same file under another name is the same lock.
+    let alias = FileReadWriteMutex::new(dir.join(".").join("rw.lock")).unwrap();
+    assert!(alias.read().is_err());
+    let other = {
+        let lock = FileReadWriteMutex::new(dir.join("rw.lock")).unwrap();
+        thread::spawn(move || {
+            let start = Instant::now();
+            let _reading = lock.read().unwrap();
+            start.elapsed()
+        })
+    };
+    thread::sleep(Duration::from_millis(100));
+    drop(writing);
+    assert!(other.join().unwrap() >= Duration::from_millis(90));
+    assert!(lock.write().is_ok(), "every guard is gone");
     let _ = fs::remove_dir_all(&dir);
 }

@@ -135,7 +135,7 @@ fn child() {
             println!("done=yes");
         }
         "rw-writer" => {
-            let lock = FileReadWriteMutex::new(dir.join("rw.lock"));
+            let lock = FileReadWriteMutex::new(dir.join("rw.lock")).unwrap();
             fs::write(dir.join("opening"), "").unwrap();
             let _writing = lock.write().unwrap();
             fs::write(dir.join("acquired"), "").unwrap();
@@ -225,7 +225,7 @@ fn lock_files_and_their_directory_are_private_unless_configured() {
 #[test]
 fn a_lock_on_a_removed_file_is_never_trusted() {
     let dir = children::fresh_dir("stale");
-    let lock = FileReadWriteMutex::new(dir.join("rw.lock"));
+    let lock = FileReadWriteMutex::new(dir.join("rw.lock")).unwrap();
     let first = lock.write().unwrap();
     let child = spawn_child("rw-writer", &dir);
     children::wait_for(&dir.join("opening"));
@@ -348,5 +348,54 @@ fn wiping_the_lock_directory_never_lets_two_creators_in() {
         "only {wipes_while_held} wipes hit a held lock"
     );
     assert_eq!(overlaps, 0, "two creators were inside at once");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A lock file removed while another thread of the process holds a lock in the directory: the
+/// file cannot be made again without the directory's exclusive lock, which would wait for that
+/// thread (and with nested creators, forever). So the lock is refused at once, with an error
+/// that says why; once the other lock is released, the file is made and locked.
+#[test]
+fn a_missing_lock_file_is_never_made_while_another_thread_holds_the_directory() {
+    let dir = children::fresh_dir("missing");
+    let locks = FileLocks::builder(dir.join("locks"))
+        .stripes(2)
+        .build()
+        .unwrap();
+    let stripe = |key: u64| locks.mutex(&key).path().to_path_buf();
+    let first = 0u64;
+    let other = (1..).find(|&k| stripe(k) != stripe(first)).unwrap();
+    let held = locks.mutex(&first);
+    held.acquire().unwrap();
+    fs::remove_file(stripe(other)).unwrap();
+
+    let (answered, answer) = std::sync::mpsc::channel();
+    let waiter = {
+        let mutex = locks.mutex(&other);
+        thread::spawn(move || {
+            let start = Instant::now();
+            let refused = mutex.acquire().map_err(|e| e.to_string());
+            answered.send((refused, start.elapsed())).unwrap();
+            mutex
+        })
+    };
+    let (refused, took) = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the lock waited for another thread of its process");
+    let err = refused.expect_err("refused while another thread holds the directory");
+    assert!(
+        err.contains("missing") && err.contains("this process holds"),
+        "{err}"
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    held.release().unwrap();
+    let mutex = waiter.join().unwrap();
+    mutex.acquire().unwrap();
+    assert!(
+        stripe(other).exists(),
+        "made again once the directory was free"
+    );
+    mutex.release().unwrap();
     let _ = fs::remove_dir_all(&dir);
 }

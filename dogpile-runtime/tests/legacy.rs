@@ -17,7 +17,9 @@ fn clock() -> Arc<ManualClock> {
 #[test]
 fn dogpile_creates_once_then_again_after_expiry() {
     let clock = clock();
-    let dogpile = Dogpile::new(Some(Duration::from_secs(1))).with_clock(clock.clone());
+    let dogpile = Dogpile::new(Some(Duration::from_secs(1)))
+        .unwrap()
+        .with_clock(clock.clone());
     assert!(dogpile.is_expired() && !dogpile.has_value());
     let runs = AtomicUsize::new(0);
     let create = || {
@@ -43,7 +45,7 @@ fn dogpile_creates_once_then_again_after_expiry() {
 
 #[test]
 fn dogpile_init_counts_as_a_value() {
-    let dogpile = Dogpile::new(None).init();
+    let dogpile = Dogpile::new(None).unwrap().init();
     dogpile
         .acquire(|| -> Result<(), ()> { panic!("init means the value exists") })
         .unwrap();
@@ -51,7 +53,7 @@ fn dogpile_init_counts_as_a_value() {
 
 #[test]
 fn dogpile_threads_wait_for_the_first_creation_only() {
-    let dogpile = Arc::new(Dogpile::new(None));
+    let dogpile = Arc::new(Dogpile::new(None).unwrap());
     let resource = Arc::new(Mutex::new(None));
     let runs = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(8));
@@ -94,7 +96,9 @@ fn dogpile_threads_wait_for_the_first_creation_only() {
 fn dogpile_value_and_created_picks_up_where_another_left_off() {
     let clock = clock();
     let stored = Timestamp::from_nanos(999_000_000_000); // one second before the clock
-    let dogpile = Dogpile::new(Some(Duration::from_secs(5))).with_clock(clock.clone());
+    let dogpile = Dogpile::new(Some(Duration::from_secs(5)))
+        .unwrap()
+        .with_clock(clock.clone());
     let v = dogpile
         .acquire_value_and_created(|| Ok::<_, ()>("new"), || Ok(("cached", stored)))
         .unwrap();
@@ -110,7 +114,7 @@ fn dogpile_value_and_created_picks_up_where_another_left_off() {
 
 #[test]
 fn sync_reader_dogpile_holds_a_read_lock_while_the_value_is_used() {
-    let dogpile = Arc::new(SyncReaderDogpile::new(None));
+    let dogpile = Arc::new(SyncReaderDogpile::new(None).unwrap());
     let reading = dogpile.acquire_value(|| Ok::<_, ()>(1), || 1).unwrap();
     assert_eq!(*reading, 1);
 

@@ -400,3 +400,140 @@ fn invalidate_all_covers_every_value_stored_before_it() {
         assert!(matches!(region.peek(&2), None | Some(20)));
     });
 }
+
+// ---- the process's table of striped lock files ----------------------------------------------
+
+use dogpile_runtime::backend::file::process::{Locked, StripeId, Table};
+use loom::sync::Condvar;
+use std::path::Path;
+
+/// A stand-in for `flock` on two stripes' files: a stripe is held by at most one open file, of
+/// this process or another, and a locker waits until it is free. It fails the model if a
+/// thread of this process waits for a stripe its own process holds, or if two of its threads
+/// ask for one stripe at once: the table must never let either happen.
+#[derive(Default)]
+struct Flock {
+    state: Mutex<FlockState>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct FlockState {
+    /// Who holds each stripe: `Some(true)` this process, `Some(false)` the other one.
+    held: [Option<bool>; 2],
+    /// Threads of this process asking for each stripe.
+    asking: [usize; 2],
+}
+
+impl Flock {
+    /// Locks `stripe` for this process (`ours`) or the other one.
+    fn lock(self: &Arc<Self>, stripe: usize, wait: bool, ours: bool) -> Locked<FlockHeld> {
+        let mut state = self.state.lock().unwrap();
+        if ours {
+            assert_eq!(
+                state.asking[stripe], 0,
+                "two threads ask the OS for one stripe"
+            );
+            state.asking[stripe] += 1;
+        }
+        while let Some(holder) = state.held[stripe] {
+            assert!(
+                !(ours && holder),
+                "a thread waits in the OS for its own process"
+            );
+            if !wait {
+                state.asking[stripe] -= usize::from(ours);
+                return Locked::Busy;
+            }
+            state = self.freed.wait(state).unwrap();
+        }
+        state.held[stripe] = Some(ours);
+        state.asking[stripe] -= usize::from(ours);
+        Locked::Held(FlockHeld(self.clone(), stripe))
+    }
+
+    fn free(&self) -> bool {
+        self.state.lock().unwrap().held == [None, None]
+    }
+}
+
+/// A stripe locked in the stand-in, until dropped.
+struct FlockHeld(Arc<Flock>, usize);
+
+impl Drop for FlockHeld {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap().held[self.1] = None;
+        self.0.freed.notify_all();
+    }
+}
+
+fn take(table: &Table<FlockHeld>, os: &Arc<Flock>, (id, key): &(StripeId, u64)) {
+    let stripe = id.1 as usize;
+    let lock = |wait| Ok(os.lock(stripe, wait, true));
+    let taken = table.acquire(id, *key, true, lock, |_| Ok(true));
+    assert!(taken.unwrap());
+}
+
+/// The nesting that deadlocked: one thread holds `a` and asks for `c`, the other holds `c` and
+/// asks for `d`; `a` and `d` share a stripe, which another process holds until some point. In
+/// every interleaving both finish: a thread waits in the OS only while no other thread of its
+/// process holds or is asking for the stripe; the others wait on the table and take their key
+/// once the stripe is in.
+#[test]
+fn striped_table_nested_creators_never_wait_for_their_own_process() {
+    model(|| {
+        let os = Arc::new(Flock::default());
+        let table = Arc::new(Table::new());
+        let dir: Arc<Path> = Path::new("/locks").into();
+        let (a, c, d) = (((dir.clone(), 0), 1), ((dir.clone(), 1), 2), ((dir, 0), 3));
+        let Locked::Held(other_process) = os.lock(0, false, false) else {
+            unreachable!("free at first")
+        };
+        let other = thread::spawn(move || drop(other_process));
+        let nest = |outer: (StripeId, u64), inner: (StripeId, u64)| {
+            let (table, os) = (table.clone(), os.clone());
+            thread::spawn(move || {
+                take(&table, &os, &outer);
+                take(&table, &os, &inner);
+                assert!(table.release(&inner.0, inner.1));
+                assert!(table.release(&outer.0, outer.1));
+            })
+        };
+        let first = nest(a, c.clone());
+        let second = nest(c, d);
+        other.join().unwrap();
+        first.join().unwrap();
+        second.join().unwrap();
+        assert!(os.free());
+    });
+}
+
+/// A try beside a thread that waits in the OS for the stripe: refused at once (the stripe is
+/// being taken), never a second asker of the OS; once the stripe is in, a try of another key
+/// on it succeeds without the OS.
+#[test]
+fn striped_table_a_try_never_asks_the_os_beside_a_waiter() {
+    model(|| {
+        let os = Arc::new(Flock::default());
+        let table = Arc::new(Table::new());
+        let id: StripeId = (Path::new("/locks").into(), 0);
+        let Locked::Held(other_process) = os.lock(0, false, false) else {
+            unreachable!("free at first")
+        };
+        let waiter = {
+            let (table, os, id) = (table.clone(), os.clone(), id.clone());
+            thread::spawn(move || {
+                take(&table, &os, &(id.clone(), 1));
+                assert!(table.release(&id, 1));
+            })
+        };
+        let lock = |wait| Ok(os.lock(0, wait, true));
+        let tried = table.acquire(&id, 2, false, lock, |_| Ok(true));
+        drop(other_process);
+        if tried.unwrap() {
+            assert!(table.release(&id, 2));
+        }
+        waiter.join().unwrap();
+        assert!(os.free());
+    });
+}

@@ -315,9 +315,12 @@ fn configurations_that_cannot_work_are_config_errors() {
         assert_eq!(err.option(), option, "{err}");
     }
     assert!(MemoryStore::<u8, u8>::builder().build().is_ok());
-    let store: MemoryStore<u8, u8> = MemoryStore::new(Some(0));
-    store.put(&1, &1, T).unwrap();
-    assert_eq!(store.count(), Some(0), "a capacity of 0 keeps nothing");
+    let err = MemoryStore::<u8, u8>::new(Some(0)).unwrap_err();
+    assert_eq!(
+        err.option(),
+        "capacity",
+        "a capacity of 0 would keep nothing: {err}"
+    );
 }
 
 #[test]

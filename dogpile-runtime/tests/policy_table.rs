@@ -211,7 +211,10 @@ impl Harness {
                     .map_or(Got::Failed, Got::Value)
             }
             Call::Served => region.try_get_with_served(&key, c).map(|(v, _)| v),
-            Call::WithExpiry => region.with_expiry(Some(EXPIRY)).try_get_with(&key, c),
+            Call::WithExpiry => region
+                .with_expiry(Some(EXPIRY))
+                .unwrap()
+                .try_get_with(&key, c),
             Call::Batch => region
                 .try_get_with_many(&[key], |keys| c().map(|v| vec![v; keys.len()]))
                 .map(|values| values[0]),
@@ -246,6 +249,7 @@ impl Harness {
             Call::WithExpiry => {
                 self.region
                     .with_expiry(Some(EXPIRY))
+                    .unwrap()
                     .to_async()
                     .try_get_with(&key, c)
                     .await

@@ -643,6 +643,33 @@ fn durations_that_cannot_work_are_refused_when_built() {
         refused(builder().timeout(s(1)).lease(ms(1200)).build()),
         "renew_every"
     );
+    // Renewals sent more often than one may take to land: a lease shorter than renewal can
+    // sustain (2 ms under a 1 ms timeout used to send thousands of renewals a second).
+    assert_eq!(
+        refused(builder().timeout(ms(1)).lease(ms(2)).build()),
+        "lease"
+    );
+    assert_eq!(
+        refused(builder().timeout(s(1)).lease(ms(2999)).build()),
+        "lease"
+    );
+    assert!(builder().timeout(s(1)).lease(s(3)).build().is_ok());
+    assert_eq!(
+        refused(
+            builder()
+                .timeout(s(1))
+                .lease(s(10))
+                .renew_every(ms(999))
+                .build()
+        ),
+        "renew_every"
+    );
+    assert!(builder()
+        .timeout(s(1))
+        .lease(s(10))
+        .renew_every(s(1))
+        .build()
+        .is_ok());
     assert_eq!(refused(Redis::builder("memcached://x").build()), "url");
     let store = || builder().build().unwrap().store::<u64, u64>("r");
     assert_eq!(

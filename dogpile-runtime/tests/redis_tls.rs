@@ -156,6 +156,7 @@ fn a_region_over_tls() {
     let ca = std::fs::read(server.dir.join("ca.crt")).unwrap();
     let redis = Redis::builder(&url)
         .timeout(Duration::from_secs(2))
+        .lease(Duration::from_secs(10))
         .tls_root_certificate(ca)
         .build()
         .unwrap();
@@ -185,6 +186,7 @@ fn a_region_over_tls() {
 
     let untrusting = Redis::builder(&url)
         .timeout(Duration::from_secs(2))
+        .lease(Duration::from_secs(10))
         .build()
         .unwrap();
     let refused = region(&untrusting).try_get_with(&1, || Ok::<_, ()>("x".into()));

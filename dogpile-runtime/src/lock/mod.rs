@@ -20,7 +20,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::{BackendError, Clock, SystemClock, Timestamp};
+use crate::{BackendError, Clock, ConfigError, SystemClock, Timestamp};
 use drive::Stop;
 use protocol::{Failure, Found, Protocol, Rules};
 
@@ -93,7 +93,9 @@ where
 {
     /// A lock over `mutex` (shared by every caller of the same value), with the `creator` that
     /// makes and stores a new value, the `getter` that reads the stored one, and its `expiry`
-    /// (`None`: never expires).
+    /// (`None`: never expires). An expiry of zero (every value expired as soon as made) or of
+    /// more than 100 years cannot work: [`enter`](Self::enter) returns
+    /// [`LockError::Config`] for it, as a builder's `build` would.
     ///
     /// ```
     /// use dogpile_runtime::{Lock, NeedRegeneration};
@@ -170,7 +172,8 @@ where
     }
 
     /// Waits at most `timeout` for the mutex when there is no value; past it, `enter` returns
-    /// [`LockError::Timeout`] instead of a value.
+    /// [`LockError::Timeout`] instead of a value. Zero does not wait at all; more than 100
+    /// years is a [`LockError::Config`] (leave it unset to wait as long as the creator runs).
     ///
     /// ```
     /// use dogpile_runtime::{Lock, LockError, NeedRegeneration};
@@ -243,6 +246,7 @@ where
     /// assert!(matches!(err, dogpile_runtime::LockError::Creator("backend down")));
     /// ```
     pub fn enter(self) -> Result<V, LockError<E>> {
+        self.check().map_err(LockError::Config)?;
         let rules = Rules {
             lock_timeout: self.lock_timeout,
             background: self.async_creator.is_some(),
@@ -290,6 +294,29 @@ where
         let created = (self.creator)();
         drop(held);
         created.map_err(LockError::Creator)
+    }
+}
+
+impl<M, V, E, C, G> Lock<'_, M, V, E, C, G>
+where
+    M: RawMutex + ?Sized,
+{
+    /// The settings that cannot work, as the region builder refuses them.
+    fn check(&self) -> Result<(), ConfigError> {
+        if let Some(expiry) = self.expiry {
+            let instead = "use `None` for values that never expire";
+            crate::error::check_duration("expiry", expiry, instead)?;
+        }
+        match self.lock_timeout {
+            Some(timeout) if timeout > crate::error::LONGEST => Err(ConfigError::new(
+                "lock_timeout",
+                format!(
+                    "{timeout:?} is longer than 100 years; leave it unset to wait for as long \
+                     as the creator runs"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

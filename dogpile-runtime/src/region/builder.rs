@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Inner, MemoryStore, MutexFactory, Pool, Region, ShouldCache, Store};
+use crate::error::{check_duration, LONGEST};
 use crate::stats::Counters;
 use crate::{Clock, ConfigError, LocalMutex, NameRegistry, RawMutex};
 
@@ -89,7 +90,7 @@ where
     /// ```
     pub fn builder() -> RegionBuilder<K, V> {
         RegionBuilder {
-            store: MemoryStore::new(None),
+            store: MemoryStore::unbounded(),
             mutexes: Box::new(|_: &K| LocalMutex::new()),
             expiry: None,
             clock: None,
@@ -452,7 +453,7 @@ where
     /// ```
     /// # use dogpile_runtime::Region;
     /// # use dogpile_runtime::region::MemoryStore;
-    /// let r: Region<u8, u8, _> = Region::builder().store(MemoryStore::new(Some(10))).build()?;
+    /// let r: Region<u8, u8, _> = Region::builder().store(MemoryStore::new(Some(10))?).build()?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn store<S2: Store<K, V>>(self, store: S2) -> RegionBuilder<K, V, S2, M> {
@@ -725,28 +726,3 @@ impl Default for FailSafe {
 
 /// The default [`RegionBuilder::clock_tolerance`].
 pub(crate) const DEFAULT_CLOCK_TOLERANCE: Duration = crate::clock::TOLERANCE;
-
-/// The longest duration a setting accepts: longer is a mistake (a unit mixed up, or
-/// `Duration::MAX` for "forever", which is leaving the setting unset).
-pub(crate) const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// A duration setting must be positive and at most [`LONGEST`].
-pub(crate) fn check_duration(
-    option: &'static str,
-    value: Duration,
-    instead: &str,
-) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        Err(ConfigError::new(
-            option,
-            format!("must be longer than zero; {instead}"),
-        ))
-    } else if value > LONGEST {
-        Err(ConfigError::new(
-            option,
-            format!("{value:?} is longer than 100 years; {instead}"),
-        ))
-    } else {
-        Ok(())
-    }
-}

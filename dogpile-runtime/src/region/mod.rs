@@ -260,6 +260,11 @@ where
     /// functions (or callers) sharing one region, each with its own expiry. Values, mutexes,
     /// invalidation and statistics stay shared.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](crate::ConfigError) for an expiry that the builder refuses too: zero
+    /// (every value would be expired as soon as stored) or more than 100 years.
+    ///
     /// ```
     /// use dogpile_runtime::clock::{ManualClock, Timestamp};
     /// use dogpile_runtime::Region;
@@ -271,16 +276,21 @@ where
     ///     .expiry(Duration::from_secs(3600))
     ///     .clock(clock.clone())
     ///     .build()?;
-    /// let every_minute = hourly.with_expiry(Some(Duration::from_secs(60)));
+    /// let every_minute = hourly.with_expiry(Some(Duration::from_secs(60)))?;
     /// hourly.insert(&1, 1).unwrap();
     /// clock.advance(Duration::from_secs(120));
     /// assert_eq!(hourly.get_with(&1, || 2), 1); // fresh for an hour
     /// assert_eq!(every_minute.get_with(&1, || 2), 2); // expired after a minute
+    /// assert!(hourly.with_expiry(Some(Duration::ZERO)).is_err());
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn with_expiry(&self, expiry: Option<Duration>) -> Self {
+    pub fn with_expiry(&self, expiry: Option<Duration>) -> Result<Self, crate::ConfigError> {
+        if let Some(expiry) = expiry {
+            let instead = "use `None` for values that never expire";
+            crate::error::check_duration("expiry", expiry, instead)?;
+        }
         self.inner.purge.handle(expiry::expiry_nanos(expiry));
-        self.with_expiry_nanos(expiry::expiry_nanos(expiry))
+        Ok(self.with_expiry_nanos(expiry::expiry_nanos(expiry)))
     }
 
     /// [`with_expiry`](Self::with_expiry) in nanoseconds (`i64::MAX`: never).
@@ -348,6 +358,12 @@ where
     /// says of them (a token's `expires_in`, a response's `max-age`), at most the handle's
     /// expiry, which stays the longest a value lives.
     ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`](crate::ConfigError) on a handle without an expiry, whose values
+    /// never expire: `expire_with` would have no lifetime to shorten (the builder refuses it
+    /// there too).
+    ///
     /// ```
     /// use dogpile_runtime::clock::ManualClock;
     /// use dogpile_runtime::Region;
@@ -359,20 +375,28 @@ where
     ///     .expiry(Duration::from_secs(3600))
     ///     .clock(clock.clone())
     ///     .build()?
-    ///     .with_expire_with(|(_, expires_in): &(String, u64)| Duration::from_secs(*expires_in));
+    ///     .with_expire_with(|(_, expires_in): &(String, u64)| Duration::from_secs(*expires_in))?;
     /// tokens.get_with(&1, || ("short-lived".to_string(), 60));
     /// clock.advance(Duration::from_secs(61));
     /// assert_eq!(tokens.get_with(&1, || ("renewed".to_string(), 60)).0, "renewed");
+    /// assert!(tokens.with_expiry(None)?.with_expire_with(|_| Duration::ZERO).is_err());
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_expire_with(
         &self,
         expire_with: impl Fn(&V) -> Duration + Send + Sync + 'static,
-    ) -> Self {
-        Region {
+    ) -> Result<Self, crate::ConfigError> {
+        if self.expiry.is_none() {
+            return Err(crate::ConfigError::new(
+                "expire_with",
+                "works on a value's lifetime, and this handle has no expiry: its values never \
+                 expire; give it one with `with_expiry` first",
+            ));
+        }
+        Ok(Region {
             expire_with: Some(Arc::new(expire_with)),
             ..self.clone()
-        }
+        })
     }
 }
 

@@ -25,7 +25,7 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, BackendError
 /// use dogpile_runtime::clock::Timestamp;
 /// use dogpile_runtime::region::{AsyncStore, MemoryStore};
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// let store = MemoryStore::new(None);
+/// let store = MemoryStore::new(None).unwrap();
 /// assert!(store.answers_at_once());
 /// let stamp = Timestamp::from_nanos(1).into();
 /// store.put_async(&"k", &7, stamp).await.unwrap();

@@ -20,33 +20,48 @@
 //!   them with a group.
 //! - **A fixed number of files.** [`FileLocks`] stripes keys over a fixed set of lock files
 //!   (1024 by default), so disk use does not grow with the keys seen. Keys that share a file
-//!   wait for each other across processes; within a process they do not.
+//!   wait for each other across processes; within a process they do not: the process locks a
+//!   file once for all its keys there, and one of its threads at a time asks the OS for a file
+//!   while the others wait inside the process and take their own key as soon as the file is
+//!   in. So no thread ever waits for a file that its own process holds, and creators nested
+//!   across files (one holds `a` and asks for `c`, another holds `c` and asks for `d`, on
+//!   `a`'s file) never deadlock a process.
 //! - **A lock is trusted only if its path still names it.** After locking, the lock file's
 //!   device and inode are compared with what its path names now; if a cleaner removed or
 //!   replaced the file between the open and the lock, the lock is dropped and taken again.
 //! - **Files removed while held.** A holder of a [`FileLocks`] mutex also holds a shared lock on
 //!   the directory, and lock files are only created under the directory's exclusive lock. So a
 //!   tmp cleaner that deletes lock files in use cannot let a second holder in: the file is
-//!   recreated only once every lock in the directory is released. (systemd-tmpfiles also skips a
-//!   directory that has a shared lock; touching each lock file when it is locked keeps
-//!   age-based cleaners off files in use.) Only the removal of the directory itself while a lock
-//!   is held, which no cleaner that honours locks or ages does, can let one more holder in.
+//!   recreated only once every lock in the directory is released (a lock on such a file while
+//!   the same process holds another lock in the directory is a [`BackendError`], not a wait
+//!   for itself). systemd-tmpfiles also skips a directory that has a shared lock; touching each
+//!   lock file when it is locked keeps age-based cleaners off files in use. Only the removal of
+//!   the directory itself while a lock is held, which no cleaner that honours locks or ages
+//!   does, can let one more holder in.
 
 mod os;
+#[cfg(not(loom))]
 mod process;
+/// The process's table of held stripes: public for the model checks (`tests/loom.rs`) only.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod process;
+mod rw;
+
+pub use rw::{FileReadGuard, FileReadWriteMutex, FileWriteGuard};
 
 use std::fmt::{self, Debug};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
-
-use fs4::fs_std::FileExt;
 
 use crate::lock::poll_acquire;
 use crate::sync::Mutex;
 use crate::{BackendError, ConfigError, RawMutex};
-use os::Kind;
+use process::{Locked, StripeId, Table};
+
+/// The stripes this process holds, in every directory.
+static TABLE: LazyLock<Table<os::Held>> = LazyLock::new(Table::new);
 
 /// Lock files per directory unless configured otherwise.
 const DEFAULT_STRIPES: usize = 1024;
@@ -154,8 +169,15 @@ impl FileLocks {
     /// in one process, only equal hashes wait for each other.
     ///
     /// Sharing has one consequence for creators that take a second key while holding a first
-    /// (nested regenerations): two processes that do so with keys on crossing stripes can wait
-    /// for each other. More stripes make it rarer; a region's `lock_timeout` bounds the wait.
+    /// (nested regenerations): two *processes* that do so with keys on crossing stripes can
+    /// wait for each other. More stripes make it rarer; a region's `lock_timeout` bounds the
+    /// wait. The threads of one process never wait for each other that way: a thread waits
+    /// only for its own key, or for another process.
+    ///
+    /// A process holds a stripe's file for as long as any of its threads holds a key there, and
+    /// its other threads take keys of that stripe at once meanwhile: threads that keep keys of
+    /// one stripe held without a pause keep it from the other processes for as long. Here too,
+    /// more stripes make it rarer and a `lock_timeout` bounds the wait.
     ///
     /// ```
     /// use dogpile_runtime::backend::file::FileLocks;
@@ -179,14 +201,15 @@ impl FileLocks {
         let stripe = ((u128::from(hash) * u128::from(self.config.stripes)) >> 64) as u32;
         FileMutex {
             path: self.config.stripe_path(stripe),
+            id: (Arc::clone(&self.config.dir), stripe),
             config: Arc::clone(&self.config),
-            stripe,
             key: hash,
             held: Mutex::new(false),
         }
     }
 
-    /// The directory of the lock files, made absolute.
+    /// The directory of the lock files, made absolute (with the symlinks of its parents
+    /// resolved).
     ///
     /// ```
     /// # use dogpile_runtime::backend::file::FileLocks;
@@ -274,9 +297,7 @@ impl FileLocksBuilder {
             ));
         }
         check_mode(self.mode)?;
-        let dir = std::path::absolute(&self.dir).map_err(|e| {
-            ConfigError::new("dir", format!("must be a usable directory path ({e})"))
-        })?;
+        let dir = resolved(&self.dir)?;
         Ok(FileLocks {
             config: Arc::new(Config {
                 dir: Arc::from(dir),
@@ -284,6 +305,36 @@ impl FileLocksBuilder {
                 mode: self.mode,
             }),
         })
+    }
+}
+
+/// `path` made absolute: `option`'s value cannot be used otherwise.
+fn absolute(option: &'static str, path: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(path)
+        .map_err(|e| ConfigError::new(option, format!("must be a usable path ({e})")))
+}
+
+/// The lock directory `dir`, absolute, with the symlinks of its existing parents resolved (the
+/// directory itself is never followed): the process's table knows a directory by its path, and
+/// two paths to one directory would let a thread wait in the OS for a stripe its own process
+/// holds.
+fn resolved(dir: &Path) -> Result<PathBuf, ConfigError> {
+    let dir = absolute("dir", dir)?;
+    let (Some(mut parent), Some(name)) = (dir.parent(), dir.file_name()) else {
+        return Ok(dir);
+    };
+    let mut names = vec![name];
+    loop {
+        if let Ok(real) = std::fs::canonicalize(parent) {
+            return Ok(names.iter().rev().fold(real, |path, name| path.join(name)));
+        }
+        match (parent.parent(), parent.file_name()) {
+            (Some(up), Some(name)) => {
+                names.push(name);
+                parent = up;
+            }
+            _ => return Ok(dir),
+        }
     }
 }
 
@@ -327,7 +378,8 @@ fn check_mode(mode: u32) -> Result<(), ConfigError> {
 /// ```
 pub struct FileMutex {
     config: Arc<Config>,
-    stripe: u32,
+    /// The directory and the stripe.
+    id: StripeId,
     /// The key's hash: what the process's own threads exclude each other by.
     key: u64,
     path: PathBuf,
@@ -351,7 +403,16 @@ impl FileMutex {
     }
 
     fn take(&self, wait: bool) -> Result<bool, BackendError> {
-        let taken = process::acquire(&self.config, self.stripe, self.key, wait)?;
+        let (config, stripe) = (&*self.config, self.id.1);
+        let lock = |wait| {
+            Ok(match os::lock_stripe(config, stripe, wait)? {
+                os::Stripe::Locked(held) => Locked::Held(held),
+                os::Stripe::Busy => Locked::Busy,
+                os::Stripe::Missing => Locked::Missing,
+            })
+        };
+        let create = |wait| os::create_stripes(config, wait);
+        let taken = TABLE.acquire(&self.id, self.key, wait, lock, create)?;
         if taken {
             *self.held.lock() = true;
         }
@@ -376,7 +437,7 @@ impl RawMutex for FileMutex {
 
     fn release(&self) -> Result<(), BackendError> {
         let mut held = self.held.lock();
-        if !*held || !process::release(&self.config, self.stripe, self.key) {
+        if !*held || !TABLE.release(&self.id, self.key) {
             return Err(BackendError::new(format!(
                 "release of the file lock {} that this handle does not hold",
                 self.path.display()
@@ -411,152 +472,6 @@ impl Debug for FileMutex {
             .field("path", &self.path)
             .field("held", &*self.held.lock())
             .finish()
-    }
-}
-
-/// Many readers or one writer, across processes, on one lock file: the cross-process form of
-/// [`ReadWriteMutex`](crate::ReadWriteMutex). Each guard holds its own open file, released
-/// when dropped (or when its process dies).
-///
-/// The file is never opened through a symlink, is created with mode 0600 (or the mode given to
-/// [`with_mode`](Self::with_mode)), and a lock is trusted only once the path is checked to still
-/// name the locked file. There is no directory lock here: keep the file where no cleaner deletes
-/// files that are in use.
-///
-/// ```
-/// use dogpile_runtime::backend::file::FileReadWriteMutex;
-///
-/// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-doc.lock"));
-/// let r1 = lock.read().unwrap();
-/// let r2 = lock.try_read().unwrap().expect("readers share");
-/// assert!(lock.try_write().unwrap().is_none());
-/// drop((r1, r2));
-/// let w = lock.write().unwrap();
-/// assert!(lock.try_read().unwrap().is_none());
-/// drop(w);
-/// ```
-#[derive(Debug)]
-pub struct FileReadWriteMutex {
-    path: PathBuf,
-    mode: u32,
-}
-
-/// A shared hold on a [`FileReadWriteMutex`], released when dropped.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-#[derive(Debug)]
-pub struct FileReadGuard {
-    file: File,
-}
-
-/// An exclusive hold on a [`FileReadWriteMutex`], released when dropped.
-#[must_use = "the lock is released as soon as the guard is dropped"]
-#[derive(Debug)]
-pub struct FileWriteGuard {
-    file: File,
-}
-
-impl FileReadWriteMutex {
-    /// A lock on the file at `path` (created with mode 0600 on first use; its directory must
-    /// exist).
-    ///
-    /// ```
-    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
-    /// let _ = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-new.lock"));
-    /// ```
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileReadWriteMutex {
-            path: path.into(),
-            mode: DEFAULT_MODE,
-        }
-    }
-
-    /// A lock on the file at `path`, created with the permission bits `mode` (which must let
-    /// the owner read and write, as for [`FileLocksBuilder::mode`]).
-    ///
-    /// ```
-    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
-    /// let shared = FileReadWriteMutex::with_mode("/tmp/dogpile-rw-group.lock", 0o660)?;
-    /// assert!(FileReadWriteMutex::with_mode("/tmp/x.lock", 0o4600).is_err());
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn with_mode(path: impl Into<PathBuf>, mode: u32) -> Result<Self, ConfigError> {
-        check_mode(mode)?;
-        Ok(FileReadWriteMutex {
-            path: path.into(),
-            mode,
-        })
-    }
-
-    /// Waits for a shared hold.
-    ///
-    /// ```
-    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
-    /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-read.lock"));
-    /// let _reading = lock.read().unwrap();
-    /// ```
-    pub fn read(&self) -> Result<FileReadGuard, BackendError> {
-        let file = self.lock(Kind::Shared, true)?;
-        Ok(FileReadGuard { file })
-    }
-
-    /// A shared hold if no writer has the lock; `None` otherwise.
-    ///
-    /// ```
-    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
-    /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-tryread.lock"));
-    /// assert!(lock.try_read().unwrap().is_some());
-    /// ```
-    pub fn try_read(&self) -> Result<Option<FileReadGuard>, BackendError> {
-        Ok(self
-            .try_lock(Kind::Shared)?
-            .map(|file| FileReadGuard { file }))
-    }
-
-    /// Waits for the exclusive hold.
-    ///
-    /// ```
-    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
-    /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-write.lock"));
-    /// let _writing = lock.write().unwrap();
-    /// ```
-    pub fn write(&self) -> Result<FileWriteGuard, BackendError> {
-        let file = self.lock(Kind::Exclusive, true)?;
-        Ok(FileWriteGuard { file })
-    }
-
-    /// The exclusive hold if no one holds the lock; `None` otherwise.
-    ///
-    /// ```
-    /// # use dogpile_runtime::backend::file::FileReadWriteMutex;
-    /// let lock = FileReadWriteMutex::new(std::env::temp_dir().join("dogpile-rw-trywrite.lock"));
-    /// assert!(lock.try_write().unwrap().is_some());
-    /// ```
-    pub fn try_write(&self) -> Result<Option<FileWriteGuard>, BackendError> {
-        Ok(self
-            .try_lock(Kind::Exclusive)?
-            .map(|file| FileWriteGuard { file }))
-    }
-
-    fn lock(&self, kind: Kind, wait: bool) -> Result<File, BackendError> {
-        os::lock_path(&self.path, self.mode, kind, wait)?
-            .ok_or_else(|| BackendError::new(format!("could not lock {}", self.path.display())))
-    }
-
-    fn try_lock(&self, kind: Kind) -> Result<Option<File>, BackendError> {
-        os::lock_path(&self.path, self.mode, kind, false)
-    }
-}
-
-impl Drop for FileReadGuard {
-    fn drop(&mut self) {
-        // Closing the file releases the lock too; unlocking first makes it immediate.
-        let _ = FileExt::unlock(&self.file);
-    }
-}
-
-impl Drop for FileWriteGuard {
-    fn drop(&mut self) {
-        let _ = FileExt::unlock(&self.file);
     }
 }
 

@@ -1,5 +1,8 @@
 //! Opening and locking lock files safely: never through a symlink, created private, and trusted
 //! only once the path is checked to still name the locked file (lock, then stat, retry).
+//!
+//! This is the OS part only: it locks what it is asked to, and knows nothing of which threads
+//! of this process hold what (see `process.rs`, which decides who may ask it).
 
 use std::fs::File;
 use std::io;
@@ -8,9 +11,9 @@ use std::time::SystemTime;
 
 use fs4::fs_std::FileExt;
 
-pub(super) use imp::Dir;
+use imp::Dir;
+pub(super) use imp::FileId;
 
-use super::process::{self, Held};
 use super::Config;
 use crate::BackendError;
 
@@ -22,13 +25,16 @@ pub(super) enum Kind {
 }
 
 /// Locks the lock file at `path` (created with `mode` if missing): `None` if `wait` is false
-/// and another holder has it. No directory lock; see [`lock_stripe`] for the striped files.
+/// and another holder has it. Before waiting, `before_waiting` sees the identity of the file
+/// about to be waited for, and may refuse. No directory lock; see [`lock_stripe`] for the
+/// striped files.
 pub(super) fn lock_path(
     path: &Path,
     mode: u32,
     kind: Kind,
     wait: bool,
-) -> Result<Option<File>, BackendError> {
+    before_waiting: impl Fn(&FileId) -> Result<(), BackendError>,
+) -> Result<Option<(File, FileId)>, BackendError> {
     loop {
         let file = match imp::open_file(path) {
             Ok(file) => file,
@@ -43,6 +49,10 @@ pub(super) fn lock_path(
             }
             Err(e) => return Err(refused(path, e)),
         };
+        let id = imp::file_id(&file, path).map_err(|e| failed("check", path, e))?;
+        if wait {
+            before_waiting(&id)?;
+        }
         if !lock(&file, kind, wait).map_err(|e| failed("lock", path, e))? {
             return Ok(None);
         }
@@ -50,9 +60,31 @@ pub(super) fn lock_path(
         // Then the path belongs to another file; drop this one and start over.
         if imp::names(&file, path).map_err(|e| failed("check", path, e))? {
             touch(&file);
-            return Ok(Some(file));
+            return Ok(Some((file, id)));
         }
     }
+}
+
+/// A stripe's lock file, locked, with its directory's shared lock; both are released on drop.
+pub(super) struct Held {
+    _dir: Dir,
+    file: File,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Closing the files releases both locks too; unlocking first makes it immediate.
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+/// What asking for a stripe's lock gave.
+pub(super) enum Stripe {
+    Locked(Held),
+    /// Another holder has it, and the caller would not wait.
+    Busy,
+    /// Its file does not exist: [`create_stripes`] makes it.
+    Missing,
 }
 
 /// Locks stripe `stripe` of `config`'s directory exclusively.
@@ -66,46 +98,32 @@ pub(super) fn lock_stripe(
     config: &Config,
     stripe: u32,
     wait: bool,
-) -> Result<Option<Held>, BackendError> {
+) -> Result<Stripe, BackendError> {
     let path = config.stripe_path(stripe);
     loop {
         let Some(dir) = lock_dir(config, Kind::Shared, wait)? else {
-            return Ok(None);
+            return Ok(Stripe::Busy);
         };
         let file = match imp::open_file(&path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                drop(dir);
-                if !create_stripes(config, wait)? {
-                    return Ok(None);
-                }
-                continue;
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stripe::Missing),
             Err(e) => return Err(refused(&path, e)),
         };
         if !lock(&file, Kind::Exclusive, wait).map_err(|e| failed("lock", &path, e))? {
-            return Ok(None);
+            return Ok(Stripe::Busy);
         }
         if imp::names(&file, &path).map_err(|e| failed("check", &path, e))? {
             touch(&file);
-            return Ok(Some(Held::new(dir, file)));
+            return Ok(Stripe::Locked(Held { _dir: dir, file }));
         }
     }
 }
 
 /// Creates every missing stripe file of the directory, under its exclusive lock: `false` if
-/// `wait` is false and someone holds a lock there.
+/// `wait` is false and someone holds a lock there. The exclusive lock waits for every shared
+/// one, this process's too: the caller makes sure this process holds none in the directory.
 #[cold]
-fn create_stripes(config: &Config, wait: bool) -> Result<bool, BackendError> {
-    if wait && process::this_thread_holds(&config.dir) {
-        // The exclusive lock would wait for this thread's own shared one.
-        return Err(BackendError::new(format!(
-            "a lock file in {} is missing (a cleaner removed it?) and cannot be recreated while \
-             this thread holds another lock in that directory; it is recreated once that lock \
-             is released",
-            config.dir.display()
-        )));
-    }
+pub(super) fn create_stripes(config: &Config, wait: bool) -> Result<bool, BackendError> {
     let Some(_dir) = lock_dir(config, Kind::Exclusive, wait)? else {
         return Ok(false);
     };
@@ -199,6 +217,14 @@ mod imp {
 
     /// The open lock directory, whose `flock` anchors the files in it.
     pub(crate) type Dir = File;
+
+    /// What a file is, whatever path names it: its device and inode.
+    pub(crate) type FileId = (u64, u64);
+
+    pub(super) fn file_id(file: &File, _path: &Path) -> io::Result<FileId> {
+        let meta = file.metadata()?;
+        Ok((meta.dev(), meta.ino()))
+    }
 
     pub(super) fn open_file(path: &Path) -> io::Result<File> {
         let file = OpenOptions::new()
@@ -339,6 +365,13 @@ mod imp {
     /// Directories are not locked here; this only records that the path was checked.
     #[derive(Debug)]
     pub(crate) struct Dir;
+
+    /// What a file is: its absolute path (an open lock file cannot be renamed or deleted).
+    pub(crate) type FileId = std::path::PathBuf;
+
+    pub(super) fn file_id(_file: &File, path: &Path) -> io::Result<FileId> {
+        std::path::absolute(path)
+    }
 
     pub(super) fn open_dir(path: &Path) -> io::Result<Dir> {
         not_a_link(path)?;

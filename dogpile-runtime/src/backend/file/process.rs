@@ -1,162 +1,315 @@
-//! What this process holds in its lock directories.
+//! What this process holds in its lock directories, and which of its threads asks the OS.
 //!
-//! Keys are striped over a fixed set of lock files, so two keys may share a file. Two threads of
-//! one process taking such keys must not lock the file twice (the OS lock belongs to an open
-//! file, so the second would wait for the first, and a thread nesting two keys of one stripe
-//! would wait for itself). Instead the process locks a stripe once, and each key held through it
-//! is recorded here; the file is unlocked when the last key is released. Other processes see
-//! the stripe held as long as any key on it is.
+//! Keys are striped over a fixed set of lock files, so two keys may share a file. The OS lock
+//! belongs to an open file: a thread that waited in `flock` for a file its own process holds
+//! would wait for keys it does not want, and with nested creators (one holds `a` and waits for
+//! `c`, the other holds `c` and waits in `flock` for `d`, on `a`'s file) forever. So the process
+//! locks a stripe once and records here each key held through it, unlocking the file with the
+//! last key; and at most one thread of the process asks the OS for a stripe at a time. The
+//! others wait on this table and look again when it changes, so a thread only ever waits for
+//! its own key, or for another process.
+//!
+//! | the stripe in the table          | a thread asking for key `k` on it               |
+//! |----------------------------------|-------------------------------------------------|
+//! | absent                           | marks it *locking* and asks the OS (may wait)   |
+//! | locking (another thread asks)    | waits on the table; a try is refused            |
+//! | held, `k` not among its keys     | takes `k` at once                               |
+//! | held, `k` among its keys         | waits on the table; a try is refused            |
+//!
+//! Lock files are made under the directory's exclusive lock, which waits for every shared one,
+//! this process's too. So a thread makes them only when no other stripe of the directory is in
+//! the table (and refuses otherwise: it would wait for its own process); meanwhile the
+//! directory is *creating*, and the other threads asking for its stripes wait on the table.
+//!
+//! The table knows nothing of files: the caller passes how to lock a stripe and how to make
+//! the directory's files, so the same code runs over `flock` and, in the model checks, over a
+//! stand-in for the OS and another process.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use fs4::fs_std::FileExt;
-use std::sync::LazyLock;
-
-use super::os;
-use super::Config;
-use crate::sync::{current_thread, Condvar, Mutex, MutexGuard, ThreadId};
+use crate::sync::{Condvar, Mutex};
 use crate::BackendError;
 
-/// A stripe's lock file, locked, with its directory's shared lock; both are released on drop.
-pub(super) struct Held {
-    _dir: os::Dir,
-    file: File,
+/// A stripe: its directory (absolute) and its number there.
+pub type StripeId = (Arc<Path>, u32);
+
+/// What the OS answered when asked for a stripe's lock.
+#[derive(Debug)]
+pub enum Locked<H> {
+    /// Locked, until `H` is dropped.
+    Held(H),
+    /// Held by another process (only when asked not to wait).
+    Busy,
+    /// The stripe's file does not exist: the directory's files must be made first.
+    Missing,
 }
 
-impl Held {
-    pub(super) fn new(dir: os::Dir, file: File) -> Held {
-        Held { _dir: dir, file }
-    }
+/// The stripes this process holds, by directory, and the keys held through each. `H` is a
+/// locked stripe (its drop unlocks it).
+pub struct Table<H> {
+    state: Mutex<State<H>>,
+    /// Notified whenever a stripe, a key or a directory changes state.
+    changed: Condvar,
 }
 
-impl Drop for Held {
-    fn drop(&mut self) {
-        // Closing the files releases both locks too; unlocking first makes it immediate.
-        let _ = FileExt::unlock(&self.file);
-    }
+struct State<H> {
+    stripes: HashMap<StripeId, Stripe<H>>,
+    dirs: HashMap<Arc<Path>, Dir>,
 }
 
-struct Table {
-    state: Mutex<State>,
-    /// Notified whenever a key is released.
-    released: Condvar,
+enum Stripe<H> {
+    /// A thread of this process is asking the OS for it; no other thread may.
+    Locking,
+    /// Locked by this process, for these keys.
+    Held { _held: H, keys: Vec<u64> },
 }
 
 #[derive(Default)]
-struct State {
-    stripes: HashMap<(Arc<Path>, u32), Stripe>,
-    /// How many keys each thread took in each directory (and has not released yet).
-    threads: HashMap<(Arc<Path>, ThreadId), usize>,
+struct Dir {
+    /// Stripes of the directory in the table, locking or held.
+    stripes: usize,
+    /// A thread is making the directory's files, under its exclusive lock.
+    creating: bool,
 }
 
-struct Stripe {
-    /// Kept for its drop, which unlocks the file.
-    _held: Held,
-    /// The keys held through this stripe in this process, with the thread that took each.
-    keys: Vec<(u64, ThreadId)>,
+/// What a thread asking for a key does next, as the table decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// The key is now held by the caller.
+    Taken,
+    /// Not without waiting, and the caller would not wait.
+    Busy,
+    /// Wait for the table to change, then ask again.
+    Wait,
+    /// The stripe is marked locking for the caller: ask the OS for it.
+    Lock,
 }
 
-static TABLE: LazyLock<Table> = LazyLock::new(|| Table {
-    state: Mutex::new(State::default()),
-    released: Condvar::new(),
-});
+impl<H> State<H> {
+    fn new() -> Self {
+        State {
+            stripes: HashMap::new(),
+            dirs: HashMap::new(),
+        }
+    }
 
-impl State {
-    fn count(&mut self, dir: &Arc<Path>, thread: ThreadId, up: bool) {
-        let id = (Arc::clone(dir), thread);
-        if up {
-            *self.threads.entry(id).or_insert(0) += 1;
-        } else if let Some(n) = self.threads.get_mut(&id) {
-            *n -= 1;
-            if *n == 0 {
-                self.threads.remove(&id);
+    /// Decides for a thread that wants `key` on `id`. Changes nothing unless it answers
+    /// `Taken` or `Lock`.
+    fn next(&mut self, id: &StripeId, key: u64, wait: bool) -> Next {
+        let later = if wait { Next::Wait } else { Next::Busy };
+        if self.dirs.get(&id.0).is_some_and(|dir| dir.creating) {
+            return later;
+        }
+        match self.stripes.get_mut(id) {
+            None => {
+                self.stripes.insert(id.clone(), Stripe::Locking);
+                self.dirs.entry(Arc::clone(&id.0)).or_default().stripes += 1;
+                Next::Lock
+            }
+            Some(Stripe::Locking) => later,
+            Some(Stripe::Held { keys, .. }) if keys.contains(&key) => later,
+            Some(Stripe::Held { keys, .. }) => {
+                keys.push(key);
+                Next::Taken
             }
         }
     }
-}
 
-/// Takes `key` on stripe `stripe` of `config`'s directory: at once if this process holds the
-/// stripe already (and not this key), else by locking the stripe's file. `Ok(false)` if `wait`
-/// is false and the key or stripe is held elsewhere.
-pub(super) fn acquire(
-    config: &Config,
-    stripe: u32,
-    key: u64,
-    wait: bool,
-) -> Result<bool, BackendError> {
-    let id = (Arc::clone(&config.dir), stripe);
-    let thread = current_thread().id();
-    let mut state = TABLE.state.lock();
-    loop {
-        if let Some(held) = state.stripes.get_mut(&id) {
-            if held.keys.iter().any(|&(k, _)| k == key) {
-                // Another thread (or handle) of this process has this very key.
-                if !wait {
-                    return Ok(false);
-                }
-                state = TABLE.released.wait(state);
-                continue;
+    /// The OS answered the thread that marked `id` locking: held for `key`, or not at all.
+    fn locked(&mut self, id: &StripeId, key: u64, held: Option<H>) {
+        match held {
+            Some(held) => {
+                let stripe = Stripe::Held {
+                    _held: held,
+                    keys: vec![key],
+                };
+                self.stripes.insert(id.clone(), stripe);
             }
-            held.keys.push((key, thread));
-            state.count(&config.dir, thread, true);
-            return Ok(true);
+            None => drop(self.forget(id)),
         }
-        // Lock the file without blocking the other threads' bookkeeping. Another thread of
-        // this process locking the same stripe meanwhile waits for this one's release (the OS
-        // lock excludes open files, not processes), never beside it.
-        drop(state);
-        let held = os::lock_stripe(config, stripe, wait)?;
-        state = TABLE.state.lock();
-        let Some(held) = held else {
-            return Ok(false);
+    }
+
+    /// Removes a stripe from the table (dropping its lock, if held).
+    fn forget(&mut self, id: &StripeId) -> Option<Stripe<H>> {
+        let stripe = self.stripes.remove(id)?;
+        if let Some(dir) = self.dirs.get_mut(&id.0) {
+            dir.stripes -= 1;
+            if dir.stripes == 0 && !dir.creating {
+                self.dirs.remove(&id.0);
+            }
+        }
+        Some(stripe)
+    }
+
+    /// The thread locking `id` found its file missing: it may make the directory's files only
+    /// if no other stripe of the directory is in the table (their shared locks would make it
+    /// wait for its own process).
+    fn create(&mut self, id: &StripeId) -> Result<(), BackendError> {
+        let dir = self.dirs.entry(Arc::clone(&id.0)).or_default();
+        if dir.stripes > 1 || dir.creating {
+            return Err(BackendError::new(format!(
+                "a lock file in {} is missing (a cleaner removed it?) and cannot be made again \
+                 while this process holds another lock in that directory (making it would wait \
+                 for that lock); it is made again once they are released",
+                id.0.display()
+            )));
+        }
+        dir.creating = true;
+        Ok(())
+    }
+
+    fn created(&mut self, id: &StripeId) {
+        if let Some(dir) = self.dirs.get_mut(&id.0) {
+            dir.creating = false;
+        }
+    }
+
+    /// Releases `key` on `id`: `None` if this process does not hold it; else, with the
+    /// stripe's last key, the stripe's lock, which the caller drops under the table's lock.
+    fn release(&mut self, id: &StripeId, key: u64) -> Option<Option<Stripe<H>>> {
+        let Some(Stripe::Held { keys, .. }) = self.stripes.get_mut(id) else {
+            return None;
         };
-        let previous = state.stripes.insert(
+        let at = keys.iter().position(|&k| k == key)?;
+        keys.swap_remove(at);
+        if !keys.is_empty() {
+            return Some(None);
+        }
+        Some(self.forget(id))
+    }
+}
+
+impl<H> Default for Table<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<H> Table<H> {
+    /// An empty table.
+    pub fn new() -> Self {
+        Table {
+            state: Mutex::new(State::new()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Takes `key` on stripe `id`: at once if this process holds the stripe (and not this key),
+    /// else through `lock`, which asks the OS for the stripe, waiting if `wait`, and `create`,
+    /// which makes the directory's files (`false`: not without waiting, and `wait` is false).
+    /// `Ok(false)` if `wait` is false and the key or stripe is held, or being taken.
+    ///
+    /// # Errors
+    ///
+    /// What `lock` or `create` returned, or a missing file that cannot be made while this
+    /// process holds another stripe of the directory.
+    pub fn acquire(
+        &self,
+        id: &StripeId,
+        key: u64,
+        wait: bool,
+        lock: impl FnMut(bool) -> Result<Locked<H>, BackendError>,
+        create: impl FnMut(bool) -> Result<bool, BackendError>,
+    ) -> Result<bool, BackendError> {
+        let mut state = self.state.lock();
+        loop {
+            match state.next(id, key, wait) {
+                Next::Taken => return Ok(true),
+                Next::Busy => return Ok(false),
+                Next::Wait => state = self.changed.wait(state),
+                Next::Lock => {
+                    drop(state);
+                    return self.lock(id, key, wait, lock, create);
+                }
+            }
+        }
+    }
+
+    /// Asks the OS for the stripe that `next` marked locking for this thread, the only one of
+    /// the process that may.
+    #[cold]
+    fn lock(
+        &self,
+        id: &StripeId,
+        key: u64,
+        wait: bool,
+        mut lock: impl FnMut(bool) -> Result<Locked<H>, BackendError>,
+        mut create: impl FnMut(bool) -> Result<bool, BackendError>,
+    ) -> Result<bool, BackendError> {
+        // Unmarks the stripe whatever happens below, a panic included.
+        let mut marked = Marked {
+            table: self,
             id,
-            Stripe {
-                _held: held,
-                keys: vec![(key, thread)],
-            },
-        );
-        // Only one open file can hold the stripe's lock, so no other entry can exist.
-        debug_assert!(previous.is_none());
-        state.count(&config.dir, thread, true);
-        return Ok(true);
+            key,
+            held: None,
+        };
+        loop {
+            match lock(wait)? {
+                Locked::Held(held) => {
+                    marked.held = Some(held);
+                    return Ok(true);
+                }
+                Locked::Busy => return Ok(false),
+                Locked::Missing => {
+                    self.state.lock().create(id)?;
+                    let creating = Creating { table: self, id };
+                    let made = create(wait);
+                    drop(creating);
+                    if !made? {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Releases `key` on stripe `id`; the stripe's lock is dropped with its last key. `false`
+    /// if this process does not hold the key there.
+    pub fn release(&self, id: &StripeId, key: u64) -> bool {
+        let mut state = self.state.lock();
+        let Some(last) = state.release(id, key) else {
+            return false;
+        };
+        // Unlocked under the table's lock, so a thread that finds no entry finds it free.
+        drop(last);
+        drop(state);
+        self.changed.notify_all();
+        true
     }
 }
 
-/// Releases `key` on stripe `stripe`; the stripe's file is unlocked with its last key. `false`
-/// if this process does not hold the key.
-pub(super) fn release(config: &Config, stripe: u32, key: u64) -> bool {
-    let id = (Arc::clone(&config.dir), stripe);
-    let mut state = TABLE.state.lock();
-    let Some(held) = state.stripes.get_mut(&id) else {
-        return false;
-    };
-    let Some(at) = held.keys.iter().position(|&(k, _)| k == key) else {
-        return false;
-    };
-    let (_, thread) = held.keys.swap_remove(at);
-    let last = held.keys.is_empty();
-    state.count(&config.dir, thread, false);
-    if last {
-        // Unlocked under the table's lock, so a thread that finds no entry finds the file free.
-        drop(state.stripes.remove(&id));
+/// A stripe marked locking by this thread; dropped, it records what the OS answered.
+struct Marked<'a, H> {
+    table: &'a Table<H>,
+    id: &'a StripeId,
+    key: u64,
+    held: Option<H>,
+}
+
+impl<H> Drop for Marked<'_, H> {
+    fn drop(&mut self) {
+        let mut state = self.table.state.lock();
+        state.locked(self.id, self.key, self.held.take());
+        drop(state);
+        self.table.changed.notify_all();
     }
-    wake(state);
-    true
 }
 
-fn wake(state: MutexGuard<'_, State>) {
-    drop(state);
-    TABLE.released.notify_all();
+/// A directory whose files this thread makes; dropped, the others may go on.
+struct Creating<'a, H> {
+    table: &'a Table<H>,
+    id: &'a StripeId,
 }
 
-/// Whether the calling thread holds a key in `dir` (so waiting for the directory's exclusive
-/// lock would wait for itself).
-pub(super) fn this_thread_holds(dir: &Arc<Path>) -> bool {
-    let id = (Arc::clone(dir), current_thread().id());
-    TABLE.state.lock().threads.contains_key(&id)
+impl<H> Drop for Creating<'_, H> {
+    fn drop(&mut self) {
+        self.table.state.lock().created(self.id);
+        self.table.changed.notify_all();
+    }
 }
+
+#[cfg(all(test, not(loom)))]
+#[path = "process_tests.rs"]
+mod tests;

@@ -98,8 +98,8 @@ impl RedisBuilder {
 
     /// How long a mutex stays held if its holder dies or loses the server (default 5 s). A
     /// live holder renews it (see [`renew_every`](Self::renew_every)) for as long as its
-    /// creator runs, so a creator may run longer than the lease. Must be longer than the
-    /// timeout.
+    /// creator runs, so a creator may run longer than the lease. With the default renewal (a
+    /// third of the lease), it must be at least three timeouts.
     ///
     /// ```
     /// # use dogpile_runtime::backend::redis::Redis;
@@ -114,7 +114,9 @@ impl RedisBuilder {
     }
 
     /// How often a held mutex's lease is renewed (default a third of the lease). A renewal
-    /// may take up to the timeout to land, so this plus the timeout must fit in the lease.
+    /// may take up to the timeout to land, so this plus the timeout must fit in the lease, and
+    /// it must be no shorter than the timeout: renewals sent more often than one may take to
+    /// land would keep the renewer busy most of the time whenever the server is slow.
     ///
     /// ```
     /// # use dogpile_runtime::backend::redis::Redis;
@@ -155,8 +157,9 @@ impl RedisBuilder {
     ///
     /// A [`ConfigError`] naming the option: an address that does not parse (or names TLS
     /// without the `redis-tls` feature); a duration of zero or of more than 100 years; a lease
-    /// not longer than the timeout; a renewal interval that, with the timeout, does not fit in
-    /// the lease.
+    /// not longer than the timeout; a renewal interval shorter than the timeout (with the
+    /// default renewal, a lease under three timeouts), or that, with the timeout, does not fit
+    /// in the lease.
     ///
     /// ```
     /// # use dogpile_runtime::backend::redis::Redis;
@@ -166,6 +169,12 @@ impl RedisBuilder {
     /// assert_eq!(zero.unwrap_err().option(), "lease");
     /// let forever = Redis::builder("redis://127.0.0.1/").timeout(Duration::MAX).build();
     /// assert_eq!(forever.unwrap_err().option(), "timeout");
+    /// // Renewed every 667 µs, though a renewal may take 1 ms to land.
+    /// let short = Redis::builder("redis://127.0.0.1/")
+    ///     .timeout(Duration::from_millis(1))
+    ///     .lease(Duration::from_millis(2))
+    ///     .build();
+    /// assert_eq!(short.unwrap_err().option(), "lease");
     /// ```
     pub fn build(self) -> Result<Redis, ConfigError> {
         let settings = self.settings()?;
@@ -200,6 +209,29 @@ impl RedisBuilder {
                     "a renewal sent every {renew_every:?} may take up to the timeout \
                      ({timeout:?}) to land, which does not fit in the lease ({lease:?}); \
                      renew more often, shorten the timeout or lengthen the lease"
+                ),
+            ));
+        }
+        if renew_every < timeout {
+            let (option, instead) = match self.renew_every {
+                Some(_) => (
+                    "renew_every",
+                    "renew less often or shorten the timeout".into(),
+                ),
+                None => (
+                    "lease",
+                    format!(
+                        "use a lease of at least three timeouts ({:?}) or a shorter timeout",
+                        timeout.saturating_mul(3)
+                    ),
+                ),
+            };
+            return Err(ConfigError::new(
+                option,
+                format!(
+                    "a renewal every {renew_every:?} may take up to the timeout ({timeout:?}) \
+                     to land, so on a slow server the renewer would be renewing most of the \
+                     time: the lease is shorter than renewal can sustain; {instead}"
                 ),
             ));
         }

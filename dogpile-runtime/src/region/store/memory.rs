@@ -65,12 +65,13 @@ type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
 /// use dogpile_runtime::clock::Timestamp;
 /// use dogpile_runtime::region::{MemoryStore, Store};
 ///
-/// let store = MemoryStore::new(Some(100));
+/// let store = MemoryStore::new(Some(100))?;
 /// for k in 0..1000u32 {
 ///     store.put(&k, &k, Timestamp::from_nanos(1).into()).unwrap();
 /// }
 /// assert_eq!(store.count(), Some(100));
 /// assert_eq!(store.evictions(), 900);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct MemoryStore<K, V> {
     map: Map<K, V>,
@@ -89,20 +90,32 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// An empty store holding at most `capacity` values (`None`: unbounded). `Some(0)` keeps
-    /// nothing; [`builder`](Self::builder) rejects it instead, and has the other options.
+    /// An empty store holding at most `capacity` values (`None`: unbounded);
+    /// [`builder`](Self::builder) has the other options.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] for a capacity of 0: such a store would keep nothing, and every
+    /// caller of a region on it would run the creator in turn.
     ///
     /// ```
     /// # use dogpile_runtime::region::MemoryStore;
-    /// let store: MemoryStore<String, u64> = MemoryStore::new(Some(10_000));
+    /// let store: MemoryStore<String, u64> = MemoryStore::new(Some(10_000))?;
+    /// assert_eq!(MemoryStore::<u8, u8>::new(Some(0)).unwrap_err().option(), "capacity");
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn new(capacity: Option<usize>) -> Self {
+    pub fn new(capacity: Option<usize>) -> Result<Self, ConfigError> {
         let settings = Settings {
             capacity,
             ..Settings::default()
         };
-        let bound = capacity.map(|c| u64::try_from(c).unwrap_or(u64::MAX));
-        MemoryStore::with_settings(settings, bound)
+        let bound = settings.bound()?;
+        Ok(MemoryStore::with_settings(settings, bound))
+    }
+
+    /// An empty store without a bound: `new(None)`, which cannot fail.
+    pub(crate) fn unbounded() -> Self {
+        MemoryStore::with_settings(Settings::default(), None)
     }
 
     /// Configures a store: a capacity or a maximum weight with a weigher, and a listener.
@@ -480,7 +493,7 @@ mod tests {
 
     #[test]
     fn a_region_builder_configures_one_option_at_a_time_and_keeps_what_cannot_work() {
-        let store: MemoryStore<u8, String> = MemoryStore::new(None).reconfigured(|s| {
+        let store: MemoryStore<u8, String> = MemoryStore::unbounded().reconfigured(|s| {
             s.weigher = Some(std::sync::Arc::new(|_, v: &String| v.len() as u32))
         });
         assert_eq!(
@@ -499,7 +512,7 @@ mod tests {
         assert_eq!(store.count(), Some(1), "weights count against the maximum");
 
         let store: MemoryStore<u8, u8> =
-            MemoryStore::new(None).reconfigured(|s| s.capacity = Some(0));
+            MemoryStore::unbounded().reconfigured(|s| s.capacity = Some(0));
         assert_eq!(store.check().unwrap_err().option(), "capacity");
         store.put(&1, &1, Timestamp::from_nanos(1).into()).unwrap();
         assert_eq!(store.count(), Some(0), "and keeps nothing meanwhile");

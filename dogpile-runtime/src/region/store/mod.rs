@@ -33,12 +33,13 @@ use crate::{BackendError, ConfigError, Timestamp};
 /// use dogpile_runtime::clock::Timestamp;
 /// use dogpile_runtime::region::{MemoryStore, Stamp, Store};
 ///
-/// let store = MemoryStore::new(None);
+/// let store = MemoryStore::new(None)?;
 /// let stamp = Stamp::new(Timestamp::from_nanos(1));
 /// store.put(&"k", &7, stamp).unwrap();
 /// assert_eq!(store.get(&"k").unwrap(), Some((7, stamp)));
 /// store.remove(&"k").unwrap();
 /// assert_eq!(store.get(&"k").unwrap(), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Store<K, V>: Send + Sync + 'static {
     /// The value stored under `key` and its stamp.
@@ -57,7 +58,7 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::clock::Timestamp;
     /// use dogpile_runtime::region::{MemoryStore, Stamp, Store};
     ///
-    /// let store = MemoryStore::new(None);
+    /// let store = MemoryStore::new(None)?;
     /// let (one, two) = (Stamp::new(Timestamp::from_nanos(1)), Stamp::new(Timestamp::from_nanos(2)));
     /// store.put(&"k", &7, one).unwrap();
     /// assert!(store.restamp(&"k", one, two).unwrap());
@@ -65,6 +66,7 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// store.remove(&"k").unwrap();
     /// assert!(!store.restamp(&"k", two, one).unwrap()); // nothing comes back
     /// assert_eq!(store.get(&"k").unwrap(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn restamp(&self, key: &K, from: Stamp, to: Stamp) -> Result<bool, BackendError>;
 
@@ -85,10 +87,11 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::clock::Timestamp;
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
-    /// let store = MemoryStore::new(None);
+    /// let store = MemoryStore::new(None)?;
     /// store.put(&"k", &7, Timestamp::from_nanos(1).into()).unwrap();
     /// store.invalidate(&"k").unwrap();
     /// assert_eq!(store.get(&"k").unwrap(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn invalidate(&self, key: &K) -> Result<(), BackendError> {
         self.remove(key)
@@ -105,12 +108,13 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::clock::Timestamp;
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
-    /// let store = MemoryStore::new(None);
+    /// let store = MemoryStore::new(None)?;
     /// store.put(&"old", &1, Timestamp::from_nanos(10).into()).unwrap();
     /// store.put(&"new", &2, Timestamp::from_nanos(20).into()).unwrap();
     /// let purged = store.purge(&|stamp| stamp.created() < Timestamp::from_nanos(15)).unwrap();
     /// assert_eq!(purged, 1);
     /// assert_eq!(store.count(), Some(1));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn purge(&self, dead: &dyn Fn(Stamp) -> bool) -> Result<usize, BackendError> {
         let _ = dead;
@@ -124,11 +128,12 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::clock::Timestamp;
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
-    /// let store = MemoryStore::new(Some(10));
+    /// let store = MemoryStore::new(Some(10))?;
     /// for k in 0..15 {
     ///     store.put(&k, &k, Timestamp::from_nanos(1).into()).unwrap();
     /// }
     /// assert_eq!(store.evictions(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn evictions(&self) -> u64 {
         0
@@ -141,8 +146,9 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// ```
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
-    /// let store: MemoryStore<u8, u8> = MemoryStore::new(Some(100));
+    /// let store: MemoryStore<u8, u8> = MemoryStore::new(Some(100))?;
     /// assert!(store.check().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn check(&self) -> Result<(), ConfigError> {
         Ok(())
@@ -158,9 +164,10 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::lock::Fence;
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
-    /// let store = MemoryStore::new(None);
+    /// let store = MemoryStore::new(None)?;
     /// let fence = Fence::new("lock", "token");
     /// assert!(store.put_fenced(&"k", &7, Timestamp::from_nanos(1).into(), &fence).unwrap());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn put_fenced(
         &self,
@@ -182,8 +189,9 @@ pub trait Store<K, V>: Send + Sync + 'static {
     /// use dogpile_runtime::clock::Timestamp;
     /// use dogpile_runtime::region::{MemoryStore, Store};
     ///
-    /// let store: MemoryStore<u8, u8> = MemoryStore::new(None);
+    /// let store: MemoryStore<u8, u8> = MemoryStore::new(None)?;
     /// store.invalidate_before(Timestamp::from_nanos(1), false).unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     fn invalidate_before(&self, cutoff: Timestamp, soft: bool) -> Result<(), BackendError> {
         let _ = (cutoff, soft);
