@@ -108,7 +108,7 @@ pub struct ReadmeDoctests;
 /// | `expire` (required) | `3600` or `1.5` (seconds), `250ms`, `90s`, `5m`, `1h30m`, `"1.5s"` (a unit with or without quotes), or `never` | how long a value stays fresh; checked at compile time: a unit is read as written or rejected, never dropped |
 /// | `expire_with` | a path to a `fn(&V) -> Duration`, such as `token_lifetime` | each value's own lifetime (a token's `expires_in`, a response's `max-age`), at most `expire`, which stays the longest a value lives |
 /// | `jitter` | `0.1` or `"10%"` | each value's lifetime is shortened by a random share up to this, so keys created together do not expire together |
-/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. The key borrows the arguments and consumes none: a bare argument is copied (`&T` through `ToOwned`, so `&str` becomes `String`; `T` through `Clone`), a field or index is cloned; any other borrowed expression needs its own `.to_owned()`. Default: every argument, copied that way |
+/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. The key borrows the arguments and consumes none: a bare argument is copied (`&T` through `ToOwned`, so `&str` becomes `String`; `T` through `Clone`), a field or index is cloned, an expression that returns a reference is made owned (`name.trim()` gives a `String`); any other value that borrows (an `Option<&str>`) needs an owned form. Default: every argument, copied that way |
 /// | `capacity` | `10_000` | the most values kept: the ones asked for most often lately stay, and a scan of one-time keys passes through (W-TinyLFU, see [`MemoryStore`](crate::region::MemoryStore)) |
 /// | `background` | (no value) | an expired value is regenerated on a shared thread pool; the caller that would regenerate returns the stale value too. Arguments are copied to owned values to move there (`&T` through `ToOwned`, so a method's `Self` must be `Clone`) |
 /// | `lock_timeout` | `2s` | a caller waiting for a first value longer than this runs the body itself |
@@ -252,5 +252,5 @@ pub struct ReadmeDoctests;
 pub use dogpile_macros::dogpile;
 
 #[doc(hidden)]
-#[path = "private.rs"]
+#[path = "private/mod.rs"]
 pub mod __private;
