@@ -222,10 +222,11 @@ pub struct ReadmeDoctests;
 /// Misuse is a compile error at the offending tokens: an unknown or repeated option, a
 /// missing, zero, negative or unreadable `expire`, a `key` that uses no argument, a generic,
 /// `const`, `extern` or variadic function, a method without `key`, a `&mut` or `impl Trait`
-/// argument in the default key, a key or return type that cannot be cached.
+/// argument in the default key, a key or return type that cannot be cached (one error for each
+/// trait it lacks), a return type that borrows (`&str`: return a `String`).
 ///
 /// ```compile_fail
-/// #[dogpile::dogpile(expire = "5d")] // error: bad `expire` duration: unknown unit `d`; use ms, s, m or h
+/// #[dogpile::dogpile(expire = "5d")] // error: unknown unit `d`: there is no unit of days; write hours, `120h`
 /// fn report(day: u32) -> u32 { day }
 /// ```
 ///

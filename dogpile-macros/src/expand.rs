@@ -166,10 +166,23 @@ impl<'a> Expansion<'a> {
         self.args.background.get().is_some() || self.args.refresh_ahead.get().is_some()
     }
 
-    /// `.await` after a region's verb in an `async fn`.
+    /// `let __dogpile_key = ...; let __dogpile_region = ...;`: the key, and the region for it.
+    fn key_and_region(&self) -> TokenStream {
+        let key = self.key();
+        let region = Ident::new("__dogpile_region", self.function.ret.span());
+        let get = self.region();
+        quote! {
+            let __dogpile_key = #key;
+            let #region = #get;
+        }
+    }
+
+    /// `.await` after a region's verb in an `async fn`, at the return type as the verb: the
+    /// future's own bounds on the value type are reported there.
     fn dot_await(&self) -> TokenStream {
         if self.is_async() {
-            quote!(.await)
+            let span = self.function.ret.span();
+            quote_spanned!(span=> .await)
         } else {
             TokenStream::new()
         }
@@ -223,7 +236,8 @@ impl<'a> Expansion<'a> {
             }
             None => quote!(#p::None),
         };
-        quote_spanned!(span=> #p::Value::<#value>::new(#expire_with))
+        let _ = value;
+        quote_spanned!(span=> #p::Value::new(#expire_with))
     }
 
     /// What every generated body starts with: the checks' fallbacks in scope, and for an
@@ -257,10 +271,11 @@ impl<'a> Expansion<'a> {
                 quote!(#sibling #region(#p::given(&#path), #value))
             }
             None => {
-                // Every token at the return type: the compiler blames this argument of a verb
-                // for the value type's obligations, and reports them there, with the hidden
-                // function's, once.
-                quote_spanned!(span=> #sibling #region(&__dogpile_key, #value))
+                // At the return type's first token, as every use of the region: a value type
+                // that cannot be cached is reported there by this call's bound, and the verbs'
+                // same obligations at the same place are not reported again.
+                let value_type = respan(&self.value_type(), span);
+                quote_spanned!(span=> #sibling #region::<_, #value_type>(&__dogpile_key, #value))
             }
         }
     }
@@ -289,7 +304,7 @@ impl<'a> Expansion<'a> {
     fn call(&self, verb: &str, background: bool, args: &TokenStream) -> TokenStream {
         let span = self.function.ret.span();
         let p = self.private_at(span);
-        let region = self.region();
+        let region = Ident::new("__dogpile_region", span);
         let (handle, on_background) = if self.is_async() {
             (
                 quote_spanned!(span=> #p::AsyncRegion<_, _, _, _>),
@@ -344,7 +359,7 @@ impl<'a> Expansion<'a> {
         let item = self.function.item;
         let (attrs, vis) = (&item.attrs, &item.vis);
         let sig = plain_signature(&item.sig);
-        let (prelude, key) = (self.prelude(), self.key_stmt());
+        let (prelude, key) = (self.prelude(), self.key_and_region());
         let (owned, call) = self.create("try_get_with");
         let rule = self.rule();
         quote! {

@@ -35,7 +35,7 @@ impl Expansion<'_> {
         let statistics = self.companion("statistics");
         let served = self.companion("served");
 
-        let (prelude, key, key_ref) = (self.prelude(), self.key_stmt(), self.key_ref());
+        let (prelude, key, key_ref) = (self.prelude(), self.key_and_region(), self.key_ref());
         let control = self.control();
         let (rule, rule_type) = (self.rule(), self.rule_type());
         let (_, refresh_creator) = self.creator(false);

@@ -12,15 +12,9 @@ use crate::ast;
 use crate::attr::Namespace;
 
 impl Expansion<'_> {
-    /// `let __dogpile_key = ...;`
-    pub(super) fn key_stmt(&self) -> TokenStream {
-        let key = self.key();
-        quote!(let __dogpile_key = #key;)
-    }
-
     /// The key. In a region given with `region = ...`, the function's namespace comes first,
     /// so that functions sharing it never read each other's values.
-    fn key(&self) -> TokenStream {
+    pub(super) fn key(&self) -> TokenStream {
         let key = self.own_key();
         if self.args.region.get().is_none() {
             return key;
