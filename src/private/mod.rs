@@ -5,8 +5,8 @@
 //! hidden function (the function's own, built once by the builder calls the expansion writes,
 //! or a handle on the one given with `region = ...`), and calls one of the region's verbs.
 //! Here is only what the expansion cannot write inline: the checks of the key and value types
-//! ([`check`]), how a return type maps onto what is cached ([`rule`]), where a function's own
-//! region lives ([`slot`]), and the one place each for the companions that take no key.
+//! (`check`), how a return type maps onto what is cached (`rule`), where a function's own
+//! region lives (`slot`), and the one place each for the companions that take no key.
 //!
 //! No future is made here: a generic layer between an `async fn` and the region (a trait
 //! whose method returns the future, called through a type parameter) leaves a projection in
