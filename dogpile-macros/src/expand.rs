@@ -1,43 +1,53 @@
 //! Write: the function routed through a region, and its companion items. Every item computes
-//! its key, gets its region from a hidden function, and calls the region's own verb:
+//! its key, gets its region from a hidden function, and calls one of the region's verbs:
 //!
 //! ```text
 //! // Input:
 //! #[dogpile(expire = "5s")]
 //! pub async fn rate(pair: &str) -> Rate { body }
 //!
-//! // Output:
+//! // Output (paths in `::dogpile::__private` shortened):
 //! pub async fn rate(pair: &str) -> Rate {
 //!     use ::dogpile::__private::{AsIs as _, NotAKey as _};
+//!     async_support::<()>();
 //!     let __dogpile_key = Key(ToOwned::to_owned(pair)).checked();
+//!     let __dogpile_region = __dogpile_region_rate::<_, Rate>(&__dogpile_key, Value::new(None));
 //!     <All as Rule<Rate>>::join(
-//!         __dogpile_region_rate(&__dogpile_key, Value::<Rate>::new(None))
-//!             .try_get_with(&__dogpile_key, move || async move {
-//!                 <All as Rule<Rate>>::split(rate_uncached(pair).await)
-//!             })
-//!             .await,
+//!         <AsyncRegion<_, _, _, _>>::try_get_with(__dogpile_region, &__dogpile_key, move || {
+//!             async move { <All as Rule<Rate>>::split(rate_uncached(pair).await) }
+//!         })
+//!         .await,
 //!     )
 //! }
-//! fn __dogpile_slot_rate() -> &'static Slot { static SLOT: Slot = Slot::new(); &SLOT }
+//! fn __dogpile_slot_rate() -> &'static Slot {
+//!     static SLOT: Slot = Slot::new();
+//!     &SLOT
+//! }
 //! fn __dogpile_region_rate<K: CacheKey, V: CacheValue>(_: &K, value: Value<V>) -> &'static Own<K, V> {
 //!     __dogpile_slot_rate().get(value, |builder| {
-//!         builder.name(concat!(module_path!(), "::rate")).expiry(Duration::new(5, 0))
+//!         builder.name(concat!(module_path!(), "::", "rate")).expiry(Duration::new(5, 0))
 //!     })
 //! }
 //! pub async fn rate_uncached(pair: &str) -> Rate { body }
 //! pub async fn rate_peek(pair: &str) -> Option<Rate> {
-//!     let __dogpile_key = ...;
-//!     __dogpile_region_rate(&__dogpile_key, ...).peek(&__dogpile_key).await
+//!     use ...; async_support::<()>();
+//!     let __dogpile_key = ...; let __dogpile_region = ...;
+//!     <AsyncRegion<_, _, _, _>>::peek(__dogpile_region, &__dogpile_key).await
 //! }
-//! pub fn rate_statistics() -> Statistics { statistics(__dogpile_slot_rate()) }
-//! // ... and the other companions, each one verb of the region.
+//! pub fn rate_statistics() -> Statistics {
+//!     statistics(__dogpile_slot_rate())
+//! }
+//! // ... `_served` (`try_get_with_served`), `_refresh`, `_invalidate`, `_soft_invalidate`,
+//! // `_invalidate_all` and `_soft_invalidate_all` (`invalidate_all(slot, soft)`) alike.
 //! ```
 //!
-//! (`Key`, `Value`, `Rule`, ... are in `::dogpile::__private`.) With `background` the creator
-//! takes owned copies of the arguments and the verbs are those of `.background()`; with
-//! `region = PATH` the hidden function returns a handle on that region with the function's
-//! expiry, and the key is `(namespace, key)`. Each option of the function's own region is one
-//! call in the builder chain.
+//! The verbs are called by their path with the types left to inference, and every use of the
+//! region is spanned at the return type: a value type that cannot be cached is reported once,
+//! by the hidden function's bound. With `background` (or `refresh_ahead`) the creator takes
+//! owned copies of the arguments and the verbs are `.background()`'s; with `region = PATH`
+//! the hidden function returns a handle on that region with the function's expiry, the key is
+//! `key_for((namespace, key), given(&PATH))`, and the keyless companions act on the region.
+//! Each option of the function's own region is one call in the builder chain.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
