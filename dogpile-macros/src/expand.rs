@@ -54,11 +54,13 @@ use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, ItemFn, Pat, Signature};
 
+mod call;
 mod companions;
 mod key;
+mod region;
 
 use crate::ast::Function;
-use crate::attr::{Args, CacheRule, Expire};
+use crate::attr::{Args, CacheRule};
 use crate::errors::Errors;
 
 pub fn dogpile(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -176,28 +178,6 @@ impl<'a> Expansion<'a> {
         self.args.background.get().is_some() || self.args.refresh_ahead.get().is_some()
     }
 
-    /// `let __dogpile_key = ...; let __dogpile_region = ...;`: the key, and the region for it.
-    fn key_and_region(&self) -> TokenStream {
-        let key = self.key();
-        let region = Ident::new("__dogpile_region", self.function.ret.span());
-        let get = self.region();
-        quote! {
-            let __dogpile_key = #key;
-            let #region = #get;
-        }
-    }
-
-    /// `.await` after a region's verb in an `async fn`, at the return type as the verb: the
-    /// future's own bounds on the value type are reported there.
-    fn dot_await(&self) -> TokenStream {
-        if self.is_async() {
-            let span = self.function.ret.span();
-            quote_spanned!(span=> .await)
-        } else {
-            TokenStream::new()
-        }
-    }
-
     /// The cache rule as the `__private::Rule` marker type.
     fn rule_type(&self) -> TokenStream {
         let p = &self.private;
@@ -233,23 +213,6 @@ impl<'a> Expansion<'a> {
         quote_spanned!(first=> <#rule as #p::Rule<#ret>>::#value)
     }
 
-    /// The value type with `expire_with`'s function, for the hidden region function whose
-    /// bound checks it.
-    fn value(&self) -> TokenStream {
-        let span = self.function.ret.span();
-        let p = self.private_at(span);
-        let value = self.value_type();
-        let expire_with = match self.args.expire_with.get() {
-            Some(path) => {
-                let p = self.private_at(path.span());
-                quote_spanned!(path.span()=> #p::expire_with(#path))
-            }
-            None => quote!(#p::None),
-        };
-        let _ = value;
-        quote_spanned!(span=> #p::Value::new(#expire_with))
-    }
-
     /// What every generated body starts with: the checks' fallbacks in scope, and for an
     /// `async fn` the check that async support is compiled in.
     fn prelude(&self) -> TokenStream {
@@ -263,105 +226,6 @@ impl<'a> Expansion<'a> {
             prelude.extend(quote_spanned!(asyncness.span=> #p::async_support::<()>();));
         }
         prelude
-    }
-
-    /// The region, typed: from the function's own slot for this key type, or the handle on
-    /// the region given with `region = PATH`. Spanned at the return type, where a value type
-    /// that cannot be cached is reported by the hidden function's bound.
-    fn region(&self) -> TokenStream {
-        let span = self.function.ret.span();
-        let sibling = respan(&self.sibling, span);
-        // The user's own span (not a hygienic one located there), so that the call's span is
-        // the return type's: a hidden function is an item, named from anywhere alike.
-        let region = Ident::new(&self.hidden("region").to_string(), span);
-        let value = self.value();
-        match self.args.region.get() {
-            Some(path) => {
-                let p = self.private_at(path.span());
-                quote!(#sibling #region(#p::given(&#path), #value))
-            }
-            None => {
-                // At the return type's first token, as every use of the region: a value type
-                // that cannot be cached is reported there by this call's bound, and the verbs'
-                // same obligations at the same place are not reported again.
-                let value_type = respan(&self.value_type(), span);
-                quote_spanned!(span=> #sibling #region::<_, #value_type>(&__dogpile_key, #value))
-            }
-        }
-    }
-
-    /// What `_invalidate_all`, `_soft_invalidate_all` and `_statistics` act on: the
-    /// function's slot, or the given region (whose handles share its values and counters).
-    fn control(&self) -> TokenStream {
-        if let Some(path) = self.args.region.get() {
-            let p = self.private_at(path.span());
-            quote_spanned!(path.span()=> #p::given(&#path))
-        } else {
-            let (sibling, slot) = (&self.sibling, self.hidden("slot"));
-            quote!(#sibling #slot())
-        }
-    }
-
-    /// `&__dogpile_key`.
-    fn key_ref(&self) -> TokenStream {
-        quote!(&__dogpile_key)
-    }
-
-    /// `<Region<_, _, _, _>>::verb(region, args)`, on `.background()` if asked, awaited in an
-    /// `async fn`. Called by its path with the types left to inference, and spanned at the
-    /// return type: a value type that cannot be cached is then reported by the hidden region
-    /// function's bound alone, once, rather than by each verb as a method without its bounds.
-    fn call(&self, verb: &str, background: bool, args: &TokenStream) -> TokenStream {
-        let span = self.function.ret.span();
-        let p = self.private_at(span);
-        let region = Ident::new("__dogpile_region", span);
-        let (handle, on_background) = if self.is_async() {
-            (
-                quote_spanned!(span=> #p::AsyncRegion<_, _, _, _>),
-                quote_spanned!(span=> #p::AsyncBackground<'_, _, _, _, _>),
-            )
-        } else {
-            (
-                quote_spanned!(span=> #p::Region<_, _, _, _>),
-                quote_spanned!(span=> #p::Background<'_, _, _, _, _>),
-            )
-        };
-        let verb = Ident::new(verb, span);
-        let dot_await = self.dot_await();
-        if background {
-            quote_spanned! {span=>
-                <#on_background>::#verb(&<#handle>::background(#region), #args) #dot_await
-            }
-        } else {
-            quote_spanned!(span=> <#handle>::#verb(#region, #args) #dot_await)
-        }
-    }
-
-    /// The creator handed to the region: the body on the arguments, its return split by the
-    /// cache rule. With `owned`, the arguments are owned copies made by the statements
-    /// returned first, so that the creator can move to the background.
-    fn creator(&self, owned: bool) -> (TokenStream, TokenStream) {
-        let rule = self.rule();
-        let (prologue, call) = if owned {
-            self.call_uncached_owned()
-        } else {
-            (TokenStream::new(), self.call_uncached())
-        };
-        let creator = if self.is_async() {
-            quote!(move || async move { #rule::split(#call.await) })
-        } else {
-            quote!(move || #rule::split(#call))
-        };
-        (prologue, creator)
-    }
-
-    /// The call of a creating verb, on `.background()` when regenerations run there; the
-    /// owned copies' statements first.
-    fn create(&self, verb: &str) -> (TokenStream, TokenStream) {
-        let (prologue, creator) = self.creator(self.in_background());
-        let key = self.key_ref();
-        let call = self.call(verb, self.in_background(), &quote!(#key, #creator));
-        (prologue, call)
     }
 
     /// The cached function: the signature as written, a call of the region.
@@ -381,196 +245,6 @@ impl<'a> Expansion<'a> {
                 #rule::join(#call)
             }
         }
-    }
-
-    /// The hidden functions that give the region: for the function's own, a slot and the typed
-    /// region it builds with the attribute's options; for a given region, the handle on it
-    /// with the function's expiry.
-    fn region_fns(&self) -> TokenStream {
-        let p = &self.private;
-        let cfgs = self.cfg_attrs();
-        let region_fn = self.hidden("region");
-        let k = format_ident!("__DogpileKey");
-        let v = format_ident!("__DogpileValue");
-        let attrs = quote! {
-            #(#cfgs)*
-            #[doc(hidden)]
-            #[inline]
-        };
-        if self.args.region.get().is_some() {
-            let (s, m) = (
-                format_ident!("__DogpileStore"),
-                format_ident!("__DogpileMutex"),
-            );
-            let (handle, store, mutex, to_async) = if self.is_async() {
-                let to_async = quote!(.to_async());
-                (
-                    quote!(AsyncRegion),
-                    quote!(AsyncStore),
-                    quote!(AsyncRawMutex),
-                    to_async,
-                )
-            } else {
-                (
-                    quote!(Region),
-                    quote!(Store),
-                    quote!(RawMutex),
-                    TokenStream::new(),
-                )
-            };
-            let expiry = self.expiry();
-            // The attribute has no error to return: a failing backend means a direct call.
-            return quote! {
-                #attrs
-                fn #region_fn<#k, #v, #s, #m>(
-                    given: &#p::Region<#k, #v, #s, #m>,
-                    value: #p::Value<#v>,
-                ) -> &'static #p::#handle<#k, #v, #s, #m>
-                where
-                    #k: #p::CacheKey,
-                    #v: #p::CacheValue,
-                    #s: #p::#store<#k, #v>,
-                    #m: #p::#mutex + 'static,
-                {
-                    static HANDLE: #p::Handle = #p::Handle::new();
-                    HANDLE.get(|| {
-                        let handle = given
-                            .with_expiry(#expiry)
-                            .with_on_backend_error(#p::OnBackendError::CallDirectly);
-                        value.on(handle) #to_async
-                    })
-                }
-            };
-        }
-        let (sibling, slot_fn) = (&self.sibling, self.hidden("slot"));
-        let builder = self.builder();
-        let own = quote!(#sibling #slot_fn().get(value, |builder| #builder));
-        let (handle, own) = if self.is_async() {
-            (quote!(#p::Own<#k, #v>), own)
-        } else {
-            (quote!(#p::Region<#k, #v>), quote!(#p::blocking(#own)))
-        };
-        quote! {
-            #attrs
-            fn #slot_fn() -> &'static #p::Slot {
-                static SLOT: #p::Slot = #p::Slot::new();
-                &SLOT
-            }
-
-            #attrs
-            fn #region_fn<#k: #p::CacheKey, #v: #p::CacheValue>(
-                _: &#k,
-                value: #p::Value<#v>,
-            ) -> &'static #handle {
-                #own
-            }
-        }
-    }
-
-    /// The function's own region, configured: one builder call per option.
-    fn builder(&self) -> TokenStream {
-        let p = &self.private;
-        let args = self.args;
-        let name = self.function.name().to_string();
-        let mut chain = quote!(builder.name(::core::concat!(::core::module_path!(), "::", #name)));
-        if let Some(Expire::After(nanos)) = args.expire.get() {
-            let expiry = self.duration(*nanos);
-            chain.extend(quote!(.expiry(#expiry)));
-        }
-        if let Some(capacity) = args.capacity.get() {
-            chain.extend(quote!(.capacity(#capacity)));
-        }
-        if let Some(nanos) = args.lock_timeout.get() {
-            let timeout = self.duration(*nanos);
-            chain.extend(quote!(.lock_timeout(#timeout)));
-        }
-        if self.in_background() {
-            chain.extend(quote!(.background(#p::Pool::shared())));
-        }
-        if let Some(nanos) = args.max_stale.get() {
-            let max_stale = self.duration(*nanos);
-            chain.extend(quote!(.max_stale(#max_stale)));
-        }
-        if let Some(nanos) = args.stale_if_error.get() {
-            let window = self.duration(*nanos);
-            chain.extend(quote!(.stale_if_error(#window)));
-        }
-        if let Some(millionths) = args.refresh_ahead.get() {
-            let share = f64::from(*millionths) / 1e6;
-            chain.extend(quote!(.refresh_ahead(#share)));
-        }
-        if let Some(millionths) = args.jitter.get() {
-            let share = f64::from(*millionths) / 1e6;
-            chain.extend(quote!(.jitter(#share)));
-        }
-        chain
-    }
-
-    fn duration(&self, nanos: crate::duration::Nanos) -> TokenStream {
-        let p = &self.private;
-        let (secs, nanos) = nanos.secs_nanos();
-        quote!(#p::Duration::new(#secs, #nanos))
-    }
-
-    /// `Some(expiry)`, or `None` for `expire = never`.
-    fn expiry(&self) -> TokenStream {
-        let p = &self.private;
-        match self.args.expire.get() {
-            Some(Expire::After(nanos)) => {
-                let expiry = self.duration(*nanos);
-                quote!(#p::Some(#expiry))
-            }
-            Some(Expire::Never) | None => quote!(#p::None),
-        }
-    }
-
-    /// `name_uncached(self, a, b)`, the original body with these arguments.
-    fn call_uncached(&self) -> TokenStream {
-        let (sibling, uncached) = (&self.sibling, self.companion("uncached"));
-        let receiver = self.function.receiver.map(|_| quote!(self,));
-        let names = self.function.args.iter().map(|a| a.name);
-        let call = quote!(#sibling #uncached(#receiver #(#names),*));
-        if self.function.item.sig.unsafety.is_some() {
-            quote!(unsafe { #call })
-        } else {
-            call
-        }
-    }
-
-    /// Owned copies of the arguments, moved into a background creator, and the call on them.
-    fn call_uncached_owned(&self) -> (TokenStream, TokenStream) {
-        let mut owned = TokenStream::new();
-        let mut passed = Vec::new();
-        if let Some(receiver) = self.function.receiver {
-            if crate::ast::is_shared_ref(&receiver.ty) {
-                // Spanned at `&self`: "Self is not Clone" points there.
-                let span = receiver.span();
-                let p = self.private_at(span);
-                owned.extend(
-                    quote_spanned!(span=> let __dogpile_self = #p::ToOwned::to_owned(self);),
-                );
-                passed.push(quote_spanned!(span=> #p::Borrow::borrow(&__dogpile_self)));
-            } else {
-                owned.extend(quote!(let __dogpile_self = self;));
-                passed.push(quote!(__dogpile_self));
-            }
-        }
-        for arg in &self.function.args {
-            let (name, ty) = (arg.name, arg.ty);
-            if crate::ast::is_shared_ref(ty) {
-                let p = self.private_at(ty.span());
-                owned.extend(quote_spanned!(ty.span()=> let #name = #p::ToOwned::to_owned(#name);));
-                passed.push(quote_spanned!(ty.span()=> #p::Borrow::borrow(&#name)));
-            } else {
-                passed.push(quote!(#name));
-            }
-        }
-        let (sibling, uncached) = (&self.sibling, self.companion("uncached"));
-        let mut call = quote!(#sibling #uncached(#(#passed),*));
-        if self.function.item.sig.unsafety.is_some() {
-            call = quote!(unsafe { #call });
-        }
-        (owned, call)
     }
 
     /// The user's `cfg`s and lint levels, which apply to every generated item.
