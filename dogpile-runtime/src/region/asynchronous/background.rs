@@ -76,7 +76,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`Region::try_get_with`], for a creator run in this task.
+    /// As [`Region::try_get_with`](crate::Region::try_get_with), for a creator run in this task.
     ///
     /// ```
     /// use dogpile_runtime::Region;
@@ -104,7 +104,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`Region::try_get_with`], for a creator run in this task.
+    /// As [`Region::try_get_with`](crate::Region::try_get_with), for a creator run in this task.
     ///
     /// ```
     /// use dogpile_runtime::region::Served;
@@ -136,7 +136,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`Region::try_get_with`], for a creator run in this task.
+    /// As [`Region::try_get_with`](crate::Region::try_get_with), for a creator run in this task.
     ///
     /// ```
     /// use dogpile_runtime::Region;
