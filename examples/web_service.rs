@@ -14,6 +14,10 @@
 //! curl localhost:3000/stats             # upstream calls and how requests were served
 //! ```
 //!
+//! `GET /currency/{code}` is the same without `background`: the request that finds the name
+//! expired calls the upstream itself (`x-cache: created`) while the others get the previous
+//! name at once.
+//!
 //! Twenty requests at once for a pair not cached yet make one upstream call: one request is
 //! `created` and nineteen `waited` for it.
 //!
@@ -59,6 +63,26 @@ async fn rate(pair: &str) -> Bytes {
     fetch_rate(pair).await
 }
 
+/// A currency's name, cached per code; without `background`, the caller that finds it expired
+/// regenerates it in its own request.
+#[dogpile(expire = "1h", capacity = 1_000)]
+async fn currency_name(code: &str) -> Bytes {
+    UPSTREAM_CALLS.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let name = match code {
+        "EUR" => "euro",
+        "USD" => "US dollar",
+        "JPY" => "yen",
+        _ => "unknown currency",
+    };
+    format!("{code}: {name}\n").into()
+}
+
+async fn get_currency(Path(code): Path<String>) -> Response {
+    let (body, served) = currency_name_served(&code).await;
+    ([(X_CACHE, served.as_str())], body).into_response()
+}
+
 async fn get_rate(Path(pair): Path<String>) -> Response {
     if pair.len() != 6 || !pair.bytes().all(|b| b.is_ascii_uppercase()) {
         let help = "expected two currency codes, such as /rate/EURUSD\n";
@@ -83,6 +107,7 @@ async fn get_stats() -> String {
 fn app() -> Router {
     Router::new()
         .route("/rate/{pair}", get(get_rate))
+        .route("/currency/{code}", get(get_currency))
         .route("/stats", get(get_stats))
 }
 
@@ -131,6 +156,16 @@ mod tests {
             assert!(tokio::time::Instant::now() < deadline, "never regenerated");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    #[tokio::test]
+    async fn without_background_the_request_that_finds_it_expired_regenerates_it() {
+        let app = app();
+        assert_eq!(x_cache(&app, "/currency/JPY").await, "created");
+        assert_eq!(x_cache(&app, "/currency/JPY").await, "fresh");
+        currency_name_soft_invalidate("JPY").await; // as if its hour had passed
+        assert_eq!(x_cache(&app, "/currency/JPY").await, "created");
+        assert_eq!(x_cache(&app, "/currency/JPY").await, "fresh");
     }
 
     #[tokio::test]

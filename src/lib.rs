@@ -73,7 +73,12 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[doc(inline)]
-pub use dogpile_runtime::*;
+pub use dogpile_runtime::{backend, clock, legacy, lock, region, BackendError, ConfigError};
+// At the root for short paths (`dogpile::Region`); documented once, in their modules.
+#[doc(no_inline)]
+pub use lock::{Lock, LockError, NeedRegeneration};
+#[doc(no_inline)]
+pub use region::{Region, RegionError, Served, Statistics};
 
 /// The README's examples, compiled as doctests so that they stay true.
 #[cfg(all(doctest, feature = "redis", feature = "tokio"))]
@@ -108,14 +113,14 @@ pub struct ReadmeDoctests;
 /// | `expire` (required) | `3600` or `1.5` (seconds), `250ms`, `90s`, `5m`, `1h30m`, `"1.5s"` (a unit with or without quotes), or `never` | how long a value stays fresh; checked at compile time: a unit is read as written or rejected, never dropped |
 /// | `expire_with` | a path to a `fn(&V) -> Duration`, such as `token_lifetime` | each value's own lifetime (a token's `expires_in`, a response's `max-age`), at most `expire`, which stays the longest a value lives |
 /// | `jitter` | `0.1` or `"10%"` | each value's lifetime is shortened by a random share up to this, so keys created together do not expire together |
-/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. The key borrows the arguments and consumes none: a bare argument is copied (`&T` through `ToOwned`, so `&str` becomes `String`; `T` through `Clone`), a field or index is cloned; any other borrowed expression needs its own `.to_owned()`. Default: every argument, copied that way |
+/// | `key` | an expression over the arguments, such as `user.id` or `(self.tenant, sku)` | what identifies a value; it must be owned: `Hash + Eq + Clone + Debug + Send + Sync + 'static`. The key borrows the arguments and consumes none: a bare argument is copied (`&T` through `ToOwned`, so `&str` becomes `String`; `T` through `Clone`), a field or index is cloned, an expression that returns a reference is made owned (`name.trim()` gives a `String`); any other value that borrows (an `Option<&str>`) needs an owned form. Default: every argument, copied that way |
 /// | `capacity` | `10_000` | the most values kept: the ones asked for most often lately stay, and a scan of one-time keys passes through (W-TinyLFU, see [`MemoryStore`](crate::region::MemoryStore)) |
 /// | `background` | (no value) | an expired value is regenerated on a shared thread pool; the caller that would regenerate returns the stale value too. Arguments are copied to owned values to move there (`&T` through `ToOwned`, so a method's `Self` must be `Clone`) |
 /// | `lock_timeout` | `2s` | a caller waiting for a first value longer than this runs the body itself |
 /// | `max_stale` | `5m`, or `0` | a value expired for longer than this is not served: callers wait as on a first miss (`0`: no stale value at all); such values are purged from the store now and then, so keys asked for once do not stay. Default: stale values are served however old |
 /// | `stale_if_error` | `10m` | when the body fails (an error or a panic), callers whose value expired no longer ago than this get it instead; counted in `stale_on_error` |
 /// | `refresh_ahead` | `0.8` or `"80%"` | a call late in a value's life (past that share of `expire`) gets it at once and starts one regeneration in the background, so a value in steady use never expires in front of a caller; implies `background` |
-/// | `region` | a path to a [`Region`] (or anything that derefs to one), such as `crate::caches::USERS` | use a region configured elsewhere (another store or mutex) instead of the function's own. Its keys are `(&'static str, K)`: the function's namespace, then its key, so functions sharing it never read each other's values |
+/// | `region` | a path to a [`Region`] (or anything that derefs to one), such as `crate::caches::USERS` | use a region configured elsewhere (another store or mutex, such as a Redis region, `backend::redis::RedisRegion`) instead of the function's own. Its keys are `(&'static str, K)`: the function's namespace, then its key, so functions sharing it never read each other's values; `_invalidate_all`, `_soft_invalidate_all` and `_statistics` act on the whole region |
 /// | `namespace` | `"users"`, or `none` | with `region`: the namespace before each key (default: the function's path, `module::name`). `none` drops it, for a region no other function uses |
 /// | `cache` | `ok`, `some` or `all` | which returned values are stored. Default: only `Ok` for a return type named `Result`, only `Some` for `Option`, every value otherwise; `cache = ok` for a type alias of `Result`, `cache = all` to store errors or `None` too |
 /// | `crate` | a path, such as `::my_dogpile` | where the `dogpile` crate is, if renamed |
@@ -132,7 +137,7 @@ pub struct ReadmeDoctests;
 /// | `report_uncached(day) -> Arc<Report>` | runs the original body: no cache read, nothing stored |
 /// | `report_peek(day) -> Option<Arc<Report>>` | the stored value, fresh or expired, without running the body |
 /// | `report_refresh(day) -> Arc<Report>` | runs the body now and stores the value, never beside another creator of the key |
-/// | `report_served(day) -> (Arc<Report>, Served)` | the function, and how the call was served ([`Served`](region::Served): fresh, stale, created, waited, direct), for an `X-Cache` header or a metric per route |
+/// | `report_served(day) -> (Arc<Report>, Served)` | the function, and how the call was served ([`Served`]: fresh, stale, created, waited, direct), for an `X-Cache` header or a metric per route |
 /// | `report_invalidate(day)` | removes the value: the next call runs the body and the others wait for it |
 /// | `report_soft_invalidate(day)` | marks the value expired: the next call regenerates it while the others get the old value |
 /// | `report_invalidate_all()`, `report_soft_invalidate_all()` | the same for every key |
@@ -222,17 +227,19 @@ pub struct ReadmeDoctests;
 /// Misuse is a compile error at the offending tokens: an unknown or repeated option, a
 /// missing, zero, negative or unreadable `expire`, a `key` that uses no argument, a generic,
 /// `const`, `extern` or variadic function, a method without `key`, a `&mut` or `impl Trait`
-/// argument in the default key, a key or return type that cannot be cached.
+/// argument in the default key, a key or return type that cannot be cached (one error for each
+/// trait it lacks), a return type that borrows (`&str`: return a `String`).
 ///
 /// ```compile_fail
-/// #[dogpile::dogpile(expire = "5d")] // error: bad `expire` duration: unknown unit `d`; use ms, s, m or h
+/// #[dogpile::dogpile(expire = "5d")] // error: unknown unit `d`: there is no unit of days; write hours, `120h`
 /// fn report(day: u32) -> u32 { day }
 /// ```
 ///
 /// # Limits
 ///
 /// - On an `async fn` (feature `tokio`, on by default), waiting tasks await the creator
-///   without blocking a worker thread, and the returned future is `Send` when the body's is.
+///   without blocking a worker thread, and the returned future is `Send` when the body's is,
+///   borrowed arguments included: it can be spawned, or be an axum handler.
 ///   The companions that take the arguments (`_uncached`, `_served`, `_peek`, `_refresh`,
 ///   `_invalidate`, `_soft_invalidate`) are `async fn`s too, to be awaited; `_invalidate_all`,
 ///   `_soft_invalidate_all` and `_statistics` are not (on a Redis region, the first two wait
@@ -252,5 +259,5 @@ pub struct ReadmeDoctests;
 pub use dogpile_macros::dogpile;
 
 #[doc(hidden)]
-#[path = "private.rs"]
+#[path = "private/mod.rs"]
 pub mod __private;

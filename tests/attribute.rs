@@ -161,6 +161,23 @@ fn borrowed_arguments_and_field_keys() {
     assert_eq!(PROFILE_CALLS.load(Ordering::SeqCst), 1);
 }
 
+static TRIMMED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// A key expression that returns a reference: the key is its owned form (`String`).
+#[dogpile(expire = 3600, key = name.trim())]
+fn trimmed(name: &str) -> usize {
+    TRIMMED_CALLS.fetch_add(1, Ordering::SeqCst);
+    name.trim().len()
+}
+
+#[test]
+fn a_key_expression_that_borrows_is_made_owned() {
+    assert_eq!(trimmed(" ann "), 3);
+    assert_eq!(trimmed("ann"), 3);
+    assert_eq!(TRIMMED_CALLS.load(Ordering::SeqCst), 1);
+    assert_eq!(trimmed_peek("  ann"), Some(3));
+}
+
 static FETCH_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 #[dogpile(expire = 3600)]

@@ -78,3 +78,30 @@ pub async fn user(id: u64, name: &str) -> Result<String, std::fmt::Error> {
     std::future::ready(()).await;
     Ok(format!("{id}: {name}"))
 }
+
+/// An async one with a borrowed argument in the default key, regenerated in the background.
+#[cfg(feature = "tokio")]
+#[dogpile(expire = 60, background)]
+pub async fn greeting(name: &str) -> String {
+    std::future::ready(()).await;
+    format!("hello {name}")
+}
+
+/// The region two functions share.
+pub static CATALOG: std::sync::LazyLock<dogpile::Region<(&'static str, u64), String>> =
+    std::sync::LazyLock::new(|| dogpile::Region::builder().build().expect("a valid region"));
+
+/// A function on a shared region, with a namespace and a key that borrows.
+#[dogpile(expire = 60, region = CATALOG, namespace = "titles", key = id)]
+#[must_use]
+pub fn title(id: u64, lang: &str) -> String {
+    format!("{id} in {}", lang.trim())
+}
+
+/// An async one on the same region, in the function's namespace.
+#[cfg(feature = "tokio")]
+#[dogpile(expire = 60, region = CATALOG)]
+pub async fn summary(id: u64) -> String {
+    std::future::ready(()).await;
+    format!("summary {id}")
+}

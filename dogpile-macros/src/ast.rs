@@ -92,6 +92,13 @@ impl<'a> Function<'a> {
                 ret.span(),
                 "#[dogpile] cannot cache an `impl Trait` return type: name the type, or box it",
             );
+        } else if borrows(ret.to_token_stream()) {
+            errors.add(syn::Error::new_spanned(
+                ret,
+                "#[dogpile] cannot cache a borrowed value: every caller gets a clone of the \
+                 cached value, which outlives the call; return an owned type, such as `String` \
+                 for `&str` or `Arc<T>` for `&T`",
+            ));
         }
         let in_impl = receiver.is_some() || mentions_self(sig.to_token_stream());
         Some(Function {
@@ -136,6 +143,27 @@ fn mentions_self(tokens: TokenStream) -> bool {
         TokenTree::Group(group) => mentions_self(group.stream()),
         _ => false,
     })
+}
+
+/// Whether a type borrows: a reference or a lifetime other than `'static` in it (`&T`,
+/// `&'a T`, `Cow<'_, T>`).
+fn borrows(tokens: TokenStream) -> bool {
+    let trees: Vec<TokenTree> = tokens.into_iter().collect();
+    trees.iter().enumerate().any(|(i, tree)| match tree {
+        TokenTree::Punct(p) if p.as_char() == '&' => !is_static(&trees, i + 1),
+        TokenTree::Punct(p) if p.as_char() == '\'' => !is_static(&trees, i),
+        TokenTree::Group(group) => borrows(group.stream()),
+        _ => false,
+    })
+}
+
+/// Whether the tokens at `i` are `'static`.
+fn is_static(trees: &[TokenTree], i: usize) -> bool {
+    matches!(
+        (trees.get(i), trees.get(i + 1)),
+        (Some(TokenTree::Punct(p)), Some(TokenTree::Ident(name)))
+            if p.as_char() == '\'' && name == "static"
+    )
 }
 
 /// Whether `tokens` use any of `names` as an identifier.

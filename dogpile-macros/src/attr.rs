@@ -3,7 +3,7 @@
 use proc_macro2::Span;
 use syn::meta::ParseNestedMeta;
 use syn::spanned::Spanned;
-use syn::{Expr, ExprLit, ExprUnary, Lit, Path, Token, UnOp};
+use syn::{Expr, ExprLit, ExprUnary, Lit, LitFloat, LitInt, Path, Token, UnOp};
 
 use crate::duration::{parse_duration, parse_seconds, Nanos, FORMS};
 use crate::errors::Errors;
@@ -149,14 +149,14 @@ impl Args {
                 }
             }
             "refresh_ahead" => {
-                let expr = value(&meta, &name)?;
-                if let Some(share) = share(&expr, "refresh_ahead", errors) {
+                let expr = share_value(&meta, &name, errors)?;
+                if let Some(share) = expr.and_then(|expr| share(&expr, "refresh_ahead", errors)) {
                     self.refresh_ahead.set(&meta, share, errors);
                 }
             }
             "jitter" => {
-                let expr = value(&meta, &name)?;
-                if let Some(share) = share(&expr, "jitter", errors) {
+                let expr = share_value(&meta, &name, errors)?;
+                if let Some(share) = expr.and_then(|expr| share(&expr, "jitter", errors)) {
                     self.jitter.set(&meta, share, errors);
                 }
             }
@@ -239,6 +239,42 @@ fn value(meta: &ParseNestedMeta, name: &str) -> syn::Result<Expr> {
         return Err(meta.error(format!("`{name}` needs a value: `{name} = ...`")));
     }
     meta.value()?.parse()
+}
+
+/// The value of a share: an expression, or `None` for an unquoted percentage (`80%`), which is
+/// no expression and is reported here with how to write it.
+fn share_value(
+    meta: &ParseNestedMeta,
+    name: &str,
+    errors: &mut Errors,
+) -> syn::Result<Option<Expr>> {
+    if !meta.input.peek(Token![=]) {
+        return Err(meta.error(format!("`{name}` needs a value: `{name} = ...`")));
+    }
+    let input = meta.value()?;
+    if (input.peek(LitInt) || input.peek(LitFloat)) && input.peek2(Token![%]) {
+        let number: Lit = input.parse()?;
+        let percent: Token![%] = input.parse()?;
+        // Whatever follows the `%` belongs to the mistake too.
+        if !input.is_empty() && !input.peek(Token![,]) {
+            let _: Expr = input.parse()?;
+        }
+        let digits = match &number {
+            Lit::Int(int) => int.base10_digits().to_owned(),
+            Lit::Float(float) => float.base10_digits().to_owned(),
+            _ => String::new(),
+        };
+        let share = if name == "jitter" { "0.1" } else { "0.8" };
+        errors.add(syn::Error::new_spanned(
+            quote::quote!(#number #percent),
+            format!(
+                "a percentage is written in quotes: `{name} = \"{digits}%\"`, or as a share \
+                 of the lifetime: `{name} = {share}`"
+            ),
+        ));
+        return Ok(None);
+    }
+    input.parse().map(Some)
 }
 
 fn expire(expr: &Expr, errors: &mut Errors) -> Option<Expire> {

@@ -35,6 +35,14 @@ pub fn parse_duration(text: &str) -> Result<Nanos, String> {
     if text.is_empty() {
         return Err(format!("the string is empty; {HINT}"));
     }
+    if text.contains(char::is_whitespace) {
+        // "2 s", "1h 30m": the same without spaces is right, or says what else is wrong.
+        let compact: String = text.split_whitespace().collect();
+        return Err(match parse_duration(&compact) {
+            Ok(_) => format!("no space is allowed in a duration: write `{compact}`"),
+            Err(why) => why,
+        });
+    }
     let mut total: u128 = 0;
     let mut rest = text;
     while !rest.is_empty() {
@@ -57,11 +65,7 @@ pub fn parse_duration(text: &str) -> Result<Nanos, String> {
             "m" => 60 * 1_000_000_000,
             "h" => 3600 * 1_000_000_000,
             "" => return Err(format!("`{number}` has no unit (ms, s, m or h); {HINT}")),
-            other => {
-                return Err(format!(
-                    "unknown unit `{other}` (use ms, s, m or h); {HINT}"
-                ))
-            }
+            other => return Err(unknown_unit(&number, other)),
         };
         let nanos = number_nanos(&number, per_unit)
             .ok_or_else(|| format!("`{number}{unit}` is finer than a nanosecond, or too long"))?;
@@ -76,6 +80,34 @@ pub fn parse_duration(text: &str) -> Result<Nanos, String> {
         ));
     }
     Ok(Nanos(total))
+}
+
+/// A unit that is not ms, s, m or h: the one it spells out, if it does, as it is written.
+fn unknown_unit(number: &str, unit: &str) -> String {
+    let short = match unit.to_ascii_lowercase().as_str() {
+        "millisecond" | "milliseconds" | "millis" | "msec" | "msecs" => Some("ms"),
+        "second" | "seconds" | "sec" | "secs" => Some("s"),
+        "minute" | "minutes" | "min" | "mins" => Some("m"),
+        "hour" | "hours" | "hr" | "hrs" => Some("h"),
+        _ => None,
+    };
+    let days = matches!(unit.to_ascii_lowercase().as_str(), "d" | "day" | "days");
+    if let (true, Ok(days)) = (days, number.parse::<u64>()) {
+        return format!(
+            "unknown unit `{unit}`: there is no unit of days; write hours, `{}h`",
+            days.saturating_mul(24)
+        );
+    }
+    match short {
+        Some(short) => format!(
+            "unknown unit `{unit}`: the units are ms, s, m and h, right after the number; \
+             write `{number}{short}`"
+        ),
+        None => format!(
+            "unknown unit `{unit}` (use ms, s, m or h); write numbers with units, as in \
+             `250ms`, `90s`, `5m`, `1h30m` or `1.5s`"
+        ),
+    }
 }
 
 /// `number` (digits, perhaps a fraction) times `per_unit` nanoseconds, if it is a whole number
@@ -179,6 +211,23 @@ mod tests {
             assert!(parse_duration(bad).is_err(), "{bad:?} parsed");
         }
         assert!(parse_duration("876000h").is_ok(), "100 years is the limit");
+    }
+
+    #[test]
+    fn says_how_to_write_a_unit_spelled_out_or_after_a_space() {
+        let error = |text| parse_duration(text).unwrap_err();
+        assert_eq!(
+            error("2 s"),
+            "no space is allowed in a duration: write `2s`"
+        );
+        assert!(error("5 minutes").starts_with("unknown unit `minutes`"));
+        assert!(error("5 minutes").ends_with("write `5m`"));
+        assert!(error("5minutes").ends_with("write `5m`"));
+        assert!(error("1h 30m").ends_with("write `1h30m`"));
+        assert!(error("3 Seconds").ends_with("write `3s`"));
+        assert!(error("5 ").contains("has no unit"));
+        assert!(error("5 d").ends_with("write hours, `120h`"));
+        assert!(error("1.5d").starts_with("unknown unit `d` (use ms, s, m or h)"));
         assert!(parse_seconds("0.0000000001").is_err());
         assert!(parse_seconds("4000000000").is_err());
     }

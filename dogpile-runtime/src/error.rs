@@ -212,9 +212,9 @@ impl fmt::Display for ReleaseError {
 
 impl StdError for ReleaseError {}
 
-/// A configuration value that cannot work, found when a region, pool or backend is built
-/// rather than at the first call: a capacity of 0, a pool without threads, a zero or absurd
-/// duration.
+/// Configuration that cannot work, found when a region, pool or backend is built rather than
+/// at the first call: a capacity of 0, a pool without threads, a zero or absurd duration. A
+/// builder reports every setting it refuses, not only the first.
 ///
 /// ```
 /// use dogpile_runtime::ConfigError;
@@ -224,6 +224,12 @@ impl StdError for ReleaseError {}
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// Each refused setting, in the order it was found; never empty.
+    invalid: Vec<Invalid>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Invalid {
     option: &'static str,
     reason: String,
 }
@@ -238,25 +244,61 @@ impl ConfigError {
     /// ```
     pub fn new(option: &'static str, reason: impl Into<String>) -> Self {
         ConfigError {
-            option,
-            reason: reason.into(),
+            invalid: vec![Invalid {
+                option,
+                reason: reason.into(),
+            }],
         }
     }
 
-    /// The option that was rejected.
+    /// The first option that was refused.
     ///
     /// ```
     /// # use dogpile_runtime::ConfigError;
     /// assert_eq!(ConfigError::new("threads", "must be at least 1").option(), "threads");
     /// ```
     pub fn option(&self) -> &'static str {
-        self.option
+        self.invalid[0].option
+    }
+
+    /// Every option that was refused, in the order the builder found them.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    /// let err = Region::<u8, u8>::builder()
+    ///     .capacity(0)
+    ///     .expiry(Duration::ZERO)
+    ///     .build()
+    ///     .unwrap_err();
+    /// assert_eq!(err.options().collect::<Vec<_>>(), ["expiry", "capacity"]);
+    /// ```
+    pub fn options(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.invalid.iter().map(|invalid| invalid.option)
+    }
+
+    /// `self` with the settings `other` refuses too.
+    pub(crate) fn and(mut self, other: ConfigError) -> Self {
+        self.invalid.extend(other.invalid);
+        self
+    }
+
+    /// Every error of `errors` as one, if there is any.
+    pub(crate) fn all(errors: impl IntoIterator<Item = ConfigError>) -> Option<ConfigError> {
+        errors.into_iter().reduce(ConfigError::and)
     }
 }
 
+/// `invalid `option`: reason`, for each refused setting, separated by `; `.
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid `{}`: {}", self.option, self.reason)
+        for (i, Invalid { option, reason }) in self.invalid.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "invalid `{option}`: {reason}")?;
+        }
+        Ok(())
     }
 }
 

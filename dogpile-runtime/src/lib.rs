@@ -65,8 +65,11 @@ mod stats;
 mod sync;
 
 pub use error::{BackendError, ConfigError};
+// At the root for short paths (`dogpile::Region`); documented once, in their modules.
+#[doc(no_inline)]
 pub use lock::{Lock, LockError, NeedRegeneration};
-pub use region::{Region, RegionError, Statistics};
+#[doc(no_inline)]
+pub use region::{Region, RegionError, Served, Statistics};
 
 // The crate's own short paths to what it uses everywhere (not every feature set uses each).
 #[allow(unused_imports)]

@@ -220,7 +220,10 @@ pub struct Statistics {
     /// Values the store evicted to stay within its capacity or maximum weight (values
     /// invalidated, replaced or removed are not counted).
     pub evictions: u64,
-    /// Values in the store when the snapshot was taken.
+    /// Values in the store when the snapshot was taken, if the store can count them cheaply:
+    /// a [`MemoryStore`](crate::region::MemoryStore)'s values in this process. A store shared by
+    /// processes (Redis) does not count its values, and this is 0; count them on the server.
+    /// The other fields are this process's counts, whatever the store.
     pub entries: usize,
 }
 

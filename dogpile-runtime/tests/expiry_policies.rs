@@ -408,6 +408,40 @@ fn jitter_spreads_the_expiry_of_keys_created_together() {
     );
 }
 
+/// One `build` reports every setting it refuses, in the order they were found, not only the
+/// first: a service's configuration is fixed in one round.
+#[test]
+fn every_refused_setting_of_one_build_is_reported() {
+    let err = Region::<u8, u8>::builder()
+        .expiry(Duration::ZERO)
+        .lock_timeout(Duration::MAX)
+        .refresh_ahead(1.5)
+        .jitter(0.5)
+        .capacity(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err.options().collect::<Vec<_>>(),
+        ["expiry", "lock_timeout", "refresh_ahead", "capacity"]
+    );
+    assert_eq!(err.option(), "expiry");
+    let message = err.to_string();
+    for option in ["expiry", "lock_timeout", "refresh_ahead", "capacity"] {
+        assert!(
+            message.contains(&format!("invalid `{option}`: ")),
+            "{message}"
+        );
+    }
+    assert_eq!(message.matches("; invalid").count(), 3, "{message}");
+    // A setting that needs another reports with the rest.
+    let err = Region::<u8, u8>::builder()
+        .jitter(0.1)
+        .capacity(0)
+        .build()
+        .unwrap_err();
+    assert_eq!(err.options().collect::<Vec<_>>(), ["capacity", "jitter"]);
+}
+
 #[test]
 fn jitter_and_expire_with_need_an_expiry() {
     let err = Region::<u8, u8>::builder().jitter(0.1).build().unwrap_err();

@@ -671,6 +671,16 @@ fn durations_that_cannot_work_are_refused_when_built() {
         .build()
         .is_ok());
     assert_eq!(refused(Redis::builder("memcached://x").build()), "url");
+    // Every refused setting of one build, not only the first.
+    let every = Redis::builder("memcached://x")
+        .timeout(Duration::ZERO)
+        .lease(Duration::MAX)
+        .build()
+        .expect_err("refused");
+    assert_eq!(
+        every.options().collect::<Vec<_>>(),
+        ["timeout", "lease", "url"]
+    );
     let store = || builder().build().unwrap().store::<u64, u64>("r");
     assert_eq!(
         store().retain(Duration::ZERO).unwrap_err().option(),

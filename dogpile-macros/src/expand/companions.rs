@@ -1,5 +1,6 @@
-//! The companion items: `_uncached` (the original body), `_peek`, `_refresh`, `_invalidate`,
-//! `_soft_invalidate`, `_invalidate_all`, `_soft_invalidate_all`, `_statistics`.
+//! The companion items: `_uncached` (the original body), `_served`, `_peek`, `_refresh`,
+//! `_invalidate`, `_soft_invalidate`, `_invalidate_all`, `_soft_invalidate_all`,
+//! `_statistics`. Each is one verb of the region.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -20,9 +21,9 @@ impl Expansion<'_> {
         let generics = &keyed.generics;
         let where_clause = &keyed.generics.where_clause;
         let unsafety = &keyed.unsafety;
+        let asyncness = self.is_async().then(|| quote!(async));
         let ret = self.function.ret;
         let value = self.value_type();
-        let control = self.control();
 
         let uncached = self.companion("uncached");
         let invalidate = self.companion("invalidate");
@@ -32,14 +33,17 @@ impl Expansion<'_> {
         let refresh = self.companion("refresh");
         let peek = self.companion("peek");
         let statistics = self.companion("statistics");
-        let rule = self.rule_type();
-        let asyncness = self.is_async().then(|| quote!(async));
-        let do_invalidate = self.dispatch(quote!(#p::Invalidate));
-        let do_soft_invalidate = self.dispatch(quote!(#p::SoftInvalidate));
-        let do_peek = self.dispatch(quote!(#p::Peek));
-        let do_refresh = self.dispatch(quote!(#p::Refresh::<#rule>::NEW));
-        let do_served = self.dispatch(quote!(#p::GetServed::<#rule>::NEW));
         let served = self.companion("served");
+
+        let (prelude, key, key_ref) = (self.prelude(), self.key_and_region(), self.key_ref());
+        let control = self.control();
+        let (rule, rule_type) = (self.rule(), self.rule_type());
+        let (_, refresh_creator) = self.creator(false);
+        let do_refresh = self.call("refresh", false, &quote!(#key_ref, #refresh_creator));
+        let do_peek = self.call("peek", false, &key_ref);
+        let do_invalidate = self.call("invalidate", false, &key_ref);
+        let do_soft_invalidate = self.call("soft_invalidate", false, &key_ref);
+        let (served_owned, served_call) = self.create("try_get_with_served");
 
         // The original body keeps the user's own attributes (but not the cached function's
         // docs) and signature, `mut` bindings included.
@@ -66,12 +70,21 @@ impl Expansion<'_> {
             "Marks the value `{name}` cached for these arguments as expired: the next call \
              regenerates it while the others get the old value."
         ));
+        let (scope, region_note) = if self.args.region.get().is_some() {
+            (
+                "in its region",
+                " The region is shared: this acts on every function's values in it.",
+            )
+        } else {
+            ("`{name}` has cached", "")
+        };
+        let scope = scope.replace("{name}", &name);
         let invalidate_all_doc = doc(format!(
-            "Removes every value `{name}` has cached (as `{name}_invalidate` for each key)."
+            "Removes every value {scope} (as `{name}_invalidate` for each key).{region_note}"
         ));
         let soft_invalidate_all_doc = doc(format!(
-            "Marks every value `{name}` has cached as expired (as `{name}_soft_invalidate` for \
-             each key)."
+            "Marks every value {scope} as expired (as `{name}_soft_invalidate` for each \
+             key).{region_note}"
         ));
         let refresh_doc = doc(format!(
             "Runs the body of `{name}` now for these arguments and stores the result, whether \
@@ -81,7 +94,9 @@ impl Expansion<'_> {
             "The value `{name}` has cached for these arguments, fresh or expired, without \
              running the body."
         ));
-        let statistics_doc = doc(format!("Hits, misses and regenerations of `{name}`."));
+        let statistics_doc = doc(format!(
+            "Hits, misses and regenerations of `{name}`.{region_note}"
+        ));
         let served_doc = doc(format!(
             "Calls `{name}` and says how the call was served: fresh, stale, created, waited \
              for, or direct (for an `X-Cache` header, or a metric per route)."
@@ -91,6 +106,9 @@ impl Expansion<'_> {
             #(#cfgs)*
             #[allow(dead_code, clippy::needless_pass_by_value, clippy::too_many_arguments)]
         };
+        // The keyed companions that do not run the body leave the arguments outside the key
+        // unused.
+        let keyed_only = quote!(#[allow(unused_variables)]);
         quote! {
             #uncached_doc
             #errors_doc
@@ -98,56 +116,70 @@ impl Expansion<'_> {
             #[allow(dead_code, clippy::missing_errors_doc)]
             #vis #body_sig #block
 
-            #invalidate_doc
+            #served_doc
+            #errors_doc
             #common
-            #vis #unsafety #asyncness fn #invalidate #generics(#inputs) #where_clause {
-                #do_invalidate
-            }
-
-            #soft_invalidate_doc
-            #common
-            #vis #unsafety #asyncness fn #soft_invalidate #generics(#inputs) #where_clause {
-                #do_soft_invalidate
-            }
-
-            #invalidate_all_doc
-            #common
-            #vis fn #invalidate_all() {
-                #p::Control::invalidate_all(#control);
-            }
-
-            #soft_invalidate_all_doc
-            #common
-            #vis fn #soft_invalidate_all() {
-                #p::Control::soft_invalidate_all(#control);
+            #vis #unsafety #asyncness fn #served #generics(#inputs) -> (#ret, #krate::region::Served) #where_clause {
+                #prelude
+                #key
+                #served_owned
+                #p::served::<#rule_type, #ret>(#served_call)
             }
 
             #refresh_doc
             #errors_doc
             #common
             #vis #unsafety #asyncness fn #refresh #generics(#inputs) -> #ret #where_clause {
-                #do_refresh
-            }
-
-            #served_doc
-            #errors_doc
-            #common
-            #vis #unsafety #asyncness fn #served #generics(#inputs) -> (#ret, #krate::region::Served) #where_clause {
-                #do_served
+                #prelude
+                #key
+                #rule::join(#do_refresh)
             }
 
             #peek_doc
             #common
+            #keyed_only
             #[must_use]
             #vis #unsafety #asyncness fn #peek #generics(#inputs) -> #p::Option<#value> #where_clause {
+                #prelude
+                #key
                 #do_peek
+            }
+
+            #invalidate_doc
+            #common
+            #keyed_only
+            #vis #unsafety #asyncness fn #invalidate #generics(#inputs) #where_clause {
+                #prelude
+                #key
+                #do_invalidate;
+            }
+
+            #soft_invalidate_doc
+            #common
+            #keyed_only
+            #vis #unsafety #asyncness fn #soft_invalidate #generics(#inputs) #where_clause {
+                #prelude
+                #key
+                #do_soft_invalidate;
+            }
+
+            #invalidate_all_doc
+            #common
+            #vis fn #invalidate_all() {
+                #p::invalidate_all(#control, false);
+            }
+
+            #soft_invalidate_all_doc
+            #common
+            #vis fn #soft_invalidate_all() {
+                #p::invalidate_all(#control, true);
             }
 
             #statistics_doc
             #common
             #[must_use]
             #vis fn #statistics() -> #krate::Statistics {
-                #p::Control::statistics(#control)
+                #p::statistics(#control)
             }
         }
     }

@@ -9,7 +9,6 @@ mod registry;
 mod rwmutex;
 
 pub use crate::error::{LockError, NeedRegeneration, ReleaseError};
-pub use crate::served::Served;
 pub(crate) use mutex::poll_acquire;
 pub use mutex::{AsyncRawMutex, Fence, LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
 pub use registry::NameRegistry;

@@ -70,7 +70,7 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) on_backend_error: super::OnBackendError,
     pub(super) name: Option<String>,
     pub(super) fail_safe: FailSafe,
-    /// The first value that cannot work, reported by `build`.
+    /// The settings that cannot work, reported by `build`.
     pub(super) invalid: Option<ConfigError>,
 }
 
@@ -613,8 +613,8 @@ where
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] for the first setting that cannot work: a capacity of 0, a zero expiry
-    /// or lock timeout, a duration beyond 100 years.
+    /// [`ConfigError`] with every setting that cannot work: a capacity of 0, a zero expiry or
+    /// lock timeout, a duration beyond 100 years.
     ///
     /// ```
     /// # use dogpile_runtime::Region;
@@ -625,39 +625,43 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn build(self) -> Result<Region<K, V, S, M>, ConfigError> {
-        if let Some(invalid) = self.invalid {
-            return Err(invalid);
-        }
-        // A capacity of 0, a weigher without a maximum weight, ...
-        self.store.check()?;
-        if self.expiry.is_none() {
-            // Each of these works on a value's lifetime, which a region without an expiry does
-            // not give it.
-            let needs_expiry = [
-                ("jitter", self.jitter.is_some()),
-                ("expire_with", self.expire_with.is_some()),
-                ("refresh_ahead", self.refresh_ahead.is_some()),
-                ("max_stale", self.max_stale.is_some()),
-                ("stale_if_error", self.stale_if_error.is_some()),
-            ];
-            if let Some((option, _)) = needs_expiry.iter().find(|(_, set)| *set) {
-                return Err(ConfigError::new(
+        // Each of these works on a value's lifetime, which a region without an expiry does not
+        // give it.
+        let needs_expiry = [
+            ("jitter", self.jitter.is_some()),
+            ("expire_with", self.expire_with.is_some()),
+            ("refresh_ahead", self.refresh_ahead.is_some()),
+            ("max_stale", self.max_stale.is_some()),
+            ("stale_if_error", self.stale_if_error.is_some()),
+        ];
+        let without_expiry = needs_expiry
+            .iter()
+            .filter(|(_, set)| *set && self.expiry.is_none())
+            .map(|&(option, _)| {
+                ConfigError::new(
                     option,
                     "works on a value's lifetime, and a region without an expiry gives it none: \
                      set an expiry, the longest a value lives",
-                ));
-            }
-        }
-        if let (Some(window), Some(most)) = (self.stale_if_error, self.max_stale) {
-            if window > most {
-                return Err(ConfigError::new(
-                    "stale_if_error",
-                    format!(
-                        "{window:?} is longer than max_stale ({most:?}): a value too stale to \
-                         serve cannot stand in for a failure; make max_stale at least as long"
-                    ),
-                ));
-            }
+                )
+            });
+        // Every setting refused by a setter, by the store (a capacity of 0, a weigher without
+        // a maximum weight, ...) and by the combination, at once.
+        let cut_short = match (self.stale_if_error, self.max_stale) {
+            (Some(window), Some(most)) if window > most => Some(ConfigError::new(
+                "stale_if_error",
+                format!(
+                    "{window:?} is longer than max_stale ({most:?}): a value too stale to serve \
+                     cannot stand in for a failure; make max_stale at least as long"
+                ),
+            )),
+            _ => None,
+        };
+        let refused = (self.invalid.into_iter())
+            .chain(self.store.check().err())
+            .chain(without_expiry)
+            .chain(cut_short);
+        if let Some(invalid) = ConfigError::all(refused) {
+            return Err(invalid);
         }
         Ok(Region {
             inner: Arc::new(Inner {
@@ -702,10 +706,13 @@ where
 }
 
 impl<K, V, S, M> RegionBuilder<K, V, S, M> {
-    /// Keeps the first invalid setting for `build` to report.
+    /// Keeps an invalid setting for `build` to report with the others.
     fn check(&mut self, checked: Result<(), ConfigError>) {
-        if let (Err(err), None) = (checked, &self.invalid) {
-            self.invalid = Some(err);
+        if let Err(err) = checked {
+            self.invalid = Some(match self.invalid.take() {
+                Some(invalid) => invalid.and(err),
+                None => err,
+            });
         }
     }
 }

@@ -193,7 +193,7 @@ where
     }
 
     /// The same calls, with expired values regenerated off the caller's path, on the region's
-    /// [`Pool`] (or [`Pool::shared`] if none was configured).
+    /// [`Pool`](super::Pool) (or [`Pool::shared`](super::Pool::shared) if none was configured).
     ///
     /// ```
     /// use dogpile_runtime::Region;

@@ -282,22 +282,35 @@ impl FileLocksBuilder {
         self
     }
 
-    /// The configured lock files, or the value that cannot work. Touches no file.
+    /// The configured lock files, or every value that cannot work. Touches no file.
     ///
     /// ```
     /// # use dogpile_runtime::backend::file::FileLocks;
     /// let err = FileLocks::builder("").build().unwrap_err();
     /// assert_eq!(err.option(), "dir");
+    /// let err = FileLocks::builder("").stripes(0).mode(0o7000).build().unwrap_err();
+    /// assert_eq!(err.options().collect::<Vec<_>>(), ["stripes", "mode", "dir"]);
     /// ```
     pub fn build(self) -> Result<FileLocks, ConfigError> {
-        if !(1..=MAX_STRIPES).contains(&self.stripes) {
-            return Err(ConfigError::new(
+        let stripes = if (1..=MAX_STRIPES).contains(&self.stripes) {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
                 "stripes",
                 format!("must be from 1 to {MAX_STRIPES}, not {}", self.stripes),
-            ));
+            ))
+        };
+        let dir = resolved(&self.dir);
+        // Every setting that cannot work, at once.
+        let refused = [
+            stripes.err(),
+            check_mode(self.mode).err(),
+            dir.as_ref().err().cloned(),
+        ];
+        if let Some(invalid) = ConfigError::all(refused.into_iter().flatten()) {
+            return Err(invalid);
         }
-        check_mode(self.mode)?;
-        let dir = resolved(&self.dir)?;
+        let dir = dir?;
         Ok(FileLocks {
             config: Arc::new(Config {
                 dir: Arc::from(dir),

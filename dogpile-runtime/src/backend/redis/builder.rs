@@ -177,15 +177,27 @@ impl RedisBuilder {
     /// assert_eq!(short.unwrap_err().option(), "lease");
     /// ```
     pub fn build(self) -> Result<Redis, ConfigError> {
-        let settings = self.settings()?;
-        let target = self.target(settings.timeout)?;
-        Ok(Redis::from_parts(target, settings))
+        // Every setting that cannot work, at once: the durations, then the address.
+        match (self.settings(), self.target(self.timeout)) {
+            (Ok(settings), Ok(target)) => Ok(Redis::from_parts(target, settings)),
+            (Err(err), Ok(_)) | (Ok(_), Err(err)) => Err(err),
+            (Err(settings), Err(target)) => Err(settings.and(target)),
+        }
     }
 
     fn settings(&self) -> Result<Settings, ConfigError> {
         let (timeout, lease) = (self.timeout, self.lease);
-        within("timeout", timeout, SHORTEST_LEASE, "1 s is the default")?;
-        within("lease", lease, SHORTEST_LEASE, "5 s is the default")?;
+        let each = [
+            within("timeout", timeout, SHORTEST_LEASE, "1 s is the default"),
+            within("lease", lease, SHORTEST_LEASE, "5 s is the default"),
+            self.renew_every.map_or(Ok(()), |every| {
+                within("renew_every", every, SHORTEST_LEASE, "a third of the lease")
+            }),
+        ];
+        if let Some(invalid) = ConfigError::all(each.into_iter().filter_map(Result::err)) {
+            // How they fit together is judged once each is right.
+            return Err(invalid);
+        }
         if lease <= timeout {
             return Err(ConfigError::new(
                 "lease",
@@ -195,13 +207,7 @@ impl RedisBuilder {
                 ),
             ));
         }
-        let renew_every = match self.renew_every {
-            Some(every) => {
-                within("renew_every", every, SHORTEST_LEASE, "a third of the lease")?;
-                every
-            }
-            None => lease / 3,
-        };
+        let renew_every = self.renew_every.unwrap_or(lease / 3);
         if renew_every.saturating_add(timeout) > lease {
             return Err(ConfigError::new(
                 "renew_every",

@@ -4,11 +4,11 @@
 //!
 //! ```no_run
 //! use dogpile_runtime::Region;
-//! use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
+//! use dogpile_runtime::backend::redis::{Redis, RedisRegion};
 //! use std::time::Duration;
 //!
 //! let redis = Redis::open("redis://127.0.0.1:6379/")?;
-//! let users: Region<u64, String, RedisStore<u64, String>, RedisMutex> = Region::builder()
+//! let users: RedisRegion<u64, String> = Region::builder()
 //!     .name("users")
 //!     .expiry(Duration::from_secs(60))
 //!     .store(redis.store("users"))
@@ -53,6 +53,29 @@ mod store;
 pub use builder::RedisBuilder;
 pub use mutex::RedisMutex;
 pub use store::RedisStore;
+
+/// A region on Redis: its values in a [`RedisStore`], a [`RedisMutex`] per key; the type of a
+/// `static` region that `#[dogpile]` functions share with `region = ...`. Its keys and values
+/// cross processes with serde: a type of your own derives `Serialize` and `Deserialize`.
+///
+/// ```no_run
+/// use dogpile_runtime::backend::redis::{Redis, RedisRegion};
+/// use dogpile_runtime::Region;
+/// use std::sync::LazyLock;
+/// use std::time::Duration;
+///
+/// static USERS: LazyLock<RedisRegion<u64, String>> = LazyLock::new(|| {
+///     let redis = Redis::open("redis://127.0.0.1:6379/").expect("a valid address");
+///     Region::builder()
+///         .expiry(Duration::from_secs(60))
+///         .store(redis.store("users"))
+///         .mutexes(redis.mutexes("users"))
+///         .build()
+///         .expect("a valid region")
+/// });
+/// assert_eq!(USERS.get_with(&7, || "ann".to_string()), "ann");
+/// ```
+pub type RedisRegion<K, V> = crate::Region<K, V, RedisStore<K, V>, RedisMutex>;
 
 use std::fmt;
 use std::sync::Arc;

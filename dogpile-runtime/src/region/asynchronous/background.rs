@@ -76,7 +76,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`Region::try_get_with`], for a creator run in this task.
+    /// As [`Region::try_get_with`](crate::Region::try_get_with), for a creator run in this task.
     ///
     /// ```
     /// use dogpile_runtime::Region;
@@ -108,7 +108,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`Region::try_get_with`], for a creator run in this task.
+    /// As [`Region::try_get_with`](crate::Region::try_get_with), for a creator run in this task.
     ///
     /// ```
     /// use dogpile_runtime::region::Served;
@@ -140,7 +140,7 @@ where
     ///
     /// # Errors
     ///
-    /// As [`Region::try_get_with`], for a creator run in this task.
+    /// As [`Region::try_get_with`](crate::Region::try_get_with), for a creator run in this task.
     ///
     /// ```
     /// use dogpile_runtime::Region;
