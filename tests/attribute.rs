@@ -180,7 +180,8 @@ fn a_key_expression_that_borrows_is_made_owned() {
 
 static FETCH_CALLS: AtomicUsize = AtomicUsize::new(0);
 
-#[dogpile(expire = 3600)]
+// No throttle: the test retries at once after each failure.
+#[dogpile(expire = 3600, fail_safe_throttle = 0)]
 fn fetch(sku: &str) -> Result<u32, String> {
     let n = FETCH_CALLS.fetch_add(1, Ordering::SeqCst);
     if n < 2 {
@@ -242,6 +243,56 @@ fn only_ok_and_some_are_cached() {
     assert_eq!(aliased(false).unwrap(), 1);
     assert_eq!(aliased(false).unwrap(), 1);
     assert_eq!(ALIAS_CALLS.load(Ordering::SeqCst), 3);
+}
+
+static SHARED_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// A failing upstream whose error can be cloned: one failure shared by every caller.
+#[dogpile(expire = 3600, fail_safe_throttle = "200ms")]
+fn quote_price(sku: &str) -> Result<u32, String> {
+    SHARED_CALLS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    Err(format!("no price for {sku}"))
+}
+
+static OWN_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+/// The same with an error that cannot be cloned: each caller gets its own.
+#[dogpile(expire = 3600, fail_safe_throttle = "200ms")]
+fn quote_stock(sku: &str) -> Result<u32, std::io::Error> {
+    OWN_CALLS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    Err(std::io::Error::other(format!("no stock for {sku}")))
+}
+
+#[test]
+fn a_cloneable_error_is_shared_by_the_callers_that_waited_for_it() {
+    let callers: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(|| quote_price("x")))
+        .collect();
+    for caller in callers {
+        assert_eq!(caller.join().unwrap().unwrap_err(), "no price for x");
+    }
+    assert_eq!(SHARED_CALLS.load(Ordering::SeqCst), 1);
+    // Within the throttle, too, without a call; past it, a call again.
+    assert!(quote_price("x").is_err());
+    assert_eq!(SHARED_CALLS.load(Ordering::SeqCst), 1);
+    std::thread::sleep(std::time::Duration::from_millis(250));
+    assert!(quote_price("x").is_err());
+    assert_eq!(SHARED_CALLS.load(Ordering::SeqCst), 2);
+    assert_eq!(quote_price_statistics().shared_failures, 8);
+
+    // An error that is not `Clone` stays its caller's: the waiters call one at a time.
+    let callers: Vec<_> = (0..4)
+        .map(|_| std::thread::spawn(|| quote_stock("y")))
+        .collect();
+    for caller in callers {
+        assert_eq!(
+            caller.join().unwrap().unwrap_err().to_string(),
+            "no stock for y"
+        );
+    }
+    assert_eq!(OWN_CALLS.load(Ordering::SeqCst), 4);
 }
 
 static PANIC_CALLS: AtomicUsize = AtomicUsize::new(0);

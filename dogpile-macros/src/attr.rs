@@ -18,6 +18,8 @@ pub struct Args {
     pub capacity: Once<usize>,
     pub background: Once<()>,
     pub lock_timeout: Once<Nanos>,
+    pub hard_timeout: Once<Nanos>,
+    pub fail_safe_throttle: Once<Nanos>,
     pub region: Once<Expr>,
     pub krate: Once<Path>,
     pub cache: Once<CacheRule>,
@@ -32,8 +34,8 @@ pub struct Args {
 }
 
 pub const OPTIONS: &str = "expire, expire_with, jitter, key, capacity, background, \
-                           lock_timeout, max_stale, stale_if_error, refresh_ahead, region, \
-                           namespace, crate, cache";
+                           lock_timeout, hard_timeout, fail_safe_throttle, max_stale, \
+                           stale_if_error, refresh_ahead, region, namespace, crate, cache";
 
 /// `namespace = "..." | none`: what sets a function's keys apart in a region it shares.
 pub enum Namespace {
@@ -126,6 +128,25 @@ impl Args {
                 let expr = value(&meta, &name)?;
                 if let Some(Expire::After(nanos)) = duration(&expr, "lock_timeout", false, errors) {
                     self.lock_timeout.set(&meta, nanos, errors);
+                }
+            }
+            "hard_timeout" => {
+                let expr = value(&meta, &name)?;
+                if let Some(Expire::After(nanos)) = duration(&expr, "hard_timeout", false, errors) {
+                    self.hard_timeout.set(&meta, nanos, errors);
+                }
+            }
+            "fail_safe_throttle" => {
+                let expr = value(&meta, &name)?;
+                let parsed = match &expr {
+                    // Zero is meaningful here: share a failure with its waiters only.
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Int(int), ..
+                    }) if int.base10_digits() == "0" => Some(Expire::After(Nanos::ZERO)),
+                    _ => duration(&expr, "fail_safe_throttle", false, errors),
+                };
+                if let Some(Expire::After(nanos)) = parsed {
+                    self.fail_safe_throttle.set(&meta, nanos, errors);
                 }
             }
             "max_stale" => {

@@ -1,7 +1,7 @@
 //! Duration strings such as `"250ms"`, `"90s"` or `"1h30m"`, checked at compile time.
 
 /// A positive duration in nanoseconds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Nanos(u128);
 
 impl Nanos {

@@ -194,6 +194,14 @@ impl<'a> Expansion<'a> {
         quote!(<#rule as #p::Rule<#ret>>)
     }
 
+    /// `(&Share::<E>::new()).method()` for the function's error type `E`: by autoref, whether
+    /// its calls share failures (`shares`) and how a shared one is given back (`unshare`).
+    fn sharing(&self, method: &str) -> TokenStream {
+        let (p, rule) = (&self.private, self.rule());
+        let method = Ident::new(method, Span::call_site());
+        quote!((&#p::Share::<#rule::Error>::new()).#method())
+    }
+
     /// The cached value's type.
     fn value_type(&self) -> TokenStream {
         let ret = self.function.ret;
@@ -219,7 +227,7 @@ impl<'a> Expansion<'a> {
         let p = &self.private;
         let mut prelude = quote! {
             #[allow(unused_imports)]
-            use #p::{AsIs as _, NotAKey as _};
+            use #p::{AsIs as _, NotAKey as _, ShareByClone as _, ShareNot as _};
         };
         if let Some(asyncness) = self.function.item.sig.asyncness {
             let p = self.private_at(asyncness.span);
@@ -236,13 +244,14 @@ impl<'a> Expansion<'a> {
         let (prelude, key) = (self.prelude(), self.key_and_region());
         let (owned, call) = self.create("try_get_with");
         let rule = self.rule();
+        let unshare = self.sharing("unshare");
         quote! {
             #(#attrs)*
             #vis #sig {
                 #prelude
                 #key
                 #owned
-                #rule::join(#call)
+                #rule::join(#call, #unshare)
             }
         }
     }
@@ -317,6 +326,8 @@ mod properties {
             "capacity",
             "background",
             "lock_timeout",
+            "hard_timeout",
+            "fail_safe_throttle",
             "max_stale",
             "stale_if_error",
             "refresh_ahead",

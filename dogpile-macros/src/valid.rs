@@ -88,6 +88,20 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
         }
     }
 
+    if let (Some(window), Some(most), Some(span)) = (
+        args.stale_if_error.get(),
+        args.max_stale.get(),
+        args.stale_if_error.span(),
+    ) {
+        if window > most {
+            errors.push(
+                span,
+                "`stale_if_error` is longer than `max_stale`: a value too stale to serve cannot \
+                 stand in for a failure; make `max_stale` at least as long",
+            );
+        }
+    }
+
     // `refresh_ahead` regenerates in the background too, with owned arguments.
     if args.background.get().is_some() || args.refresh_ahead.get().is_some() {
         if let Some(receiver) = function.receiver {
@@ -113,6 +127,8 @@ pub fn check(args: &Args, function: &Function, errors: &mut Errors) {
             ("capacity", args.capacity.span()),
             ("background", args.background.span()),
             ("lock_timeout", args.lock_timeout.span()),
+            ("hard_timeout", args.hard_timeout.span()),
+            ("fail_safe_throttle", args.fail_safe_throttle.span()),
             ("max_stale", args.max_stale.span()),
             ("stale_if_error", args.stale_if_error.span()),
             ("refresh_ahead", args.refresh_ahead.span()),

@@ -243,3 +243,138 @@ fn stale_if_error_longer_than_max_stale_is_refused() {
         .build()
         .is_ok());
 }
+
+// ---- the hard timeout ------------------------------------------------------------------------
+
+#[test]
+fn an_async_creator_past_the_hard_timeout_is_cancelled_and_its_waiters_share_the_timeout() {
+    let region: Region<u32, u32> = Region::builder()
+        .hard_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let outcomes = runtime.block_on(async {
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let (region, calls) = (region.to_async(), calls.clone());
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    let got = region
+                        .try_get_with(&1, || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            Ok::<u32, String>(1)
+                        })
+                        .await;
+                    (got, start.elapsed())
+                })
+            })
+            .collect();
+        let mut outcomes = Vec::new();
+        for task in tasks {
+            outcomes.push(task.await.unwrap());
+        }
+        outcomes
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    for (got, took) in &outcomes {
+        assert!(
+            matches!(got, Err(RegionError::Timeout(t)) if *t == Duration::from_millis(100)),
+            "{got:?}"
+        );
+        assert!(*took < Duration::from_secs(5), "a caller waited {took:?}");
+    }
+    assert_eq!(region.peek(&1), None, "a cancelled creator stores nothing");
+    assert_eq!(region.mutexes_in_use(), 0);
+}
+
+#[test]
+fn an_async_creator_past_the_hard_timeout_is_answered_with_the_stale_value_within_the_window() {
+    let region: Region<u32, u32> = Region::builder()
+        .expiry(Duration::from_millis(20))
+        .stale_if_error(Duration::from_secs(60))
+        .hard_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    region.insert(&1, 7).unwrap();
+    thread::sleep(Duration::from_millis(30));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let got = runtime.block_on(region.to_async().try_get_with_served(&1, || async {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        Ok::<u32, String>(8)
+    }));
+    assert_eq!(got.unwrap(), (7, Served::Stale));
+}
+
+#[test]
+fn blocking_waiters_give_up_at_the_hard_timeout_while_the_creator_finishes_and_stores() {
+    let region: Region<u32, u32> = Region::builder()
+        .hard_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(2));
+    let creator = {
+        let (region, barrier) = (region.clone(), barrier.clone());
+        thread::spawn(move || {
+            region.try_get_with(&1, || {
+                barrier.wait();
+                thread::sleep(Duration::from_millis(400));
+                Ok::<u32, String>(5)
+            })
+        })
+    };
+    barrier.wait();
+    let waiters: Vec<_> = (0..6)
+        .map(|_| {
+            let region = region.clone();
+            thread::spawn(move || {
+                let start = Instant::now();
+                let got = region.try_get_with(&1, || Ok::<u32, String>(6));
+                (got, start.elapsed())
+            })
+        })
+        .collect();
+    for waiter in waiters {
+        let (got, took) = waiter.join().unwrap();
+        assert!(matches!(got, Err(RegionError::Timeout(_))), "{got:?}");
+        assert!(
+            took < Duration::from_millis(350),
+            "a waiter waited {took:?}"
+        );
+    }
+    // A thread cannot be stopped: the creator finishes, its caller gets its value, it is stored.
+    assert_eq!(creator.join().unwrap().unwrap(), 5);
+    assert_eq!(region.peek(&1), Some(5));
+}
+
+#[test]
+fn get_with_past_the_hard_timeout_panics_with_the_timeout() {
+    let region: Region<u32, u32> = Region::builder()
+        .hard_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(region.to_async().get_with(&1, || async {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            1
+        }))
+    }))
+    .expect_err("get_with has no error to return");
+    let message = panicked
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(message.contains("hard timeout"), "{message}");
+}

@@ -104,6 +104,8 @@ impl<K, V, S, M: RawMutex> KeyOf<K> for Region<K, V, S, M> {
 /// reported there, once.
 pub struct Value<V> {
     expire_with: Option<fn(&V) -> Duration>,
+    /// Whether the function's calls share their creators' failures (its error is `Clone`).
+    shares: bool,
 }
 
 impl<V> Clone for Value<V> {
@@ -117,8 +119,16 @@ impl<V> Copy for Value<V> {}
 impl<V> Value<V> {
     /// The value type, and `expire_with`.
     #[inline(always)]
-    pub const fn new(expire_with: Option<fn(&V) -> Duration>) -> Self {
-        Value { expire_with }
+    pub const fn new(expire_with: Option<fn(&V) -> Duration>, shares: bool) -> Self {
+        Value {
+            expire_with,
+            shares,
+        }
+    }
+
+    /// Whether the function's calls share their creators' failures.
+    pub(super) fn shares(self) -> bool {
+        self.shares
     }
 }
 
@@ -141,6 +151,7 @@ impl<V: CacheValue> Value<V> {
         S: Store<K, V>,
         M: RawMutex + 'static,
     {
+        let region = region.with_shared_failures(self.shares);
         match self.expire_with {
             // Never refused: `expire_with` needs an `expire`, which the attribute checked and
             // the handle was just given.

@@ -18,7 +18,7 @@ mod rule;
 mod slot;
 
 pub use check::{expire_with, given, key_for, AsIs, Key, KeyOf, NotAKey, Owned, Value};
-pub use rule::{served, All, NoValue, OkOnly, Rule, SomeOnly};
+pub use rule::{served, All, NoValue, OkOnly, Rule, Share, ShareByClone, ShareNot, SomeOnly};
 pub use slot::{blocking, Configure, Handle, Own, Slot};
 
 pub use std::borrow::{Borrow, ToOwned};

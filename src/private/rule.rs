@@ -3,6 +3,8 @@
 //! verbs with [`Rule::split`] around the body and [`Rule::join`] around the answer.
 
 use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::sync::Arc;
 
 use dogpile_runtime::region::Served;
 use dogpile_runtime::RegionError;
@@ -15,8 +17,72 @@ pub trait Rule<R> {
     type Error: Send + Sync + 'static;
     /// The creator's return, as the region takes it.
     fn split(returned: R) -> Result<Self::Value, Self::Error>;
-    /// The region's answer, as the function returns it.
-    fn join(answer: Result<Self::Value, RegionError<Self::Error>>) -> R;
+    /// The region's answer, as the function returns it; `unshare` gives a failure shared with
+    /// other calls back by value ([`Share`]).
+    fn join(
+        answer: Result<Self::Value, RegionError<Self::Error>>,
+        unshare: fn(Arc<Self::Error>) -> Self::Error,
+    ) -> R;
+}
+
+/// Whether a function's calls share their creators' failures, by its error type: an error
+/// that is `Clone` is shared with every call it answers (each gets a clone), others stay their
+/// caller's own (the function's handle shares none). The expansion picks by autoref on the
+/// function's concrete error type: `(&Share::<E>::new()).shares()`.
+pub struct Share<E>(PhantomData<fn() -> E>);
+
+impl<E> Default for Share<E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<E> Share<E> {
+    /// The probe for `E`.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        Share(PhantomData)
+    }
+}
+
+/// `E: Clone`: shared, each call given a clone.
+pub trait ShareByClone<E> {
+    /// Whether the calls share failures.
+    fn shares(&self) -> bool;
+    /// A shared failure, by value.
+    fn unshare(&self) -> fn(Arc<E>) -> E;
+}
+
+impl<E: Clone> ShareByClone<E> for Share<E> {
+    #[inline(always)]
+    fn shares(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
+    fn unshare(&self) -> fn(Arc<E>) -> E {
+        Arc::unwrap_or_clone
+    }
+}
+
+/// Any other `E`: not shared, so each failure is its caller's alone.
+pub trait ShareNot<E> {
+    /// Whether the calls share failures.
+    fn shares(&self) -> bool;
+    /// A failure, by value: never shared, so it unwraps.
+    fn unshare(&self) -> fn(Arc<E>) -> E;
+}
+
+impl<E> ShareNot<E> for &Share<E> {
+    #[inline(always)]
+    fn shares(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn unshare(&self) -> fn(Arc<E>) -> E {
+        |err| Arc::try_unwrap(err).unwrap_or_else(|_| unshared())
+    }
 }
 
 /// Every returned value is cached.
@@ -32,7 +98,7 @@ impl<R> Rule<R> for All {
     }
 
     #[inline(always)]
-    fn join(answer: Result<R, RegionError<Infallible>>) -> R {
+    fn join(answer: Result<R, RegionError<Infallible>>, _: fn(Arc<Infallible>) -> Infallible) -> R {
         match answer {
             Ok(value) => value,
             Err(err) => match err.into_creator() {
@@ -56,15 +122,11 @@ impl<T, E: Send + Sync + 'static> Rule<Result<T, E>> for OkOnly {
     }
 
     #[inline(always)]
-    fn join(answer: Result<T, RegionError<E>>) -> Result<T, E> {
-        // The attribute's handles share no failures: each error is its caller's alone.
-        answer.map_err(
-            |err| match err.into_creator().map(std::sync::Arc::try_unwrap) {
-                Ok(Ok(err)) => err,
-                Ok(Err(_)) => unshared(),
-                Err(other) => fail(other),
-            },
-        )
+    fn join(answer: Result<T, RegionError<E>>, unshare: fn(Arc<E>) -> E) -> Result<T, E> {
+        answer.map_err(|err| match err.into_creator() {
+            Ok(err) => unshare(err),
+            Err(other) => fail(other),
+        })
     }
 }
 
@@ -84,7 +146,7 @@ impl<T> Rule<Option<T>> for SomeOnly {
     }
 
     #[inline(always)]
-    fn join(answer: Result<T, RegionError<NoValue>>) -> Option<T> {
+    fn join(answer: Result<T, RegionError<NoValue>>, _: fn(Arc<NoValue>) -> NoValue) -> Option<T> {
         match answer {
             Ok(value) => Some(value),
             Err(err) => match err.into_creator() {
@@ -100,15 +162,16 @@ impl<T> Rule<Option<T>> for SomeOnly {
 #[inline(always)]
 pub fn served<Ru: Rule<R>, R>(
     answer: Result<(Ru::Value, Served), RegionError<Ru::Error>>,
+    unshare: fn(Arc<Ru::Error>) -> Ru::Error,
 ) -> (R, Served) {
     match answer {
-        Ok((value, served)) => (Ru::join(Ok(value)), served),
-        Err(err) => (Ru::join(Err(err)), Served::Created),
+        Ok((value, served)) => (Ru::join(Ok(value), unshare), served),
+        Err(err) => (Ru::join(Err(err), unshare), Served::Created),
     }
 }
 
-/// A recursion, or a backend set to return errors, in a function that cannot return them.
-/// The attribute's handles share no failures, so a creator's error is never anyone else's.
+/// A function whose error is not `Clone` has a handle that shares no failures, so a creator's
+/// error is never anyone else's.
 #[cold]
 #[inline(never)]
 fn unshared() -> ! {

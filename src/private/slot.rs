@@ -118,9 +118,9 @@ impl Slot {
 #[cold]
 fn build<K: CacheKey, V: CacheValue>(value: Value<V>, configure: Configure<K, V>) -> Built {
     // The attribute checked every setting at compile time. Its calls return each creator's
-    // error by value: they share no failures.
+    // error by value: they share failures only if it can be cloned.
     let region = match value.configure(configure(Region::builder())).build() {
-        Ok(region) => region.with_shared_failures(false),
+        Ok(region) => region.with_shared_failures(value.shares()),
         Err(err) => panic!("#[dogpile]: {err}"),
     };
     #[cfg(feature = "tokio")]

@@ -38,6 +38,7 @@ impl Expansion<'_> {
         let (prelude, key, key_ref) = (self.prelude(), self.key_and_region(), self.key_ref());
         let control = self.control();
         let (rule, rule_type) = (self.rule(), self.rule_type());
+        let unshare = self.sharing("unshare");
         let (_, refresh_creator) = self.creator(false);
         let do_refresh = self.call("refresh", false, &quote!(#key_ref, #refresh_creator));
         let do_peek = self.call("peek", false, &key_ref);
@@ -123,7 +124,7 @@ impl Expansion<'_> {
                 #prelude
                 #key
                 #served_owned
-                #p::served::<#rule_type, #ret>(#served_call)
+                #p::served::<#rule_type, #ret>(#served_call, #unshare)
             }
 
             #refresh_doc
@@ -132,7 +133,7 @@ impl Expansion<'_> {
             #vis #unsafety #asyncness fn #refresh #generics(#inputs) -> #ret #where_clause {
                 #prelude
                 #key
-                #rule::join(#do_refresh)
+                #rule::join(#do_refresh, #unshare)
             }
 
             #peek_doc

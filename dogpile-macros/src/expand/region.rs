@@ -35,7 +35,8 @@ impl Expansion<'_> {
             None => quote!(#p::None),
         };
         let _ = value;
-        quote_spanned!(span=> #p::Value::new(#expire_with))
+        let shares = self.sharing("shares");
+        quote_spanned!(span=> #p::Value::new(#expire_with, #shares))
     }
     /// The region, typed: from the function's own slot for this key type, or the handle on
     /// the region given with `region = PATH`. Spanned at the return type, where a value type
@@ -128,8 +129,7 @@ impl Expansion<'_> {
                         let handle = given
                             .with_expiry(#expiry)
                             .unwrap_or_else(#p::refused)
-                            .with_on_backend_error(#p::OnBackendError::CallDirectly)
-                            .with_shared_failures(false);
+                            .with_on_backend_error(#p::OnBackendError::CallDirectly);
                         value.on(handle) #to_async
                     })
                 }
@@ -175,6 +175,14 @@ impl Expansion<'_> {
         if let Some(nanos) = args.lock_timeout.get() {
             let timeout = self.duration(*nanos);
             chain.extend(quote!(.lock_timeout(#timeout)));
+        }
+        if let Some(nanos) = args.hard_timeout.get() {
+            let timeout = self.duration(*nanos);
+            chain.extend(quote!(.hard_timeout(#timeout)));
+        }
+        if let Some(nanos) = args.fail_safe_throttle.get() {
+            let throttle = self.duration(*nanos);
+            chain.extend(quote!(.fail_safe_throttle(#throttle)));
         }
         if self.in_background() {
             chain.extend(quote!(.background(#p::Pool::shared())));

@@ -7,6 +7,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::protocol::{Failure, Found, Hand, Next, Protocol, Refused, Waited};
 use crate::served::Served;
@@ -62,8 +63,9 @@ pub(crate) fn advance<V, K: Key<V>>(
                 }))
             }
             Next::Lock => {
-                let timeout = protocol.rules().lock_timeout;
-                let waited = wait(key.mutex(), timeout).map(|(waited, g)| {
+                let rules = protocol.rules();
+                let timeouts = (rules.lock_timeout, rules.hard_timeout);
+                let waited = wait(key.mutex(), timeouts).map(|(waited, g)| {
                     guard = g;
                     waited
                 });
@@ -94,19 +96,33 @@ pub(crate) fn advance<V, K: Key<V>>(
 #[cold]
 fn wait<M: RawMutex + ?Sized>(
     mutex: &Arc<M>,
-    timeout: Option<std::time::Duration>,
+    (lock_timeout, hard_timeout): (Option<Duration>, Option<Duration>),
 ) -> Result<(Waited, Option<OwnedMutexGuard<M>>), BackendError> {
     if held_by_this_thread(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
+    let (timeout, ended) = first_timeout(lock_timeout, hard_timeout);
     let guard = match timeout {
         None => Some(OwnedMutexGuard::acquire(Arc::clone(mutex))?),
         Some(timeout) => OwnedMutexGuard::acquire_timeout(Arc::clone(mutex), timeout)?,
     };
     Ok(match guard {
         Some(guard) => (Waited::Acquired, Some(guard)),
-        None => (Waited::TimedOut, None),
+        None => (ended, None),
     })
+}
+
+/// The wait's limit, and how the wait ends at it: the lock timeout (create beside the holder)
+/// or the hard timeout (give up), whichever comes first; the hard one at a tie.
+pub(crate) fn first_timeout(
+    lock_timeout: Option<Duration>,
+    hard_timeout: Option<Duration>,
+) -> (Option<Duration>, Waited) {
+    match (lock_timeout, hard_timeout) {
+        (Some(lock), Some(hard)) if lock < hard => (Some(lock), Waited::TimedOut),
+        (_, Some(hard)) => (Some(hard), Waited::GaveUp),
+        (lock, None) => (lock, Waited::TimedOut),
+    }
 }
 
 // loom's `thread_local!` takes no `const { }` initializer.

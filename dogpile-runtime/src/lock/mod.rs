@@ -248,6 +248,7 @@ where
         self.check().map_err(LockError::Config)?;
         let rules = Rules {
             lock_timeout: self.lock_timeout,
+            hard_timeout: None,
             background: self.async_creator.is_some(),
             direct_on_backend_error: false,
             refresh_ahead: false,
@@ -286,6 +287,7 @@ where
                 return Err(LockError::Mutex(err))
             }
             Stop::Failed(Failure::WouldDeadlock) => return Err(LockError::WouldDeadlock),
+            Stop::Failed(Failure::TimedOut(timeout)) => return Err(LockError::Timeout(timeout)),
         };
         // Marked as this thread's, so that the creator asking for the same lock fails instead
         // of waiting for itself; released before the mark goes, on an unwind too.

@@ -42,8 +42,13 @@ pub(crate) enum Found<V> {
 /// The rules a kind of caller plays by.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Rules {
-    /// The longest wait for the mutex when there is no value (`None`: no limit).
+    /// The longest wait for the mutex when there is no value (`None`: no limit); then the
+    /// caller creates beside the holder (a region) or fails (a `Lock`).
     pub(crate) lock_timeout: Option<Duration>,
+    /// The longest wait for another caller's creator, after which the waiter gives up with a
+    /// timeout (a region's hard timeout; `None`: no limit). The lock timeout, if shorter, comes
+    /// first.
+    pub(crate) hard_timeout: Option<Duration>,
     /// An expired value's regeneration may be handed to the background.
     pub(crate) background: bool,
     /// A failing store or mutex means a direct call rather than an error.
@@ -84,12 +89,15 @@ pub(crate) enum Next<V> {
 pub(crate) enum Failure {
     /// This caller's own creator holds the mutex it would wait for.
     WouldDeadlock,
+    /// The creator this caller waited for ran past the hard timeout.
+    TimedOut(Duration),
     /// The store or mutex failed.
     Backend(BackendError),
 }
 
 /// How a wait for the mutex ended.
 #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Waited {
     /// This caller holds the mutex now.
     Acquired,
@@ -98,6 +106,8 @@ pub(crate) enum Waited {
     Released,
     /// The lock timeout passed.
     TimedOut,
+    /// The hard timeout passed: the waiter gives up.
+    GaveUp,
     /// This caller's own creator holds it.
     WouldDeadlock,
 }
@@ -367,6 +377,10 @@ impl<'a, V> Protocol<'a, V> {
                 }
                 self.create(None)
             }
+            Ok(Waited::GaveUp) => {
+                let timeout = self.rules.hard_timeout.unwrap_or(Duration::MAX);
+                Next::Fail(Failure::TimedOut(timeout))
+            }
             Ok(Waited::WouldDeadlock) => Next::Fail(Failure::WouldDeadlock),
             Err(err) => self.backend(err),
         }
@@ -413,6 +427,7 @@ mod tests {
 
     const RULES: Rules = Rules {
         lock_timeout: None,
+        hard_timeout: None,
         background: false,
         direct_on_backend_error: false,
         refresh_ahead: false,

@@ -70,6 +70,7 @@ pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) on_backend_error: super::OnBackendError,
     pub(super) name: Option<String>,
     pub(super) fail_safe: FailSafe,
+    pub(super) hard_timeout: Option<Duration>,
     /// The settings that cannot work, reported by `build`.
     pub(super) invalid: Option<ConfigError>,
 }
@@ -106,6 +107,7 @@ where
             on_backend_error: super::OnBackendError::default(),
             name: None,
             fail_safe: FailSafe::default(),
+            hard_timeout: None,
             invalid: None,
         }
     }
@@ -435,6 +437,46 @@ where
         self
     }
 
+    /// The longest a creator may make its callers wait. An async creator still running after
+    /// it is cancelled (its future dropped: nothing is stored, the key's mutex is released) and
+    /// its call, with every call that waited for it, gets [`RegionError::Timeout`] (or the stale
+    /// value, within [`stale_if_error`](Self::stale_if_error)); the failure is shared within
+    /// the [`fail_safe_throttle`](Self::fail_safe_throttle). A blocking creator cannot be
+    /// stopped on its thread: it runs to its end and its caller gets its value (stored as
+    /// usual), but the calls waiting for it give up after `timeout` with the same error.
+    /// `get_with` and `optionally_get_with`, which have no error to return, panic with it.
+    ///
+    /// There is no soft timeout: when a key has a stale value, dogpile makes no caller wait
+    /// for its regeneration but the one that runs it, and [`background`](Self::background)
+    /// (or `refresh_ahead`) moves that one off the caller's path too.
+    ///
+    /// ```
+    /// use dogpile_runtime::{Region, RegionError};
+    /// use std::time::Duration;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// let region = Region::<u8, u8>::builder()
+    ///     .hard_timeout(Duration::from_millis(50))
+    ///     .build()?
+    ///     .to_async();
+    /// let slow = region.try_get_with(&1, || async {
+    ///     tokio::time::sleep(Duration::from_secs(60)).await;
+    ///     Ok::<_, ()>(1)
+    /// });
+    /// assert!(matches!(slow.await, Err(RegionError::Timeout(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.check(check_duration(
+            "hard_timeout",
+            timeout,
+            "leave it unset to let creators run as long as they take",
+        ));
+        self.hard_timeout = Some(timeout);
+        self
+    }
+
     /// What to do when the store or mutex fails; see [`OnBackendError`].
     ///
     /// ```
@@ -474,6 +516,7 @@ where
             on_backend_error: self.on_backend_error,
             name: self.name,
             fail_safe: self.fail_safe,
+            hard_timeout: self.hard_timeout,
             invalid: self.invalid,
         }
     }
@@ -508,6 +551,7 @@ where
             on_backend_error: self.on_backend_error,
             name: self.name,
             fail_safe: self.fail_safe,
+            hard_timeout: self.hard_timeout,
             invalid: self.invalid,
         }
     }
@@ -674,6 +718,7 @@ where
                 ),
                 any_until: crate::sync::AtomicI64::new(super::expiry::SOFT_INVALIDATED.as_nanos()),
                 lock_timeout: self.lock_timeout,
+                hard_timeout: self.hard_timeout,
                 tolerance_nanos: crate::clock::saturating_nanos(self.clock_tolerance),
                 max_stale_nanos: self.max_stale.map(crate::clock::saturating_nanos),
                 purge: super::purge::Purge::new(super::expiry::expiry_nanos(self.expiry)),

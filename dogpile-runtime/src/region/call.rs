@@ -71,6 +71,7 @@ where
         let inner = &*self.inner;
         Rules {
             lock_timeout: inner.lock_timeout,
+            hard_timeout: inner.hard_timeout,
             background,
             direct_on_backend_error: policy == OnBackendError::CallDirectly,
             refresh_ahead: background && inner.refresh_ahead.is_some(),
@@ -105,7 +106,7 @@ where
         O: Made<V>,
         H: FnOnce(OwnedMutexGuard<M>, C) -> Handoff<OwnedMutexGuard<M>, C>,
     {
-        let began = self.inner.now().as_nanos();
+        let began = self.inner.failures.seq();
         let mut view = KeyOf::new(self, key);
         let mut protocol =
             Protocol::new(self.rules(policy, hand.is_some()), Some(&self.inner.stats));
@@ -169,6 +170,7 @@ where
     ) -> RegionError<E> {
         match failure {
             Failure::WouldDeadlock => self.recursion(key),
+            Failure::TimedOut(timeout) => RegionError::Timeout(timeout),
             Failure::Backend(err) => RegionError::Backend(err),
         }
     }

@@ -45,6 +45,8 @@ impl<M: RawMutex> Guard<M> for Held<M> {
 pub(super) enum Failed<E> {
     Error(Arc<E>),
     Panic(Box<dyn Any + Send>),
+    /// The creator ran past the region's hard timeout.
+    TimedOut(Duration),
 }
 
 impl<E> Failed<E> {
@@ -53,9 +55,14 @@ impl<E> Failed<E> {
         match self {
             Failed::Error(_) => "error",
             Failed::Panic(_) => "panic",
+            Failed::TimedOut(_) => "timed out",
         }
     }
 }
+
+/// A creator that ran past the hard timeout, as its key's failure is kept for the calls that
+/// share it.
+struct TimedOut(Duration);
 
 /// How a creation ended: a value, or its creator's failure.
 pub(super) type Ended<V, E> = Result<(V, Served), Failed<E>>;
@@ -70,6 +77,7 @@ pub(super) fn fail<E>(failed: Failed<E>) -> RegionError<E> {
     match failed {
         Failed::Error(err) => RegionError::Creator(err),
         Failed::Panic(panic) => panic::resume_unwind(panic),
+        Failed::TimedOut(timeout) => RegionError::Timeout(timeout),
     }
 }
 
@@ -107,10 +115,17 @@ impl<'a> Run<'a> {
             Err(panic) => Failed::Panic(panic),
         };
         self.stats.add(match failed {
-            Failed::Error(_) => Counter::Error,
+            Failed::Error(_) | Failed::TimedOut(_) => Counter::Error,
             Failed::Panic(_) => Counter::Panic,
         });
         Err(failed)
+    }
+
+    /// The creator ran past the hard timeout (and was cancelled): counted as an error.
+    #[cfg(feature = "tokio")]
+    pub(super) fn timed_out<E>(&self, timeout: Duration) -> Failed<E> {
+        self.stats.add(Counter::Error);
+        Failed::TimedOut(timeout)
     }
 
     /// The span, for an async creator's future.
@@ -149,9 +164,10 @@ pub(super) struct Creation<'a, K, V, S, M: RawMutex, G> {
     rescue: Option<V>,
     /// `false` for a direct call: the store or mutex failed, the value is not stored.
     stores: bool,
-    /// When the call began, on the region's clock: a failure since then is one this call
-    /// waited for. `None`: the call shares no failure (a refresh, asked for explicitly).
-    began: Option<i64>,
+    /// How many failures the region had recorded when the call began: one recorded since is
+    /// one this call waited for. `None`: the call shares no failure (a refresh, asked for
+    /// explicitly).
+    began: Option<u64>,
 }
 
 impl<'a, K, V, S, M, G> Creation<'a, K, V, S, M, G>
@@ -181,7 +197,7 @@ where
 
     /// The same creation for a call that began at `began`: it shares a failure of the key's
     /// creator made since then, or within the failure throttle, instead of running its own.
-    pub(super) fn began(mut self, began: i64) -> Self {
+    pub(super) fn began(mut self, began: u64) -> Self {
         self.began = Some(began);
         self
     }
@@ -260,14 +276,16 @@ where
     /// answer, not a failure), nor the failures of a handle that shares none.
     pub(super) fn record<E: Send + Sync + 'static>(&self, failed: &Failed<E>) {
         let region = self.region;
-        let Failed::Error(err) = failed else {
-            return;
+        let error: Arc<dyn Any + Send + Sync> = match failed {
+            Failed::Error(_) if TypeId::of::<E>() == TypeId::of::<NotCached>() => return,
+            Failed::Error(err) => Arc::clone(err) as _,
+            Failed::TimedOut(timeout) => Arc::new(TimedOut(*timeout)),
+            Failed::Panic(_) => return,
         };
-        if !region.share_failures || TypeId::of::<E>() == TypeId::of::<NotCached>() {
+        if !region.share_failures {
             return;
         }
         let now = region.inner.now().as_nanos();
-        let error = Arc::clone(err) as Arc<dyn Any + Send + Sync>;
         region
             .inner
             .failures
@@ -289,14 +307,17 @@ where
         let failure = region.inner.failures.last(self.key)?;
         let now = region.inner.now().as_nanos();
         let within = now.saturating_sub(failure.at) < region.inner.fail_safe_throttle_nanos;
-        if failure.at < began && !within {
+        if failure.seq <= began && !within {
             return None;
         }
         // The stale value stands in for any failure; the error itself only for a call that
         // returns the same error type.
         let answer = match self.take_rescue() {
             Some(stale) => Ok((stale, Served::Stale)),
-            None => Err(Failed::Error(failure.error.downcast::<E>().ok()?)),
+            None => match failure.error.downcast_ref::<TimedOut>() {
+                Some(TimedOut(timeout)) => Err(Failed::TimedOut(*timeout)),
+                None => Err(Failed::Error(failure.error.downcast::<E>().ok()?)),
+            },
         };
         region.inner.stats.add(Counter::SharedFailure);
         Some(answer)

@@ -47,6 +47,10 @@ pub enum RegionError<E> {
         /// How many values it returned.
         returned: usize,
     },
+    /// The creator ran past the region's
+    /// [`hard_timeout`](crate::region::RegionBuilder::hard_timeout): this call's creator (async;
+    /// it was cancelled, and nothing was stored), or the creator this call waited for.
+    Timeout(std::time::Duration),
     /// The store or mutex failed and the region is set to return such errors
     /// ([`OnBackendError::ReturnError`](crate::region::OnBackendError::ReturnError)).
     Backend(BackendError),
@@ -68,6 +72,7 @@ impl<E> RegionError<E> {
             RegionError::Creator(e) => Ok(e),
             RegionError::Recursion { region, key } => Err(RegionError::Recursion { region, key }),
             RegionError::Batch { asked, returned } => Err(RegionError::Batch { asked, returned }),
+            RegionError::Timeout(timeout) => Err(RegionError::Timeout(timeout)),
             RegionError::Backend(e) => Err(RegionError::Backend(e)),
         }
     }
@@ -102,6 +107,10 @@ impl<E> fmt::Display for RegionError<E> {
                 "a batch's creator was asked for {asked} values and returned {returned}; it \
                  must return one value per key, in the keys' order"
             ),
+            RegionError::Timeout(timeout) => write!(
+                f,
+                "the creator ran past the region's hard timeout of {timeout:?}"
+            ),
             RegionError::Backend(_) => f.write_str("the region's store or mutex failed"),
         }
     }
@@ -112,7 +121,9 @@ impl<E: StdError + 'static> StdError for RegionError<E> {
         match self {
             RegionError::Creator(e) => Some(&**e),
             RegionError::Backend(e) => Some(e),
-            RegionError::Recursion { .. } | RegionError::Batch { .. } => None,
+            RegionError::Recursion { .. } | RegionError::Batch { .. } | RegionError::Timeout(_) => {
+                None
+            }
         }
     }
 }

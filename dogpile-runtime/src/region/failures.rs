@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
-use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The most keys with a failure on record.
 const MOST: usize = 65_536;
@@ -26,6 +26,9 @@ pub(super) struct Failure {
     pub(super) at: i64,
     /// Failures in a row, for the background's back-off.
     pub(super) attempts: u32,
+    /// Its place among the region's failures: a call that began when fewer were recorded
+    /// waited for this one.
+    pub(super) seq: u64,
     /// The creator's error (an `Arc<E>`), for the callers that share it.
     pub(super) error: Arc<dyn Any + Send + Sync>,
 }
@@ -33,6 +36,8 @@ pub(super) struct Failure {
 pub(super) struct Failures<K> {
     map: Mutex<HashMap<K, Failure>>,
     len: AtomicUsize,
+    /// How many failures were recorded so far.
+    seq: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone> Failures<K> {
@@ -40,7 +45,15 @@ impl<K: Hash + Eq + Clone> Failures<K> {
         Failures {
             map: Mutex::new(HashMap::new()),
             len: AtomicUsize::new(0),
+            seq: AtomicU64::new(0),
         }
+    }
+
+    /// How many failures were recorded so far: taken when a call begins, it tells the failures
+    /// the call waited for (those recorded after) from older ones.
+    #[inline]
+    pub(super) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
     }
 
     /// `key`'s last failure, if there is one.
@@ -62,10 +75,12 @@ impl<K: Hash + Eq + Clone> Failures<K> {
         stale: impl Fn(&Failure) -> bool,
     ) {
         let mut map = self.map.lock();
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         if let Some(last) = map.get_mut(key) {
             last.at = at;
             last.attempts = last.attempts.saturating_add(1);
             last.error = error;
+            last.seq = seq;
             return;
         }
         if map.len() >= MOST {
@@ -80,6 +95,7 @@ impl<K: Hash + Eq + Clone> Failures<K> {
                 at,
                 attempts: 1,
                 error,
+                seq,
             },
         );
         self.len.store(map.len(), Ordering::Release);

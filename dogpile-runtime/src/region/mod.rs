@@ -183,6 +183,8 @@ struct Inner<K, V, S, M: RawMutex> {
     /// The later of the two cutoffs: the hot path compares against this one only.
     any_until: AtomicI64,
     lock_timeout: Option<Duration>,
+    /// The longest a creator may run (async) and a waiter wait for one.
+    hard_timeout: Option<Duration>,
     /// How far ahead of the clock a creation time or cutoff may be and still be trusted.
     tolerance_nanos: i64,
     /// Past its expiry by more than this, a value is not served (`None`: served however old).

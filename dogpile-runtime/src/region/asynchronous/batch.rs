@@ -72,10 +72,16 @@ where
             .collect();
         let run = Run::start(region, &asked);
         let made = while_holding(&held, async {
-            CatchUnwind(std::pin::pin!(run.span().instrument(init(&asked)))).await
+            let creating = CatchUnwind(std::pin::pin!(run.span().instrument(init(&asked))));
+            match region.inner.hard_timeout {
+                None => run.ran(creating.await),
+                Some(timeout) => match tokio::time::timeout(timeout, creating).await {
+                    Ok(made) => run.ran(made),
+                    Err(_) => Err(run.timed_out(timeout)),
+                },
+            }
         })
         .await;
-        let made = run.ran(made);
         let values = match check(run, &mut creations, made) {
             Checked::Made(run, values) => {
                 let mut written = Vec::with_capacity(values.len());

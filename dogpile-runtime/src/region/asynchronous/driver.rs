@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::AsyncRegion;
-use crate::lock::drive::Stop;
+use crate::lock::drive::{first_timeout, Stop};
 use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
 use crate::region::creation::Guard;
 use crate::region::{AsyncStore, CacheKey, CacheValue, Region, Stamp};
@@ -92,11 +92,12 @@ where
         protocol: &mut Protocol<'_, V>,
         mut next: Next<V>,
     ) -> Stop<V, AsyncGuard<M>> {
-        let deadline = self
-            .region
-            .inner
-            .lock_timeout
-            .and_then(|t| Instant::now().checked_add(t));
+        let inner = &self.region.inner;
+        // The wait's limit, and whether the waiter then creates or gives up.
+        let (timeout, ended) = first_timeout(inner.lock_timeout, inner.hard_timeout);
+        let deadline = timeout
+            .and_then(|t| Instant::now().checked_add(t))
+            .map(|at| (at, ended));
         let mut pause = POLL_FIRST;
         let mut guard = None;
         let stop = loop {
@@ -147,7 +148,7 @@ where
 async fn wait<M: AsyncRawMutex + 'static>(
     mutex: &Arc<M>,
     pause: &mut Duration,
-    deadline: Option<Instant>,
+    deadline: Option<(Instant, Waited)>,
 ) -> Result<(Waited, Option<AsyncGuard<M>>), BackendError> {
     if let Some(guard) = AsyncGuard::try_acquire(mutex).await? {
         return Ok((Waited::Acquired, Some(guard)));
@@ -155,10 +156,14 @@ async fn wait<M: AsyncRawMutex + 'static>(
     if holding(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
-    Ok(if released(mutex, pause, deadline).await {
+    let (at, ended) = match deadline {
+        Some((at, ended)) => (Some(at), ended),
+        None => (None, Waited::TimedOut),
+    };
+    Ok(if released(mutex, pause, at).await {
         (Waited::Released, None)
     } else {
-        (Waited::TimedOut, None)
+        (ended, None)
     })
 }
 

@@ -576,7 +576,7 @@ where
             }
             first => first,
         };
-        let began = region.inner.now().as_nanos();
+        let began = region.inner.failures.seq();
         let mut view = AsyncKey::new(region, key);
         let mut protocol = Protocol::new(
             region.rules(policy, spawn.is_some()),
