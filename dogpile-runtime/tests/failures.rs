@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dogpile_runtime::clock::ManualClock;
-use dogpile_runtime::region::{Pool, Served};
-use dogpile_runtime::{Region, RegionError};
+use dogpile_runtime::region::{Pool, Served, Stamp, Store, StoreFuture};
+use dogpile_runtime::{BackendError, Region, RegionError};
 
 const CALLERS: usize = 50;
 const UPSTREAM: Duration = Duration::from_millis(100);
@@ -377,4 +377,112 @@ fn get_with_past_the_hard_timeout_panics_with_the_timeout() {
         .cloned()
         .unwrap_or_default();
     assert!(message.contains("hard timeout"), "{message}");
+}
+
+// ---- a store that is down: direct calls in single flight -------------------------------------
+
+/// A store that is down: every call fails at once (as with a Redis breaker open).
+struct Down;
+
+impl dogpile_runtime::region::Store<u32, u32> for Down {
+    fn get(&self, _: &u32) -> Result<Option<(u32, Stamp)>, BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn put(&self, _: &u32, _: &u32, _: Stamp) -> Result<(), BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn restamp(&self, _: &u32, _: Stamp, _: Stamp) -> Result<bool, BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn remove(&self, _: &u32) -> Result<(), BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn clear(&self) -> Result<(), BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn count(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// It answers at once, so an async region calls its blocking methods.
+impl dogpile_runtime::region::AsyncStore<u32, u32> for Down {
+    fn answers_at_once(&self) -> bool {
+        true
+    }
+    fn get_async<'a>(&'a self, key: &'a u32) -> StoreFuture<'a, Option<(u32, Stamp)>> {
+        Box::pin(std::future::ready(self.get(key)))
+    }
+    fn put_async<'a>(&'a self, key: &'a u32, value: &'a u32, stamp: Stamp) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.put(key, value, stamp)))
+    }
+    fn remove_async<'a>(&'a self, key: &'a u32) -> StoreFuture<'a, ()> {
+        Box::pin(std::future::ready(self.remove(key)))
+    }
+    fn clear_async(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(self.clear()))
+    }
+}
+
+#[test]
+fn with_the_store_down_a_herd_makes_one_upstream_call_per_key_in_the_process() {
+    let region: Region<u32, u32, Down> = Region::builder().store(Down).build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(20));
+    let threads: Vec<_> = (0..20)
+        .map(|_| {
+            let (region, calls, barrier) = (region.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                region.get_with_served(&1, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(UPSTREAM);
+                    42
+                })
+            })
+        })
+        .collect();
+    let served: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "{served:?}");
+    assert!(served.iter().all(|(v, _)| *v == 42));
+    assert_eq!(
+        served.iter().filter(|(_, s)| *s == Served::Direct).count(),
+        1
+    );
+    let stats = region.statistics();
+    assert_eq!((stats.direct_calls, stats.waits), (1, 19));
+}
+
+#[test]
+fn with_the_store_down_an_async_herd_makes_one_upstream_call_per_key_in_the_process() {
+    let region: Region<u32, u32, Down> = Region::builder().store(Down).build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let values = runtime.block_on(async {
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                let (region, calls) = (region.to_async(), calls.clone());
+                tokio::spawn(async move {
+                    region
+                        .get_with(&1, || async {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(UPSTREAM).await;
+                            42
+                        })
+                        .await
+                })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for task in tasks {
+            values.push(task.await.unwrap());
+        }
+        values
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(values.iter().all(|v| *v == 42));
 }

@@ -600,15 +600,21 @@ fn a_failing_store_gets_the_policy_where_an_error_can_be_returned_and_a_direct_c
         strict.try_get_with(&1, || Ok::<_, ()>(1)),
         Err(RegionError::Backend(_))
     ));
-    // The calls that cannot return an error call the creator, never panic.
-    assert_eq!(strict.get_with(&1, || 2), 2);
-    assert_eq!(strict.optionally_get_with(&1, || Some(3)), Some(3));
-    assert_eq!(strict.background().get_with(&1, || 4), 4);
+    // The calls that cannot return an error call the creator, never panic (each on a key of
+    // its own: a direct value is kept for the failure throttle, for the key's next callers).
+    assert_eq!(strict.get_with(&2, || 2), 2);
+    assert_eq!(strict.optionally_get_with(&3, || Some(3)), Some(3));
+    assert_eq!(strict.background().get_with(&4, || 4), 4);
     assert_eq!(strict.statistics().direct_calls, 3);
     // A handle with the other policy, on the same region.
     let lenient = strict.with_on_backend_error(OnBackendError::CallDirectly);
-    assert_eq!(lenient.try_get_with(&1, || Ok::<_, ()>(5)).unwrap(), 5);
+    assert_eq!(lenient.try_get_with(&5, || Ok::<_, ()>(5)).unwrap(), 5);
     assert_eq!(strict.statistics().direct_calls, 4);
+    // Within the throttle, the key's next caller gets the value its direct call made.
+    assert_eq!(
+        strict.get_with_served(&2, || 6),
+        (2, dogpile_runtime::Served::Waited)
+    );
 }
 
 /// A key soft-invalidated after every key was hard-invalidated counts as expired (served stale

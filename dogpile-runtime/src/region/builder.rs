@@ -730,6 +730,7 @@ where
                 name: self.name.unwrap_or_else(|| "region".to_string()),
                 stats: Counters::new(),
                 failures: super::failures::Failures::new(),
+                directs: super::direct::Directs::new(),
                 fail_safe_throttle_nanos: crate::clock::saturating_nanos(self.fail_safe.throttle),
             }),
             expiry: self.expiry,

@@ -138,9 +138,7 @@ where
                         .create(init),
                 };
             }
-            Stop::Direct(err) => {
-                return Creation::direct(self, key, &err).began(began).create(init)
-            }
+            Stop::Direct(err) => return self.direct(key, began, &err, init),
             Stop::Failed(failure) => return Err(self.failure(key, failure)),
         };
         Creation::new(self, key, guard.map(Held::new), rescue)

@@ -21,6 +21,7 @@ mod batch;
 mod builder;
 mod call;
 mod creation;
+mod direct;
 mod error;
 mod expiry;
 mod failures;
@@ -203,6 +204,8 @@ struct Inner<K, V, S, M: RawMutex> {
     stats: Counters,
     /// The last failure of each key's creator, while it is shared.
     failures: failures::Failures<K>,
+    /// Direct calls' creators, one at a time per key, and their values for those that waited.
+    directs: direct::Directs<K, V>,
     /// How long after a failure of a key's creator the next call runs it again; meanwhile
     /// calls get the stale value (within stale-if-error) or the failure.
     fail_safe_throttle_nanos: i64,

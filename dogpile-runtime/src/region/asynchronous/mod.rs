@@ -32,7 +32,7 @@ use crate::lock::drive::Stop;
 use crate::lock::protocol::{Found, Protocol};
 use crate::region::AsyncStore;
 use crate::{AsyncRawMutex, BackendError, RawMutex};
-use driver::{acquire, holding, AsyncKey};
+use driver::{acquire, holding, while_holding, AsyncKey};
 
 /// A region from async code: the same cache as the [`Region`] it came from
 /// ([`Region::to_async`]), with calls that await.
@@ -617,16 +617,59 @@ where
                     }
                 };
             }
-            Stop::Direct(err) => {
-                let direct = Creation::direct(region, key, &err).began(began);
-                return direct.create_async(init).await;
-            }
+            Stop::Direct(err) => return self.direct(key, began, &err, init).await,
             Stop::Failed(failure) => return Err(region.failure(key, failure)),
         };
         Creation::new(region, key, guard, rescue)
             .began(began)
             .create_async(init)
             .await
+    }
+}
+
+impl<K, V, S, M> AsyncRegion<K, V, S, M>
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: AsyncStore<K, V>,
+    M: AsyncRawMutex + 'static,
+{
+    /// [`Region::direct`] for async code: a direct call's creator, one at a time per key in
+    /// the process, its value shared with the calls that waited for it.
+    async fn direct<E, F, Fut, O>(
+        &self,
+        key: &K,
+        began: u64,
+        err: &BackendError,
+        init: F,
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        E: Send + Sync + 'static,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<O, E>>,
+        O: Made<V>,
+    {
+        let region = &self.region;
+        let directs = &region.inner.directs;
+        let mutex = directs.mutex(key);
+        if holding(&mutex) {
+            return Err(region.recursion(key));
+        }
+        let waited_from = directs.seq();
+        let Ok(guard) = acquire(&mutex).await else {
+            // A mutex of the process does not fail.
+            let direct = Creation::direct(region, key, err).began(began);
+            return direct.create_async(init).await;
+        };
+        if let Some(value) = region.direct_shared(key, waited_from) {
+            guard.release().await;
+            return Ok((value, Served::Waited));
+        }
+        let direct = Creation::direct(region, key, err).began(began);
+        let made = while_holding([&mutex], direct.create_async(init)).await;
+        region.direct_made(key, &made);
+        guard.release().await;
+        made
     }
 }
 
