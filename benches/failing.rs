@@ -171,10 +171,7 @@ fn tasks(name: &str, rep: usize) -> Herd {
                             .try_get_with(&key, || upstream_async(key))
                             .await
                             .is_err(),
-                        "moka" => moka
-                            .try_get_with(key, upstream_async(key))
-                            .await
-                            .is_err(),
+                        "moka" => moka.try_get_with(key, upstream_async(key)).await.is_err(),
                         "cached" => cached_async(key).await.is_err(),
                         "cached by_key" => cached_async_by_key(key).await.is_err(),
                         other => panic!("unknown contender {other}"),
@@ -192,9 +189,16 @@ fn tasks(name: &str, rep: usize) -> Herd {
     Herd {
         calls: CALLS.load(Ordering::SeqCst),
         errors: results.iter().filter(|(failed, _)| *failed).count(),
-        slowest: results.iter().map(|(_, took)| *took).max().unwrap_or_default(),
+        slowest: results
+            .iter()
+            .map(|(_, took)| *took)
+            .max()
+            .unwrap_or_default(),
     }
 }
+
+/// One scenario, run for a contender and a repetition.
+type Scenario = dyn Fn(&str, usize) -> Herd;
 
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
@@ -204,9 +208,14 @@ fn median(mut xs: Vec<f64>) -> f64 {
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is read.
     let names = ["dogpile", "moka", "cached", "cached by_key"];
-    let scenarios: [(&str, &dyn Fn(&str, usize) -> Herd); 3] = [
-        ("F1 50 threads, new key, upstream fails after 100 ms", &|n, r| blocking(n, r, false)),
-        ("F2 the same, the key's value expired 10 ms ago", &|n, r| blocking(n, r, true)),
+    let scenarios: [(&str, &Scenario); 3] = [
+        (
+            "F1 50 threads, new key, upstream fails after 100 ms",
+            &|n, r| blocking(n, r, false),
+        ),
+        ("F2 the same, the key's value expired 10 ms ago", &|n, r| {
+            blocking(n, r, true)
+        }),
         ("F3 F1 with 50 tokio tasks", &tasks),
     ];
     println!("Medians of {REPS} repetitions, each on a key of its own.\n");
@@ -219,7 +228,12 @@ fn main() {
                 "| {name} | {:.0} | {:.0} | {:.0} |",
                 median(herds.iter().map(|h| h.calls as f64).collect()),
                 median(herds.iter().map(|h| h.errors as f64).collect()),
-                median(herds.iter().map(|h| h.slowest.as_secs_f64() * 1e3).collect()),
+                median(
+                    herds
+                        .iter()
+                        .map(|h| h.slowest.as_secs_f64() * 1e3)
+                        .collect()
+                ),
             );
         }
         println!();

@@ -1,6 +1,8 @@
 //! [`Background`]: a region's calls with expired values regenerated on a pool.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::hash::Hash;
 use std::sync::Arc;
 
 use super::call::Handoff;
@@ -65,7 +67,11 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn get_with(&self, key: &K, init: impl FnOnce() -> V + Send + 'static) -> V {
+    pub fn get_with<Q>(&self, key: &Q, init: impl FnOnce() -> V + Send + 'static) -> V
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         value_of(self.call(key, infallible(init), OnBackendError::CallDirectly)).0
     }
 
@@ -82,11 +88,15 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn try_get_with<E: Send + Sync + 'static>(
+    pub fn try_get_with<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<V, E> + Send + 'static,
-    ) -> Result<V, RegionError<E>> {
+    ) -> Result<V, RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.call(key, init, self.region.on_backend_error)
             .map(|(value, _)| value)
     }
@@ -105,11 +115,15 @@ where
     /// assert_eq!(got.unwrap(), (1, Served::Created));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn try_get_with_served<E: Send + Sync + 'static>(
+    pub fn try_get_with_served<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<V, E> + Send + 'static,
-    ) -> Result<(V, Served), RegionError<E>> {
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.call(key, init, self.region.on_backend_error)
     }
 
@@ -129,11 +143,15 @@ where
     /// assert_eq!(v.unwrap(), 1);
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn try_get_with_expiry<E: Send + Sync + 'static>(
+    pub fn try_get_with_expiry<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<(V, std::time::Duration), E> + Send + 'static,
-    ) -> Result<V, RegionError<E>> {
+    ) -> Result<V, RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.call(key, init, self.region.on_backend_error)
             .map(|(value, _)| value)
     }
@@ -151,24 +169,30 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn optionally_get_with(
+    pub fn optionally_get_with<Q>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Option<V> + Send + 'static,
-    ) -> Option<V> {
+    ) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         optional(self.call(key, some(init), OnBackendError::CallDirectly))
     }
 
     /// The hot path, and past it one call whose expired value's regeneration is handed to the
     /// pool.
     #[inline]
-    fn call<E: Send + Sync + 'static, C, O>(
+    fn call<Q, E: Send + Sync + 'static, C, O>(
         &self,
-        key: &K,
+        key: &Q,
         init: C,
         policy: OnBackendError,
     ) -> Result<(V, Served), RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         C: FnOnce() -> Result<O, E> + Send + 'static,
         O: super::Made<V>,
     {
@@ -176,7 +200,7 @@ where
         region.fresh_or(
             key,
             |value| Ok((value, Served::Fresh)),
-            |first| self.regenerate(key, first, init, policy),
+            |key, first| self.regenerate(key, first, init, policy),
         )
     }
 

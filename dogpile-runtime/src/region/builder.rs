@@ -439,7 +439,8 @@ where
 
     /// The longest a creator may make its callers wait. An async creator still running after
     /// it is cancelled (its future dropped: nothing is stored, the key's mutex is released) and
-    /// its call, with every call that waited for it, gets [`RegionError::Timeout`] (or the stale
+    /// its call, with every call that waited for it, gets
+    /// [`RegionError::Timeout`](crate::RegionError::Timeout) (or the stale
     /// value, within [`stale_if_error`](Self::stale_if_error)); the failure is shared within
     /// the [`fail_safe_throttle`](Self::fail_safe_throttle). A blocking creator cannot be
     /// stopped on its thread: it runs to its end and its caller gets its value (stored as

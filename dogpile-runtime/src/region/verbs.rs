@@ -1,6 +1,8 @@
 //! A region's blocking calls: the verbs users call, each a hot path (one store read, judged)
 //! and, past it, one call through the protocol (`call.rs`).
 
+use std::borrow::Borrow;
+use std::hash::Hash;
 use std::time::Duration;
 
 use super::creation::Creation;
@@ -56,11 +58,15 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn get_with(&self, key: &K, init: impl FnOnce() -> V) -> V {
+    pub fn get_with<Q>(&self, key: &Q, init: impl FnOnce() -> V) -> V
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.fresh_or(
             key,
             |value| value,
-            |first| {
+            |key, first| {
                 let called = self.call(key, first, infallible(init), OnBackendError::CallDirectly);
                 value_of(called).0
             },
@@ -85,12 +91,16 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn try_get_with<E: Send + Sync + 'static>(
+    pub fn try_get_with<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<V, RegionError<E>> {
-        self.fresh_or(key, Ok, |first| {
+    ) -> Result<V, RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.fresh_or(key, Ok, |key, first| {
             let called = self.call(key, first, init, self.on_backend_error);
             called.map(|(value, _)| value)
         })
@@ -112,8 +122,12 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn optionally_get_with(&self, key: &K, init: impl FnOnce() -> Option<V>) -> Option<V> {
-        self.fresh_or(key, Some, |first| {
+    pub fn optionally_get_with<Q>(&self, key: &Q, init: impl FnOnce() -> Option<V>) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.fresh_or(key, Some, |key, first| {
             optional(self.call(key, first, some(init), OnBackendError::CallDirectly))
         })
     }
@@ -144,12 +158,16 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     #[inline]
-    pub fn try_get_with_expiry<E: Send + Sync + 'static>(
+    pub fn try_get_with_expiry<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<(V, Duration), E>,
-    ) -> Result<V, RegionError<E>> {
-        self.fresh_or(key, Ok, |first| {
+    ) -> Result<V, RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.fresh_or(key, Ok, |key, first| {
             let called = self.call(key, first, init, self.on_backend_error);
             called.map(|(value, _)| value)
         })
@@ -166,7 +184,11 @@ where
     /// assert_eq!(region.get_with_served(&1, || 2), (1, Served::Fresh));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn get_with_served(&self, key: &K, init: impl FnOnce() -> V) -> (V, Served) {
+    pub fn get_with_served<Q>(&self, key: &Q, init: impl FnOnce() -> V) -> (V, Served)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         value_of(self.get(key, infallible(init), OnBackendError::CallDirectly))
     }
 
@@ -184,11 +206,15 @@ where
     /// assert_eq!((value, served), (1, Served::Created));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn try_get_with_served<E: Send + Sync + 'static>(
+    pub fn try_get_with_served<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<(V, Served), RegionError<E>> {
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.get(key, init, self.on_backend_error)
     }
 
@@ -215,8 +241,17 @@ where
     /// assert_eq!(region.peek(&1), Some(9));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn peek(&self, key: &K) -> Option<V> {
-        match self.inner.store.get(key).map(|stored| self.judge(stored)) {
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        match self
+            .inner
+            .store
+            .get_by(key)
+            .map(|stored| self.judge(stored))
+        {
             Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) => Some(value),
             Ok(Found::Missing) | Err(_) => None,
         }
@@ -237,8 +272,13 @@ where
     /// assert_eq!(region.get_with(&1, || unreachable!()), 9);
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn insert(&self, key: &K, value: V) -> Result<(), BackendError> {
-        self.write(key, &value, None, None).blocking().map(drop)
+    pub fn insert<Q>(&self, key: &Q, value: V) -> Result<(), BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let key = key.to_owned();
+        self.write(&key, &value, None, None).blocking().map(drop)
     }
 
     /// Regenerates `key` now, whether or not its value is fresh: waits for the key's mutex (so
@@ -256,12 +296,17 @@ where
     /// assert_eq!(region.peek(&1), Some(2));
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
-    pub fn refresh<E: Send + Sync + 'static>(
+    pub fn refresh<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<V, E>,
-    ) -> Result<V, RegionError<E>> {
-        let mutex = self.inner.mutexes.get(key);
+    ) -> Result<V, RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let key = &key.to_owned();
+        let mutex = self.inner.mutexes.get::<K>(key);
         if drive::held_by_this_thread(&mutex) {
             return Err(self.recursion(key));
         }
@@ -410,42 +455,55 @@ where
 
     /// One call through the hot path and, past it, the protocol.
     #[inline]
-    pub(super) fn get<E: Send + Sync + 'static>(
+    pub(super) fn get<Q, E: Send + Sync + 'static>(
         &self,
-        key: &K,
+        key: &Q,
         init: impl FnOnce() -> Result<V, E>,
         policy: OnBackendError,
-    ) -> Result<(V, Served), RegionError<E>> {
+    ) -> Result<(V, Served), RegionError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         self.fresh_or(
             key,
             |value| Ok((value, Served::Fresh)),
-            |first| self.call(key, first, init, policy),
+            |key, first| self.call(key, first, init, policy),
         )
     }
 
-    /// The hot path: one store read, one clock check. A fresh value is counted as a hit and
-    /// given to `hit`; anything else is what the read found, given to `miss` for the protocol
-    /// to go on from (`call.rs`), so that a miss reads the store once too.
+    /// The hot path: one store read, one clock check, by the key as given (a `&str` for a
+    /// `String` key: no allocation). A fresh value is counted as a hit and given to `hit`;
+    /// anything else is what the read found, given to `miss` with the owned key for the
+    /// protocol to go on from (`call.rs`), so that a miss reads the store once too.
     #[inline]
-    pub(super) fn fresh_or<R>(
+    pub(super) fn fresh_or<Q, R>(
         &self,
-        key: &K,
+        key: &Q,
         hit: impl FnOnce(V) -> R,
-        miss: impl FnOnce(First<V>) -> R,
-    ) -> R {
+        miss: impl FnOnce(&K, First<V>) -> R,
+    ) -> R
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let mut read = None;
         if let Some(value) = self.fresh(key, &mut read) {
             return hit(value);
         }
-        miss(First(read.unwrap_or(Ok(None))))
+        miss(&key.to_owned(), First(read.unwrap_or(Ok(None))))
     }
 
     /// A fresh value, counted as a hit; `None` with what the read found in `read` otherwise.
     #[inline]
-    fn fresh(&self, key: &K, read: &mut Option<Stored<V>>) -> Option<V> {
+    fn fresh<Q>(&self, key: &Q, read: &mut Option<Stored<V>>) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         // Taken apart at once and put together again off the hot path: a fresh hit then
         // moves nothing through memory.
-        let (value, stamp) = match self.inner.store.get(key) {
+        let (value, stamp) = match self.inner.store.get_by(key) {
             Ok(Some(stored)) => stored,
             other => {
                 *read = Some(other);

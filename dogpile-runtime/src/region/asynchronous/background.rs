@@ -1,8 +1,10 @@
 //! [`AsyncBackground`]: an async region's calls with expired values regenerated in spawned
 //! tasks.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::time::Duration;
 
 use super::{AsyncGuard, AsyncRegion};
@@ -57,13 +59,15 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn get_with<F, Fut>(&self, key: &K, init: F) -> V
+    pub async fn get_with<Q, F, Fut>(&self, key: &Q, init: F) -> V
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
         let init = move || async move { Ok(init().await) };
-        let spawn = Some(self.spawner(key));
+        let spawn = Some(self.spawner());
         let result = self
             .region
             .call(key, init, OnBackendError::CallDirectly, spawn)
@@ -88,18 +92,20 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with<E: Send + Sync + 'static, F, Fut>(
+    pub async fn try_get_with<Q, E: Send + Sync + 'static, F, Fut>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
     ) -> Result<V, RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let policy = self.region.region.on_backend_error;
         self.region
-            .call(key, init, policy, Some(self.spawner(key)))
+            .call(key, init, policy, Some(self.spawner()))
             .await
             .map(|(value, _)| value)
     }
@@ -121,18 +127,20 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_served<E: Send + Sync + 'static, F, Fut>(
+    pub async fn try_get_with_served<Q, E: Send + Sync + 'static, F, Fut>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
     ) -> Result<(V, Served), RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let policy = self.region.region.on_backend_error;
         self.region
-            .call(key, init, policy, Some(self.spawner(key)))
+            .call(key, init, policy, Some(self.spawner()))
             .await
     }
 
@@ -159,18 +167,20 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_expiry<E: Send + Sync + 'static, F, Fut>(
+    pub async fn try_get_with_expiry<Q, E: Send + Sync + 'static, F, Fut>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
     ) -> Result<V, RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(V, Duration), E>> + Send + 'static,
     {
         let policy = self.region.region.on_backend_error;
         self.region
-            .call(key, init, policy, Some(self.spawner(key)))
+            .call(key, init, policy, Some(self.spawner()))
             .await
             .map(|(value, _)| value)
     }
@@ -190,13 +200,15 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn optionally_get_with<F, Fut>(&self, key: &K, init: F) -> Option<V>
+    pub async fn optionally_get_with<Q, F, Fut>(&self, key: &Q, init: F) -> Option<V>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Option<V>> + Send + 'static,
     {
         let init = move || async move { init().await.ok_or(NotCached) };
-        let spawn = Some(self.spawner(key));
+        let spawn = Some(self.spawner());
         let result = self
             .region
             .call(key, init, OnBackendError::CallDirectly, spawn)
@@ -217,18 +229,18 @@ where
     #[allow(clippy::type_complexity)]
     fn spawner<E: Send + Sync + 'static, F, Fut, O>(
         &self,
-        key: &K,
-    ) -> impl FnOnce(AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>
+    ) -> impl FnOnce(&K, AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)> + '_
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<O, E>> + Send + 'static,
         O: Made<V> + Send + 'static,
     {
-        let (region, key) = (self.region.clone(), key.clone());
-        move |guard: AsyncGuard<M>, init: F| {
+        // The region and the key are cloned for the task only when one is spawned.
+        move |key: &K, guard: AsyncGuard<M>, init: F| {
             let Ok(runtime) = tokio::runtime::Handle::try_current() else {
                 return Err((guard, init));
             };
+            let (region, key) = (self.region.clone(), key.clone());
             // The spawned creator's error is counted and dropped at once, so that it need not
             // be `Send` to cross the task's awaits.
             let init = move || async move { init().await.map_err(drop) };

@@ -5,7 +5,9 @@
 //! release (or, for a mutex that cannot wake it, by sleeping between tries), so no call
 //! blocks a worker thread.
 
+use std::borrow::Borrow;
 use std::future::{poll_fn, Future};
+use std::hash::Hash;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -75,6 +77,24 @@ where
             store.get(key)
         } else {
             store.get_async(key).await
+        }
+    }
+
+    /// `key`'s value and stamp, by the key or a borrowed form of it: without a future nor the
+    /// owned key where the store answers at once.
+    pub(in crate::region) async fn stored_by<Q>(
+        &self,
+        key: &Q,
+    ) -> Result<Option<(V, Stamp)>, BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let store = &self.region.inner.store;
+        if store.answers_at_once() {
+            store.get_by(key)
+        } else {
+            store.get_async(&key.to_owned()).await
         }
     }
 

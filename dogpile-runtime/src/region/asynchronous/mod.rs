@@ -16,8 +16,10 @@ mod batch;
 mod creation;
 mod driver;
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::future::Future;
+use std::hash::Hash;
 use std::time::Duration;
 
 pub use background::AsyncBackground;
@@ -115,8 +117,10 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn get_with<F, Fut>(&self, key: &K, init: F) -> V
+    pub async fn get_with<Q, F, Fut>(&self, key: &Q, init: F) -> V
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
@@ -126,7 +130,7 @@ where
                 key,
                 init,
                 OnBackendError::CallDirectly,
-                None::<NoSpawn<M, _>>,
+                None::<NoSpawn<K, M, _>>,
             )
             .await;
         super::value_of(result).0
@@ -151,12 +155,14 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with<E: Send + Sync + 'static, F, Fut>(
+    pub async fn try_get_with<Q, E: Send + Sync + 'static, F, Fut>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
     ) -> Result<V, RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
@@ -164,7 +170,7 @@ where
             key,
             init,
             self.region.on_backend_error,
-            None::<NoSpawn<M, _>>,
+            None::<NoSpawn<K, M, _>>,
         )
         .await
         .map(|(value, _)| value)
@@ -186,8 +192,10 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn optionally_get_with<F, Fut>(&self, key: &K, init: F) -> Option<V>
+    pub async fn optionally_get_with<Q, F, Fut>(&self, key: &Q, init: F) -> Option<V>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Option<V>>,
     {
@@ -197,7 +205,7 @@ where
                 key,
                 init,
                 OnBackendError::CallDirectly,
-                None::<NoSpawn<M, _>>,
+                None::<NoSpawn<K, M, _>>,
             )
             .await;
         super::optional(result)
@@ -216,8 +224,10 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn get_with_served<F, Fut>(&self, key: &K, init: F) -> (V, Served)
+    pub async fn get_with_served<Q, F, Fut>(&self, key: &Q, init: F) -> (V, Served)
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
@@ -227,7 +237,7 @@ where
                 key,
                 init,
                 OnBackendError::CallDirectly,
-                None::<NoSpawn<M, _>>,
+                None::<NoSpawn<K, M, _>>,
             )
             .await;
         super::value_of(result)
@@ -250,12 +260,14 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_served<E: Send + Sync + 'static, F, Fut>(
+    pub async fn try_get_with_served<Q, E: Send + Sync + 'static, F, Fut>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
     ) -> Result<(V, Served), RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
@@ -263,7 +275,7 @@ where
             key,
             init,
             self.region.on_backend_error,
-            None::<NoSpawn<M, _>>,
+            None::<NoSpawn<K, M, _>>,
         )
         .await
     }
@@ -293,12 +305,14 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn try_get_with_expiry<E: Send + Sync + 'static, F, Fut>(
+    pub async fn try_get_with_expiry<Q, E: Send + Sync + 'static, F, Fut>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
     ) -> Result<V, RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(V, Duration), E>>,
     {
@@ -306,7 +320,7 @@ where
             key,
             init,
             self.region.on_backend_error,
-            None::<NoSpawn<M, _>>,
+            None::<NoSpawn<K, M, _>>,
         )
         .await
         .map(|(value, _)| value)
@@ -345,17 +359,20 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn refresh<E: Send + Sync + 'static, F, Fut>(
+    pub async fn refresh<Q, E: Send + Sync + 'static, F, Fut>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
     ) -> Result<V, RegionError<E>>
     where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
         let region = &self.region;
-        let mutex = region.inner.mutexes.get(key);
+        let key = &key.to_owned();
+        let mutex = region.inner.mutexes.get::<K>(key);
         if holding(&mutex) {
             return Err(region.recursion(key));
         }
@@ -377,8 +394,16 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn peek(&self, key: &K) -> Option<V> {
-        match self.read(key).await {
+    pub async fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        match self
+            .stored_by(key)
+            .await
+            .map(|stored| self.region.judge(stored))
+        {
             Ok(Found::Fresh(value) | Found::Due(value) | Found::Expired(value, _)) => Some(value),
             Ok(Found::Missing) | Err(_) => None,
         }
@@ -400,9 +425,14 @@ where
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn insert(&self, key: &K, value: V) -> Result<(), BackendError> {
+    pub async fn insert<Q>(&self, key: &Q, value: V) -> Result<(), BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let key = key.to_owned();
         self.region
-            .write(key, &value, None, None)
+            .write(&key, &value, None, None)
             .awaiting()
             .await
             .map(drop)
@@ -555,9 +585,9 @@ where
     /// One async call: the hot path (one store read, judged), then, from what it found, the
     /// async driver and the [`Creation`] it stops at. `spawn`, if given, takes the guard and the
     /// creator of an expired value to run elsewhere, or hands both back when it cannot.
-    async fn call<E: Send + Sync + 'static, F, Fut, O, B>(
+    async fn call<Q, E: Send + Sync + 'static, F, Fut, O, B>(
         &self,
-        key: &K,
+        key: &Q,
         init: F,
         policy: OnBackendError,
         spawn: Option<B>,
@@ -566,16 +596,20 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<O, E>>,
         O: Made<V>,
-        B: FnOnce(AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>,
+        B: FnOnce(&K, AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>,
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let region = &self.region;
-        let first = match self.read(key).await {
-            Ok(Found::Fresh(value)) => {
-                region.inner.stats.served(Served::Fresh);
+        // The hot path: one read, by the key as given where the store answers at once.
+        let first = match self.stored_by(key).await {
+            Ok(Some((value, stamp))) if region.age(stamp) == Age::Fresh => {
+                region.inner.stats.add(crate::stats::Counter::Hit);
                 return Ok((value, Served::Fresh));
             }
-            first => first,
+            read => read.map(|stored| region.judge(stored)),
         };
+        let key = &key.to_owned();
         let began = region.inner.failures.seq();
         let mut view = AsyncKey::new(region, key);
         let mut protocol = Protocol::new(
@@ -594,7 +628,7 @@ where
                     return Ok((value, served));
                 }
                 let (held, init) = match spawn {
-                    Some(spawn) => match spawn(held, init) {
+                    Some(spawn) => match spawn(key, held, init) {
                         Ok(()) => {
                             let (served, value) = protocol.taken(hand);
                             return Ok((value, served));
@@ -674,7 +708,7 @@ where
 }
 
 /// The type of "no background" for [`AsyncRegion::call`].
-type NoSpawn<M, F> = fn(AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>;
+type NoSpawn<K, M, F> = fn(&K, AsyncGuard<M>, F) -> Result<(), (AsyncGuard<M>, F)>;
 
 impl<K, V, S, M: RawMutex> fmt::Debug for AsyncRegion<K, V, S, M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,5 +1,6 @@
 //! The in-memory store: a lock-free map for reads, a policy under a lock for writes.
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
 
@@ -162,9 +163,14 @@ where
         }
     }
 
-    /// Reads without cloning: `f` sees the value and its stamp.
+    /// Reads without cloning, by the key or a borrowed form of it: `f` sees the value and its
+    /// stamp.
     #[inline]
-    pub(crate) fn read<R>(&self, key: &K, f: impl FnOnce(&V, Stamp) -> R) -> Option<R> {
+    pub(crate) fn read<Q, R>(&self, key: &Q, f: impl FnOnce(&V, Stamp) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         // `pin` ties the guard to this map once, so the look-up need not check it.
         let map = self.map.pin();
         let entry = map.get(key)?;
@@ -340,6 +346,15 @@ where
 {
     #[inline]
     fn get(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError> {
+        Ok(self.read(key, |value, stamp| (value.clone(), stamp)))
+    }
+
+    #[inline]
+    fn get_by<Q>(&self, key: &Q) -> Result<Option<(V, Stamp)>, BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         Ok(self.read(key, |value, stamp| (value.clone(), stamp)))
     }
 

@@ -18,6 +18,9 @@ pub use config::MemoryStoreBuilder;
 pub use evict::EvictionCause;
 pub use memory::MemoryStore;
 
+use std::borrow::Borrow;
+use std::hash::Hash;
+
 use super::Stamp;
 use crate::lock::Fence;
 use crate::{BackendError, ConfigError, Timestamp};
@@ -44,6 +47,27 @@ use crate::{BackendError, ConfigError, Timestamp};
 pub trait Store<K, V>: Send + Sync + 'static {
     /// The value stored under `key` and its stamp.
     fn get(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError>;
+
+    /// [`get`](Self::get) by a borrowed form of the key (a `&str` for a `String` key): what a
+    /// region's hot path reads with. The default makes the owned key; a store that can look
+    /// up by the borrowed form (as [`MemoryStore`] does) saves that allocation.
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::Timestamp;
+    /// use dogpile_runtime::region::{MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::new(None)?;
+    /// store.put(&"k".to_string(), &7, Timestamp::from_nanos(1).into()).unwrap();
+    /// assert_eq!(store.get_by("k").unwrap().map(|(v, _)| v), Some(7));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    fn get_by<Q>(&self, key: &Q) -> Result<Option<(V, Stamp)>, BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        self.get(&key.to_owned())
+    }
 
     /// Stores `value`, stamped `stamp`, under `key`, replacing any previous value.
     fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError>;
