@@ -7,7 +7,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::protocol::{Failure, Found, Next, Protocol, Served, Waited};
-use crate::lock::Fence;
+use crate::lock::{Fence, Release};
 use crate::sync::thread_local;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
@@ -80,6 +80,8 @@ pub(crate) fn advance<V, K: Key<V>>(
 ) -> Stop<V, OwnedMutexGuard<K::Mutex>> {
     let mutex = Arc::clone(key.mutex());
     let mut guard = None;
+    // The lock timeout counts from the first wait, however many holders come and go.
+    let mut deadline = None;
     let mut next = protocol.start();
     loop {
         next = match next {
@@ -92,7 +94,11 @@ pub(crate) fn advance<V, K: Key<V>>(
                 }))
             }
             Next::Lock => {
-                let waited = wait(&mutex, protocol.rules().lock_timeout).map(|(waited, g)| {
+                let timeout = protocol.rules().lock_timeout;
+                let deadline = *deadline.get_or_insert_with(|| {
+                    timeout.and_then(|t| std::time::Instant::now().checked_add(t))
+                });
+                let waited = wait(&mutex, deadline).map(|(waited, g)| {
                     guard = g;
                     waited
                 });
@@ -180,15 +186,30 @@ where
     }
 }
 
-/// Waits for the mutex, up to `timeout`: the guard when taken.
+/// Waits for the mutex, up to `deadline`: the guard when taken. A mutex that can wake its
+/// waiters is not taken but waited for: released, the caller reads first (as async waiters do),
+/// so that the waiters of a first miss all return at once with the value stored.
 #[cold]
 fn wait<M: RawMutex + ?Sized>(
     mutex: &Arc<M>,
-    timeout: Option<std::time::Duration>,
+    deadline: Option<std::time::Instant>,
 ) -> Result<(Waited, Option<OwnedMutexGuard<M>>), BackendError> {
     if held_by_this_thread(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
+    loop {
+        match crate::lock::wait_for_release(&**mutex, deadline) {
+            Release::Released => return Ok((Waited::Released, None)),
+            Release::TimedOut => return Ok((Waited::TimedOut, None)),
+            Release::Free => {
+                if let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(mutex))? {
+                    return Ok((Waited::Acquired, Some(guard)));
+                }
+            }
+            Release::Unsupported => break,
+        }
+    }
+    let timeout = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
     let guard = match timeout {
         None => Some(OwnedMutexGuard::acquire(Arc::clone(mutex))?),
         Some(timeout) => OwnedMutexGuard::acquire_timeout(Arc::clone(mutex), timeout)?,
