@@ -111,8 +111,8 @@ where
         if let Some(sketch) = &mut self.sketch {
             let hash = self.hasher.hash_one(&key);
             sketch.increment(hash, 1);
-            let frequency = sketch.estimate(hash);
             if let Some((origin, seq)) = self.ghosts.as_mut().and_then(|g| g.take(hash)) {
+                let frequency = self.sketch().estimate(hash);
                 self.adapt(origin, seq, frequency, u64::from(weight));
             }
         }
