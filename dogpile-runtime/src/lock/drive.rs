@@ -198,13 +198,14 @@ fn wait<M: RawMutex + ?Sized>(
         return Ok((Waited::WouldDeadlock, None));
     }
     loop {
-        if let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(mutex))? {
-            return Ok((Waited::Acquired, Some(guard)));
-        }
         match crate::lock::wait_for_release(&**mutex, deadline) {
             Release::Released => return Ok((Waited::Released, None)),
             Release::TimedOut => return Ok((Waited::TimedOut, None)),
-            Release::Free => {}
+            Release::Free => {
+                if let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(mutex))? {
+                    return Ok((Waited::Acquired, Some(guard)));
+                }
+            }
             Release::Unsupported => break,
         }
     }

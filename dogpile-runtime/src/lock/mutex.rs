@@ -243,6 +243,13 @@ pub(crate) fn wait_for_release<M: RawMutex + ?Sized>(
         }
     }
 
+    // Asked first with a waker that does nothing: a free mutex (an uncontended miss) costs no
+    // handle, and one that cannot wake anyone is waited for as before.
+    match mutex.wake_on_release(Waker::noop()) {
+        WakeOnRelease::Free => return Release::Free,
+        WakeOnRelease::Unsupported => return Release::Unsupported,
+        WakeOnRelease::Registered => {}
+    }
     let unpark = Arc::new(Unpark {
         thread: std::thread::current(),
         released: AtomicBool::new(false),
