@@ -49,10 +49,13 @@ type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
 /// but only while it is below its small cap, so a hot entry is read without a write.
 ///
 /// **Writes** to a bounded store take one lock, where a W-TinyLFU policy decides what stays:
-/// new keys enter a small FIFO window; leaving it, a key that was hit moves to the main ring,
-/// and one that was not is admitted only if a frequency sketch has seen it more often than the
-/// main ring's victim (so a scan of one-time keys does not flush the keys asked for again and
-/// again); the main ring evicts with a CLOCK hand over the hit counters. Each insert evicts in
+/// new keys enter a FIFO window; leaving it, a key that was hit moves to the main ring, and one
+/// that was not is admitted only if a frequency sketch has seen it more often than the main
+/// ring's victim (so a scan of one-time keys does not flush the keys asked for again and
+/// again); the main ring evicts with a CLOCK hand over the hit counters. The window's size
+/// adapts, as ARC's lists do, on misses of keys evicted lately: traffic whose keys return by
+/// recency (sessions, records written then read back) grows it towards an LRU, skewed traffic
+/// and scans keep it small. Each insert evicts in
 /// O(1) amortized work, with at most a fixed number of steps of the hand, and the store holds
 /// its bound whatever the sequence of keys, at every moment another thread can observe. Eviction removes keys one by one by key: the map is never swept.
 ///
