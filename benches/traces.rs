@@ -221,7 +221,7 @@ fn arc_traces(dir: &Path) -> Vec<(String, PathBuf)> {
             Some((name.to_string(), path.clone()))
         })
         .collect();
-    found.sort_by(|a, b| natural(&a.0).cmp(&natural(&b.0)));
+    found.sort_by_key(|a| natural(&a.0));
     found.dedup_by(|a, b| a.0 == b.0); // `.lis` and `.lis.zst` of one trace: one of them
     found
 }
