@@ -56,6 +56,11 @@ pub(super) trait Residents<K> {
 
     /// `key`'s node is now `node`.
     fn moved(&self, key: &K, node: u32);
+
+    /// `key` is evicted (the caller then removes it from the map).
+    fn evicted(&self, key: &K) {
+        let _ = key;
+    }
 }
 
 pub(super) struct Policy<K, S> {
@@ -158,6 +163,7 @@ where
                 Some(self.remove(victim, map))
             };
             if let Some(key) = key {
+                map.evicted(&key);
                 evicted(key);
             }
         }
