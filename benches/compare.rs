@@ -40,6 +40,8 @@ use dogpile::Region;
 
 #[path = "compare/bounded.rs"]
 mod bounded;
+#[path = "compare/zipf.rs"]
+mod zipf;
 
 type Value = Arc<str>;
 

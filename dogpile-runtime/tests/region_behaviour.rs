@@ -8,8 +8,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dogpile_runtime::clock::{ManualClock, Timestamp};
-use dogpile_runtime::region::{Pool, Stamp};
-use dogpile_runtime::{Region, RegionError};
+use dogpile_runtime::lock::{LocalMutex, RawMutex, WakeOnRelease};
+use dogpile_runtime::region::{Pool, Served, Stamp};
+use dogpile_runtime::{BackendError, Region, RegionError};
+use std::task::Waker;
 
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -294,6 +296,109 @@ fn a_waiter_that_times_out_runs_the_creator_itself() {
     assert!(asked.elapsed() < Duration::from_millis(400));
     assert_eq!(region.statistics().lock_timeouts, 1);
     slow.join().unwrap();
+}
+
+/// A `LocalMutex` that counts how often it is taken.
+struct Counted(LocalMutex, Arc<AtomicUsize>);
+
+impl RawMutex for Counted {
+    fn try_acquire(&self) -> Result<bool, BackendError> {
+        let taken = self.0.try_acquire()?;
+        self.1.fetch_add(usize::from(taken), Ordering::SeqCst);
+        Ok(taken)
+    }
+
+    fn acquire(&self) -> Result<(), BackendError> {
+        self.0.acquire()?;
+        self.1.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn acquire_timeout(&self, timeout: Duration) -> Result<bool, BackendError> {
+        let taken = self.0.acquire_timeout(timeout)?;
+        self.1.fetch_add(usize::from(taken), Ordering::SeqCst);
+        Ok(taken)
+    }
+
+    fn release(&self) -> Result<(), BackendError> {
+        self.0.release()
+    }
+
+    fn wake_on_release(&self, waker: &Waker) -> WakeOnRelease {
+        self.0.wake_on_release(waker)
+    }
+}
+
+#[test]
+fn the_waiters_of_a_first_miss_read_the_value_without_taking_the_mutex_in_turn() {
+    const THREADS: usize = 16;
+    let taken = Arc::new(AtomicUsize::new(0));
+    let counting = taken.clone();
+    let region: Region<&str, u64, _, Counted> = Region::builder()
+        .mutexes(move |_: &&str| Counted(LocalMutex::new(), counting.clone()))
+        .build()
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(THREADS));
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (region, barrier) = (region.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                region.get_with_served(&"k", || {
+                    thread::sleep(Duration::from_millis(50));
+                    42
+                })
+            })
+        })
+        .collect();
+    let served: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(served.iter().all(|(v, _)| *v == 42));
+    let waited = served.iter().filter(|(_, s)| *s == Served::Waited).count();
+    let created = served.iter().filter(|(_, s)| *s == Served::Created).count();
+    assert_eq!(created, 1);
+    // Every waiter was woken by the release and read the value: the creator held the mutex,
+    // and at most a caller or two that found it free just after the release (taking it in
+    // turn, the 15 waiters would each have held it).
+    let taken = taken.load(Ordering::SeqCst);
+    assert!(taken <= 3, "taken {taken} times, {waited} waited");
+    assert!(waited >= THREADS / 2, "{waited} of {THREADS} waited");
+}
+
+#[test]
+fn the_lock_timeout_counts_from_the_first_wait_across_failing_holders() {
+    // Holders that fail one after the other, each in 60 ms: a caller with a lock timeout of
+    // 150 ms runs its own creator after about 150 ms, not after every holder has failed.
+    let region: Region<u8, u8> = Region::builder()
+        .lock_timeout(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let failing: Vec<_> = (0..3)
+        .map(|_| {
+            let (region, stop) = (region.clone(), stop.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let _ = region.try_get_with(&1, || {
+                        thread::sleep(Duration::from_millis(60));
+                        Err::<u8, _>("down")
+                    });
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(10));
+    let asked = Instant::now();
+    let value = bounded({
+        let region = region.clone();
+        move || region.get_with(&1, || 2)
+    });
+    let took = asked.elapsed();
+    stop.store(true, Ordering::SeqCst);
+    for t in failing {
+        t.join().unwrap();
+    }
+    assert_eq!(value, 2);
+    assert!(took < Duration::from_millis(1000), "waited {took:?}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::protocol::{Failure, Found, Hand, Next, Protocol, Refused, Waited};
+use crate::lock::Release;
 use crate::served::Served;
 use crate::sync::thread_local;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
@@ -52,6 +53,8 @@ pub(crate) fn advance<V, K: Key<V>>(
     mut next: Next<V>,
 ) -> Stop<V, OwnedMutexGuard<K::Mutex>> {
     let mut guard = None;
+    // The wait's limit counts from the first wait, however many holders come and go.
+    let mut deadline = None;
     loop {
         next = match next {
             Next::Read => protocol.read(key.read()),
@@ -64,8 +67,13 @@ pub(crate) fn advance<V, K: Key<V>>(
             }
             Next::Lock => {
                 let rules = protocol.rules();
-                let timeouts = (rules.lock_timeout, rules.hard_timeout);
-                let waited = wait(key.mutex(), timeouts).map(|(waited, g)| {
+                let deadline = *deadline.get_or_insert_with(|| {
+                    let (timeout, ended) = first_timeout(rules.lock_timeout, rules.hard_timeout);
+                    timeout
+                        .and_then(|t| std::time::Instant::now().checked_add(t))
+                        .map(|at| (at, ended))
+                });
+                let waited = wait(key.mutex(), deadline).map(|(waited, g)| {
                     guard = g;
                     waited
                 });
@@ -92,16 +100,35 @@ pub(crate) fn advance<V, K: Key<V>>(
     }
 }
 
-/// Waits for the mutex, up to `timeout`: the guard when taken.
+/// Waits for the mutex, up to `deadline` (and how the wait ends there: the lock timeout or the
+/// hard timeout): the guard when taken. A mutex that can wake its waiters is not taken but
+/// waited for: released, the caller reads first (as async waiters do), so that the waiters of a
+/// first miss all return at once with the value stored.
 #[cold]
 fn wait<M: RawMutex + ?Sized>(
     mutex: &Arc<M>,
-    (lock_timeout, hard_timeout): (Option<Duration>, Option<Duration>),
+    deadline: Option<(std::time::Instant, Waited)>,
 ) -> Result<(Waited, Option<OwnedMutexGuard<M>>), BackendError> {
     if held_by_this_thread(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
-    let (timeout, ended) = first_timeout(lock_timeout, hard_timeout);
+    let (at, ended) = match deadline {
+        Some((at, ended)) => (Some(at), ended),
+        None => (None, Waited::TimedOut),
+    };
+    loop {
+        match crate::lock::wait_for_release(&**mutex, at) {
+            Release::Released => return Ok((Waited::Released, None)),
+            Release::TimedOut => return Ok((ended, None)),
+            Release::Free => {
+                if let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(mutex))? {
+                    return Ok((Waited::Acquired, Some(guard)));
+                }
+            }
+            Release::Unsupported => break,
+        }
+    }
+    let timeout = at.map(|d| d.saturating_duration_since(std::time::Instant::now()));
     let guard = match timeout {
         None => Some(OwnedMutexGuard::acquire(Arc::clone(mutex))?),
         Some(timeout) => OwnedMutexGuard::acquire_timeout(Arc::clone(mutex), timeout)?,

@@ -9,7 +9,7 @@ mod registry;
 mod rwmutex;
 
 pub use crate::error::{LockError, NeedRegeneration, ReleaseError};
-pub(crate) use mutex::poll_acquire;
+pub(crate) use mutex::{poll_acquire, wait_for_release, Release};
 pub use mutex::{AsyncRawMutex, Fence, LocalMutex, OwnedMutexGuard, RawMutex, WakeOnRelease};
 pub use registry::NameRegistry;
 pub use rwmutex::{ReadGuard, ReadWriteMutex, WriteGuard};

@@ -203,6 +203,87 @@ pub(crate) fn poll_acquire(
     }
 }
 
+/// How [`wait_for_release`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Release {
+    /// The holder released the mutex; the caller did not take it.
+    Released,
+    /// The mutex was free: the caller may try to take it.
+    Free,
+    /// The deadline passed first.
+    TimedOut,
+    /// The mutex cannot wake waiters ([`WakeOnRelease::Unsupported`]): wait to take it.
+    Unsupported,
+}
+
+/// Blocks until `mutex` is released, without taking it, or until `deadline`.
+///
+/// Every waiter of a [`LocalMutex`] then wakes at its release at once, and reads the value its
+/// holder stored; taking the mutex in turn instead would wake them one after the other, each
+/// after the previous one's read and release (32 threads on a first miss: the last returned
+/// about 0.8 ms after the value was stored, against about 0.6 ms, on a busy machine).
+#[cfg(not(loom))]
+pub(crate) fn wait_for_release<M: RawMutex + ?Sized>(
+    mutex: &M,
+    deadline: Option<Instant>,
+) -> Release {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::Wake;
+
+    /// Wakes the waiting thread.
+    struct Unpark {
+        thread: std::thread::Thread,
+        released: AtomicBool,
+    }
+
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.released.store(true, Ordering::Release);
+            self.thread.unpark();
+        }
+    }
+
+    // Asked first with a waker that does nothing: a free mutex (an uncontended miss) costs no
+    // handle, and one that cannot wake anyone is waited for as before.
+    match mutex.wake_on_release(Waker::noop()) {
+        WakeOnRelease::Free => return Release::Free,
+        WakeOnRelease::Unsupported => return Release::Unsupported,
+        WakeOnRelease::Registered => {}
+    }
+    let unpark = Arc::new(Unpark {
+        thread: std::thread::current(),
+        released: AtomicBool::new(false),
+    });
+    match mutex.wake_on_release(&Waker::from(Arc::clone(&unpark))) {
+        WakeOnRelease::Free => return Release::Free,
+        WakeOnRelease::Unsupported => return Release::Unsupported,
+        WakeOnRelease::Registered => {}
+    }
+    // `park` may return spuriously: the flag says whether the release came.
+    while !unpark.released.load(Ordering::Acquire) {
+        match deadline {
+            None => std::thread::park(),
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Release::TimedOut;
+                }
+                std::thread::park_timeout(deadline - now);
+            }
+        }
+    }
+    Release::Released
+}
+
+/// loom models the mutex's hand-off from holder to waiter: its waiters take it in turn.
+#[cfg(loom)]
+pub(crate) fn wait_for_release<M: RawMutex + ?Sized>(
+    _mutex: &M,
+    _deadline: Option<Instant>,
+) -> Release {
+    Release::Unsupported
+}
+
 /// The answer of [`RawMutex::wake_on_release`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WakeOnRelease {

@@ -6,6 +6,8 @@ use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Weak};
 
+use foldhash::fast::RandomState;
+
 use crate::sync::Mutex;
 
 /// The map is swept of dead entries when it reaches this many, or twice the live count at the
@@ -51,7 +53,9 @@ pub struct NameRegistry<K, V, F = fn(&K) -> V> {
 }
 
 struct Entries<K, V> {
-    map: HashMap<K, Weak<V>>,
+    /// Hashed with foldhash, seeded per registry: a miss hashes its key here once more, and
+    /// SipHash cost it about a hundred instructions.
+    map: HashMap<K, Weak<V>, RandomState>,
     /// Sweep when the map reaches this many entries.
     sweep_at: usize,
     /// Sweep when this many more `get`s have run.
@@ -61,7 +65,7 @@ struct Entries<K, V> {
 impl<K: Hash + Eq, V> Entries<K, V> {
     fn new() -> Self {
         Entries {
-            map: HashMap::new(),
+            map: HashMap::default(),
             sweep_at: MIN_SWEEP,
             gets_left: MIN_SWEEP,
         }

@@ -565,7 +565,8 @@ where
     M: RawMutex + 'static,
 {
     /// Bounds the default [`MemoryStore`] to about `capacity` values (at least 1). Which values
-    /// stay is decided by its W-TinyLFU policy: the ones asked for most often lately, while a
+    /// stay is decided by its W-TinyLFU policy: the ones asked for most often lately, or, when
+    /// keys return by how recently they were used, the most recent (its window adapts), while a
     /// scan of one-time keys passes through without flushing them.
     ///
     /// ```

@@ -1,6 +1,7 @@
 //! The in-memory store: a lock-free map for reads, a policy under a lock for writes.
 
 use std::borrow::Borrow;
+use std::cell::Cell;
 use std::fmt;
 use std::hash::Hash;
 
@@ -51,10 +52,13 @@ type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
 /// but only while it is below its small cap, so a hot entry is read without a write.
 ///
 /// **Writes** to a bounded store take one lock, where a W-TinyLFU policy decides what stays:
-/// new keys enter a small FIFO window; leaving it, a key that was hit moves to the main ring,
-/// and one that was not is admitted only if a frequency sketch has seen it more often than the
-/// main ring's victim (so a scan of one-time keys does not flush the keys asked for again and
-/// again); the main ring evicts with a CLOCK hand over the hit counters. Each insert evicts in
+/// new keys enter a FIFO window; leaving it, a key that was hit moves to the main ring, and one
+/// that was not is admitted only if a frequency sketch has seen it more often than the main
+/// ring's victim (so a scan of one-time keys does not flush the keys asked for again and
+/// again); the main ring evicts with a CLOCK hand over the hit counters. The window's size
+/// adapts, as ARC's lists do, on misses of keys evicted lately: traffic whose keys return by
+/// recency (sessions, records written then read back) grows it towards an LRU, skewed traffic
+/// and scans keep it small. Each insert evicts in
 /// O(1) amortized work, with at most a fixed number of steps of the hand, and the store holds
 /// its bound whatever the sequence of keys, at every moment another thread can observe. Eviction removes keys one by one by key: the map is never swept.
 ///
@@ -292,15 +296,45 @@ where
             }
             policy.reweigh(node, weight);
         } else {
-            let node = policy.insert(key.clone(), weight);
+            // The new key's entry goes into the map after the evictions, at the node the policy
+            // leaves it: re-pointing an entry already in the map, when a removal moves its node,
+            // would cost a look-up.
+            let newcomer = Newcomer {
+                held,
+                key,
+                node: Cell::new(Some(policy.insert(key.clone(), weight))),
+            };
+            let evictions = self.evict(&mut policy, &newcomer, &mut departures, guard);
+            let Some(node) = newcomer.node.get() else {
+                // Evicted at once: never in the map; the caller counts and reports it.
+                self.count_evictions(evictions - 1);
+                return (departures, true);
+            };
             self.map.insert(
                 key.clone(),
                 Entry::new(value.clone(), stamp, node, 0),
                 guard,
             );
+            self.count_evictions(evictions);
+            return (departures, false);
         }
+        let evictions = self.evict(&mut policy, &held, &mut departures, guard);
+        self.count_evictions(evictions);
+        (departures, false)
+    }
+
+    /// Evicts until the store is within its bound; how many keys went. `residents` is the map
+    /// as the policy sees it.
+    fn evict<'g>(
+        &self,
+        policy: &mut Policy<K, RandomState>,
+        residents: &impl Residents<K>,
+        departures: &mut Vec<Departure<'g, K, V>>,
+        guard: &'g impl Guard,
+    ) -> u64 {
+        let reporting = self.listener.is_some();
         let mut evictions = 0;
-        policy.evict(&held, |key| {
+        policy.evict(residents, |key| {
             evictions += 1;
             if let Some(old) = self.map.remove(&key, guard) {
                 if reporting {
@@ -308,15 +342,53 @@ where
                 }
             }
         });
+        evictions
+    }
+
+    fn count_evictions(&self, evictions: u64) {
         if evictions > 0 {
             self.evictions.fetch_add(evictions, Ordering::Relaxed);
         }
-        (departures, false)
     }
 }
 
 /// The map as the policy sees it, under a guard.
 struct Held<'a, K, V, G>(&'a Map<K, V>, &'a G);
+
+/// The map as the policy sees it while a new key is not in it yet: the new key has no hits, and
+/// its node, which removals may move, is noted here; `None` once the policy evicted it.
+struct Newcomer<'a, K, V, G> {
+    held: Held<'a, K, V, G>,
+    key: &'a K,
+    node: Cell<Option<u32>>,
+}
+
+impl<K, V, G> Residents<K> for Newcomer<'_, K, V, G>
+where
+    K: Hash + Eq,
+    G: Guard,
+{
+    fn update_hits(&self, key: &K, f: impl FnOnce(u8) -> u8) -> u8 {
+        if key == self.key {
+            return 0;
+        }
+        self.held.update_hits(key, f)
+    }
+
+    fn moved(&self, key: &K, node: u32) {
+        if key == self.key {
+            self.node.set(Some(node));
+        } else {
+            self.held.moved(key, node);
+        }
+    }
+
+    fn evicted(&self, key: &K) {
+        if key == self.key {
+            self.node.set(None);
+        }
+    }
+}
 
 impl<K, V, G> Residents<K> for Held<'_, K, V, G>
 where
@@ -505,6 +577,28 @@ impl<K: Hash + Eq, V> fmt::Debug for MemoryStore<K, V> {
 mod tests {
     use super::*;
     use crate::Timestamp;
+
+    #[test]
+    fn a_new_value_the_policy_rejects_at_once_is_reported_and_counted_once() {
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let store: MemoryStore<u32, u32> = MemoryStore::builder()
+            .max_weight(100)
+            .weigher(|_, weight: &u32| *weight)
+            .on_evict(move |key, weight, cause| log.lock().push((*key, *weight, cause)))
+            .build()
+            .unwrap();
+        let t = Stamp::new(Timestamp::from_nanos(1));
+        for key in 0..99 {
+            store.put(&key, &1, t).unwrap();
+        }
+        // Too heavy for the window and never seen before: rejected as it arrives.
+        store.put(&1000, &50, t).unwrap();
+        assert_eq!(store.get(&1000).unwrap(), None);
+        assert_eq!(store.count(), Some(99));
+        assert_eq!(store.evictions(), 1);
+        assert_eq!(*seen.lock(), [(1000, 50, EvictionCause::Capacity)]);
+    }
 
     #[test]
     fn a_region_builder_configures_one_option_at_a_time_and_keeps_what_cannot_work() {

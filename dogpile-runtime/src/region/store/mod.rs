@@ -3,12 +3,14 @@
 //! - `mod.rs`: the trait.
 //! - `memory.rs`: the in-memory store, a lock-free map with a policy for its bound.
 //! - `config.rs`: its builder and the checks of its options.
-//! - `policy.rs`: which keys a bounded store keeps (W-TinyLFU); `nodes.rs`, its lists;
-//!   `sketch.rs`, its frequency sketch.
+//! - `policy.rs`: which keys a bounded store keeps (W-TinyLFU with an adaptive window);
+//!   `nodes.rs`, its lists; `sketch.rs`, its frequency sketch; `ghosts.rs`, the keys it evicted
+//!   lately, which size its window.
 //! - `evict.rs`: why values leave a store, for listeners.
 
 mod config;
 mod evict;
+mod ghosts;
 mod memory;
 mod nodes;
 mod policy;

@@ -1,8 +1,8 @@
-//! Which keys a bounded store keeps: a small FIFO window, a main ring swept by a CLOCK hand, and
-//! a TinyLFU frequency filter between them.
+//! Which keys a bounded store keeps: a FIFO window whose size adapts to the traffic, a main ring
+//! swept by a CLOCK hand, and a TinyLFU frequency filter between them.
 //!
-//! - A new key enters the **window** (1% of the bound), in arrival order. While the store is
-//!   filling, it goes straight to the main ring instead.
+//! - A new key enters the **window**, in arrival order. While the store is filling, it goes
+//!   straight to the main ring instead.
 //! - A key leaving the window that was hit while there moves to the **main ring**. One that was
 //!   not must win admission: it is admitted only if the frequency sketch has seen it at least
 //!   [`ADMIT_AT`] times lately and more often than the main ring's victim, which is then evicted.
@@ -12,18 +12,27 @@
 //!   [`HITS_MAX`]; the hand takes one off each entry it passes and evicts the first that has
 //!   none. It passes at most [`HAND_STEPS`] entries per eviction, so no insert pays for a long
 //!   sweep.
+//! - The **window's size** adapts as ARC's lists do (Megiddo and Modha, FAST 2003): the store
+//!   remembers the keys it evicted lately and from where ([`Ghosts`]). A miss on a key the window
+//!   let go, that a window larger by the keys that left it since would still hold, grows the
+//!   window; a miss on a key the main ring evicted, in the same way, grows the main ring. Traffic
+//!   where a key's return depends on how recently it was used (sessions, records written then
+//!   read back) grows the window towards an LRU; skewed traffic and scans keep it small.
 //!
 //! This is W-TinyLFU (Caffeine, moka) with S3-FIFO's cheap parts (quick_cache): a hit only
 //! raises its entry's own counter, written only while below its cap, so reads never queue or
 //! lock, and the sketch counts misses (and the hits a key earned in the window) under the store's
-//! lock. The hit ratio on the benchmark's Zipf traces is above quick_cache's and moka's (see the
-//! README).
+//! lock. Caffeine sizes its window by hill climbing on the hit ratio; this store does not count
+//! its hits (a count would be a shared write on every read), so it sizes the window on its
+//! misses, which it sees under its lock anyway. Hit ratios on real traces and on the synthetic
+//! shapes beside the peers' are in the README (`cargo bench --bench traces`).
 //!
 //! The policy holds keys only; the caller keeps the values and their hit counters, and acts on
 //! what the policy returns (the keys to evict) under the same lock.
 
 use std::hash::{BuildHasher, Hash};
 
+use super::ghosts::{Ghosts, Origin, SEQ_MASK};
 use super::nodes::{List, Nodes, NIL};
 use super::sketch::Sketch;
 
@@ -36,7 +45,7 @@ const ADMIT_AT: u8 = 3;
 /// The most main entries the hand passes over for one eviction.
 const HAND_STEPS: usize = 32;
 
-/// The window's share of the bound.
+/// The window's first share of the bound.
 const WINDOW_PER_MILLE: u64 = 10;
 
 /// What the policy needs from the map: the hit counters that readers raise.
@@ -47,14 +56,27 @@ pub(super) trait Residents<K> {
 
     /// `key`'s node is now `node`.
     fn moved(&self, key: &K, node: u32);
+
+    /// `key` is evicted (the caller then removes it from the map).
+    fn evicted(&self, key: &K) {
+        let _ = key;
+    }
 }
 
 pub(super) struct Policy<K, S> {
     nodes: Nodes<K>,
     max_weight: u64,
+    /// The window's bound, between 1 and `max_weight`: what the ghosts adapt.
     window_max: u64,
+    /// Growth of the window not yet applied, in quarters of a unit of weight.
+    window_quarters: u64,
     /// Made at the first eviction: a store that never fills pays nothing for it.
     sketch: Option<Sketch>,
+    /// Made with the sketch.
+    ghosts: Option<Ghosts>,
+    /// How many keys have left the window (promoted or evicted), and the main ring (evicted):
+    /// the clock a ghost's age is told by.
+    departures: [u64; 2],
     hasher: S,
 }
 
@@ -68,7 +90,10 @@ where
             nodes: Nodes::new(weighted),
             max_weight,
             window_max: (max_weight / 1000 * WINDOW_PER_MILLE).max(1),
+            window_quarters: 0,
             sketch: None,
+            ghosts: None,
+            departures: [0; 2],
             hasher,
         }
     }
@@ -89,7 +114,12 @@ where
     /// Counts a miss of `key` and adds it; its node. Call [`evict`](Self::evict) after.
     pub(super) fn insert(&mut self, key: K, weight: u32) -> u32 {
         if let Some(sketch) = &mut self.sketch {
-            sketch.increment(self.hasher.hash_one(&key), 1);
+            let hash = self.hasher.hash_one(&key);
+            sketch.increment(hash, 1);
+            if let Some((origin, seq)) = self.ghosts.as_mut().and_then(|g| g.take(hash)) {
+                let frequency = self.sketch().estimate(hash);
+                self.adapt(origin, seq, frequency, u64::from(weight));
+            }
         }
         let main = self.nodes.ring(List::Main).weight;
         let list = if main + u64::from(weight) + self.window_max <= self.max_weight {
@@ -129,9 +159,11 @@ where
                 self.leave_window(window.head, map)
             } else {
                 let victim = self.victim(map);
+                self.haunt(victim);
                 Some(self.remove(victim, map))
             };
             if let Some(key) = key {
+                map.evicted(&key);
                 evicted(key);
             }
         }
@@ -139,6 +171,7 @@ where
         if let Some(sketch) = &self.sketch {
             if self.nodes.len() > 2 * sketch.entries() {
                 self.sketch = Some(Sketch::new(self.nodes.len()));
+                self.ghosts = Some(Ghosts::new(self.nodes.len()));
             }
         }
     }
@@ -151,17 +184,20 @@ where
         if hits > 0 {
             // Asked for again while new: it earns its place, and the sketch learns of the hits.
             self.sketch().increment(hash, hits);
+            self.departures[Origin::Window as usize] += 1;
             self.nodes.relink(candidate, List::Main);
             return None;
         }
         let frequency = self.sketch().estimate(hash);
         if frequency < ADMIT_AT || self.nodes.ring(List::Main).head == NIL {
             // Too rarely seen to contend: no need to find a victim.
+            self.ghost(hash, Origin::Window);
             return Some(self.remove(candidate, map));
         }
         let victim = self.victim(map);
         let victim_hash = self.hasher.hash_one(self.nodes.key(victim));
         if frequency > self.sketch().estimate(victim_hash) {
+            self.ghost(victim_hash, Origin::Main);
             // The victim may be the last node, which the removal moves into `candidate`'s index.
             let candidate_key_moves = candidate as usize == self.nodes.len() - 1;
             let evicted = self.remove(victim, map);
@@ -170,16 +206,73 @@ where
             } else {
                 candidate
             };
+            self.departures[Origin::Window as usize] += 1;
             self.nodes.relink(candidate, List::Main);
             Some(evicted)
         } else {
+            self.ghost(hash, Origin::Window);
             Some(self.remove(candidate, map))
         }
     }
 
-    /// The sketch, made at the first eviction for the keys held then.
+    /// Remembers the key of `hash`, leaving `origin` for good.
+    fn ghost(&mut self, hash: u64, origin: Origin) {
+        let seq = self.departures[origin as usize];
+        self.departures[origin as usize] += 1;
+        if let Some(ghosts) = &mut self.ghosts {
+            ghosts.add(hash, origin, seq);
+        }
+    }
+
+    /// Remembers the key of `node`, which the main ring evicts.
+    fn haunt(&mut self, node: u32) {
+        let hash = self.hasher.hash_one(self.nodes.key(node));
+        self.ghost(hash, Origin::Main);
+    }
+
+    /// A miss on a key that left `origin` as its `seq`th departure, now seen `frequency` times
+    /// lately: if a larger `origin` would have kept it, `origin` grows by `weight`, times the
+    /// ratio of the other's ghosts to its own when it has fewer (ARC's rule).
+    fn adapt(&mut self, origin: Origin, seq: u64, frequency: u8, weight: u64) {
+        let Some(ghosts) = &self.ghosts else {
+            return;
+        };
+        // Still there, had the region been larger by the keys that left it since, if that
+        // larger region fits in the store.
+        let age = self.departures[origin as usize].wrapping_sub(seq) & SEQ_MASK;
+        let list = match origin {
+            Origin::Window => List::Window,
+            Origin::Main => List::Main,
+        };
+        if self.nodes.ring(list).len as u64 + age > self.nodes.len() as u64 {
+            return;
+        }
+        let (window, main) = (
+            ghosts.count(Origin::Window).max(1) as u64,
+            ghosts.count(Origin::Main).max(1) as u64,
+        );
+        match origin {
+            // A key the sketch knows as frequent lost its contest at the window's end, which a
+            // larger window would only have delayed: only keys too new to contend count.
+            Origin::Window if frequency < ADMIT_AT => {
+                let quarters = self.window_quarters + 4 * weight * (main / window).max(1);
+                self.window_max = (self.window_max + quarters / 4).min(self.max_weight);
+                self.window_quarters = quarters % 4;
+            }
+            Origin::Window => {}
+            Origin::Main => {
+                let step = weight * (window / main).max(1);
+                self.window_max = self.window_max.saturating_sub(step).max(1);
+            }
+        }
+    }
+
+    /// The sketch (and the ghosts), made at the first eviction for the keys held then.
     fn sketch(&mut self) -> &mut Sketch {
         let len = self.nodes.len();
+        if self.ghosts.is_none() {
+            self.ghosts = Some(Ghosts::new(len));
+        }
         self.sketch.get_or_insert_with(|| Sketch::new(len))
     }
 
@@ -281,6 +374,62 @@ mod tests {
         }
         let hot = (0..500).filter(|k| map.0.borrow().contains_key(k)).count();
         assert!(hot >= 450, "{hot} of 500 hot keys survived the scans");
+        assert!(
+            policy.window_max < 100,
+            "window {} of 1000",
+            policy.window_max
+        );
+    }
+
+    /// Hits of a strict LRU of `capacity` keys over `keys`.
+    fn lru_hits(capacity: usize, keys: &[u64]) -> usize {
+        let (mut used, mut order) = (HashMap::new(), std::collections::BTreeMap::new());
+        let mut hits = 0;
+        for (at, &key) in keys.iter().enumerate() {
+            if let Some(last) = used.insert(key, at) {
+                order.remove(&last);
+                hits += 1;
+            } else if used.len() > capacity {
+                let (_, oldest) = order.pop_first().expect("a key to evict");
+                used.remove(&oldest);
+            }
+            order.insert(at, key);
+        }
+        hits
+    }
+
+    #[test]
+    fn traffic_that_returns_by_recency_grows_the_window_towards_an_lru() {
+        // A quarter of the requests make a new key, the others read one made lately.
+        let mut x = 7u64;
+        let mut made = 1u64;
+        let keys: Vec<u64> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(4) {
+                    made += 1;
+                    made
+                } else {
+                    let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+                    made.saturating_sub((-300.0 * (1.0 - unit).ln()) as u64)
+                }
+            })
+            .collect();
+        let mut policy = policy(1000);
+        let map = Map::default();
+        let hits = keys
+            .iter()
+            .filter(|&&k| access(&mut policy, &map, k))
+            .count();
+        let lru = lru_hits(1000, &keys);
+        assert!(
+            policy.window_max > 200,
+            "window {} of 1000",
+            policy.window_max
+        );
+        assert!(hits * 10 >= lru * 9, "{hits} hits against LRU's {lru}");
     }
 
     #[test]
