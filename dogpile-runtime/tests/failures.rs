@@ -15,6 +15,18 @@ use dogpile_runtime::{BackendError, Region, RegionError};
 const CALLERS: usize = 50;
 const UPSTREAM: Duration = Duration::from_millis(100);
 
+/// A tokio runtime with `workers` threads (1: the current thread only).
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_time().build().unwrap()
+}
+
 /// What one caller of the herd got.
 type Answer = Result<(u32, Served), RegionError<String>>;
 
@@ -87,11 +99,7 @@ fn a_failing_upstream_is_called_once_for_a_herd_on_a_stale_key_and_nobody_gets_a
 fn an_async_herd_on_a_failing_upstream_makes_one_call() {
     let region: Region<u32, u32> = Region::builder().build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(2);
     let (errors, slowest) = runtime.block_on(async {
         let tasks: Vec<_> = (0..CALLERS)
             .map(|_| {
@@ -253,11 +261,7 @@ fn an_async_creator_past_the_hard_timeout_is_cancelled_and_its_waiters_share_the
         .build()
         .unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(2);
     let outcomes = runtime.block_on(async {
         let tasks: Vec<_> = (0..10)
             .map(|_| {
@@ -303,10 +307,7 @@ fn an_async_creator_past_the_hard_timeout_is_answered_with_the_stale_value_withi
         .unwrap();
     region.insert(&1, 7).unwrap();
     thread::sleep(Duration::from_millis(30));
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(1);
     let got = runtime.block_on(region.to_async().try_get_with_served(&1, || async {
         tokio::time::sleep(Duration::from_secs(30)).await;
         Ok::<u32, String>(8)
@@ -361,10 +362,7 @@ fn get_with_past_the_hard_timeout_panics_with_the_timeout() {
         .hard_timeout(Duration::from_millis(20))
         .build()
         .unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(1);
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(region.to_async().get_with(&1, || async {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -457,11 +455,7 @@ fn with_the_store_down_a_herd_makes_one_upstream_call_per_key_in_the_process() {
 fn with_the_store_down_an_async_herd_makes_one_upstream_call_per_key_in_the_process() {
     let region: Region<u32, u32, Down> = Region::builder().store(Down).build().unwrap();
     let calls = Arc::new(AtomicUsize::new(0));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let runtime = runtime(2);
     let values = runtime.block_on(async {
         let tasks: Vec<_> = (0..20)
             .map(|_| {
