@@ -118,7 +118,7 @@ fn a_sync_function_on_a_redis_region() {
     // The value is in Redis, where another process would find it.
     let elsewhere = on_redis("users");
     assert_eq!(elsewhere.peek(&1).as_deref(), Some("user 1"));
-    user_invalidate(1);
+    user_invalidate(1).unwrap();
     assert_eq!(elsewhere.peek(&1), None);
 }
 

@@ -137,6 +137,7 @@ fn invalidation_child(redis: &Redis, url: &str, dir: &Path, n: &str) {
                 "invalidate" => region.invalidate(&key),
                 _ => region.soft_invalidate(&key),
             }
+            .expect("the server answers");
             fs::write(dir.join(format!("invalidated-{phase}")), "").unwrap();
             continue;
         }
