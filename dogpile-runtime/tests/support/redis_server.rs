@@ -56,6 +56,27 @@ impl Server {
         }
     }
 
+    /// Stops the server process (SIGSTOP) without closing anything: it still accepts
+    /// connections (the kernel completes them) but answers nothing, as a host swapped out or
+    /// frozen by its hypervisor would.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`freeze`](Self::freeze)d server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("`kill` must be on the PATH");
+        assert!(sent.success(), "kill {signal} {pid} failed");
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

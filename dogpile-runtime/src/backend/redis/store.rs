@@ -15,9 +15,9 @@ use super::keys::{self, KeyNames};
 use super::mutex::millis;
 use super::Redis;
 use crate::lock::Fence;
-use crate::region::Stamp;
 #[cfg(feature = "tokio")]
 use crate::region::StoreFuture;
+use crate::region::{BackendHealth, Stamp};
 use crate::{BackendError, ConfigError, Store, Timestamp};
 
 /// The format's first byte, so that a later format can tell old values apart: 2, the value's
@@ -84,7 +84,15 @@ redis.call("HSET", KEYS[1], "d", string.sub(ARGV[1], 1, 1) .. ARGV[2] .. rest)
 return 1
 "#;
 
+/// Bumps the epoch of every shard: KEYS, the shards' epochs; ARGV, `h` or `s`. One command, so
+/// that a server that stops answering costs one timeout, not one per shard.
+const BUMP: &str = r#"
+for _, epoch in ipairs(KEYS) do redis.call("HINCRBY", epoch, ARGV[1], 1) end
+return #KEYS
+"#;
+
 static READ_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(READ));
+static BUMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(BUMP));
 static WRITE_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(WRITE));
 static RESTAMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RESTAMP));
 
@@ -239,26 +247,6 @@ impl<K, V> RedisStore<K, V> {
         Ok(write)
     }
 
-    /// `HINCRBY <epoch> h|s 1` for every shard, as one pipeline on one server; a cluster's
-    /// connection cannot pipeline, so there each shard's is a command of its own.
-    fn bump_epochs(&self, soft: bool) -> Vec<::redis::Pipeline> {
-        let cluster = self.redis.is_cluster();
-        let mut pipes = vec![::redis::pipe()];
-        for epoch in keys::epochs(&self.namespace) {
-            let mut bump = ::redis::cmd("HINCRBY");
-            bump.arg(epoch).arg(if soft { "s" } else { "h" }).arg(1);
-            if cluster {
-                let mut single = ::redis::pipe();
-                single.add_command(bump);
-                pipes.push(single);
-            } else if let Some(pipe) = pipes.last_mut() {
-                pipe.add_command(bump).ignore();
-            }
-        }
-        pipes.retain(|pipe| !pipe.is_empty());
-        pipes
-    }
-
     /// `SCAN cursor MATCH {<namespace>#*}:v:* COUNT 500`.
     fn scan(&self, cursor: u64) -> ::redis::Cmd {
         let mut prefix = keys::tag(&self.namespace, 0);
@@ -302,28 +290,54 @@ fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Stamp)> {
     left.is_empty().then_some((value, stamp))
 }
 
-/// Runs `pipe`; a pipeline of one command is sent as that command, which a cluster's
-/// connection routes by its key (it does not take pipelines).
-fn run_pipe(
-    pipe: &::redis::Pipeline,
-    c: &mut dyn ::redis::ConnectionLike,
-) -> ::redis::RedisResult<()> {
-    match pipe.cmd_iter().collect::<Vec<_>>().as_slice() {
-        [single] => single.query(c),
-        _ => pipe.query(c),
+/// Bumps every shard's hard or soft epoch of `namespace`: one script on one server; on a
+/// cluster, whose shards live on several nodes, one command per shard.
+fn bump_epochs(redis: &Redis, namespace: &str, soft: bool) -> Result<(), BackendError> {
+    let field = if soft { "s" } else { "h" };
+    if !redis.is_cluster() {
+        let mut bump = BUMP_SCRIPT.prepare_invoke();
+        for epoch in keys::epochs(namespace) {
+            bump.key(epoch);
+        }
+        bump.arg(field);
+        return redis
+            .run("invalidation", |c| bump.invoke::<i64>(c))
+            .map(drop);
     }
+    for epoch in keys::epochs(namespace) {
+        let mut bump = ::redis::cmd("HINCRBY");
+        bump.arg(epoch).arg(field).arg(1);
+        redis.run("invalidation", |c| bump.query::<i64>(c))?;
+    }
+    Ok(())
 }
 
 #[cfg(feature = "tokio")]
-async fn run_pipe_async(
-    pipe: &::redis::Pipeline,
-    c: &mut super::connection::AsyncConnection,
-) -> ::redis::RedisResult<()> {
-    let commands: Vec<&::redis::Cmd> = pipe.cmd_iter().collect();
-    match commands.as_slice() {
-        [single] => single.query_async(c).await,
-        _ => pipe.query_async(c).await,
+async fn bump_epochs_async(redis: &Redis, namespace: &str, soft: bool) -> Result<(), BackendError> {
+    let field = if soft { "s" } else { "h" };
+    if !redis.is_cluster() {
+        let mut bump = BUMP_SCRIPT.prepare_invoke();
+        for epoch in keys::epochs(namespace) {
+            bump.key(epoch);
+        }
+        bump.arg(field);
+        return redis
+            .run_async("invalidation", |mut c| async move {
+                bump.invoke_async::<i64>(&mut c).await
+            })
+            .await
+            .map(drop);
     }
+    for epoch in keys::epochs(namespace) {
+        let mut bump = ::redis::cmd("HINCRBY");
+        bump.arg(epoch).arg(field).arg(1);
+        redis
+            .run_async("invalidation", |mut c| async move {
+                bump.query_async::<i64>(&mut c).await
+            })
+            .await?;
+    }
+    Ok(())
 }
 
 /// What the read script answered.
@@ -362,16 +376,17 @@ where
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn get(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError> {
-        let read = Self::read(&self.names(key)?);
+        let names = self.names(key)?;
+        let read = Self::read(&names);
         let found: Read = self.redis.run("read", |c| read.invoke(c))?;
         Ok(self.decoded(found))
     }
 
     fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError> {
-        let write = self.write(&self.names(key)?, encode(value, stamp)?, None)?;
-        self.redis
-            .run("write", |c| write.invoke::<i64>(c))
-            .map(drop)
+        let names = self.names(key)?;
+        let write = self.write(&names, encode(value, stamp)?, None)?;
+        self.redis.run("write", |c| write.invoke::<i64>(c))?;
+        Ok(())
     }
 
     fn put_fenced(
@@ -381,7 +396,8 @@ where
         stamp: Stamp,
         fence: &Fence,
     ) -> Result<bool, BackendError> {
-        let write = self.write(&self.names(key)?, encode(value, stamp)?, Some(fence))?;
+        let names = self.names(key)?;
+        let write = self.write(&names, encode(value, stamp)?, Some(fence))?;
         let written: i64 = self.redis.run("fenced write", |c| write.invoke(c))?;
         Ok(written == 1)
     }
@@ -395,17 +411,27 @@ where
     fn remove(&self, key: &K) -> Result<(), BackendError> {
         let name = self.names(key)?.value;
         self.redis
-            .run("DEL", |c| ::redis::cmd("DEL").arg(&name).query::<()>(c))
+            .run("DEL", |c| ::redis::cmd("DEL").arg(&name).query::<()>(c))?;
+        Ok(())
     }
 
     fn invalidate_before(&self, cutoff: Timestamp, soft: bool) -> Result<(), BackendError> {
         // The server counts invalidations; `cutoff`, a time of this host's clock, would let
         // clock skew between hosts decide which values an invalidation covers.
         let _ = cutoff;
-        for bump in self.bump_epochs(soft) {
-            self.redis.run("invalidation", |c| run_pipe(&bump, c))?;
-        }
+        bump_epochs(&self.redis, &self.namespace, soft)?;
         Ok(())
+    }
+
+    fn backend_health(&self) -> Option<BackendHealth> {
+        let breaker = self.redis.breaker();
+        Some(BackendHealth {
+            failures: breaker.failures,
+            rejected: breaker.rejected,
+            breaker_opened: breaker.opened,
+            breaker_closed: breaker.closed,
+            ..BackendHealth::default()
+        })
     }
 
     fn clear(&self) -> Result<(), BackendError> {
@@ -450,7 +476,8 @@ where
 
     fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Stamp)>> {
         Box::pin(async move {
-            let read = Self::read(&self.names(key)?);
+            let names = self.names(key)?;
+            let read = Self::read(&names);
             let found: Read = self
                 .redis
                 .run_async(
@@ -464,13 +491,14 @@ where
 
     fn put_async<'a>(&'a self, key: &'a K, value: &'a V, stamp: Stamp) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let write = self.write(&self.names(key)?, encode(value, stamp)?, None)?;
+            let names = self.names(key)?;
+            let write = self.write(&names, encode(value, stamp)?, None)?;
             self.redis
                 .run_async("write", |mut c| async move {
                     write.invoke_async::<i64>(&mut c).await
                 })
-                .await
-                .map(drop)
+                .await?;
+            Ok(())
         })
     }
 
@@ -482,7 +510,8 @@ where
         fence: &'a Fence,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let write = self.write(&self.names(key)?, encode(value, stamp)?, Some(fence))?;
+            let names = self.names(key)?;
+            let write = self.write(&names, encode(value, stamp)?, Some(fence))?;
             let written: i64 = self
                 .redis
                 .run_async("fenced write", |mut c| async move {
@@ -508,27 +537,23 @@ where
 
     fn remove_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let name = self.names(key)?.value;
             let mut del = ::redis::cmd("DEL");
-            del.arg(self.names(key)?.value);
+            del.arg(&name);
             self.redis
                 .run_async(
                     "DEL",
                     |mut c| async move { del.query_async::<()>(&mut c).await },
                 )
-                .await
+                .await?;
+            Ok(())
         })
     }
 
     fn invalidate_before_async(&self, cutoff: Timestamp, soft: bool) -> StoreFuture<'_, ()> {
         let _ = cutoff;
         Box::pin(async move {
-            for bump in self.bump_epochs(soft) {
-                self.redis
-                    .run_async("invalidation", |mut c| async move {
-                        run_pipe_async(&bump, &mut c).await
-                    })
-                    .await?;
-            }
+            bump_epochs_async(&self.redis, &self.namespace, soft).await?;
             Ok(())
         })
     }

@@ -1,0 +1,337 @@
+//! Redis failing under a region, against real `redis-server`s this harness starts on free
+//! loopback ports: a server that stalls (SIGSTOP: the kernel still accepts its connections,
+//! nothing answers them) or dies. What one call costs; the circuit breaker that keeps calls
+//! from paying a timeout while the server is down, and closes by itself.
+//!
+//! Needs `redis-server` on the `PATH` (`.ci/run` installs it if missing).
+#![cfg(all(feature = "redis", feature = "tokio"))]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::backend::redis::{BreakerState, Redis, RedisMutex, RedisStore};
+use dogpile_runtime::region::Served;
+use dogpile_runtime::Region;
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+use redis_server::Server;
+
+const TIMEOUT: Duration = Duration::from_millis(200);
+
+type RedisRegion = Region<u64, u64, RedisStore<u64, u64>, RedisMutex>;
+
+fn handle(url: &str, breaker_failures: u32) -> Redis {
+    Redis::builder(url)
+        .timeout(TIMEOUT)
+        .breaker_failures(breaker_failures)
+        .build()
+        .unwrap()
+}
+
+fn region(redis: &Redis, namespace: &'static str) -> RedisRegion {
+    Region::builder()
+        .name(namespace)
+        .expiry(Duration::from_secs(60))
+        .store(redis.store(namespace))
+        .mutexes(redis.mutexes(namespace))
+        .build()
+        .unwrap()
+}
+
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// A server that accepts connections but never answers costs a call one timeout (it cost
+/// two to four: each connect read every reply of redis-rs's handshake with the whole timeout,
+/// and an invalidation of every key waited once per shard), blocking or async; once the
+/// breaker is open, a call costs nothing.
+#[test]
+fn a_stalled_server_costs_a_call_one_timeout_and_nothing_once_the_breaker_is_open() {
+    let server = Server::start();
+    let unbroken = handle(&server.url(), u32::MAX); // a breaker that never opens
+    let blocking = region(&unbroken, "cost");
+    let rt = runtime(1);
+    let asynchronous = region(&unbroken, "cost").to_async();
+    assert_eq!(blocking.get_with(&1, || 1), 1);
+    assert_eq!(rt.block_on(asynchronous.get_with(&1, || async { 1 })), 1);
+    server.freeze();
+
+    // On a connection opened before the stall: one script of 64 shards' epochs.
+    let began = Instant::now();
+    blocking.invalidate_all().expect_err("the server stalls");
+    let invalidate_all = began.elapsed();
+
+    let timed = |call: &mut dyn FnMut()| {
+        let began = Instant::now();
+        call();
+        began.elapsed()
+    };
+    let blocking_calls: Vec<Duration> = (2..7u64)
+        .map(|key| timed(&mut || assert_eq!(blocking.get_with(&key, || key), key)))
+        .collect();
+    let async_calls: Vec<Duration> = (2..7u64)
+        .map(|key| {
+            timed(&mut || {
+                assert_eq!(
+                    rt.block_on(asynchronous.get_with(&key, || async move { key })),
+                    key
+                );
+            })
+        })
+        .collect();
+    eprintln!(
+        "no breaker, timeout {TIMEOUT:?}: invalidate_all {invalidate_all:?}; blocking calls \
+         {blocking_calls:?} (median {:?}); async calls {async_calls:?} (median {:?})",
+        median(blocking_calls.clone()),
+        median(async_calls.clone())
+    );
+    let most = TIMEOUT + TIMEOUT / 2;
+    assert!(
+        invalidate_all < most,
+        "invalidate_all took {invalidate_all:?}"
+    );
+    for took in blocking_calls.iter().chain(&async_calls) {
+        assert!(*took < most, "a call took {took:?}: more than one timeout");
+    }
+
+    // The default breaker: three calls pay, the next ones are refused at once.
+    let broken = handle(&server.url(), 3);
+    let guarded = region(&broken, "cost");
+    let calls: Vec<Duration> = (0..20u64)
+        .map(|key| timed(&mut || assert_eq!(guarded.get_with(&key, || key), key)))
+        .collect();
+    let paid = calls.iter().filter(|took| **took >= TIMEOUT / 2).count();
+    let after = median(calls[3..].to_vec());
+    eprintln!(
+        "breaker after 3 failures: {paid} of 20 calls paid a timeout; the others took \
+         {after:?} (median), at most {:?}",
+        calls[3..].iter().max().unwrap()
+    );
+    assert_eq!(paid, 3, "{calls:?}");
+    assert!(
+        calls[3..].iter().all(|took| *took < TIMEOUT / 2),
+        "{calls:?}"
+    );
+    let stats = guarded.statistics();
+    assert_eq!(
+        (stats.backend_failures, stats.breaker_opens),
+        (3, 1),
+        "{stats}"
+    );
+    assert_eq!(stats.breaker_rejections, 17, "{stats}");
+    assert_eq!(stats.direct_calls, 20, "{stats}");
+    server.thaw();
+}
+
+/// One call of a load: when it started, how long it took, what it got.
+struct Call {
+    start: Instant,
+    took: Duration,
+    served: Served,
+}
+
+/// 16 threads and 16 async tasks call a region whose server stalls (SIGSTOP) for a second:
+/// the calls in flight when it stalls pay their timeout, and then the breaker opens: no call
+/// made while it is open waits for a timeout. It closes by itself once the server is back,
+/// and the calls hit again.
+#[test]
+fn sixteen_threads_pay_no_timeout_while_the_breaker_is_open() {
+    let server = Server::start();
+    let cool_down = Duration::from_millis(300);
+    let redis = Redis::builder(&server.url())
+        .timeout(TIMEOUT)
+        .breaker_cool_down(cool_down)
+        .build()
+        .unwrap();
+    let region = region(&redis, "load");
+    for key in 0..32 {
+        region.insert(&key, key).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(Mutex::new(Vec::<Call>::new()));
+    let transitions = Arc::new(Mutex::new(vec![(Instant::now(), BreakerState::Closed)]));
+
+    let monitor = thread::spawn({
+        let (redis, stop, transitions) = (redis.clone(), stop.clone(), transitions.clone());
+        move || {
+            while !stop.load(Ordering::SeqCst) {
+                let state = redis.breaker().state;
+                let mut seen = transitions.lock().unwrap();
+                if seen.last().unwrap().1 != state {
+                    seen.push((Instant::now(), state));
+                }
+                drop(seen);
+                thread::sleep(Duration::from_micros(500));
+            }
+        }
+    });
+    let record = |calls: &Mutex<Vec<Call>>, start: Instant, served: Served| {
+        let took = start.elapsed();
+        calls.lock().unwrap().push(Call {
+            start,
+            took,
+            served,
+        });
+    };
+    let threads: Vec<_> = (0..16u64)
+        .map(|key| {
+            let (region, stop, calls) = (region.clone(), stop.clone(), calls.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let start = Instant::now();
+                    let (value, served) = region.get_with_served(&key, || key);
+                    record(&calls, start, served);
+                    assert_eq!(value, key);
+                    thread::sleep(Duration::from_millis(2));
+                }
+            })
+        })
+        .collect();
+    let rt = runtime(2);
+    let tasks: Vec<_> = (16..32u64)
+        .map(|key| {
+            let (region, stop, calls) = (region.to_async(), stop.clone(), calls.clone());
+            rt.spawn(async move {
+                while !stop.load(Ordering::SeqCst) {
+                    let start = Instant::now();
+                    let (value, served) = region.get_with_served(&key, || async move { key }).await;
+                    record(&calls, start, served);
+                    assert_eq!(value, key);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            })
+        })
+        .collect();
+
+    thread::sleep(Duration::from_millis(300));
+    server.freeze();
+    let frozen = Instant::now();
+    thread::sleep(Duration::from_millis(1000));
+    server.thaw();
+    let thawed = Instant::now();
+    thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::SeqCst);
+    for thread in threads {
+        thread.join().expect("a caller failed");
+    }
+    for task in tasks {
+        rt.block_on(task).expect("a task failed");
+    }
+    monitor.join().unwrap();
+
+    let transitions = transitions.lock().unwrap().clone();
+    let opened = transitions
+        .iter()
+        .find(|(_, state)| *state == BreakerState::Open)
+        .map(|(at, _)| *at)
+        .expect("the breaker opened");
+    let closed = transitions
+        .iter()
+        .find(|(at, state)| *at > thawed && *state == BreakerState::Closed)
+        .map(|(at, _)| *at)
+        .expect("the breaker closed by itself");
+    let calls = calls.lock().unwrap();
+    // Seen open within half a millisecond of opening: a call that began after that was
+    // admitted, or refused, by an open breaker.
+    let while_open: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.start > opened && c.start < closed)
+        .collect();
+    let slowest_while_open = while_open.iter().map(|c| c.took).max().unwrap();
+    let paid: Vec<&Call> = calls.iter().filter(|c| c.took >= TIMEOUT / 2).collect();
+    let after: Vec<&Call> = calls
+        .iter()
+        .filter(|c| c.start > closed + Duration::from_millis(50))
+        .collect();
+    eprintln!(
+        "32 callers, stall of 1 s, timeout {TIMEOUT:?}, cool-down {cool_down:?}: breaker open \
+         {:?} after the stall began, closed {:?} after it ended; {} calls paid a timeout (all \
+         begun before it opened); {} calls while open, the slowest {slowest_while_open:?}; \
+         transitions {:?}",
+        opened - frozen,
+        closed - thawed,
+        paid.len(),
+        while_open.len(),
+        transitions
+            .iter()
+            .map(|(at, state)| (at.saturating_duration_since(frozen), *state))
+            .collect::<Vec<_>>(),
+    );
+    assert!(
+        while_open.len() > 100,
+        "calls went on: {}",
+        while_open.len()
+    );
+    assert!(
+        slowest_while_open < TIMEOUT / 2,
+        "a call waited {slowest_while_open:?} while the breaker was open"
+    );
+    assert!(
+        paid.iter().all(|c| c.start <= opened),
+        "a call begun after the breaker opened paid a timeout"
+    );
+    assert!(
+        paid.len() <= 32 + 3,
+        "each caller paid at most the call it was in: {}",
+        paid.len()
+    );
+    assert!(
+        closed - thawed < cool_down + TIMEOUT + Duration::from_millis(300),
+        "closed {:?} after the server came back",
+        closed - thawed
+    );
+    assert!(after.len() > 100, "calls after it closed: {}", after.len());
+    assert!(
+        after.iter().all(|c| c.served == Served::Fresh),
+        "hits again once it closed"
+    );
+    let stats = region.statistics();
+    assert!(
+        stats.breaker_opens >= 1 && stats.breaker_closes >= 1,
+        "{stats}"
+    );
+    assert!(
+        stats.breaker_rejections >= while_open.len() as u64 / 2,
+        "{stats}"
+    );
+    assert_eq!(redis.breaker().state, BreakerState::Closed);
+}
+
+#[test]
+fn breaker_settings_that_cannot_work_are_refused() {
+    let refused = |builder: dogpile_runtime::backend::redis::RedisBuilder| {
+        builder.build().expect_err("refused").option()
+    };
+    let url = "redis://127.0.0.1:1/";
+    assert_eq!(
+        refused(Redis::builder(url).breaker_failures(0)),
+        "breaker_failures"
+    );
+    assert_eq!(
+        refused(Redis::builder(url).breaker_cool_down(Duration::ZERO)),
+        "breaker_cool_down"
+    );
+    assert_eq!(
+        refused(Redis::builder(url).breaker_cool_down(Duration::MAX)),
+        "breaker_cool_down"
+    );
+    let redis = Redis::builder(url)
+        .breaker_failures(1)
+        .breaker_cool_down(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    assert_eq!(redis.breaker().state, BreakerState::Closed);
+}
