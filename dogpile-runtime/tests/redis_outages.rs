@@ -1,25 +1,35 @@
 //! Redis failing under a region, against real `redis-server`s this harness starts on free
 //! loopback ports: a server that stalls (SIGSTOP: the kernel still accepts its connections,
 //! nothing answers them) or dies. What one call costs; the circuit breaker that keeps calls
-//! from paying a timeout while the server is down, and closes by itself.
+//! from paying a timeout while the server is down, and closes by itself; invalidations made
+//! during the outage, which reach another process once the server is back.
 //!
 //! Needs `redis-server` on the `PATH` (`.ci/run` installs it if missing).
 #![cfg(all(feature = "redis", feature = "tokio"))]
 
+use std::fs;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dogpile_runtime::backend::redis::{BreakerState, Redis, RedisMutex, RedisStore};
 use dogpile_runtime::region::Served;
 use dogpile_runtime::Region;
+
+#[path = "support/children.rs"]
+mod children;
+use children::{fresh_dir, wait_for};
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
 use redis_server::Server;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
+const ROLE: &str = "DOGPILE_OUTAGE_ROLE";
+const URL: &str = "DOGPILE_OUTAGE_URL";
+const DIR: &str = "DOGPILE_OUTAGE_DIR";
 
 type RedisRegion = Region<u64, u64, RedisStore<u64, u64>, RedisMutex>;
 
@@ -54,6 +64,18 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
+/// What a child process does, by its role; nothing when run as a normal test.
+#[test]
+fn child() {
+    let (Ok(role), Ok(url), Ok(dir)) =
+        (std::env::var(ROLE), std::env::var(URL), std::env::var(DIR))
+    else {
+        return;
+    };
+    assert_eq!(role, "watch", "unknown role");
+    watch_for_invalidations(&url, &PathBuf::from(dir));
+}
+
 /// A server that accepts connections but never answers costs a call one timeout (it cost
 /// two to four: each connect read every reply of redis-rs's handshake with the whole timeout,
 /// and an invalidation of every key waited once per shard), blocking or async; once the
@@ -71,8 +93,9 @@ fn a_stalled_server_costs_a_call_one_timeout_and_nothing_once_the_breaker_is_ope
 
     // On a connection opened before the stall: one script of 64 shards' epochs.
     let began = Instant::now();
-    blocking.invalidate_all().expect_err("the server stalls");
+    let err = blocking.invalidate_all().expect_err("the server stalls");
     let invalidate_all = began.elapsed();
+    assert!(err.is_queued_for_replay(), "{err}");
 
     let timed = |call: &mut dyn FnMut()| {
         let began = Instant::now();
@@ -308,6 +331,143 @@ fn sixteen_threads_pay_no_timeout_while_the_breaker_is_open() {
         "{stats}"
     );
     assert_eq!(redis.breaker().state, BreakerState::Closed);
+}
+
+/// How the server goes away for an invalidation test.
+#[derive(Clone, Copy)]
+enum Outage {
+    /// SIGSTOP, then SIGCONT.
+    Stall,
+    /// SIGKILL, then a restart that reloads what it had (append-only file, fsync always).
+    Restart,
+}
+
+/// A child process watches keys 1 (to be invalidated) and 2 (to be soft-invalidated), both
+/// fresh for a minute. During an outage, this process invalidates them: each call says the
+/// invalidation did not reach the store and is queued. Once the server is back, the child sees
+/// both (key 1 missing, key 2 expired) within about the breaker's cool-down, and this process
+/// never serves the old value of key 1 meanwhile.
+fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage) {
+    let mut server = match outage {
+        Outage::Stall => Server::start(),
+        Outage::Restart => Server::start_persistent(),
+    };
+    let url = server.url();
+    let dir = fresh_dir(match outage {
+        Outage::Stall => "replay-stall",
+        Outage::Restart => "replay-restart",
+    });
+    let redis = handle(&url, 3);
+    let here = region(&redis, "replay");
+    here.insert(&1, 0).unwrap();
+    here.insert(&2, 0).unwrap();
+    let child = children::spawn_child(&[
+        (ROLE, "watch"),
+        (URL, &url),
+        (DIR, &dir.display().to_string()),
+    ]);
+    wait_for(&dir.join("read"));
+
+    match outage {
+        Outage::Stall => server.freeze(),
+        Outage::Restart => server.stop(),
+    }
+    let err = here.invalidate(&1).expect_err("the server is away");
+    assert!(err.is_queued_for_replay(), "{err}");
+    let rt = runtime(1);
+    let err = rt
+        .block_on(here.to_async().soft_invalidate(&2))
+        .expect_err("the server is away");
+    assert!(err.is_queued_for_replay(), "{err}");
+    assert_ne!(
+        here.get_with(&1, || 7),
+        0,
+        "this process honours it at once"
+    );
+    let stats = here.statistics();
+    assert_eq!(
+        (stats.invalidations_queued, stats.invalidations_pending),
+        (2, 2)
+    );
+    thread::sleep(Duration::from_millis(300));
+
+    match outage {
+        Outage::Stall => server.thaw(),
+        Outage::Restart => server.resume(),
+    }
+    let back = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    fs::write(dir.join("back"), back.as_nanos().to_string()).unwrap();
+    // Before or after the replay, this process does not serve the old value.
+    assert_ne!(here.peek(&1), Some(0));
+
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "the child failed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.find("converged").map(|at| &l[at..]))
+        .expect("the child's report");
+    eprintln!("after the server came back, the other process {line}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while here.statistics().invalidations_pending > 0 {
+        assert!(Instant::now() < deadline, "{}", here.statistics());
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(here.statistics().invalidations_replayed, 2);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn an_invalidation_during_a_stall_reaches_another_process_after_it() {
+    an_invalidation_during_an_outage_reaches_another_process(Outage::Stall);
+}
+
+#[test]
+fn an_invalidation_while_the_server_is_down_reaches_another_process_after_its_restart() {
+    an_invalidation_during_an_outage_reaches_another_process(Outage::Restart);
+}
+
+/// The child of the invalidation tests: reads both keys fresh, then, once the server is back,
+/// calls until it sees each invalidation, and reports how long that took.
+fn watch_for_invalidations(url: &str, dir: &Path) {
+    let redis = handle(url, 3);
+    let region = region(&redis, "replay");
+    assert_eq!(region.get_with_served(&1, || 101), (0, Served::Fresh));
+    assert_eq!(region.get_with_served(&2, || 102), (0, Served::Fresh));
+    fs::write(dir.join("read"), "").unwrap();
+    wait_for(&dir.join("back"));
+    let back: u128 = fs::read_to_string(dir.join("back"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let since_back = || {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        Duration::from_nanos((now.as_nanos() - back).try_into().unwrap())
+    };
+    let (mut one, mut two) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while one.is_none() || two.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "never saw them: key 1 {one:?}, key 2 {two:?}"
+        );
+        // A direct call (this process's own connection not yet back) proves nothing.
+        let seen = |(value, served): (u64, Served)| {
+            served != Served::Direct && (value, served) != (0, Served::Fresh)
+        };
+        if one.is_none() && seen(region.get_with_served(&1, || 101)) {
+            one = Some(since_back());
+        }
+        if two.is_none() && seen(region.get_with_served(&2, || 102)) {
+            two = Some(since_back());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "converged: saw the invalidation of key 1 after {:?}, the soft one of key 2 after {:?}",
+        one.unwrap(),
+        two.unwrap()
+    );
 }
 
 #[test]

@@ -200,6 +200,11 @@ impl Circuit {
         })
     }
 
+    /// Whether the breaker lets calls through now (without counting a rejection).
+    pub(super) fn is_closed(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == CLOSED
+    }
+
     fn probe_in(&self) -> Duration {
         let at = Duration::from_millis(self.probe_at.load(Ordering::Relaxed));
         at.saturating_sub(self.epoch.elapsed())

@@ -28,13 +28,19 @@
 //! is dropped and a new one opened by the next command, so the region recovers when the server
 //! is back and, through Sentinel, follows the primary it names.
 //!
-//! When the server stops answering, a **circuit breaker**: After a few calls in a row go unanswered
-//! ([`RedisBuilder::breaker_failures`]), calls fail at once, unsent ([`BreakerOpen`]),
-//! instead of each paying the timeout; a thread of the handle probes the server after each
-//! cool-down ([`RedisBuilder::breaker_cool_down`]) and closes the breaker once it answers.
-//! [`Redis::breaker`] and the region's [`Statistics`](crate::Statistics) count failures,
-//! rejected calls and transitions; with `tracing`, each transition is an event naming the
-//! address, at most one of a kind every 10 s.
+//! When the server stops answering:
+//!
+//! - **A circuit breaker.** After a few calls in a row go unanswered
+//!   ([`RedisBuilder::breaker_failures`]), calls fail at once, unsent ([`BreakerOpen`]),
+//!   instead of each paying the timeout; a thread of the handle probes the server after each
+//!   cool-down ([`RedisBuilder::breaker_cool_down`]) and closes the breaker once it answers.
+//!   [`Redis::breaker`] and the region's [`Statistics`](crate::Statistics) count failures,
+//!   rejected calls and transitions; with `tracing`, each transition is an event naming the
+//!   address, at most one of a kind every 10 s.
+//! - **Invalidations kept for replay.** An invalidation that did not reach the server is
+//!   reported to its caller ([`BackendError::is_queued_for_replay`]), honoured at once by this
+//!   process, and replayed by a thread of the store as soon as the server answers (one entry
+//!   per key, bounded), so the other processes converge.
 //!
 //! What the backend guarantees across processes:
 //!
@@ -57,6 +63,7 @@ mod connection;
 mod keys;
 mod mutex;
 mod orphans;
+mod replay;
 mod store;
 
 pub use breaker::{Breaker, BreakerOpen, BreakerState};

@@ -5,7 +5,7 @@
 use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use super::keys::{self, KeyNames};
 use super::mutex::millis;
+use super::replay::{self, Replay, Step};
 use super::Redis;
 use crate::lock::Fence;
 #[cfg(feature = "tokio")]
 use crate::region::StoreFuture;
-use crate::region::{BackendHealth, Stamp};
+use crate::region::{BackendHealth, Invalidation, Stamp};
 use crate::{BackendError, ConfigError, Store, Timestamp};
 
 /// The format's first byte, so that a later format can tell old values apart: 2, the value's
@@ -28,7 +29,7 @@ const FORMAT_1: u8 = 1;
 
 /// The stamp that tells the region a value was soft-invalidated: positive (a value exists) and
 /// older than any expiry, as the region's own soft invalidation stamps it.
-const SOFT_INVALIDATED: Stamp = Stamp::new(Timestamp::from_nanos(1));
+pub(super) const SOFT_INVALIDATED: Stamp = Stamp::new(Timestamp::from_nanos(1));
 
 /// Reads a value and judges it against its shard's epochs. KEYS: value, epoch. Answers nil (no
 /// value, or hard-invalidated: then also deleted), `{bytes, 1}` soft-invalidated, `{bytes, 0}`
@@ -91,8 +92,19 @@ for _, epoch in ipairs(KEYS) do redis.call("HINCRBY", epoch, ARGV[1], 1) end
 return #KEYS
 "#;
 
+/// Marks a value soft-invalidated, if it is there: its soft epoch below any the shard has, so
+/// the read script answers it as expired until it is written again. KEYS: the value.
+const MARK_SOFT: &str = r#"
+if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
+local marked = redis.pcall("HSET", KEYS[1], "s", -1)
+if type(marked) == "table" and marked.err then return 0 end
+return 1
+"#;
+
 static READ_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(READ));
 static BUMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(BUMP));
+static MARK_SOFT_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(MARK_SOFT));
 static WRITE_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(WRITE));
 static RESTAMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RESTAMP));
 
@@ -129,6 +141,8 @@ pub struct RedisStore<K, V> {
     namespace: String,
     retain: Option<Duration>,
     undecodable: AtomicU64,
+    /// Invalidations that did not reach the server, to replay when it answers.
+    replay: Arc<Replay>,
     types: PhantomData<fn(&K) -> V>,
 }
 
@@ -139,6 +153,7 @@ impl<K, V> RedisStore<K, V> {
             namespace: namespace.to_string(),
             retain: None,
             undecodable: AtomicU64::new(0),
+            replay: Arc::default(),
             types: PhantomData,
         }
     }
@@ -340,6 +355,23 @@ async fn bump_epochs_async(redis: &Redis, namespace: &str, soft: bool) -> Result
     Ok(())
 }
 
+/// Applies one kept invalidation, for the replaying thread.
+pub(super) fn apply(redis: &Redis, namespace: &str, step: &Step) -> Result<(), BackendError> {
+    match step {
+        Step::All { soft } => bump_epochs(redis, namespace, *soft),
+        Step::Key { name, soft: false } => redis.run("DEL", |c| {
+            ::redis::cmd("DEL").arg(name.as_slice()).query::<()>(c)
+        }),
+        Step::Key { name, soft: true } => {
+            let mut mark = MARK_SOFT_SCRIPT.prepare_invoke();
+            mark.key(name.as_slice());
+            redis
+                .run("soft invalidation", |c| mark.invoke::<i64>(c))
+                .map(drop)
+        }
+    }
+}
+
 /// What the read script answered.
 type Read = Option<(Vec<u8>, i64)>;
 
@@ -379,13 +411,14 @@ where
         let names = self.names(key)?;
         let read = Self::read(&names);
         let found: Read = self.redis.run("read", |c| read.invoke(c))?;
-        Ok(self.decoded(found))
+        Ok(self.replay.honour(&names.value, self.decoded(found)))
     }
 
     fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError> {
         let names = self.names(key)?;
         let write = self.write(&names, encode(value, stamp)?, None)?;
         self.redis.run("write", |c| write.invoke::<i64>(c))?;
+        self.replay.written(&names.value);
         Ok(())
     }
 
@@ -399,6 +432,9 @@ where
         let names = self.names(key)?;
         let write = self.write(&names, encode(value, stamp)?, Some(fence))?;
         let written: i64 = self.redis.run("fenced write", |c| write.invoke(c))?;
+        if written == 1 {
+            self.replay.written(&names.value);
+        }
         Ok(written == 1)
     }
 
@@ -412,6 +448,7 @@ where
         let name = self.names(key)?.value;
         self.redis
             .run("DEL", |c| ::redis::cmd("DEL").arg(&name).query::<()>(c))?;
+        self.replay.written(&name);
         Ok(())
     }
 
@@ -420,17 +457,40 @@ where
         // clock skew between hosts decide which values an invalidation covers.
         let _ = cutoff;
         bump_epochs(&self.redis, &self.namespace, soft)?;
+        self.replay.all_invalidated(soft);
         Ok(())
+    }
+
+    fn replay_later(&self, invalidation: Invalidation<'_, K>) -> bool {
+        let name = match invalidation.key {
+            Some(key) => match self.names(key) {
+                Ok(names) => Some(names.value),
+                // A key that cannot be encoded was never stored.
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        if self.replay.keep(&invalidation, name) {
+            replay::start(
+                Arc::clone(&self.replay),
+                self.redis.clone(),
+                self.namespace.clone(),
+            );
+        }
+        true
     }
 
     fn backend_health(&self) -> Option<BackendHealth> {
         let breaker = self.redis.breaker();
+        let (queued, replayed) = self.replay.counts();
         Some(BackendHealth {
             failures: breaker.failures,
             rejected: breaker.rejected,
             breaker_opened: breaker.opened,
             breaker_closed: breaker.closed,
-            ..BackendHealth::default()
+            invalidations_queued: queued,
+            invalidations_replayed: replayed,
+            invalidations_pending: self.replay.len() as u64,
         })
     }
 
@@ -485,7 +545,7 @@ where
                     |mut c| async move { read.invoke_async(&mut c).await },
                 )
                 .await?;
-            Ok(self.decoded(found))
+            Ok(self.replay.honour(&names.value, self.decoded(found)))
         })
     }
 
@@ -498,6 +558,7 @@ where
                     write.invoke_async::<i64>(&mut c).await
                 })
                 .await?;
+            self.replay.written(&names.value);
             Ok(())
         })
     }
@@ -518,6 +579,9 @@ where
                     write.invoke_async(&mut c).await
                 })
                 .await?;
+            if written == 1 {
+                self.replay.written(&names.value);
+            }
             Ok(written == 1)
         })
     }
@@ -546,6 +610,7 @@ where
                     |mut c| async move { del.query_async::<()>(&mut c).await },
                 )
                 .await?;
+            self.replay.written(&name);
             Ok(())
         })
     }
@@ -554,6 +619,7 @@ where
         let _ = cutoff;
         Box::pin(async move {
             bump_epochs_async(&self.redis, &self.namespace, soft).await?;
+            self.replay.all_invalidated(soft);
             Ok(())
         })
     }
