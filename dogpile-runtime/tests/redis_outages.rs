@@ -396,7 +396,9 @@ fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage) {
         Outage::Restart => server.resume(),
     }
     let back = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    fs::write(dir.join("back"), back.as_nanos().to_string()).unwrap();
+    // Written whole, then renamed: the child reads it as soon as the name exists.
+    fs::write(dir.join("back.tmp"), back.as_nanos().to_string()).unwrap();
+    fs::rename(dir.join("back.tmp"), dir.join("back")).unwrap();
     // Before or after the replay, this process does not serve the old value.
     assert_ne!(here.peek(&1), Some(0));
 
