@@ -497,3 +497,129 @@ fn breaker_settings_that_cannot_work_are_refused() {
         .unwrap();
     assert_eq!(redis.breaker().state, BreakerState::Closed);
 }
+
+/// With the `tracing` feature, the breaker's transitions are events naming the backend and its
+/// address, at most one of each kind per 10 s: a server that stalls twice, and is probed every
+/// cool-down meanwhile, gives one event that it opened, one for the probes, one that it closed.
+#[cfg(feature = "tracing")]
+#[test]
+fn breaker_transitions_are_rate_limited_events_naming_the_address() {
+    let server = Server::start();
+    let redis = Redis::builder(&server.url())
+        .timeout(Duration::from_millis(100))
+        .breaker_failures(1)
+        .breaker_cool_down(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let region = region(&redis, "events");
+    let closed = || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while redis.breaker().state != BreakerState::Closed {
+            assert!(Instant::now() < deadline, "never closed");
+            thread::sleep(Duration::from_millis(5));
+        }
+    };
+    let events = events::collect();
+    for _ in 0..2 {
+        server.freeze();
+        assert_eq!(region.get_with(&1, || 1), 1); // fails, and opens the breaker
+        thread::sleep(Duration::from_millis(500)); // a probe every 150 ms or so
+        server.thaw();
+        closed();
+    }
+    let address = server.url();
+    let address = address.trim_end_matches('/');
+    let ours: Vec<(String, String)> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.address.as_deref() == Some(address))
+        .map(|e| (e.level.clone(), e.message.clone()))
+        .collect();
+    let breaker = redis.breaker();
+    eprintln!(
+        "{} transitions ({} opened, {} half-opened, {} closed), events: {ours:?}",
+        breaker.opened + breaker.half_opened + breaker.closed,
+        breaker.opened,
+        breaker.half_opened,
+        breaker.closed
+    );
+    assert!(breaker.opened >= 4 && breaker.closed == 2, "{breaker:?}");
+    let count = |word: &str| ours.iter().filter(|(_, m)| m.contains(word)).count();
+    assert_eq!(count("circuit breaker open:"), 1, "{ours:?}");
+    assert_eq!(count("closed"), 1, "{ours:?}");
+    assert_eq!(count("half-open") + count("open again"), 1, "{ours:?}");
+    assert!(ours.iter().any(|(level, _)| level == "WARN"), "{ours:?}");
+}
+
+/// A `tracing` subscriber that keeps every event's level, message and `address` field.
+#[cfg(feature = "tracing")]
+mod events {
+    use std::fmt::Debug;
+    use std::sync::{Arc, Mutex, OnceLock};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    #[derive(Clone, Debug, Default)]
+    pub struct Seen {
+        pub level: String,
+        pub message: String,
+        pub address: Option<String>,
+    }
+
+    struct Keep(Arc<Mutex<Vec<Seen>>>);
+
+    impl Visit for Seen {
+        fn record_debug(&mut self, field: &Field, value: &dyn Debug) {
+            match field.name() {
+                "message" => self.message = format!("{value:?}"),
+                "address" => self.address = Some(format!("{value:?}").trim_matches('"').into()),
+                _ => {}
+            }
+        }
+
+        fn record_str(&mut self, field: &Field, value: &str) {
+            if field.name() == "address" {
+                self.address = Some(value.to_string());
+            } else {
+                self.record_debug(field, &value);
+            }
+        }
+    }
+
+    impl Subscriber for Keep {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut seen = Seen {
+                level: event.metadata().level().to_string(),
+                ..Seen::default()
+            };
+            event.record(&mut seen);
+            self.0.lock().unwrap().push(seen);
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    /// Every event of this test binary from now on, from any thread.
+    pub fn collect() -> Arc<Mutex<Vec<Seen>>> {
+        static EVENTS: OnceLock<Arc<Mutex<Vec<Seen>>>> = OnceLock::new();
+        EVENTS
+            .get_or_init(|| {
+                let events = Arc::new(Mutex::new(Vec::new()));
+                tracing::subscriber::set_global_default(Keep(Arc::clone(&events)))
+                    .expect("no other subscriber in this test binary");
+                events
+            })
+            .clone()
+    }
+}
