@@ -149,7 +149,7 @@ mod tests {
         let app = app();
         assert_eq!(x_cache(&app, "/rate/CHFJPY").await, "created");
         assert_eq!(x_cache(&app, "/rate/CHFJPY").await, "fresh");
-        rate_soft_invalidate("CHFJPY").await; // as if its 5 s had passed
+        rate_soft_invalidate("CHFJPY").await.unwrap(); // as if its 5 s had passed
         assert_eq!(x_cache(&app, "/rate/CHFJPY").await, "stale");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while x_cache(&app, "/rate/CHFJPY").await != "fresh" {
@@ -163,7 +163,7 @@ mod tests {
         let app = app();
         assert_eq!(x_cache(&app, "/currency/JPY").await, "created");
         assert_eq!(x_cache(&app, "/currency/JPY").await, "fresh");
-        currency_name_soft_invalidate("JPY").await; // as if its hour had passed
+        currency_name_soft_invalidate("JPY").await.unwrap(); // as if its hour had passed
         assert_eq!(x_cache(&app, "/currency/JPY").await, "created");
         assert_eq!(x_cache(&app, "/currency/JPY").await, "fresh");
     }

@@ -138,9 +138,10 @@ pub struct ReadmeDoctests;
 /// | `report_peek(day) -> Option<Arc<Report>>` | the stored value, fresh or expired, without running the body |
 /// | `report_refresh(day) -> Arc<Report>` | runs the body now and stores the value, never beside another creator of the key |
 /// | `report_served(day) -> (Arc<Report>, Served)` | the function, and how the call was served ([`Served`]: fresh, stale, created, waited, direct), for an `X-Cache` header or a metric per route |
-/// | `report_invalidate(day)` | removes the value: the next call runs the body and the others wait for it |
-/// | `report_soft_invalidate(day)` | marks the value expired: the next call regenerates it while the others get the old value |
+/// | `report_invalidate(day) -> Result<(), BackendError>` | removes the value: the next call runs the body and the others wait for it |
+/// | `report_soft_invalidate(day) -> Result<(), BackendError>` | marks the value expired: the next call regenerates it while the others get the old value |
 /// | `report_invalidate_all()`, `report_soft_invalidate_all()` | the same for every key |
+/// | | the invalidations' [`BackendError`] says the store was not reached (a Redis region during an outage) and whether the invalidation is queued to be replayed when it answers ([`BackendError::is_queued_for_replay`]); a region in memory never fails them |
 /// | `report_statistics() -> Statistics` | hits, stale hits, misses, regenerations, errors, panics, waits, ... |
 ///
 /// For a method, the keyed companions take the same receiver (`self.price_peek(sku)`) and the
@@ -162,7 +163,7 @@ pub struct ReadmeDoctests;
 /// assert!(prices.price("x").is_err());
 /// assert_eq!(prices.price("12"), Ok(12));
 /// assert_eq!(prices.price_peek("12"), Some(12));
-/// prices.price_invalidate("12");
+/// prices.price_invalidate("12").expect("memory never fails");
 /// assert_eq!(prices.price_peek("12"), None);
 /// ```
 ///
@@ -193,8 +194,8 @@ pub struct ReadmeDoctests;
 ///     Arc::new(Report { day }) // the body
 /// }
 ///
-/// fn report_invalidate(day: u32) {
-///     REPORT.invalidate(&day);
+/// fn report_invalidate(day: u32) -> Result<(), dogpile::BackendError> {
+///     REPORT.invalidate(&day)
 /// }
 /// // ... and the other companions, each one call on the region.
 /// # assert_eq!(report(1).day, 1);

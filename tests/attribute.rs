@@ -365,7 +365,7 @@ fn methods_with_an_explicit_key() {
     assert_eq!(b.price("xyz"), 2003);
     assert_eq!(a.calls.load(Ordering::SeqCst), 1);
     assert_eq!(a.price_peek("xyz"), Some(1003));
-    a.price_invalidate("xyz");
+    a.price_invalidate("xyz").unwrap();
     assert_eq!(a.price("xyz"), 1003);
     assert_eq!(a.calls.load(Ordering::SeqCst), 2);
     assert_eq!(a.name().unwrap(), "tenant 1");
@@ -397,20 +397,20 @@ fn companion_items() {
     assert_eq!(counted(10), refreshed);
 
     // Soft invalidation keeps the value visible but expired: the next call regenerates.
-    counted_soft_invalidate(10);
+    counted_soft_invalidate(10).unwrap();
     assert_eq!(counted_peek(10), Some(refreshed));
     let regenerated = counted(10);
     assert_ne!(regenerated, refreshed);
     assert_eq!(counted(10), regenerated);
 
     // Hard invalidation removes it.
-    counted_invalidate(10);
+    counted_invalidate(10).unwrap();
     assert_eq!(counted_peek(10), None);
     let again = counted(10);
     assert_eq!(counted(20), counted(20));
-    counted_soft_invalidate_all();
+    counted_soft_invalidate_all().unwrap();
     assert_ne!(counted(10), again);
-    counted_invalidate_all();
+    counted_invalidate_all().unwrap();
     assert_eq!(counted_peek(10), None);
     assert_eq!(counted_peek(20), None);
 
@@ -474,7 +474,7 @@ fn forever() -> Arc<Vec<u8>> {
 fn expire_never_keeps_the_value_until_invalidated() {
     let first = forever();
     assert!(Arc::ptr_eq(&first, &forever()));
-    forever_invalidate();
+    forever_invalidate().unwrap();
     assert!(!Arc::ptr_eq(&first, &forever()));
     assert_eq!(NEVER_CALLS.load(Ordering::SeqCst), 2);
 }
@@ -529,7 +529,7 @@ fn a_region_configured_elsewhere_with_the_function_s_expiry() {
         caches::USERS.get_with(&("users", 1), || unreachable!()),
         "user 1 #1"
     );
-    user_invalidate(1);
+    user_invalidate(1).unwrap();
     assert_eq!(caches::USERS.peek(&("users", 1)), None);
 }
 
@@ -625,7 +625,7 @@ fn methods_of_a_generic_impl_cache_per_instantiation() {
         2,
         "both instantiations counted"
     );
-    Boxed::<String>::item_invalidate_all();
+    Boxed::<String>::item_invalidate_all().unwrap();
     assert_eq!(a.item_peek(), None);
     assert_eq!(b.item_peek(), None);
 }

@@ -148,7 +148,7 @@ async fn methods_with_borrowed_arguments_and_result_returns() {
         prices.price_refresh("a", "USD").await.unwrap(),
         "4:a in USD"
     );
-    prices.price_invalidate("a", "").await;
+    prices.price_invalidate("a", "").await.unwrap();
     assert_eq!(prices.price_peek("a", "").await, None);
 }
 

@@ -107,6 +107,12 @@ fn functions_on_redis_regions_sync_and_async() {
         Err(dogpile::RegionError::Backend(_))
     ));
     assert!(user_statistics().direct_calls >= 1);
+    // An invalidation that cannot reach Redis says so, and that it is queued for replay.
+    let err = user_invalidate(7).expect_err("Redis is down");
+    assert!(err.is_queued_for_replay(), "{err}");
+    let err = user_soft_invalidate_all().expect_err("Redis is down");
+    assert!(err.is_queued_for_replay(), "{err}");
+    assert_eq!(user_statistics().invalidations_queued, 2);
 }
 
 fn a_sync_function_on_a_redis_region() {
@@ -118,7 +124,7 @@ fn a_sync_function_on_a_redis_region() {
     // The value is in Redis, where another process would find it.
     let elsewhere = on_redis("users");
     assert_eq!(elsewhere.peek(&1).as_deref(), Some("user 1"));
-    user_invalidate(1);
+    user_invalidate(1).unwrap();
     assert_eq!(elsewhere.peek(&1), None);
 }
 

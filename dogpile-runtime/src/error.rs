@@ -43,6 +43,8 @@ impl StdError for NeedRegeneration {}
 pub struct BackendError {
     message: String,
     source: Option<Box<dyn StdError + Send + Sync>>,
+    /// An invalidation that failed, kept by its store to replay when it answers again.
+    queued: bool,
 }
 
 impl BackendError {
@@ -56,6 +58,7 @@ impl BackendError {
         BackendError {
             message: message.into(),
             source: None,
+            queued: false,
         }
     }
 
@@ -75,7 +78,30 @@ impl BackendError {
         BackendError {
             message: message.into(),
             source: Some(source.into()),
+            queued: false,
         }
+    }
+
+    /// The error of an invalidation that did not reach its store and that the store queued
+    /// to replay when it answers again.
+    pub(crate) fn queued(message: impl Into<String>, source: BackendError) -> Self {
+        BackendError {
+            queued: true,
+            ..BackendError::with_source(message, source)
+        }
+    }
+
+    /// Whether this is the error of an invalidation that did not reach its store now but was
+    /// queued, to be applied when the store answers again (a Redis region's `invalidate*`
+    /// during an outage). Meanwhile the region's own process already honours it; other
+    /// processes do once it is replayed.
+    ///
+    /// ```
+    /// # use dogpile_runtime::BackendError;
+    /// assert!(!BackendError::new("unreachable").is_queued_for_replay());
+    /// ```
+    pub fn is_queued_for_replay(&self) -> bool {
+        self.queued
     }
 }
 

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::ops::AddAssign;
 
+use crate::region::BackendHealth;
 use crate::served::Served;
 use crate::sync::{AtomicU64, Ordering};
 
@@ -166,6 +167,7 @@ impl Counters {
             shared_failures: self.sum(Counter::SharedFailure),
             evictions,
             entries,
+            ..Statistics::default()
         }
     }
 }
@@ -220,11 +222,50 @@ pub struct Statistics {
     /// Values the store evicted to stay within its capacity or maximum weight (values
     /// invalidated, replaced or removed are not counted).
     pub evictions: u64,
+    /// Calls to the store's backend that went unanswered: a timeout, a connection refused or
+    /// broken (each cost up to the backend's timeout). 0 for a store that cannot fail. For
+    /// Redis, the counts of the connection handle the store was made from, which the region's
+    /// mutexes and any other region on the same handle share.
+    pub backend_failures: u64,
+    /// Calls to the backend failed at once, unsent, by its open circuit breaker (each cost
+    /// nothing; the region then called the creator directly, or returned the error). Counted
+    /// as `backend_failures` is.
+    pub breaker_rejections: u64,
+    /// Times the backend's circuit breaker opened: after failures in a row, or a probe that
+    /// was not answered. Counted as `backend_failures` is.
+    pub breaker_opens: u64,
+    /// Times it closed again, a probe having been answered.
+    pub breaker_closes: u64,
+    /// Invalidations that did not reach the store and were queued to be replayed when it
+    /// answers again (their callers got an error saying so).
+    pub invalidations_queued: u64,
+    /// Queued invalidations replayed once the store answered again.
+    pub invalidations_replayed: u64,
+    /// Invalidations queued when the snapshot was taken, waiting for the store (one per key,
+    /// one for every key; a later write or invalidation may make one moot). A process that
+    /// exits before they are replayed loses them: wait for 0 before a planned exit.
+    pub invalidations_pending: u64,
     /// Values in the store when the snapshot was taken, if the store can count them cheaply:
     /// a [`MemoryStore`](crate::region::MemoryStore)'s values in this process. A store shared by
     /// processes (Redis) does not count its values, and this is 0; count them on the server.
     /// The other fields are this process's counts, whatever the store.
     pub entries: usize,
+}
+
+impl Statistics {
+    /// With what the store's backend reported, if it can fail.
+    pub(crate) fn with_backend(mut self, health: Option<BackendHealth>) -> Self {
+        if let Some(health) = health {
+            self.backend_failures = health.failures;
+            self.breaker_rejections = health.rejected;
+            self.breaker_opens = health.breaker_opened;
+            self.breaker_closes = health.breaker_closed;
+            self.invalidations_queued = health.invalidations_queued;
+            self.invalidations_replayed = health.invalidations_replayed;
+            self.invalidations_pending = health.invalidations_pending;
+        }
+        self
+    }
 }
 
 /// Sums counters, as for the regions of several instantiations of one generic function.
@@ -253,6 +294,13 @@ impl AddAssign for Statistics {
             refused_writes,
             stale_on_error,
             shared_failures,
+            backend_failures,
+            breaker_rejections,
+            breaker_opens,
+            breaker_closes,
+            invalidations_queued,
+            invalidations_replayed,
+            invalidations_pending,
             evictions,
             entries,
         } = other;
@@ -268,6 +316,13 @@ impl AddAssign for Statistics {
         self.refused_writes += refused_writes;
         self.stale_on_error += stale_on_error;
         self.shared_failures += shared_failures;
+        self.backend_failures += backend_failures;
+        self.breaker_rejections += breaker_rejections;
+        self.breaker_opens += breaker_opens;
+        self.breaker_closes += breaker_closes;
+        self.invalidations_queued += invalidations_queued;
+        self.invalidations_replayed += invalidations_replayed;
+        self.invalidations_pending += invalidations_pending;
         self.evictions += evictions;
         self.entries += entries;
     }
@@ -279,7 +334,9 @@ impl fmt::Display for Statistics {
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
              {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, \
-             {} shared failures, {} evictions, {} entries",
+             {} shared failures, {} backend failures, {} breaker rejections, {} breaker opens, \
+             {} breaker closes, {} invalidations queued, {} invalidations replayed, \
+             {} invalidations pending, {} evictions, {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -292,6 +349,13 @@ impl fmt::Display for Statistics {
             self.refused_writes,
             self.stale_on_error,
             self.shared_failures,
+            self.backend_failures,
+            self.breaker_rejections,
+            self.breaker_opens,
+            self.breaker_closes,
+            self.invalidations_queued,
+            self.invalidations_replayed,
+            self.invalidations_pending,
             self.evictions,
             self.entries
         )

@@ -88,5 +88,8 @@ fn a_string_keyed_region_is_read_with_a_str_and_a_hit_allocates_nothing() {
             .get_with("chf/usd", || async { Arc::from("x") })
             .await;
         assert_eq!(&*value, "1.13");
+        from_async.soft_invalidate("chf/usd").await.unwrap();
+        from_async.invalidate("chf/usd").await.unwrap();
+        assert_eq!(from_async.peek("chf/usd").await, None);
     });
 }

@@ -252,7 +252,7 @@ fn a_background_creator_asking_for_its_own_key_gets_recursion_not_a_wait_on_itse
     let (tx, rx) = mpsc::channel();
     let inner = region.clone();
     let stale = region.background().get_with(&1, move || {
-        inner.invalidate(&1);
+        inner.invalidate(&1).unwrap();
         let again = inner.try_get_with(&1, || Ok::<_, ()>(3));
         let _ = tx.send(matches!(again, Err(RegionError::Recursion { .. })));
         2
@@ -303,7 +303,7 @@ fn race_soft_invalidation(
         region.insert(&7, 2 * rounds).unwrap();
         round.store(rounds, Ordering::Release);
         if rounds % 2 == 0 {
-            region.invalidate(&7);
+            region.invalidate(&7).unwrap();
         } else {
             region.insert(&7, 2 * rounds + 1).unwrap();
         }
@@ -328,8 +328,11 @@ fn soft_invalidation_never_brings_back_a_removed_value_nor_replaces_a_newer_one(
         .expiry(Duration::from_secs(60))
         .build()
         .unwrap();
-    let (resurrected, aged) =
-        race_soft_invalidation(&region, |r| r.soft_invalidate(&7), Duration::from_secs(2));
+    let (resurrected, aged) = race_soft_invalidation(
+        &region,
+        |r| r.soft_invalidate(&7).unwrap(),
+        Duration::from_secs(2),
+    );
     assert_eq!((resurrected, aged), (0, 0));
 }
 
@@ -342,7 +345,7 @@ fn async_soft_invalidation_never_brings_back_a_removed_value_nor_replaces_a_newe
     let rt = Arc::new(runtime());
     let (resurrected, aged) = race_soft_invalidation(
         &region,
-        move |r| rt.block_on(r.to_async().soft_invalidate(&7)),
+        move |r| rt.block_on(r.to_async().soft_invalidate(&7)).unwrap(),
         Duration::from_secs(2),
     );
     assert_eq!((resurrected, aged), (0, 0));

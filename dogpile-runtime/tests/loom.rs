@@ -386,7 +386,7 @@ fn invalidate_all_covers_every_value_stored_before_it() {
             let region = region.clone();
             thread::spawn(move || {
                 writer.join().unwrap();
-                region.invalidate_all();
+                region.invalidate_all().unwrap();
             })
         };
         let racer = {

@@ -91,9 +91,9 @@ fn the_listener_hears_each_cause() {
     // Through a region: a regeneration replaces, `invalidate` invalidates, `clear` removes.
     region.insert(&7, "old".into()).unwrap();
     region.refresh(&7, || Ok::<_, ()>("new".into())).unwrap();
-    region.invalidate(&7);
+    region.invalidate(&7).unwrap();
     region.insert(&8, "x".into()).unwrap();
-    region.clear();
+    region.clear().unwrap();
     assert_eq!(
         *region_log.lock().unwrap(),
         [

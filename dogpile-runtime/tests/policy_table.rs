@@ -134,7 +134,7 @@ impl Harness {
                 Make::Fail => Err(Down),
                 Make::Panic => panic!("the upstream panicked"),
                 Make::Recurse => {
-                    region.invalidate(&key);
+                    region.invalidate(&key).unwrap();
                     let again = region.try_get_with(&key, || Ok::<_, Down>(0));
                     if matches!(again, Err(RegionError::Recursion { .. })) {
                         recursion.store(true, Ordering::SeqCst);
@@ -160,7 +160,7 @@ impl Harness {
                     Make::Panic => panic!("the upstream panicked"),
                     Make::Recurse => {
                         let region = region.to_async();
-                        region.invalidate(&key).await;
+                        region.invalidate(&key).await.unwrap();
                         let again = region
                             .try_get_with(&key, || async { Ok::<_, Down>(0) })
                             .await;

@@ -137,6 +137,7 @@ fn invalidation_child(redis: &Redis, url: &str, dir: &Path, n: &str) {
                 "invalidate" => region.invalidate(&key),
                 _ => region.soft_invalidate(&key),
             }
+            .expect("the server answers");
             fs::write(dir.join(format!("invalidated-{phase}")), "").unwrap();
             continue;
         }
@@ -501,9 +502,9 @@ fn corrupt_bytes_under_a_key_are_a_miss() {
 }
 
 /// A `SET NX` sent while the server stalls (`DEBUG SLEEP`) times out on the client but is
-/// applied by the server afterwards. Its token is released once the server answers again, so
-/// the key is not locked in nobody's name for the lease (5 s): the next miss regenerates at
-/// once, and no lock key is left.
+/// applied by the server afterwards. Its token is released once the server answers again (the
+/// circuit breaker, opened by the stall, has closed), so the key is not locked in nobody's name
+/// for the lease (5 s): the next miss regenerates at once, and no lock key is left.
 #[test]
 fn a_lock_command_lost_in_a_stall_leaves_no_lock_behind() {
     let server = Server::start();
@@ -530,6 +531,7 @@ fn a_lock_command_lost_in_a_stall_leaves_no_lock_behind() {
     let lost = redis.mutex("stall", &1u64).try_acquire();
     assert!(lost.is_err(), "the stalled server cannot answer: {lost:?}");
     stall.join().unwrap();
+    breaker_closes(&redis);
 
     let after = Instant::now();
     assert_eq!(region.get_with(&1, || 2), 2);
@@ -546,12 +548,24 @@ fn a_lock_command_lost_in_a_stall_leaves_no_lock_behind() {
 /// finishes after another process took the lock and stored a newer value: its write is
 /// refused (the fenced script sees another token), counted in `refused_writes`, and its
 /// caller still gets its value.
+/// Waits (bounded) until the handle's circuit breaker lets calls through again.
+fn breaker_closes(redis: &Redis) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.breaker().state != dogpile_runtime::backend::redis::BreakerState::Closed {
+        assert!(Instant::now() < deadline, "the breaker never closed");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_creator_that_outlived_its_lease_cannot_overwrite_its_successor() {
     let server = Server::start();
+    // The circuit breaker would refuse the late creator's write outright, unsent, once the
+    // stall's timeouts opened it: this test is about the fence, which the write must reach.
     let redis = Redis::builder(&server.url())
         .timeout(Duration::from_millis(100))
         .lease(Duration::from_millis(300))
+        .breaker_failures(1_000)
         .build()
         .unwrap();
     // Two regions on one namespace: two hosts, as far as the lock and the store can tell.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
+use dogpile_runtime::backend::redis::{BreakerState, Redis, RedisMutex, RedisStore};
 use dogpile_runtime::region::AsyncRegion;
 use dogpile_runtime::Region;
 
@@ -155,8 +155,9 @@ fn async_tasks_on_a_missing_key_share_one_creator() {
 
 /// The async form of the stalled lock command: a `SET NX` awaited while the server stalls
 /// (`DEBUG SLEEP`) times out, but the server applies it afterwards. Its token is released once
-/// the server answers again, so the next async miss regenerates at once instead of waiting out
-/// the lease (5 s) for a lock nobody holds, and no lock key is left.
+/// the server answers again (the circuit breaker, opened by the stall, has closed), so the next
+/// async miss regenerates at once instead of waiting out the lease (5 s) for a lock nobody
+/// holds, and no lock key is left.
 #[test]
 fn an_async_lock_command_lost_in_a_stall_leaves_no_lock_behind() {
     use dogpile_runtime::lock::AsyncRawMutex;
@@ -185,6 +186,11 @@ fn an_async_lock_command_lost_in_a_stall_leaves_no_lock_behind() {
     let lost = runtime.block_on(redis.mutex("stall", &1u64).try_acquire_async());
     assert!(lost.is_err(), "the stalled server cannot answer: {lost:?}");
     stall.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.breaker().state != BreakerState::Closed {
+        assert!(Instant::now() < deadline, "the breaker never closed");
+        thread::sleep(Duration::from_millis(5));
+    }
 
     let after = Instant::now();
     assert_eq!(runtime.block_on(region.get_with(&1, || async { 2 })), 2);
@@ -202,9 +208,12 @@ fn an_async_lock_command_lost_in_a_stall_leaves_no_lock_behind() {
 #[test]
 fn an_async_creator_that_outlived_its_lease_cannot_overwrite_its_successor() {
     let server = Server::start();
+    // The circuit breaker would refuse the late creator's write outright, unsent, once the
+    // stall's timeouts opened it: this test is about the fence, which the write must reach.
     let redis = Redis::builder(&server.url())
         .timeout(Duration::from_millis(100))
         .lease(Duration::from_millis(300))
+        .breaker_failures(1_000)
         .build()
         .unwrap();
     // Two regions on one namespace: two hosts, as far as the lock and the store can tell.

@@ -68,7 +68,7 @@ fn a_region_on_a_three_node_cluster() {
     );
 
     // Hard, from `b`: `a` regenerates every key.
-    b.invalidate_all();
+    b.invalidate_all().unwrap();
     for key in 0..64 {
         assert_eq!(a.try_get_with(&key, create(key + 100)).unwrap(), key + 100);
     }
@@ -76,7 +76,7 @@ fn a_region_on_a_three_node_cluster() {
 
     // Soft, from `b`: the values are still there for `a` (stale, not gone), and `a`
     // regenerates them.
-    b.soft_invalidate_all();
+    b.soft_invalidate_all().unwrap();
     for key in 0..64 {
         assert_eq!(
             a.peek(&key),
@@ -100,7 +100,7 @@ fn a_region_on_a_three_node_cluster() {
                     key
                 );
             }
-            async_region.invalidate_all().await;
+            async_region.invalidate_all().await.unwrap();
             for key in 0..16 {
                 let again = async_region.get_with(&key, || async move { key + 1 }).await;
                 assert_eq!(again, key + 1);

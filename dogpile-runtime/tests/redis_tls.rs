@@ -166,7 +166,7 @@ fn a_region_over_tls() {
         "one"
     );
     assert_eq!(tls.get_with(&1, || unreachable!()), "one");
-    tls.invalidate_all();
+    tls.invalidate_all().unwrap();
     assert_eq!(tls.get_with(&1, || "uno".into()), "uno");
     let async_region = tls.to_async();
     tokio::runtime::Builder::new_current_thread()

@@ -161,6 +161,7 @@ fn invalidator(shared: &Shared) {
             2..=5 => shared.region.invalidate(&rng.key()),
             _ => shared.region.soft_invalidate(&rng.key()),
         }
+        .expect("a memory store never fails");
     }
 }
 

@@ -32,17 +32,21 @@ pub use dogpile_runtime::region::{
     Background, CacheKey, CacheValue, OnBackendError, Pool, RegionBuilder, Store,
 };
 pub use dogpile_runtime::Region;
-use dogpile_runtime::Statistics;
 #[cfg(feature = "tokio")]
 pub use dogpile_runtime::{
     lock::AsyncRawMutex, region::AsyncBackground, region::AsyncRegion, region::AsyncStore,
 };
+use dogpile_runtime::{BackendError, Statistics};
 
 /// What `_invalidate_all`, `_soft_invalidate_all` and `_statistics` act on: every region of a
 /// function's [`Slot`], or the region given with `region = ...`.
 pub trait Control {
     /// Invalidates every key: hard, or soft.
-    fn invalidate_all(&self, soft: bool);
+    ///
+    /// # Errors
+    ///
+    /// The store's, if the invalidation did not reach it (see [`Region::invalidate_all`]).
+    fn invalidate_all(&self, soft: bool) -> Result<(), BackendError>;
     /// The statistics.
     fn statistics(&self) -> Statistics;
 }
@@ -51,8 +55,12 @@ pub trait Control {
 ///
 /// A function given a shared region acts on the whole region, every function's values: this
 /// is the one place to narrow it to the function's namespace, once the region can.
-pub fn invalidate_all(of: &dyn Control, soft: bool) {
-    of.invalidate_all(soft);
+///
+/// # Errors
+///
+/// The store's, if the invalidation did not reach it (see [`Region::invalidate_all`]).
+pub fn invalidate_all(of: &dyn Control, soft: bool) -> Result<(), BackendError> {
+    of.invalidate_all(soft)
 }
 
 /// `_statistics` of every function; on a shared region, the whole region's, as
@@ -69,11 +77,11 @@ where
     S: Store<K, V>,
     M: RawMutex + 'static,
 {
-    fn invalidate_all(&self, soft: bool) {
+    fn invalidate_all(&self, soft: bool) -> Result<(), BackendError> {
         if soft {
-            self.soft_invalidate_all();
+            self.soft_invalidate_all()
         } else {
-            Region::invalidate_all(self);
+            Region::invalidate_all(self)
         }
     }
 

@@ -7,7 +7,7 @@ use std::any::Any;
 use std::sync::{Mutex, OnceLock, PoisonError};
 
 use dogpile_runtime::region::{CacheKey, CacheValue, RegionBuilder};
-use dogpile_runtime::{Region, Statistics};
+use dogpile_runtime::{BackendError, Region, Statistics};
 
 use super::{Control, Value};
 
@@ -134,10 +134,16 @@ fn build<K: CacheKey, V: CacheValue>(value: Value<V>, configure: Configure<K, V>
 }
 
 impl Control for Slot {
-    fn invalidate_all(&self, soft: bool) {
+    fn invalidate_all(&self, soft: bool) -> Result<(), BackendError> {
+        // Every region is invalidated, whichever fails; the first failure is reported.
+        let mut first = Ok(());
         for built in self.all() {
-            built.control.invalidate_all(soft);
+            let done = built.control.invalidate_all(soft);
+            if first.is_ok() {
+                first = done;
+            }
         }
+        first
     }
 
     fn statistics(&self) -> Statistics {

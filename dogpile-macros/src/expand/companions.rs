@@ -60,6 +60,10 @@ impl Expansion<'_> {
                 TokenStream::new()
             };
         let doc = |text: String| quote!(#[doc = #text]);
+        let invalidation_errors_doc = quote!(#[doc = "\n# Errors\n\nThe store's, if the \
+            invalidation did not reach it (a Redis region during an outage); it then says \
+            whether the invalidation is queued, to be replayed when the store answers again \
+            (`BackendError::is_queued_for_replay`)."]);
         let uncached_doc = doc(format!(
             "Runs the body of `{name}` directly: no cache read, nothing stored."
         ));
@@ -147,33 +151,37 @@ impl Expansion<'_> {
             }
 
             #invalidate_doc
+            #invalidation_errors_doc
             #common
             #keyed_only
-            #vis #unsafety #asyncness fn #invalidate #generics(#inputs) #where_clause {
+            #vis #unsafety #asyncness fn #invalidate #generics(#inputs) -> #p::Result<(), #krate::BackendError> #where_clause {
                 #prelude
                 #key
-                #do_invalidate;
+                #do_invalidate
             }
 
             #soft_invalidate_doc
+            #invalidation_errors_doc
             #common
             #keyed_only
-            #vis #unsafety #asyncness fn #soft_invalidate #generics(#inputs) #where_clause {
+            #vis #unsafety #asyncness fn #soft_invalidate #generics(#inputs) -> #p::Result<(), #krate::BackendError> #where_clause {
                 #prelude
                 #key
-                #do_soft_invalidate;
+                #do_soft_invalidate
             }
 
             #invalidate_all_doc
+            #invalidation_errors_doc
             #common
-            #vis fn #invalidate_all() {
-                #p::invalidate_all(#control, false);
+            #vis fn #invalidate_all() -> #p::Result<(), #krate::BackendError> {
+                #p::invalidate_all(#control, false)
             }
 
             #soft_invalidate_all_doc
+            #invalidation_errors_doc
             #common
-            #vis fn #soft_invalidate_all() {
-                #p::invalidate_all(#control, true);
+            #vis fn #soft_invalidate_all() -> #p::Result<(), #krate::BackendError> {
+                #p::invalidate_all(#control, true)
             }
 
             #statistics_doc

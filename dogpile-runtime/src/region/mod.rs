@@ -12,7 +12,8 @@
 //! Where things are: `verbs.rs`, the blocking calls; `call.rs`, a call past the hot path
 //! through the protocol's blocking driver; `creation.rs`, what every creator run does
 //! (stamp, store, count, rescue); `expiry.rs`, stamps and ages; `asynchronous/`, the async
-//! calls and driver; `background.rs`, `batch.rs`, `purge.rs`, `builder.rs` as named.
+//! calls and driver; `invalidation.rs`, an invalidation the store failed; `background.rs`,
+//! `batch.rs`, `purge.rs`, `builder.rs` as named.
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
@@ -25,6 +26,7 @@ mod direct;
 mod error;
 mod expiry;
 mod failures;
+mod invalidation;
 mod pool;
 mod purge;
 mod store;
@@ -45,7 +47,9 @@ pub use builder::{OnBackendError, RegionBuilder};
 pub use error::RegionError;
 pub use expiry::Stamp;
 pub use pool::{Pool, PoolFull};
-pub use store::{EvictionCause, MemoryStore, MemoryStoreBuilder, Store};
+pub use store::{
+    BackendHealth, EvictionCause, Invalidation, MemoryStore, MemoryStoreBuilder, Store,
+};
 pub use store_async::{AsyncStore, StoreFuture};
 
 pub use crate::served::Served;

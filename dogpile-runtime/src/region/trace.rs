@@ -71,11 +71,49 @@ impl Regeneration {
     }
 }
 
-/// Reports a call that bypassed the cache because its store or mutex failed.
+/// Reports a call that bypassed the cache because its store or mutex failed: at most one such
+/// event a second in the process (during an outage every call is one), each saying how many
+/// went unreported since the last.
 #[inline]
 pub(super) fn direct_call(region: &str, key: &dyn Debug, error: &dyn std::error::Error) {
     #[cfg(feature = "tracing")]
-    tracing::warn!(region, key = ?key, %error, "dogpile backend failed; calling the creator directly");
+    if let Some(unreported) = direct_calls::due() {
+        tracing::warn!(
+            region,
+            key = ?key,
+            %error,
+            unreported,
+            "dogpile backend failed; calling the creator directly"
+        );
+    }
     #[cfg(not(feature = "tracing"))]
     let _ = (region, key, error);
+}
+
+#[cfg(feature = "tracing")]
+mod direct_calls {
+    // Plain `std` atomics: loom builds have no `tracing`, and loom atomics cannot be statics.
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// When the next event may be sent, in milliseconds since the epoch.
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static UNREPORTED: AtomicU64 = AtomicU64::new(0);
+
+    /// `Some(calls not reported since the last event)` if an event is due now.
+    pub(super) fn due() -> Option<u64> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let next = NEXT.load(Ordering::Relaxed);
+        if now < next
+            || NEXT
+                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            UNREPORTED.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(UNREPORTED.swap(0, Ordering::Relaxed))
+    }
 }

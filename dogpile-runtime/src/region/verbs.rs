@@ -8,8 +8,8 @@ use std::time::Duration;
 use super::creation::Creation;
 use super::expiry::{soft_stamp, Age};
 use super::{
-    infallible, optional, some, value_of, Background, CacheKey, CacheValue, OnBackendError, Region,
-    RegionError, Served, Stamp, Statistics, Store,
+    infallible, optional, some, value_of, Background, CacheKey, CacheValue, Invalidation,
+    OnBackendError, Region, RegionError, Served, Stamp, Statistics, Store,
 };
 use crate::lock::drive::{self, Held};
 use crate::lock::protocol::Found;
@@ -319,85 +319,140 @@ where
     /// Removes `key`'s value (hard invalidation): the next caller creates it and the others
     /// wait.
     ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// region.invalidate(&1);
-    /// assert_eq!(region.peek(&1), None);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn invalidate(&self, key: &K) {
-        let _ = self.inner.store.invalidate(key);
-    }
-
-    /// Makes every value created until now count as missing (hard invalidation of all keys).
+    /// # Errors
+    ///
+    /// The store's, if the invalidation did not reach it (a Redis region during an outage).
+    /// A store that can replay it keeps it and honours it in this process meanwhile: the
+    /// error then says so ([`BackendError::is_queued_for_replay`]), and other processes see
+    /// the invalidation once the store answers again. See the README's "When things fail".
     ///
     /// ```
     /// use dogpile_runtime::Region;
     /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
-    /// region.invalidate_all();
+    /// region.invalidate(&1)?;
+    /// assert_eq!(region.peek(&1), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn invalidate<Q>(&self, key: &Q) -> Result<(), BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let key = &key.to_owned();
+        let at = self.inner.now();
+        self.inner
+            .store
+            .invalidate(key)
+            .map_err(|err| self.unreached(Invalidation::key(key, false, at), err))
+    }
+
+    /// Makes every value created until now count as missing (hard invalidation of all keys).
+    ///
+    /// # Errors
+    ///
+    /// As [`invalidate`](Self::invalidate): the store's, if the invalidation did not reach it
+    /// (this process honours it at once whatever the store says; other processes sharing the
+    /// store learn it from the store).
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// region.insert(&1, 1).unwrap();
+    /// region.invalidate_all()?;
     /// assert_eq!(region.peek(&1), None);
     /// assert_eq!(region.get_with(&1, || 2), 2);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn invalidate_all(&self) {
+    pub fn invalidate_all(&self) -> Result<(), BackendError> {
         let cutoff = self.inner.invalidate_all(false);
         // Other processes sharing the store learn it from the store, if it can tell them.
-        let _ = self.inner.store.invalidate_before(cutoff, false);
+        self.inner
+            .store
+            .invalidate_before(cutoff, false)
+            .map_err(|err| self.unreached(Invalidation::all(false, cutoff), err))
     }
 
     /// Makes `key`'s value count as expired (soft invalidation): the next caller regenerates it
     /// while the others get the stale value.
     ///
+    /// # Errors
+    ///
+    /// As [`invalidate`](Self::invalidate).
+    ///
     /// ```
     /// use dogpile_runtime::Region;
     /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
-    /// region.soft_invalidate(&1);
+    /// region.soft_invalidate(&1)?;
     /// assert_eq!(region.peek(&1), Some(1)); // still there, as a stale value
     /// assert_eq!(region.get_with(&1, || 2), 2);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn soft_invalidate(&self, key: &K) {
+    pub fn soft_invalidate<Q>(&self, key: &Q) -> Result<(), BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let key = &key.to_owned();
         // Stamped before the read: an invalidation of every key that comes after the read
         // still covers it.
         let at = self.stamp();
-        if let Ok(Some((_, stamp))) = self.inner.store.get(key) {
+        let unreached = |err| self.unreached(Invalidation::key(key, true, at.created()), err);
+        if let Some((_, stamp)) = self.inner.store.get(key).map_err(unreached)? {
             if self.age(stamp) != Age::Gone {
-                let _ = self.inner.store.restamp(key, stamp, soft_stamp(at));
+                self.inner
+                    .store
+                    .restamp(key, stamp, soft_stamp(at))
+                    .map_err(unreached)?;
             }
         }
+        Ok(())
     }
 
     /// Makes every value created until now count as expired (soft invalidation of all keys).
     ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// let region: Region<u8, u8> = Region::builder().build()?;
-    /// region.insert(&1, 1).unwrap();
-    /// region.soft_invalidate_all();
-    /// assert_eq!(region.get_with(&1, || 2), 2);
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
-    /// ```
-    pub fn soft_invalidate_all(&self) {
-        let cutoff = self.inner.invalidate_all(true);
-        let _ = self.inner.store.invalidate_before(cutoff, true);
-    }
-
-    /// Removes every value from the store.
+    /// # Errors
+    ///
+    /// As [`invalidate_all`](Self::invalidate_all).
     ///
     /// ```
     /// use dogpile_runtime::Region;
     /// let region: Region<u8, u8> = Region::builder().build()?;
     /// region.insert(&1, 1).unwrap();
-    /// region.clear();
-    /// assert!(region.is_empty());
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// region.soft_invalidate_all()?;
+    /// assert_eq!(region.get_with(&1, || 2), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn clear(&self) {
-        let _ = self.inner.store.clear();
+    pub fn soft_invalidate_all(&self) -> Result<(), BackendError> {
+        let cutoff = self.inner.invalidate_all(true);
+        self.inner
+            .store
+            .invalidate_before(cutoff, true)
+            .map_err(|err| self.unreached(Invalidation::all(true, cutoff), err))
+    }
+
+    /// Removes every value from the store.
+    ///
+    /// # Errors
+    ///
+    /// The store's, if it failed. Then every value created until now counts as missing in
+    /// this process, and a store that can replay keeps it as a hard invalidation of every
+    /// key, as [`invalidate_all`](Self::invalidate_all) does.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// region.insert(&1, 1).unwrap();
+    /// region.clear()?;
+    /// assert!(region.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn clear(&self) -> Result<(), BackendError> {
+        self.inner.store.clear().map_err(|err| {
+            let cutoff = self.inner.invalidate_all(false);
+            self.unreached(Invalidation::all(false, cutoff), err)
+        })
     }
 
     /// How many values the store holds (including expired ones not yet replaced), if it can tell.
@@ -438,6 +493,7 @@ where
         self.inner
             .stats
             .snapshot(self.len(), self.inner.store.evictions())
+            .with_backend(self.inner.store.backend_health())
     }
 
     /// How many keys have a dogpile mutex now: those being regenerated or waited for.

@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,16 +15,35 @@ const BOUND: Duration = Duration::from_secs(30);
 pub struct Server {
     port: u16,
     child: Option<Child>,
+    /// Where a server that keeps its data across a restart writes it.
+    dir: Option<PathBuf>,
 }
 
 impl Server {
     pub fn start() -> Server {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut server = Server { port, child: None };
+        Server::start_in(None)
+    }
+
+    /// A server that writes every command to its append-only file before answering it, so
+    /// that a restart after [`stop`](Self::stop) (a SIGKILL) finds the data it had.
+    pub fn start_persistent() -> Server {
+        static SERVERS: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dogpile-redis-{}-{}",
+            std::process::id(),
+            SERVERS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Server::start_in(Some(dir))
+    }
+
+    fn start_in(dir: Option<PathBuf>) -> Server {
+        let mut server = Server {
+            port: free_port(),
+            child: None,
+            dir,
+        };
         server.resume();
         server
     }
@@ -33,9 +54,21 @@ impl Server {
 
     /// Starts (again) on the same port, and waits until it answers.
     pub fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        let mut command = Command::new("redis-server");
+        command.args(["--port", &self.port.to_string()]);
+        match &self.dir {
+            Some(dir) => command.args(["--dir", &dir.display().to_string()]).args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ]),
+            None => command.args(["--save", "", "--appendonly", "no"]),
+        };
+        let child = command
+            .args(["--bind", "127.0.0.1"])
             // DEBUG SLEEP stalls the server, as a long fork or a swapped-out host would.
             .args(["--enable-debug-command", "local"])
             .stdout(Stdio::null())
@@ -54,6 +87,27 @@ impl Server {
             assert!(Instant::now() < deadline, "redis-server did not start");
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Stops the server process (SIGSTOP) without closing anything: it still accepts
+    /// connections (the kernel completes them) but answers nothing, as a host swapped out or
+    /// frozen by its hypervisor would.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a [`freeze`](Self::freeze)d server run again (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server runs").id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("`kill` must be on the PATH");
+        assert!(sent.success(), "kill {signal} {pid} failed");
     }
 
     pub fn stop(&mut self) {
@@ -113,5 +167,16 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ::redis::IntoConnectionInfo;
 
+use super::breaker::BreakerSettings;
 use super::connection::{Sentinel, Target};
 use super::Redis;
 use crate::ConfigError;
@@ -17,6 +18,8 @@ const SHORTEST_LEASE: Duration = Duration::from_millis(1);
 
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+pub(super) const DEFAULT_BREAKER_FAILURES: u32 = 3;
+pub(super) const DEFAULT_BREAKER_COOL_DOWN: Duration = Duration::from_secs(1);
 
 /// The timeouts and lease of a [`Redis`] handle, as checked by [`RedisBuilder::build`].
 #[derive(Clone, Copy, Debug)]
@@ -24,6 +27,7 @@ pub(super) struct Settings {
     pub(super) timeout: Duration,
     pub(super) lease: Duration,
     pub(super) renew_every: Duration,
+    pub(super) breaker: BreakerSettings,
 }
 
 /// Builds a [`Redis`] handle: made by [`Redis::builder`]; every option is checked by
@@ -65,6 +69,8 @@ pub struct RedisBuilder {
     timeout: Duration,
     lease: Duration,
     renew_every: Option<Duration>,
+    breaker_failures: u32,
+    breaker_cool_down: Duration,
     #[cfg(feature = "redis-tls")]
     root_certificate: Option<Vec<u8>>,
 }
@@ -76,6 +82,8 @@ impl RedisBuilder {
             timeout: DEFAULT_TIMEOUT,
             lease: DEFAULT_LEASE,
             renew_every: None,
+            breaker_failures: DEFAULT_BREAKER_FAILURES,
+            breaker_cool_down: DEFAULT_BREAKER_COOL_DOWN,
             #[cfg(feature = "redis-tls")]
             root_certificate: None,
         }
@@ -133,6 +141,44 @@ impl RedisBuilder {
         self
     }
 
+    /// How many calls in a row must go unanswered (a timeout, a connection refused or broken)
+    /// before the handle's circuit breaker opens (default 3). While it is open, calls fail at
+    /// once with a [`BackendError`](crate::BackendError) whose source is a
+    /// [`BreakerOpen`](super::BreakerOpen), instead of each waiting for the timeout; a region
+    /// then calls the creator directly (or returns the error, as configured). An error the
+    /// server answers (a script's, `READONLY`) is not a failure here: the server is there.
+    ///
+    /// ```
+    /// # use dogpile_runtime::backend::redis::Redis;
+    /// let redis = Redis::builder("redis://127.0.0.1/").breaker_failures(1).build()?;
+    /// assert_eq!(Redis::builder("redis://127.0.0.1/").breaker_failures(0).build().unwrap_err().option(),
+    ///            "breaker_failures");
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn breaker_failures(mut self, failures: u32) -> Self {
+        self.breaker_failures = failures;
+        self
+    }
+
+    /// How long the circuit breaker stays open before it probes the server (default 1 s): a
+    /// `PING` on a new connection, sent by a thread of the handle, so that no caller waits for
+    /// it. Answered, the breaker closes and calls are sent again; not answered, it stays open
+    /// for another cool-down. The longest calls keep failing at once after the server is back
+    /// is about this long.
+    ///
+    /// ```
+    /// # use dogpile_runtime::backend::redis::Redis;
+    /// # use std::time::Duration;
+    /// let redis = Redis::builder("redis://127.0.0.1/")
+    ///     .breaker_cool_down(Duration::from_millis(500))
+    ///     .build()?;
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn breaker_cool_down(mut self, cool_down: Duration) -> Self {
+        self.breaker_cool_down = cool_down;
+        self
+    }
+
     /// Trusts the certificate authority in `pem` (PEM text) for `rediss://` addresses, in
     /// place of the system's trust store: for servers whose certificate a private authority
     /// signed.
@@ -159,7 +205,7 @@ impl RedisBuilder {
     /// without the `redis-tls` feature); a duration of zero or of more than 100 years; a lease
     /// not longer than the timeout; a renewal interval shorter than the timeout (with the
     /// default renewal, a lease under three timeouts), or that, with the timeout, does not fit
-    /// in the lease.
+    /// in the lease; a breaker that opens after 0 failures.
     ///
     /// ```
     /// # use dogpile_runtime::backend::redis::Redis;
@@ -179,7 +225,7 @@ impl RedisBuilder {
     pub fn build(self) -> Result<Redis, ConfigError> {
         // Every setting that cannot work, at once: the durations, then the address.
         match (self.settings(), self.target(self.timeout)) {
-            (Ok(settings), Ok(target)) => Ok(Redis::from_parts(target, settings)),
+            (Ok(settings), Ok(target)) => Ok(Redis::from_parts(target, settings, shown(&self.url))),
             (Err(err), Ok(_)) | (Ok(_), Err(err)) => Err(err),
             (Err(settings), Err(target)) => Err(settings.and(target)),
         }
@@ -193,6 +239,21 @@ impl RedisBuilder {
             self.renew_every.map_or(Ok(()), |every| {
                 within("renew_every", every, SHORTEST_LEASE, "a third of the lease")
             }),
+            within(
+                "breaker_cool_down",
+                self.breaker_cool_down,
+                SHORTEST_LEASE,
+                "1 s is the default",
+            ),
+            if self.breaker_failures == 0 {
+                Err(ConfigError::new(
+                    "breaker_failures",
+                    "0 would open the circuit breaker before any call failed; use 1 to open \
+                     it at the first failure (3 is the default)",
+                ))
+            } else {
+                Ok(())
+            },
         ];
         if let Some(invalid) = ConfigError::all(each.into_iter().filter_map(Result::err)) {
             // How they fit together is judged once each is right.
@@ -245,6 +306,10 @@ impl RedisBuilder {
             timeout,
             lease,
             renew_every,
+            breaker: BreakerSettings {
+                failures: self.breaker_failures,
+                cool_down: self.breaker_cool_down,
+            },
         })
     }
 
@@ -363,6 +428,23 @@ impl RedisBuilder {
     }
 }
 
+/// The address as events and errors show it: without credentials or query.
+fn shown(url: &str) -> String {
+    let url = url.split_once('?').map_or(url, |(before, _)| before);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    if path.is_empty() {
+        format!("{scheme}://{hosts}")
+    } else {
+        format!("{scheme}://{hosts}/{path}")
+    }
+}
+
 /// `[userinfo@]h1,h2/path` → (`userinfo@` or "", the hosts, `path`).
 fn split_hosts(rest: &str) -> (&str, Vec<&str>, &str) {
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -412,6 +494,8 @@ impl fmt::Debug for RedisBuilder {
             .field("timeout", &self.timeout)
             .field("lease", &self.lease)
             .field("renew_every", &self.renew_every)
+            .field("breaker_failures", &self.breaker_failures)
+            .field("breaker_cool_down", &self.breaker_cool_down)
             .finish_non_exhaustive()
     }
 }
@@ -427,5 +511,15 @@ mod tests {
             ("u:p@", vec!["a:1", "b:2"], "svc/3")
         );
         assert_eq!(split_hosts("a:1"), ("", vec!["a:1"], ""));
+    }
+
+    #[test]
+    fn addresses_are_shown_without_credentials() {
+        assert_eq!(shown("redis://u:p@h:1/2?x=y"), "redis://h:1/2");
+        assert_eq!(
+            shown("redis+cluster://:pw@a:1,b:2"),
+            "redis+cluster://a:1,b:2"
+        );
+        assert_eq!(shown("unix:///run/redis.sock"), "unix:///run/redis.sock");
     }
 }

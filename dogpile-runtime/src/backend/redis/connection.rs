@@ -42,10 +42,25 @@ impl Connection {
             Connection::Cluster(c) => &mut **c,
         }
     }
+
+    /// Sets how long each read and write may wait.
+    pub(super) fn set_timeouts(&self, timeout: Duration) -> RedisResult<()> {
+        match self {
+            Connection::Server(c) => {
+                c.set_read_timeout(Some(timeout))?;
+                c.set_write_timeout(Some(timeout))
+            }
+            Connection::Cluster(c) => {
+                c.set_read_timeout(Some(timeout))?;
+                c.set_write_timeout(Some(timeout))
+            }
+        }
+    }
 }
 
 impl Target {
-    /// A new blocking connection whose connect, reads and writes each give up after `timeout`.
+    /// A new blocking connection, made within about `timeout`, whose reads and writes each
+    /// give up after `timeout`.
     pub(super) fn connect(&self, timeout: Duration) -> RedisResult<Connection> {
         match self {
             Target::Server(client) => server_connection(client, timeout),
@@ -71,10 +86,22 @@ impl Target {
 }
 
 fn server_connection(client: &Client, timeout: Duration) -> RedisResult<Connection> {
-    let connection = client.get_connection_with_timeout(timeout)?;
+    // redis-rs sends its handshake as a pipeline and reads every reply, even after one timed
+    // out, each read with the whole timeout it was given: against a server that accepts
+    // connections but does not answer, a connect took one timeout per handshake command (two
+    // to four). Each read gets its share, so the connect stays within `timeout`.
+    let share = timeout / handshake_replies(&client.get_connection_info().redis);
+    let connection = client.get_connection_with_timeout(share)?;
     connection.set_read_timeout(Some(timeout))?;
     connection.set_write_timeout(Some(timeout))?;
     Ok(Connection::Server(connection))
+}
+
+/// How many replies redis-rs reads when it opens a blocking connection: `CLIENT SETINFO` twice,
+/// then `HELLO` (RESP3) or `AUTH` (a password), and `SELECT` (a database other than 0).
+fn handshake_replies(info: &::redis::RedisConnectionInfo) -> u32 {
+    let hello_or_auth = info.protocol != ::redis::ProtocolVersion::RESP2 || info.password.is_some();
+    2 + u32::from(hello_or_auth) + u32::from(info.db != 0)
 }
 
 #[cfg(feature = "tokio")]

@@ -21,12 +21,26 @@
 //! Blocking calls use a small pool of blocking connections; async calls (an
 //! [`AsyncRegion`](crate::region::AsyncRegion), feature `tokio`) share one multiplexed
 //! connection of redis-rs's async client, so a waiting task never blocks a worker thread.
-//! Every command runs under the handle's timeout, so an unreachable server is a
-//! [`BackendError`] after at most `timeout`, never a hang; the region then calls the creator
-//! directly or returns the error ([`OnBackendError`](crate::region::OnBackendError)). A connection that
-//! failed, or whose server answered `READONLY` (a primary demoted under it), is dropped and a
-//! new one opened by the next command, so the region recovers when the server is back and,
-//! through Sentinel, follows the primary it names.
+//! Every call, connecting included, runs under the handle's timeout, so an unreachable server
+//! is a [`BackendError`] after at most `timeout`, never a hang; the region then calls the
+//! creator directly or returns the error ([`OnBackendError`](crate::region::OnBackendError)).
+//! A connection that failed, or whose server answered `READONLY` (a primary demoted under it),
+//! is dropped and a new one opened by the next command, so the region recovers when the server
+//! is back and, through Sentinel, follows the primary it names.
+//!
+//! When the server stops answering:
+//!
+//! - **A circuit breaker.** After a few calls in a row go unanswered
+//!   ([`RedisBuilder::breaker_failures`]), calls fail at once, unsent ([`BreakerOpen`]),
+//!   instead of each paying the timeout; a thread of the handle probes the server after each
+//!   cool-down ([`RedisBuilder::breaker_cool_down`]) and closes the breaker once it answers.
+//!   [`Redis::breaker`] and the region's [`Statistics`](crate::Statistics) count failures,
+//!   rejected calls and transitions; with `tracing`, each transition is an event naming the
+//!   address, at most one of a kind every 10 s.
+//! - **Invalidations kept for replay.** An invalidation that did not reach the server is
+//!   reported to its caller ([`BackendError::is_queued_for_replay`]), honoured at once by this
+//!   process, and replayed by a thread of the store as soon as the server answers (one entry
+//!   per key, bounded), so the other processes converge.
 //!
 //! What the backend guarantees across processes:
 //!
@@ -43,13 +57,16 @@
 //!   value itself.
 //! - **Cluster-ready keys.** A key's value, lock and epoch share a hash tag (one slot).
 
+mod breaker;
 mod builder;
 mod connection;
 mod keys;
 mod mutex;
 mod orphans;
+mod replay;
 mod store;
 
+pub use breaker::{Breaker, BreakerOpen, BreakerState};
 pub use builder::RedisBuilder;
 pub use mutex::RedisMutex;
 pub use store::RedisStore;
@@ -78,9 +95,11 @@ pub use store::RedisStore;
 pub type RedisRegion<K, V> = crate::Region<K, V, RedisStore<K, V>, RedisMutex>;
 
 use std::fmt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::thread;
+use std::time::{Duration, Instant};
 
+use breaker::Circuit;
 use builder::Settings;
 use connection::{Connection, Target};
 use orphans::Orphans;
@@ -108,6 +127,8 @@ pub struct Redis {
 struct Shared {
     target: Target,
     settings: Settings,
+    /// The circuit breaker: calls fail at once while the server is not answering.
+    circuit: Circuit,
     /// The async calls' connection: one multiplexed connection, shared; dropped after a
     /// failure so that the next call connects again.
     #[cfg(feature = "tokio")]
@@ -122,6 +143,8 @@ struct Shared {
 
 /// How many idle connections are kept for reuse.
 const IDLE_MAX: usize = 16;
+/// Less than this left of the timeout after connecting, a command is not sent.
+const LEAST_LEFT: Duration = Duration::from_millis(1);
 
 impl Redis {
     /// A handle on `url` with the default timeout (1 s) and lease (5 s): [`builder`]'s
@@ -156,11 +179,12 @@ impl Redis {
         RedisBuilder::new(url)
     }
 
-    fn from_parts(target: Target, settings: Settings) -> Self {
+    fn from_parts(target: Target, settings: Settings, address: String) -> Self {
         Redis {
             shared: Arc::new(Shared {
                 target,
                 settings,
+                circuit: Circuit::new(settings.breaker, address),
                 #[cfg(feature = "tokio")]
                 multiplexed: Mutex::new(None),
                 leases_lost: AtomicU64::new(0),
@@ -207,6 +231,20 @@ impl Redis {
     /// ```
     pub fn leases_lost(&self) -> u64 {
         self.shared.leases_lost.load(Ordering::Relaxed)
+    }
+
+    /// The handle's circuit breaker: its state, and the failures, rejected calls and
+    /// transitions since the handle was built (clones share it). A region on the handle
+    /// reports the same counts in its [`Statistics`](crate::Statistics).
+    ///
+    /// ```
+    /// # use dogpile_runtime::backend::redis::{BreakerState, Redis};
+    /// let breaker = Redis::open("redis://127.0.0.1/")?.breaker();
+    /// assert_eq!((breaker.state, breaker.opened), (BreakerState::Closed, 0));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn breaker(&self) -> Breaker {
+        self.shared.circuit.snapshot()
     }
 
     /// A store of values under `namespace` (one per region; give the region's mutexes the same
@@ -268,60 +306,159 @@ impl Redis {
         self.shared.target.is_cluster()
     }
 
-    /// Runs `command` on a connection; a connection that fails is dropped, not reused.
+    /// Runs `command` on a connection, within the handle's timeout however long connecting
+    /// took; a connection that fails is dropped, not reused. Refused at once while the circuit
+    /// breaker is open.
     fn run<T>(
         &self,
         what: &str,
         command: impl FnOnce(&mut dyn ::redis::ConnectionLike) -> ::redis::RedisResult<T>,
     ) -> Result<T, BackendError> {
+        let circuit = &self.shared.circuit;
+        circuit.admit().map_err(|open| not_sent(what, open))?;
+        let timeout = self.timeout();
+        let began = Instant::now();
         let idle = self.shared.idle.lock().pop();
-        let mut connection = match idle {
-            Some(connection) => connection,
-            None => self.connect()?,
+        let (mut connection, fresh) = match idle {
+            Some(connection) => (connection, false),
+            None => (self.connect(began)?, true),
         };
         match command(connection.get()) {
             Ok(value) => {
-                let mut idle = self.shared.idle.lock();
-                if idle.len() < IDLE_MAX {
-                    idle.push(connection);
+                circuit.answered();
+                // A new connection had what its connect left of the timeout; it gets the
+                // whole timeout back before it is kept for another command.
+                if !fresh || connection.set_timeouts(timeout).is_ok() {
+                    let mut idle = self.shared.idle.lock();
+                    if idle.len() < IDLE_MAX {
+                        idle.push(connection);
+                    }
                 }
                 Ok(value)
             }
-            Err(err) => Err(BackendError::with_source(
-                format!("Redis {what} failed"),
-                err,
-            )),
+            Err(err) => {
+                self.judge(&err, fresh);
+                Err(self.failed_with(what, err))
+            }
         }
     }
 
-    fn connect(&self) -> Result<Connection, BackendError> {
-        self.shared
-            .target
-            .connect(self.timeout())
-            .map_err(|e| BackendError::with_source("could not connect to Redis", e))
+    /// A new blocking connection, whose command then gets what is left of the timeout that
+    /// began at `began`: one call, one timeout, however the time is split.
+    fn connect(&self, began: Instant) -> Result<Connection, BackendError> {
+        let timeout = self.timeout();
+        let unreached = |err: ::redis::RedisError| {
+            self.unanswered();
+            BackendError::with_source(
+                format!("could not connect to Redis at {}", self.address()),
+                err,
+            )
+        };
+        let connection = self.shared.target.connect(timeout).map_err(unreached)?;
+        let left = timeout.saturating_sub(began.elapsed());
+        if left < LEAST_LEFT {
+            self.unanswered();
+            return Err(BackendError::new(format!(
+                "connecting to Redis at {} took the whole timeout ({timeout:?})",
+                self.address()
+            )));
+        }
+        connection.set_timeouts(left).map_err(unreached)?;
+        Ok(connection)
+    }
+
+    /// Counts a failed command for the circuit breaker: a command with no answer (timed out,
+    /// or a connection refused or broken) is a failure of the server, unless it was a
+    /// connection kept from before whose socket was closed meanwhile (a server restarted, an
+    /// idle timeout): that says the kept connections are stale, and they are dropped. Anything
+    /// else came from the server: it answers.
+    fn judge(&self, err: &::redis::RedisError, fresh: bool) {
+        if err.is_timeout() || (fresh && unanswered(err)) {
+            self.unanswered();
+        } else if unanswered(err) {
+            self.shared.idle.lock().clear();
+        } else {
+            self.shared.circuit.answered();
+        }
+    }
+
+    /// A call went unanswered; the breaker may open, and then its probe starts.
+    #[cold]
+    fn unanswered(&self) {
+        if self.shared.circuit.failed() {
+            self.start_probe();
+        }
+    }
+
+    fn failed_with(&self, what: &str, err: ::redis::RedisError) -> BackendError {
+        BackendError::with_source(format!("Redis {what} at {} failed", self.address()), err)
+    }
+
+    fn address(&self) -> &str {
+        self.shared.circuit.address()
+    }
+
+    /// Starts the thread that probes the server until it answers, then closes the breaker. It
+    /// holds the handle weakly: once every clone is dropped, it stops.
+    fn start_probe(&self) {
+        let shared = Arc::downgrade(&self.shared);
+        let spawned = thread::Builder::new()
+            .name("dogpile-redis-probe".into())
+            .spawn(move || probe_until_answered(&shared));
+        if spawned.is_err() {
+            self.shared.circuit.no_probe();
+        }
+    }
+
+    /// A `PING` on a new connection, within the timeout; the connection is kept if answered.
+    fn ping(&self) -> bool {
+        let Ok(mut connection) = self.connect(Instant::now()) else {
+            return false;
+        };
+        match ::redis::cmd("PING").query::<()>(connection.get()) {
+            Ok(()) => {
+                if connection.set_timeouts(self.timeout()).is_ok() {
+                    self.shared.idle.lock().push(connection);
+                }
+                true
+            }
+            Err(err) => {
+                self.judge(&err, true);
+                false
+            }
+        }
     }
 
     /// Runs `command` on the shared multiplexed connection: it awaits the server and never
-    /// blocks the thread. A connection that fails is dropped, and the next call connects again;
-    /// so is one whose server answers `READONLY`: it was demoted to a replica under the
-    /// connection, and a new connection finds the primary (through Sentinel) or at least
-    /// starts over, as a blocking call does after any error.
+    /// blocks the thread. Connecting and the command share one timeout. A connection that
+    /// fails is dropped, and the next call connects again; so is one whose server answers
+    /// `READONLY`: it was demoted to a replica under the connection, and a new connection
+    /// finds the primary (through Sentinel) or at least starts over, as a blocking call does
+    /// after any error. Refused at once while the circuit breaker is open.
     #[cfg(feature = "tokio")]
     async fn run_async<T, F, Fut>(&self, what: &str, command: F) -> Result<T, BackendError>
     where
         F: FnOnce(connection::AsyncConnection) -> Fut,
         Fut: std::future::Future<Output = ::redis::RedisResult<T>>,
     {
-        let shared = self.shared.multiplexed.lock().clone();
-        let connection = match shared {
-            Some(connection) => connection,
-            None => self.connect_async().await?,
-        };
+        self.shared
+            .circuit
+            .admit()
+            .map_err(|open| not_sent(what, open))?;
         let timeout = self.timeout();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let shared = self.shared.multiplexed.lock().clone();
+        let (connection, fresh) = match shared {
+            Some(connection) => (connection, false),
+            None => (self.connect_async(deadline).await?, true),
+        };
         // The response timeout is the connection's; this one also bounds a command that the
         // client queued behind a stalled one.
-        match tokio::time::timeout(timeout, command(connection)).await {
-            Ok(Ok(value)) => Ok(value),
+        match tokio::time::timeout_at(deadline, command(connection)).await {
+            Ok(Ok(value)) => {
+                self.shared.circuit.answered();
+                Ok(value)
+            }
             Ok(Err(err)) => {
                 if err.is_unrecoverable_error()
                     || err.is_timeout()
@@ -330,37 +467,91 @@ impl Redis {
                 {
                     *self.shared.multiplexed.lock() = None;
                 }
-                Err(BackendError::with_source(
-                    format!("Redis {what} failed"),
-                    err,
-                ))
+                if err.is_timeout() || (fresh && unanswered(&err)) {
+                    self.unanswered();
+                } else if !unanswered(&err) {
+                    self.shared.circuit.answered();
+                }
+                Err(self.failed_with(what, err))
             }
             Err(_) => {
                 *self.shared.multiplexed.lock() = None;
+                self.unanswered();
                 Err(BackendError::new(format!(
-                    "Redis {what} timed out after {timeout:?}"
+                    "Redis {what} at {} timed out after {timeout:?}",
+                    self.address()
                 )))
             }
         }
     }
 
     #[cfg(feature = "tokio")]
-    async fn connect_async(&self) -> Result<connection::AsyncConnection, BackendError> {
+    async fn connect_async(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<connection::AsyncConnection, BackendError> {
         let timeout = self.timeout();
         let connect = self.shared.target.connect_async(timeout);
-        let connection = match tokio::time::timeout(timeout, connect).await {
+        let connection = match tokio::time::timeout_at(deadline, connect).await {
             Ok(Ok(connection)) => connection,
             Ok(Err(err)) => {
-                return Err(BackendError::with_source("could not connect to Redis", err))
+                self.unanswered();
+                return Err(BackendError::with_source(
+                    format!("could not connect to Redis at {}", self.address()),
+                    err,
+                ));
             }
             Err(_) => {
+                self.unanswered();
                 return Err(BackendError::new(format!(
-                    "could not connect to Redis within {timeout:?}"
-                )))
+                    "could not connect to Redis at {} within {timeout:?}",
+                    self.address()
+                )));
             }
         };
         *self.shared.multiplexed.lock() = Some(connection.clone());
         Ok(connection)
+    }
+}
+
+/// Whether `err` says that no answer came: a timeout, or a connection refused, dropped or
+/// otherwise failed on the way.
+fn unanswered(err: &::redis::RedisError) -> bool {
+    err.is_timeout()
+        || err.is_io_error()
+        || err.is_connection_refusal()
+        || err.is_connection_dropped()
+}
+
+/// The error of a call the open breaker did not send (its source says why).
+fn not_sent(what: &str, open: BreakerOpen) -> BackendError {
+    BackendError::with_source(format!("Redis {what} failed at once"), open)
+}
+
+/// Whether a backend error is of a call the breaker did not send (so nothing of it can reach
+/// the server later).
+fn was_not_sent(err: &BackendError) -> bool {
+    std::error::Error::source(err).is_some_and(|source| source.is::<BreakerOpen>())
+}
+
+/// The prober's loop: sleeps out the cool-down, probes, and closes the breaker once the
+/// server answers; stops early if the handle is dropped.
+fn probe_until_answered(shared: &Weak<Shared>) {
+    loop {
+        let Some(wait) = shared.upgrade().map(|s| s.circuit.until_probe()) else {
+            return;
+        };
+        thread::sleep(wait);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let redis = Redis { shared };
+        redis.shared.circuit.half_open();
+        if redis.ping() {
+            redis.shared.circuit.close();
+            return;
+        }
+        redis.shared.circuit.reopen();
     }
 }
 
@@ -370,12 +561,17 @@ impl fmt::Debug for Redis {
             timeout,
             lease,
             renew_every,
+            breaker,
         } = self.settings();
         f.debug_struct("Redis")
+            .field("address", &self.address())
             .field("cluster", &self.is_cluster())
             .field("timeout", &timeout)
             .field("lease", &lease)
             .field("renew_every", &renew_every)
+            .field("breaker_failures", &breaker.failures)
+            .field("breaker_cool_down", &breaker.cool_down)
+            .field("breaker", &self.breaker().state)
             .finish_non_exhaustive()
     }
 }

@@ -222,7 +222,7 @@ impl RawMutex for RedisMutex {
         let set: Option<String> = self
             .redis
             .run("SET NX", |c| self.set_nx(&token).query(c))
-            .inspect_err(|_| self.redis.orphaned(&self.name, &token))?;
+            .inspect_err(|err| self.redis.lock_maybe_set(err, &self.name, &token))?;
         if set.is_none() {
             return Ok(false);
         }
@@ -279,7 +279,7 @@ impl crate::lock::AsyncRawMutex for RedisMutex {
                 |mut c| async move { set_nx.query_async(&mut c).await },
             )
             .await
-            .inspect_err(|_| self.redis.orphaned(&self.name, &token))?;
+            .inspect_err(|err| self.redis.lock_maybe_set(err, &self.name, &token))?;
         if set.is_none() {
             return Ok(false);
         }

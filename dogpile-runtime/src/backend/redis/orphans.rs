@@ -11,6 +11,9 @@
 //! | release deletes it (answer 1)   | forgotten: the lock was ours and is free       |
 //! | release finds it not ours (0)   | retried; forgotten after 3 such answers, spaced by the sweep interval (the late command, if any, has been applied by then) |
 //! | server does not answer          | retried; forgotten after a minute (the lease still bounds it) |
+//!
+//! A `SET NX` that the circuit breaker did not send leaves nothing to release; a release it
+//! did not send leaves the lock held, and is an orphan like any other.
 
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,6 +47,14 @@ struct Orphan {
 }
 
 impl Redis {
+    /// After a `SET NX` of `token` on `name` failed: an orphan, unless the command was never
+    /// sent (the circuit breaker refused it), so that no server can apply it later.
+    pub(super) fn lock_maybe_set(&self, err: &crate::BackendError, name: &[u8], token: &str) {
+        if !super::was_not_sent(err) {
+            self.orphaned(name, token);
+        }
+    }
+
     /// Remembers that the lock `name` may be held by `token` although no one holds it, and
     /// makes sure a sweeper releases it.
     pub(super) fn orphaned(&self, name: &[u8], token: &str) {

@@ -5,7 +5,7 @@
 use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use super::keys::{self, KeyNames};
 use super::mutex::millis;
+use super::replay::{self, Replay, Step};
 use super::Redis;
 use crate::lock::Fence;
-use crate::region::Stamp;
 #[cfg(feature = "tokio")]
 use crate::region::StoreFuture;
+use crate::region::{BackendHealth, Invalidation, Stamp};
 use crate::{BackendError, ConfigError, Store, Timestamp};
 
 /// The format's first byte, so that a later format can tell old values apart: 2, the value's
@@ -28,7 +29,7 @@ const FORMAT_1: u8 = 1;
 
 /// The stamp that tells the region a value was soft-invalidated: positive (a value exists) and
 /// older than any expiry, as the region's own soft invalidation stamps it.
-const SOFT_INVALIDATED: Stamp = Stamp::new(Timestamp::from_nanos(1));
+pub(super) const SOFT_INVALIDATED: Stamp = Stamp::new(Timestamp::from_nanos(1));
 
 /// Reads a value and judges it against its shard's epochs. KEYS: value, epoch. Answers nil (no
 /// value, or hard-invalidated: then also deleted), `{bytes, 1}` soft-invalidated, `{bytes, 0}`
@@ -84,7 +85,26 @@ redis.call("HSET", KEYS[1], "d", string.sub(ARGV[1], 1, 1) .. ARGV[2] .. rest)
 return 1
 "#;
 
+/// Bumps the epoch of every shard: KEYS, the shards' epochs; ARGV, `h` or `s`. One command, so
+/// that a server that stops answering costs one timeout, not one per shard.
+const BUMP: &str = r#"
+for _, epoch in ipairs(KEYS) do redis.call("HINCRBY", epoch, ARGV[1], 1) end
+return #KEYS
+"#;
+
+/// Marks a value soft-invalidated, if it is there: its soft epoch below any the shard has, so
+/// the read script answers it as expired until it is written again. KEYS: the value.
+const MARK_SOFT: &str = r#"
+if redis.call("EXISTS", KEYS[1]) == 0 then return 0 end
+local marked = redis.pcall("HSET", KEYS[1], "s", -1)
+if type(marked) == "table" and marked.err then return 0 end
+return 1
+"#;
+
 static READ_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(READ));
+static BUMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(BUMP));
+static MARK_SOFT_SCRIPT: LazyLock<::redis::Script> =
+    LazyLock::new(|| ::redis::Script::new(MARK_SOFT));
 static WRITE_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(WRITE));
 static RESTAMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Script::new(RESTAMP));
 
@@ -121,6 +141,8 @@ pub struct RedisStore<K, V> {
     namespace: String,
     retain: Option<Duration>,
     undecodable: AtomicU64,
+    /// Invalidations that did not reach the server, to replay when it answers.
+    replay: Arc<Replay>,
     types: PhantomData<fn(&K) -> V>,
 }
 
@@ -131,6 +153,7 @@ impl<K, V> RedisStore<K, V> {
             namespace: namespace.to_string(),
             retain: None,
             undecodable: AtomicU64::new(0),
+            replay: Arc::default(),
             types: PhantomData,
         }
     }
@@ -239,26 +262,6 @@ impl<K, V> RedisStore<K, V> {
         Ok(write)
     }
 
-    /// `HINCRBY <epoch> h|s 1` for every shard, as one pipeline on one server; a cluster's
-    /// connection cannot pipeline, so there each shard's is a command of its own.
-    fn bump_epochs(&self, soft: bool) -> Vec<::redis::Pipeline> {
-        let cluster = self.redis.is_cluster();
-        let mut pipes = vec![::redis::pipe()];
-        for epoch in keys::epochs(&self.namespace) {
-            let mut bump = ::redis::cmd("HINCRBY");
-            bump.arg(epoch).arg(if soft { "s" } else { "h" }).arg(1);
-            if cluster {
-                let mut single = ::redis::pipe();
-                single.add_command(bump);
-                pipes.push(single);
-            } else if let Some(pipe) = pipes.last_mut() {
-                pipe.add_command(bump).ignore();
-            }
-        }
-        pipes.retain(|pipe| !pipe.is_empty());
-        pipes
-    }
-
     /// `SCAN cursor MATCH {<namespace>#*}:v:* COUNT 500`.
     fn scan(&self, cursor: u64) -> ::redis::Cmd {
         let mut prefix = keys::tag(&self.namespace, 0);
@@ -302,27 +305,70 @@ fn decode<V: DeserializeOwned>(bytes: &[u8]) -> Option<(V, Stamp)> {
     left.is_empty().then_some((value, stamp))
 }
 
-/// Runs `pipe`; a pipeline of one command is sent as that command, which a cluster's
-/// connection routes by its key (it does not take pipelines).
-fn run_pipe(
-    pipe: &::redis::Pipeline,
-    c: &mut dyn ::redis::ConnectionLike,
-) -> ::redis::RedisResult<()> {
-    match pipe.cmd_iter().collect::<Vec<_>>().as_slice() {
-        [single] => single.query(c),
-        _ => pipe.query(c),
+/// Bumps every shard's hard or soft epoch of `namespace`: one script on one server; on a
+/// cluster, whose shards live on several nodes, one command per shard.
+fn bump_epochs(redis: &Redis, namespace: &str, soft: bool) -> Result<(), BackendError> {
+    let field = if soft { "s" } else { "h" };
+    if !redis.is_cluster() {
+        let mut bump = BUMP_SCRIPT.prepare_invoke();
+        for epoch in keys::epochs(namespace) {
+            bump.key(epoch);
+        }
+        bump.arg(field);
+        return redis
+            .run("invalidation", |c| bump.invoke::<i64>(c))
+            .map(drop);
     }
+    for epoch in keys::epochs(namespace) {
+        let mut bump = ::redis::cmd("HINCRBY");
+        bump.arg(epoch).arg(field).arg(1);
+        redis.run("invalidation", |c| bump.query::<i64>(c))?;
+    }
+    Ok(())
 }
 
 #[cfg(feature = "tokio")]
-async fn run_pipe_async(
-    pipe: &::redis::Pipeline,
-    c: &mut super::connection::AsyncConnection,
-) -> ::redis::RedisResult<()> {
-    let commands: Vec<&::redis::Cmd> = pipe.cmd_iter().collect();
-    match commands.as_slice() {
-        [single] => single.query_async(c).await,
-        _ => pipe.query_async(c).await,
+async fn bump_epochs_async(redis: &Redis, namespace: &str, soft: bool) -> Result<(), BackendError> {
+    let field = if soft { "s" } else { "h" };
+    if !redis.is_cluster() {
+        let mut bump = BUMP_SCRIPT.prepare_invoke();
+        for epoch in keys::epochs(namespace) {
+            bump.key(epoch);
+        }
+        bump.arg(field);
+        return redis
+            .run_async("invalidation", |mut c| async move {
+                bump.invoke_async::<i64>(&mut c).await
+            })
+            .await
+            .map(drop);
+    }
+    for epoch in keys::epochs(namespace) {
+        let mut bump = ::redis::cmd("HINCRBY");
+        bump.arg(epoch).arg(field).arg(1);
+        redis
+            .run_async("invalidation", |mut c| async move {
+                bump.query_async::<i64>(&mut c).await
+            })
+            .await?;
+    }
+    Ok(())
+}
+
+/// Applies one kept invalidation, for the replaying thread.
+pub(super) fn apply(redis: &Redis, namespace: &str, step: &Step) -> Result<(), BackendError> {
+    match step {
+        Step::All { soft } => bump_epochs(redis, namespace, *soft),
+        Step::Key { name, soft: false } => redis.run("DEL", |c| {
+            ::redis::cmd("DEL").arg(name.as_slice()).query::<()>(c)
+        }),
+        Step::Key { name, soft: true } => {
+            let mut mark = MARK_SOFT_SCRIPT.prepare_invoke();
+            mark.key(name.as_slice());
+            redis
+                .run("soft invalidation", |c| mark.invoke::<i64>(c))
+                .map(drop)
+        }
     }
 }
 
@@ -362,16 +408,18 @@ where
     V: Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn get(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError> {
-        let read = Self::read(&self.names(key)?);
+        let names = self.names(key)?;
+        let read = Self::read(&names);
         let found: Read = self.redis.run("read", |c| read.invoke(c))?;
-        Ok(self.decoded(found))
+        Ok(self.replay.honour(&names.value, self.decoded(found)))
     }
 
     fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError> {
-        let write = self.write(&self.names(key)?, encode(value, stamp)?, None)?;
-        self.redis
-            .run("write", |c| write.invoke::<i64>(c))
-            .map(drop)
+        let names = self.names(key)?;
+        let write = self.write(&names, encode(value, stamp)?, None)?;
+        self.redis.run("write", |c| write.invoke::<i64>(c))?;
+        self.replay.written(&names.value);
+        Ok(())
     }
 
     fn put_fenced(
@@ -381,8 +429,12 @@ where
         stamp: Stamp,
         fence: &Fence,
     ) -> Result<bool, BackendError> {
-        let write = self.write(&self.names(key)?, encode(value, stamp)?, Some(fence))?;
+        let names = self.names(key)?;
+        let write = self.write(&names, encode(value, stamp)?, Some(fence))?;
         let written: i64 = self.redis.run("fenced write", |c| write.invoke(c))?;
+        if written == 1 {
+            self.replay.written(&names.value);
+        }
         Ok(written == 1)
     }
 
@@ -395,17 +447,51 @@ where
     fn remove(&self, key: &K) -> Result<(), BackendError> {
         let name = self.names(key)?.value;
         self.redis
-            .run("DEL", |c| ::redis::cmd("DEL").arg(&name).query::<()>(c))
+            .run("DEL", |c| ::redis::cmd("DEL").arg(&name).query::<()>(c))?;
+        self.replay.written(&name);
+        Ok(())
     }
 
     fn invalidate_before(&self, cutoff: Timestamp, soft: bool) -> Result<(), BackendError> {
         // The server counts invalidations; `cutoff`, a time of this host's clock, would let
         // clock skew between hosts decide which values an invalidation covers.
         let _ = cutoff;
-        for bump in self.bump_epochs(soft) {
-            self.redis.run("invalidation", |c| run_pipe(&bump, c))?;
-        }
+        bump_epochs(&self.redis, &self.namespace, soft)?;
+        self.replay.all_invalidated(soft);
         Ok(())
+    }
+
+    fn replay_later(&self, invalidation: Invalidation<'_, K>) -> bool {
+        let name = match invalidation.key {
+            Some(key) => match self.names(key) {
+                Ok(names) => Some(names.value),
+                // A key that cannot be encoded was never stored.
+                Err(_) => return false,
+            },
+            None => None,
+        };
+        if self.replay.keep(&invalidation, name) {
+            replay::start(
+                Arc::clone(&self.replay),
+                self.redis.clone(),
+                self.namespace.clone(),
+            );
+        }
+        true
+    }
+
+    fn backend_health(&self) -> Option<BackendHealth> {
+        let breaker = self.redis.breaker();
+        let (queued, replayed) = self.replay.counts();
+        Some(BackendHealth {
+            failures: breaker.failures,
+            rejected: breaker.rejected,
+            breaker_opened: breaker.opened,
+            breaker_closed: breaker.closed,
+            invalidations_queued: queued,
+            invalidations_replayed: replayed,
+            invalidations_pending: self.replay.len() as u64,
+        })
     }
 
     fn clear(&self) -> Result<(), BackendError> {
@@ -450,7 +536,8 @@ where
 
     fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Stamp)>> {
         Box::pin(async move {
-            let read = Self::read(&self.names(key)?);
+            let names = self.names(key)?;
+            let read = Self::read(&names);
             let found: Read = self
                 .redis
                 .run_async(
@@ -458,19 +545,21 @@ where
                     |mut c| async move { read.invoke_async(&mut c).await },
                 )
                 .await?;
-            Ok(self.decoded(found))
+            Ok(self.replay.honour(&names.value, self.decoded(found)))
         })
     }
 
     fn put_async<'a>(&'a self, key: &'a K, value: &'a V, stamp: Stamp) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            let write = self.write(&self.names(key)?, encode(value, stamp)?, None)?;
+            let names = self.names(key)?;
+            let write = self.write(&names, encode(value, stamp)?, None)?;
             self.redis
                 .run_async("write", |mut c| async move {
                     write.invoke_async::<i64>(&mut c).await
                 })
-                .await
-                .map(drop)
+                .await?;
+            self.replay.written(&names.value);
+            Ok(())
         })
     }
 
@@ -482,13 +571,17 @@ where
         fence: &'a Fence,
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
-            let write = self.write(&self.names(key)?, encode(value, stamp)?, Some(fence))?;
+            let names = self.names(key)?;
+            let write = self.write(&names, encode(value, stamp)?, Some(fence))?;
             let written: i64 = self
                 .redis
                 .run_async("fenced write", |mut c| async move {
                     write.invoke_async(&mut c).await
                 })
                 .await?;
+            if written == 1 {
+                self.replay.written(&names.value);
+            }
             Ok(written == 1)
         })
     }
@@ -508,27 +601,25 @@ where
 
     fn remove_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let name = self.names(key)?.value;
             let mut del = ::redis::cmd("DEL");
-            del.arg(self.names(key)?.value);
+            del.arg(&name);
             self.redis
                 .run_async(
                     "DEL",
                     |mut c| async move { del.query_async::<()>(&mut c).await },
                 )
-                .await
+                .await?;
+            self.replay.written(&name);
+            Ok(())
         })
     }
 
     fn invalidate_before_async(&self, cutoff: Timestamp, soft: bool) -> StoreFuture<'_, ()> {
         let _ = cutoff;
         Box::pin(async move {
-            for bump in self.bump_epochs(soft) {
-                self.redis
-                    .run_async("invalidation", |mut c| async move {
-                        run_pipe_async(&bump, &mut c).await
-                    })
-                    .await?;
-            }
+            bump_epochs_async(&self.redis, &self.namespace, soft).await?;
+            self.replay.all_invalidated(soft);
             Ok(())
         })
     }

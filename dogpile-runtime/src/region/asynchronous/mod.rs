@@ -28,7 +28,8 @@ pub(crate) use driver::AsyncGuard;
 use super::creation::Creation;
 use super::expiry::{soft_stamp, Age};
 use super::{
-    CacheKey, CacheValue, Made, NotCached, OnBackendError, Region, RegionError, Served, Statistics,
+    CacheKey, CacheValue, Invalidation, Made, NotCached, OnBackendError, Region, RegionError,
+    Served, Statistics,
 };
 use crate::lock::drive::Stop;
 use crate::lock::protocol::{Found, Protocol};
@@ -440,118 +441,162 @@ where
 
     /// [`Region::invalidate`] for async code.
     ///
+    /// # Errors
+    ///
+    /// As [`Region::invalidate`]: the store's, saying whether the invalidation is queued for
+    /// replay.
+    ///
     /// ```
     /// use dogpile_runtime::Region;
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let region = Region::<u8, u8>::builder().build()?.to_async();
     /// region.insert(&1, 1).await.unwrap();
-    /// region.invalidate(&1).await;
+    /// region.invalidate(&1).await?;
     /// assert_eq!(region.peek(&1).await, None);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn invalidate(&self, key: &K) {
-        let store = &self.region.inner.store;
-        let _ = if store.answers_at_once() {
+    pub async fn invalidate<Q>(&self, key: &Q) -> Result<(), BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let key = &key.to_owned();
+        let region = &self.region;
+        let (store, at) = (&region.inner.store, region.inner.now());
+        let removed = if store.answers_at_once() {
             store.invalidate(key)
         } else {
             store.remove_async(key).await
         };
+        removed.map_err(|err| region.unreached(Invalidation::key(key, false, at), err))
     }
 
     /// [`Region::soft_invalidate`] for async code.
     ///
+    /// # Errors
+    ///
+    /// As [`Region::soft_invalidate`].
+    ///
     /// ```
     /// use dogpile_runtime::Region;
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let region = Region::<u8, u8>::builder().build()?.to_async();
     /// region.insert(&1, 1).await.unwrap();
-    /// region.soft_invalidate(&1).await;
+    /// region.soft_invalidate(&1).await?;
     /// assert_eq!(region.get_with(&1, || async { 2 }).await, 2);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn soft_invalidate(&self, key: &K) {
+    pub async fn soft_invalidate<Q>(&self, key: &Q) -> Result<(), BackendError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        let key = &key.to_owned();
         // Stamped before the read, as `Region::soft_invalidate` does.
-        let at = self.region.stamp();
-        if let Ok(Some((_, stamp))) = self.stored(key).await {
-            if self.region.age(stamp) != Age::Gone {
-                let store = &self.region.inner.store;
-                let _ = if store.answers_at_once() {
+        let region = &self.region;
+        let at = region.stamp();
+        let unreached = |err| region.unreached(Invalidation::key(key, true, at.created()), err);
+        if let Some((_, stamp)) = self.stored(key).await.map_err(unreached)? {
+            if region.age(stamp) != Age::Gone {
+                let store = &region.inner.store;
+                let restamped = if store.answers_at_once() {
                     store.restamp(key, stamp, soft_stamp(at))
                 } else {
                     store.restamp_async(key, stamp, soft_stamp(at)).await
                 };
+                restamped.map_err(unreached)?;
             }
         }
+        Ok(())
     }
 
     /// [`Region::invalidate_all`] for async code.
     ///
+    /// # Errors
+    ///
+    /// As [`Region::invalidate_all`].
+    ///
     /// ```
     /// use dogpile_runtime::Region;
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let region = Region::<u8, u8>::builder().build()?.to_async();
     /// region.insert(&1, 1).await.unwrap();
-    /// region.invalidate_all().await;
+    /// region.invalidate_all().await?;
     /// assert_eq!(region.peek(&1).await, None);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn invalidate_all(&self) {
-        self.invalidate_before(false).await;
+    pub async fn invalidate_all(&self) -> Result<(), BackendError> {
+        self.invalidate_before(false).await
     }
 
     /// [`Region::soft_invalidate_all`] for async code.
     ///
-    /// ```
-    /// use dogpile_runtime::Region;
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
-    /// let region = Region::<u8, u8>::builder().build()?.to_async();
-    /// region.insert(&1, 1).await.unwrap();
-    /// region.soft_invalidate_all().await;
-    /// assert_eq!(region.get_with(&1, || async { 2 }).await, 2);
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn soft_invalidate_all(&self) {
-        self.invalidate_before(true).await;
-    }
-
-    async fn invalidate_before(&self, soft: bool) {
-        let cutoff = self.region.inner.invalidate_all(soft);
-        let store = &self.region.inner.store;
-        let _ = if store.answers_at_once() {
-            store.invalidate_before(cutoff, soft)
-        } else {
-            store.invalidate_before_async(cutoff, soft).await
-        };
-    }
-
-    /// [`Region::clear`] for async code.
+    /// # Errors
+    ///
+    /// As [`Region::soft_invalidate_all`].
     ///
     /// ```
     /// use dogpile_runtime::Region;
     /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), dogpile_runtime::ConfigError> {
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let region = Region::<u8, u8>::builder().build()?.to_async();
     /// region.insert(&1, 1).await.unwrap();
-    /// region.clear().await;
+    /// region.soft_invalidate_all().await?;
+    /// assert_eq!(region.get_with(&1, || async { 2 }).await, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn soft_invalidate_all(&self) -> Result<(), BackendError> {
+        self.invalidate_before(true).await
+    }
+
+    async fn invalidate_before(&self, soft: bool) -> Result<(), BackendError> {
+        let region = &self.region;
+        let cutoff = region.inner.invalidate_all(soft);
+        let store = &region.inner.store;
+        let bumped = if store.answers_at_once() {
+            store.invalidate_before(cutoff, soft)
+        } else {
+            store.invalidate_before_async(cutoff, soft).await
+        };
+        bumped.map_err(|err| region.unreached(Invalidation::all(soft, cutoff), err))
+    }
+
+    /// [`Region::clear`] for async code.
+    ///
+    /// # Errors
+    ///
+    /// As [`Region::clear`].
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let region = Region::<u8, u8>::builder().build()?.to_async();
+    /// region.insert(&1, 1).await.unwrap();
+    /// region.clear().await?;
     /// assert_eq!(region.peek(&1).await, None);
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn clear(&self) {
-        let store = &self.region.inner.store;
-        let _ = if store.answers_at_once() {
+    pub async fn clear(&self) -> Result<(), BackendError> {
+        let region = &self.region;
+        let store = &region.inner.store;
+        let cleared = if store.answers_at_once() {
             store.clear()
         } else {
             store.clear_async().await
         };
+        cleared.map_err(|err| {
+            let cutoff = region.inner.invalidate_all(false);
+            region.unreached(Invalidation::all(false, cutoff), err)
+        })
     }
 
     /// The region's counters since it was built (kept in this process: no I/O).

@@ -7,18 +7,21 @@
 //!   `nodes.rs`, its lists; `sketch.rs`, its frequency sketch; `ghosts.rs`, the keys it evicted
 //!   lately, which size its window.
 //! - `evict.rs`: why values leave a store, for listeners.
+//! - `outage.rs`: what a store on a server says of its failures.
 
 mod config;
 mod evict;
 mod ghosts;
 mod memory;
 mod nodes;
+mod outage;
 mod policy;
 mod sketch;
 
 pub use config::MemoryStoreBuilder;
 pub use evict::EvictionCause;
 pub use memory::MemoryStore;
+pub use outage::{BackendHealth, Invalidation};
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -222,5 +225,38 @@ pub trait Store<K, V>: Send + Sync + 'static {
     fn invalidate_before(&self, cutoff: Timestamp, soft: bool) -> Result<(), BackendError> {
         let _ = (cutoff, soft);
         Ok(())
+    }
+
+    /// Keeps `invalidation`, which failed to reach the store, to apply once the store
+    /// answers again, and says whether it did; the region then tells its caller that the
+    /// invalidation is queued for replay. A store that keeps it also makes its own reads
+    /// honour it meanwhile. The default, for a store that never fails, keeps nothing.
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::Timestamp;
+    /// use dogpile_runtime::region::{Invalidation, MemoryStore, Store};
+    ///
+    /// let store: MemoryStore<u8, u8> = MemoryStore::new(None)?;
+    /// assert!(!store.replay_later(Invalidation::all(false, Timestamp::from_nanos(1))));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    fn replay_later(&self, invalidation: Invalidation<'_, K>) -> bool {
+        let _ = invalidation;
+        false
+    }
+
+    /// What the store's backend went through (failures, its circuit breaker, invalidations
+    /// kept for replay), for the region's [`Statistics`](crate::Statistics); `None`, the
+    /// default, for a store that cannot fail.
+    ///
+    /// ```
+    /// use dogpile_runtime::region::{MemoryStore, Store};
+    ///
+    /// let store: MemoryStore<u8, u8> = MemoryStore::new(None)?;
+    /// assert_eq!(store.backend_health(), None);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    fn backend_health(&self) -> Option<BackendHealth> {
+        None
     }
 }
