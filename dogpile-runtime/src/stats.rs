@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::ops::AddAssign;
+use std::time::Duration;
 
 use crate::region::BackendHealth;
 use crate::served::Served;
@@ -36,9 +37,19 @@ pub(crate) enum Counter {
     RefusedWrite,
     StaleIfError,
     SharedFailure,
+    /// Creator runs, and those that failed.
+    CreatorRun,
+    CreatorFailure,
+    /// Nanoseconds: creators' runs, failed runs, the longest run.
+    CreatorNanos,
+    CreatorFailureNanos,
+    CreatorMaxNanos,
+    /// Nanoseconds waited for a key's mutex, in all and the longest wait.
+    WaitNanos,
+    WaitMaxNanos,
 }
 
-const COUNTERS: usize = Counter::SharedFailure as usize + 1;
+const COUNTERS: usize = Counter::WaitMaxNanos as usize + 1;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -122,14 +133,52 @@ impl Counters {
 
     #[inline]
     pub(crate) fn add(&self, counter: Counter) {
+        self.add_n(counter, 1);
+    }
+
+    #[inline]
+    fn add_n(&self, counter: Counter, n: u64) {
         let index = stripe_index();
         let cell = &self.stripes[index].0[counter as usize];
         if index < OWNED {
             // This thread is the stripe's only writer.
-            cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+            cell.store(
+                cell.load(Ordering::Relaxed).wrapping_add(n),
+                Ordering::Relaxed,
+            );
         } else {
-            cell.fetch_add(1, Ordering::Relaxed);
+            cell.fetch_add(n, Ordering::Relaxed);
         }
+    }
+
+    /// Raises a maximum to `n`, if higher.
+    fn raise(&self, counter: Counter, n: u64) {
+        let index = stripe_index();
+        let cell = &self.stripes[index].0[counter as usize];
+        if index < OWNED {
+            if cell.load(Ordering::Relaxed) < n {
+                cell.store(n, Ordering::Relaxed);
+            }
+        } else {
+            cell.fetch_max(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a creator's run of `took`, failed or not.
+    fn creator(&self, took: u64, failed: bool) {
+        self.add(Counter::CreatorRun);
+        self.add_n(Counter::CreatorNanos, took);
+        self.raise(Counter::CreatorMaxNanos, took);
+        if failed {
+            self.add(Counter::CreatorFailure);
+            self.add_n(Counter::CreatorFailureNanos, took);
+        }
+    }
+
+    /// Counts a wait of `took` for a key's mutex.
+    fn waited(&self, took: u64) {
+        self.add_n(Counter::WaitNanos, took);
+        self.raise(Counter::WaitMaxNanos, took);
     }
 
     /// Counts a call ended with a stored value, by how it was served. Creations are counted
@@ -148,10 +197,32 @@ impl Counters {
         self.stripes
             .iter()
             .map(|s| s.0[counter as usize].load(Ordering::Relaxed))
-            .sum()
+            .fold(0, u64::wrapping_add)
     }
 
-    pub(crate) fn snapshot(&self, entries: usize, evictions: u64) -> Statistics {
+    fn max(&self, counter: Counter) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0[counter as usize].load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn time(&self, counter: Counter) -> Duration {
+        let nanos = if matches!(counter, Counter::CreatorMaxNanos | Counter::WaitMaxNanos) {
+            self.max(counter)
+        } else {
+            self.sum(counter)
+        };
+        Duration::from_nanos(nanos)
+    }
+
+    pub(crate) fn snapshot(
+        &self,
+        entries: usize,
+        evictions: u64,
+        eviction_weight: u64,
+    ) -> Statistics {
         Statistics {
             hits: self.sum(Counter::Hit),
             stale_hits: self.sum(Counter::StaleHit),
@@ -165,11 +236,68 @@ impl Counters {
             refused_writes: self.sum(Counter::RefusedWrite),
             stale_on_error: self.sum(Counter::StaleIfError),
             shared_failures: self.sum(Counter::SharedFailure),
+            creator_runs: self.sum(Counter::CreatorRun),
+            creator_failures: self.sum(Counter::CreatorFailure),
+            creator_time: self.time(Counter::CreatorNanos),
+            creator_failure_time: self.time(Counter::CreatorFailureNanos),
+            creator_time_max: self.time(Counter::CreatorMaxNanos),
+            wait_time: self.time(Counter::WaitNanos),
+            wait_time_max: self.time(Counter::WaitMaxNanos),
             evictions,
+            eviction_weight,
             entries,
             ..Statistics::default()
         }
     }
+}
+
+/// Where a call counts: its region's counters and, for a handle that keeps its own
+/// ([`Region::with_own_statistics`](crate::Region::with_own_statistics)), the handle's.
+#[derive(Clone, Copy)]
+pub(crate) struct Stats<'a> {
+    pub(crate) region: &'a Counters,
+    pub(crate) scope: Option<&'a Counters>,
+}
+
+impl Stats<'_> {
+    #[inline]
+    pub(crate) fn add(self, counter: Counter) {
+        self.region.add(counter);
+        if let Some(scope) = self.scope {
+            scope.add(counter);
+        }
+    }
+
+    /// Counts a call ended with a stored value, by how it was served.
+    #[inline]
+    pub(crate) fn served(self, served: Served) {
+        self.region.served(served);
+        if let Some(scope) = self.scope {
+            scope.served(served);
+        }
+    }
+
+    /// Counts a creator's run of `took`, failed or not.
+    pub(crate) fn creator(self, took: Duration, failed: bool) {
+        let took = nanos(took);
+        self.region.creator(took, failed);
+        if let Some(scope) = self.scope {
+            scope.creator(took, failed);
+        }
+    }
+
+    /// Counts a wait of `took` for a key's mutex.
+    pub(crate) fn waited(self, took: Duration) {
+        let took = nanos(took);
+        self.region.waited(took);
+        if let Some(scope) = self.scope {
+            scope.waited(took);
+        }
+    }
+}
+
+fn nanos(took: Duration) -> u64 {
+    u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A snapshot of a region's counters since it was built.
@@ -185,6 +313,10 @@ impl Counters {
 /// region.get_with(&1, || unreachable!());
 /// let stats = region.statistics();
 /// assert_eq!((stats.misses, stats.hits, stats.regenerations, stats.entries), (1, 1, 1, 1));
+/// assert_eq!((stats.creator_runs, stats.creator_failures), (1, 0));
+/// // The average time the upstream took when dogpile called it (Caffeine's load penalty).
+/// let penalty = stats.creator_time / stats.creator_runs as u32;
+/// assert!(penalty <= stats.creator_time_max);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -219,9 +351,31 @@ pub struct Statistics {
     /// the same key (they waited for it, or came within the failure throttle): they got its
     /// failure, or the stale value (then also counted in `stale_on_error`).
     pub shared_failures: u64,
+    /// Runs of a creator (the function that makes a value: the upstream call), in the caller
+    /// or in the background, direct calls included; a batch's creator counts once per run.
+    pub creator_runs: u64,
+    /// Creator runs that failed: an error (or an `Option` creator's `None`), a panic, or a run
+    /// past the hard timeout. `creator_runs - creator_failures` succeeded.
+    pub creator_failures: u64,
+    /// The time creators ran, in all (failed runs included): `creator_time / creator_runs` is
+    /// the average time a call that creates pays (Caffeine's average load penalty).
+    pub creator_time: Duration,
+    /// The part of `creator_time` spent in runs that failed.
+    pub creator_failure_time: Duration,
+    /// The longest creator run.
+    pub creator_time_max: Duration,
+    /// The time calls spent waiting for another caller's creator (on a miss), in all: the
+    /// waits that ended with its value (counted in `waits`), and those that ended in a lock
+    /// timeout (then the call created too) or a hard timeout.
+    pub wait_time: Duration,
+    /// The longest such wait.
+    pub wait_time_max: Duration,
     /// Values the store evicted to stay within its capacity or maximum weight (values
     /// invalidated, replaced or removed are not counted).
     pub evictions: u64,
+    /// The weight of the values counted in `evictions`, by the store's weigher (each value
+    /// weighs 1 without one).
+    pub eviction_weight: u64,
     /// Calls to the store's backend that went unanswered: a timeout, a connection refused or
     /// broken (each cost up to the backend's timeout). 0 for a store that cannot fail. For
     /// Redis, the counts of the connection handle the store was made from, which the region's
@@ -294,6 +448,13 @@ impl AddAssign for Statistics {
             refused_writes,
             stale_on_error,
             shared_failures,
+            creator_runs,
+            creator_failures,
+            creator_time,
+            creator_failure_time,
+            creator_time_max,
+            wait_time,
+            wait_time_max,
             backend_failures,
             breaker_rejections,
             breaker_opens,
@@ -302,6 +463,7 @@ impl AddAssign for Statistics {
             invalidations_replayed,
             invalidations_pending,
             evictions,
+            eviction_weight,
             entries,
         } = other;
         self.hits += hits;
@@ -316,6 +478,13 @@ impl AddAssign for Statistics {
         self.refused_writes += refused_writes;
         self.stale_on_error += stale_on_error;
         self.shared_failures += shared_failures;
+        self.creator_runs += creator_runs;
+        self.creator_failures += creator_failures;
+        self.creator_time += creator_time;
+        self.creator_failure_time += creator_failure_time;
+        self.creator_time_max = self.creator_time_max.max(creator_time_max);
+        self.wait_time += wait_time;
+        self.wait_time_max = self.wait_time_max.max(wait_time_max);
         self.backend_failures += backend_failures;
         self.breaker_rejections += breaker_rejections;
         self.breaker_opens += breaker_opens;
@@ -324,6 +493,7 @@ impl AddAssign for Statistics {
         self.invalidations_replayed += invalidations_replayed;
         self.invalidations_pending += invalidations_pending;
         self.evictions += evictions;
+        self.eviction_weight += eviction_weight;
         self.entries += entries;
     }
 }
@@ -334,9 +504,10 @@ impl fmt::Display for Statistics {
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
              {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, \
-             {} shared failures, {} backend failures, {} breaker rejections, {} breaker opens, \
+             {} shared failures, {} creator runs ({} failed) in {:?} (longest {:?}, failed \
+             {:?}), waited {:?} (longest {:?}), {} backend failures, {} breaker rejections, {} breaker opens, \
              {} breaker closes, {} invalidations queued, {} invalidations replayed, \
-             {} invalidations pending, {} evictions, {} entries",
+             {} invalidations pending, {} evictions (weight {}), {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -349,6 +520,13 @@ impl fmt::Display for Statistics {
             self.refused_writes,
             self.stale_on_error,
             self.shared_failures,
+            self.creator_runs,
+            self.creator_failures,
+            self.creator_time,
+            self.creator_time_max,
+            self.creator_failure_time,
+            self.wait_time,
+            self.wait_time_max,
             self.backend_failures,
             self.breaker_rejections,
             self.breaker_opens,
@@ -357,6 +535,7 @@ impl fmt::Display for Statistics {
             self.invalidations_replayed,
             self.invalidations_pending,
             self.evictions,
+            self.eviction_weight,
             self.entries
         )
     }

@@ -749,6 +749,7 @@ where
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with,
             share_failures: true,
+            scope: None,
         })
     }
 }

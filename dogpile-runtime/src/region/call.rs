@@ -108,8 +108,7 @@ where
     {
         let began = self.inner.failures.seq();
         let mut view = KeyOf::new(self, key);
-        let mut protocol =
-            Protocol::new(self.rules(policy, hand.is_some()), Some(&self.inner.stats));
+        let mut protocol = Protocol::new(self.rules(policy, hand.is_some()), Some(self.stats()));
         let next = protocol.read(first.judged(self));
         let (guard, rescue) = match drive::advance(&mut view, &mut protocol, next) {
             Stop::Served(served, value) => return Ok((value, served)),

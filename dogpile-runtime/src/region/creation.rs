@@ -85,7 +85,9 @@ pub(super) fn fail<E>(failed: Failed<E>) -> RegionError<E> {
 /// failure. The successes are counted per key, by [`Creation::stored`].
 pub(super) struct Run<'a> {
     span: trace::Regeneration,
-    stats: &'a crate::stats::Counters,
+    stats: crate::stats::Stats<'a>,
+    /// When the creator started, for its time.
+    began: std::time::Instant,
 }
 
 impl<'a> Run<'a> {
@@ -95,7 +97,8 @@ impl<'a> Run<'a> {
     ) -> Self {
         Run {
             span: trace::Regeneration::start(&region.inner.name, label),
-            stats: &region.inner.stats,
+            stats: region.stats(),
+            began: std::time::Instant::now(),
         }
     }
 
@@ -109,11 +112,16 @@ impl<'a> Run<'a> {
 
     /// What a creator's run came to, its failure counted.
     pub(super) fn ran<T, E>(&self, ran: std::thread::Result<Result<T, E>>) -> Result<T, Failed<E>> {
+        let took = self.began.elapsed();
         let failed = match ran {
-            Ok(Ok(made)) => return Ok(made),
+            Ok(Ok(made)) => {
+                self.stats.creator(took, false);
+                return Ok(made);
+            }
             Ok(Err(err)) => Failed::Error(Arc::new(err)),
             Err(panic) => Failed::Panic(panic),
         };
+        self.stats.creator(took, true);
         self.stats.add(match failed {
             Failed::Error(_) | Failed::TimedOut(_) => Counter::Error,
             Failed::Panic(_) => Counter::Panic,
@@ -124,6 +132,7 @@ impl<'a> Run<'a> {
     /// The creator ran past the hard timeout (and was cancelled): counted as an error.
     #[cfg(feature = "tokio")]
     pub(super) fn timed_out<E>(&self, timeout: Duration) -> Failed<E> {
+        self.stats.creator(self.began.elapsed(), true);
         self.stats.add(Counter::Error);
         Failed::TimedOut(timeout)
     }
@@ -205,7 +214,7 @@ where
     /// A direct call: the store or mutex failed with `err`, the creator runs without the cache.
     #[cold]
     pub(super) fn direct(region: &'a Region<K, V, S, M>, key: &'a K, err: &BackendError) -> Self {
-        region.inner.stats.add(Counter::DirectCall);
+        region.stats().add(Counter::DirectCall);
         trace::direct_call(&region.inner.name, key, err);
         Creation {
             region,
@@ -243,7 +252,7 @@ where
             Some(Err(_)) => (Counter::Error, "store failed"),
             None => (Counter::Error, "not cached"),
         };
-        self.region.inner.stats.add(counter);
+        self.region.stats().add(counter);
         outcome
     }
 
@@ -319,14 +328,14 @@ where
                 None => Err(Failed::Error(failure.error.downcast::<E>().ok()?)),
             },
         };
-        region.inner.stats.add(Counter::SharedFailure);
+        region.stats().add(Counter::SharedFailure);
         Some(answer)
     }
 
     /// The stale value that stands in for a failed creator, counted as served.
     pub(super) fn take_rescue(&mut self) -> Option<V> {
         let stale = self.rescue.take()?;
-        let stats = &self.region.inner.stats;
+        let stats = self.region.stats();
         stats.add(Counter::StaleIfError);
         stats.add(Counter::StaleHit);
         Some(stale)

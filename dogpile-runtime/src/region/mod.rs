@@ -174,6 +174,15 @@ where
     /// Per handle: whether its calls share a failure of a key's creator (and keep theirs for
     /// the calls that share it).
     share_failures: bool,
+    /// Per handle: the handle's own statistics, counted besides the region's
+    /// ([`with_own_statistics`](Self::with_own_statistics)).
+    scope: Option<Arc<Scope>>,
+}
+
+/// A handle's own statistics, and the name they are reported under.
+struct Scope {
+    name: String,
+    stats: Counters,
 }
 
 struct Inner<K, V, S, M: RawMutex> {
@@ -229,6 +238,18 @@ where
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with.clone(),
             share_failures: self.share_failures,
+            scope: self.scope.clone(),
+        }
+    }
+}
+
+impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
+    /// Where this handle's calls count: the region's counters, and its own if it keeps them.
+    #[inline]
+    pub(crate) fn stats(&self) -> crate::stats::Stats<'_> {
+        crate::stats::Stats {
+            region: &self.inner.stats,
+            scope: self.scope.as_deref().map(|scope| &scope.stats),
         }
     }
 }
@@ -250,6 +271,51 @@ where
     /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// A handle on the same cache that keeps statistics of its own calls besides the region's:
+    /// its [`statistics`](Self::statistics) count only the calls made through it (and the
+    /// handles cloned or derived from it), under `name`. For one user of a shared region (a
+    /// function, a route) to see its own hit ratio and creator time; the region's handles keep
+    /// counting every call. What the store says (`entries`, `evictions`, the backend's
+    /// failures) stays the region's.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<(&str, u8), u8> = Region::builder().build()?;
+    /// let prices = region.with_own_statistics("prices");
+    /// let stock = region.with_own_statistics("stock");
+    /// prices.get_with(&("prices", 1), || 10);
+    /// prices.get_with(&("prices", 1), || unreachable!());
+    /// stock.get_with(&("stock", 1), || 3);
+    /// assert_eq!((prices.statistics().hits, prices.statistics().misses), (1, 1));
+    /// assert_eq!((stock.statistics().hits, stock.statistics().misses), (0, 1));
+    /// assert_eq!((region.statistics().hits, region.statistics().misses), (1, 2));
+    /// assert_eq!(prices.statistics_name(), Some("prices"));
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn with_own_statistics(&self, name: impl Into<String>) -> Self {
+        Region {
+            scope: Some(Arc::new(Scope {
+                name: name.into(),
+                stats: Counters::new(),
+            })),
+            ..self.clone()
+        }
+    }
+
+    /// The name this handle's own statistics are kept under
+    /// ([`with_own_statistics`](Self::with_own_statistics)); `None` for a handle that reports
+    /// the region's.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// assert_eq!(region.statistics_name(), None);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn statistics_name(&self) -> Option<&str> {
+        self.scope.as_deref().map(|scope| scope.name.as_str())
     }
 
     /// How long a value stays fresh through this handle (`None`: until invalidated).

@@ -490,10 +490,11 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn statistics(&self) -> Statistics {
-        self.inner
-            .stats
-            .snapshot(self.len(), self.inner.store.evictions())
-            .with_backend(self.inner.store.backend_health())
+        let stats = self.stats();
+        let store = &self.inner.store;
+        (stats.scope.unwrap_or(stats.region))
+            .snapshot(self.len(), store.evictions(), store.eviction_weight())
+            .with_backend(store.backend_health())
     }
 
     /// How many keys have a dogpile mutex now: those being regenerated or waited for.
@@ -567,7 +568,7 @@ where
             }
         };
         if self.age(stamp) == Age::Fresh {
-            self.inner.stats.add(Counter::Hit);
+            self.stats().add(Counter::Hit);
             return Some(value);
         }
         *read = Some(Ok(Some((value, stamp))));

@@ -649,7 +649,7 @@ where
         // The hot path: one read, by the key as given where the store answers at once.
         let first = match self.stored_by(key).await {
             Ok(Some((value, stamp))) if region.age(stamp) == Age::Fresh => {
-                region.inner.stats.add(crate::stats::Counter::Hit);
+                region.stats().add(crate::stats::Counter::Hit);
                 return Ok((value, Served::Fresh));
             }
             read => read.map(|stored| region.judge(stored)),
@@ -657,10 +657,8 @@ where
         let key = &key.to_owned();
         let began = region.inner.failures.seq();
         let mut view = AsyncKey::new(region, key);
-        let mut protocol = Protocol::new(
-            region.rules(policy, spawn.is_some()),
-            Some(&region.inner.stats),
-        );
+        let mut protocol =
+            Protocol::new(region.rules(policy, spawn.is_some()), Some(region.stats()));
         let next = protocol.read(first);
         let (guard, rescue) = match self.advance(&mut view, &mut protocol, next).await {
             Stop::Served(served, value) => return Ok((value, served)),
