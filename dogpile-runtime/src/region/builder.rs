@@ -731,6 +731,7 @@ where
                 should_cache: self.should_cache,
                 name: self.name.unwrap_or_else(|| "region".to_string()),
                 stats: Counters::new(),
+                scopes: parking_lot::Mutex::new(Vec::new()),
                 failures: super::failures::Failures::new(),
                 directs: super::direct::Directs::new(),
                 fail_safe_throttle_nanos: crate::clock::saturating_nanos(self.fail_safe.throttle),

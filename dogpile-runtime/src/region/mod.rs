@@ -215,6 +215,9 @@ struct Inner<K, V, S, M: RawMutex> {
     should_cache: Option<ShouldCache<V>>,
     name: String,
     stats: Counters,
+    /// The statistics that handles keep of their own calls, by name
+    /// ([`Region::with_own_statistics`]): one set per name, shared by its handles.
+    scopes: parking_lot::Mutex<Vec<Arc<Scope>>>,
     /// The last failure of each key's creator, while it is shared.
     failures: failures::Failures<K>,
     /// Direct calls' creators, one at a time per key, and their values for those that waited.
@@ -274,11 +277,12 @@ where
     }
 
     /// A handle on the same cache that keeps statistics of its own calls besides the region's:
-    /// its [`statistics`](Self::statistics) count only the calls made through it (and the
-    /// handles cloned or derived from it), under `name`. For one user of a shared region (a
-    /// function, a route) to see its own hit ratio and creator time; the region's handles keep
-    /// counting every call. What the store says (`entries`, `evictions`, the backend's
-    /// failures) stays the region's.
+    /// its [`statistics`](Self::statistics) count only the calls made through the handles
+    /// given this `name` on this region (and the handles cloned or derived from them). For one
+    /// user of a shared region (a function, a route) to see its own hit ratio and creator
+    /// time; the region's handles keep counting every call. What the store says (`entries`,
+    /// `evictions`, the backend's failures) stays the region's. `#[dogpile(region = ...)]`
+    /// gives each function such a handle, named by its namespace.
     ///
     /// ```
     /// use dogpile_runtime::Region;
@@ -292,14 +296,27 @@ where
     /// assert_eq!((stock.statistics().hits, stock.statistics().misses), (0, 1));
     /// assert_eq!((region.statistics().hits, region.statistics().misses), (1, 2));
     /// assert_eq!(prices.statistics_name(), Some("prices"));
+    /// // Handles given the same name share their statistics.
+    /// assert_eq!(region.with_own_statistics("prices").statistics().hits, 1);
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn with_own_statistics(&self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let mut scopes = self.inner.scopes.lock();
+        let scope = match scopes.iter().find(|scope| scope.name == name) {
+            Some(scope) => Arc::clone(scope),
+            None => {
+                let scope = Arc::new(Scope {
+                    name,
+                    stats: Counters::new(),
+                });
+                scopes.push(Arc::clone(&scope));
+                scope
+            }
+        };
+        drop(scopes);
         Region {
-            scope: Some(Arc::new(Scope {
-                name: name.into(),
-                stats: Counters::new(),
-            })),
+            scope: Some(scope),
             ..self.clone()
         }
     }
