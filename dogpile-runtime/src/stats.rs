@@ -49,7 +49,7 @@ pub(crate) enum Counter {
     WaitMaxNanos,
 }
 
-const COUNTERS: usize = Counter::WaitMaxNanos as usize + 1;
+pub(crate) const COUNTERS: usize = Counter::WaitMaxNanos as usize + 1;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -58,6 +58,9 @@ struct Stripe([AtomicU64; COUNTERS]);
 
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
+    /// The series these counts are reported to, with the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    exported: crate::export::Exported,
 }
 
 #[cfg(not(loom))]
@@ -125,9 +128,14 @@ fn stripe_index() -> usize {
 }
 
 impl Counters {
-    pub(crate) fn new() -> Self {
+    /// The counters of `region`, or of a handle's own statistics kept under `namespace`.
+    pub(crate) fn new(region: &str, namespace: Option<&str>) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = (region, namespace);
         Counters {
             stripes: (0..=OWNED).map(|_| Stripe::default()).collect(),
+            #[cfg(feature = "metrics")]
+            exported: crate::export::Exported::new(region, namespace),
         }
     }
 
@@ -259,26 +267,32 @@ pub(crate) struct Stats<'a> {
     pub(crate) scope: Option<&'a Counters>,
 }
 
-impl Stats<'_> {
+impl<'a> Stats<'a> {
     #[inline]
     pub(crate) fn add(self, counter: Counter) {
         self.region.add(counter);
         if let Some(scope) = self.scope {
             scope.add(counter);
         }
+        #[cfg(feature = "metrics")]
+        self.exported().add(counter);
     }
 
-    /// Counts a call ended with a stored value, by how it was served.
+    /// Counts a call ended with a value, by how it was served.
     #[inline]
     pub(crate) fn served(self, served: Served) {
         self.region.served(served);
         if let Some(scope) = self.scope {
             scope.served(served);
         }
+        #[cfg(feature = "metrics")]
+        self.exported().served(served);
     }
 
     /// Counts a creator's run of `took`, failed or not.
     pub(crate) fn creator(self, took: Duration, failed: bool) {
+        #[cfg(feature = "metrics")]
+        self.exported().creator(took, failed);
         let took = nanos(took);
         self.region.creator(took, failed);
         if let Some(scope) = self.scope {
@@ -288,11 +302,20 @@ impl Stats<'_> {
 
     /// Counts a wait of `took` for a key's mutex.
     pub(crate) fn waited(self, took: Duration) {
+        #[cfg(feature = "metrics")]
+        self.exported().waited(took);
         let took = nanos(took);
         self.region.waited(took);
         if let Some(scope) = self.scope {
             scope.waited(took);
         }
+    }
+
+    /// The one series a call reports to: its handle's own, else the region's.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn exported(self) -> &'a crate::export::Exported {
+        &self.scope.unwrap_or(self.region).exported
     }
 }
 

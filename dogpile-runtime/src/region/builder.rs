@@ -709,6 +709,7 @@ where
         if let Some(invalid) = ConfigError::all(refused) {
             return Err(invalid);
         }
+        let name = self.name.unwrap_or_else(|| "region".to_string());
         Ok(Region {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -729,8 +730,10 @@ where
                 jitter: self.jitter,
                 pool: self.pool,
                 should_cache: self.should_cache,
-                name: self.name.unwrap_or_else(|| "region".to_string()),
-                stats: Counters::new(),
+                stats: Counters::new(&name, None),
+                #[cfg(feature = "metrics")]
+                exported: crate::export::StoreExported::new(&name),
+                name,
                 scopes: parking_lot::Mutex::new(Vec::new()),
                 failures: super::failures::Failures::new(),
                 directs: super::direct::Directs::new(),

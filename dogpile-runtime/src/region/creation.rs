@@ -177,6 +177,8 @@ pub(super) struct Creation<'a, K, V, S, M: RawMutex, G> {
     /// one this call waited for. `None`: the call shares no failure (a refresh, asked for
     /// explicitly).
     began: Option<u64>,
+    /// Run in the background: no caller is served what it makes.
+    background: bool,
 }
 
 impl<'a, K, V, S, M, G> Creation<'a, K, V, S, M, G>
@@ -201,7 +203,14 @@ where
             rescue,
             stores: true,
             began: None,
+            background: false,
         }
+    }
+
+    /// The same creation, run in the background: what it makes serves no caller.
+    pub(super) fn in_background(mut self) -> Self {
+        self.background = true;
+        self
     }
 
     /// The same creation for a call that began at `began`: it shares a failure of the key's
@@ -223,6 +232,7 @@ where
             rescue: None,
             stores: false,
             began: None,
+            background: false,
         }
     }
 
@@ -245,6 +255,9 @@ where
     pub(super) fn stored(&self, stored: Option<Result<bool, BackendError>>) -> &'static str {
         if !self.stores {
             return "direct";
+        }
+        if !self.background {
+            self.region.stats().served(Served::Created);
         }
         let (counter, outcome) = match stored {
             Some(Ok(true)) => (Counter::Regeneration, "stored"),
@@ -430,6 +443,8 @@ where
     ) -> Result<bool, BackendError> {
         if let Ok(true) = written {
             self.region.stored();
+            #[cfg(feature = "metrics")]
+            self.region.publish_due();
         }
         written
     }

@@ -218,6 +218,9 @@ struct Inner<K, V, S, M: RawMutex> {
     /// The statistics that handles keep of their own calls, by name
     /// ([`Region::with_own_statistics`]): one set per name, shared by its handles.
     scopes: parking_lot::Mutex<Vec<Arc<Scope>>>,
+    /// What the store knows, as the `metrics` feature publishes it.
+    #[cfg(feature = "metrics")]
+    exported: crate::export::StoreExported,
     /// The last failure of each key's creator, while it is shared.
     failures: failures::Failures<K>,
     /// Direct calls' creators, one at a time per key, and their values for those that waited.
@@ -307,8 +310,8 @@ where
             Some(scope) => Arc::clone(scope),
             None => {
                 let scope = Arc::new(Scope {
+                    stats: Counters::new(&self.inner.name, Some(&name)),
                     name,
-                    stats: Counters::new(),
                 });
                 scopes.push(Arc::clone(&scope));
                 scope

@@ -492,9 +492,25 @@ where
     pub fn statistics(&self) -> Statistics {
         let stats = self.stats();
         let store = &self.inner.store;
-        (stats.scope.unwrap_or(stats.region))
+        let health = store.backend_health();
+        #[cfg(feature = "metrics")]
+        let backend = health.is_some();
+        let statistics = (stats.scope.unwrap_or(stats.region))
             .snapshot(self.len(), store.evictions(), store.eviction_weight())
-            .with_backend(store.backend_health())
+            .with_backend(health);
+        #[cfg(feature = "metrics")]
+        self.inner
+            .exported
+            .publish(&statistics, store.weight(), backend);
+        statistics
+    }
+
+    /// Publishes what the store knows to the `metrics` recorder, if due (once a second).
+    #[cfg(feature = "metrics")]
+    pub(super) fn publish_due(&self) {
+        if self.inner.exported.due(self.inner.now().as_nanos()) {
+            let _ = self.statistics();
+        }
     }
 
     /// How many keys have a dogpile mutex now: those being regenerated or waited for.

@@ -571,6 +571,13 @@ where
         self.eviction_weight.load(Ordering::Relaxed)
     }
 
+    fn weight(&self) -> Option<u64> {
+        Some(match &self.policy {
+            Some(policy) => policy.lock().weight(),
+            None => self.map.len() as u64,
+        })
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         self.invalid.clone().map_or(Ok(()), Err)
     }
