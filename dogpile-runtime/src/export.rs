@@ -129,8 +129,103 @@ pub(crate) struct StoreExported {
     next: std::sync::atomic::AtomicI64,
 }
 
+/// Describes every metric to the recorder (its `# HELP` line), once per process.
+fn describe() {
+    use metrics::Unit;
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (name, unit, help) in [
+            (
+                "dogpile_cache_requests_total",
+                Unit::Count,
+                "Calls by how they were served",
+            ),
+            (
+                "dogpile_cache_misses_total",
+                Unit::Count,
+                "Calls that found no value",
+            ),
+            (
+                "dogpile_regenerations_total",
+                Unit::Count,
+                "Values made and stored",
+            ),
+            (
+                "dogpile_regeneration_failures_total",
+                Unit::Count,
+                "Creations that failed",
+            ),
+            (
+                "dogpile_lock_timeouts_total",
+                Unit::Count,
+                "Waits that ran out",
+            ),
+            (
+                "dogpile_refused_writes_total",
+                Unit::Count,
+                "Fenced writes refused",
+            ),
+            (
+                "dogpile_stale_on_error_total",
+                Unit::Count,
+                "Stale values served on error",
+            ),
+            (
+                "dogpile_shared_failures_total",
+                Unit::Count,
+                "Failures shared, not rerun",
+            ),
+            (
+                "dogpile_cache_evictions_total",
+                Unit::Count,
+                "Values evicted",
+            ),
+            (
+                "dogpile_cache_evicted_weight_total",
+                Unit::Count,
+                "Weight evicted",
+            ),
+            (
+                "dogpile_backend_failures_total",
+                Unit::Count,
+                "Backend calls unanswered",
+            ),
+            (
+                "dogpile_breaker_rejections_total",
+                Unit::Count,
+                "Backend calls refused",
+            ),
+            (
+                "dogpile_breaker_opens_total",
+                Unit::Count,
+                "Times the breaker opened",
+            ),
+        ] {
+            metrics::describe_counter!(name, unit, help);
+        }
+        metrics::describe_histogram!(
+            "dogpile_creator_duration_seconds",
+            Unit::Seconds,
+            "Time a creator (the upstream call) ran"
+        );
+        metrics::describe_histogram!(
+            "dogpile_wait_duration_seconds",
+            Unit::Seconds,
+            "Time a call waited for another caller's creator"
+        );
+        metrics::describe_gauge!("dogpile_cache_entries", Unit::Count, "Values held");
+        metrics::describe_gauge!("dogpile_cache_weight", Unit::Count, "Weight held");
+        metrics::describe_gauge!(
+            "dogpile_invalidations_pending",
+            Unit::Count,
+            "Invalidations queued for replay"
+        );
+    });
+}
+
 impl StoreExported {
     pub(crate) fn new(region: &str) -> Self {
+        describe();
         let labels = labels(region, None);
         let count = |name: &'static str| metrics::counter!(name, labels.clone());
         let gauge = |name: &'static str| metrics::gauge!(name, labels.clone());
