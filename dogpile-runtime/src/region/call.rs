@@ -168,7 +168,10 @@ where
         match failure {
             Failure::WouldDeadlock => self.recursion(key),
             Failure::TimedOut(timeout) => RegionError::Timeout(timeout),
-            Failure::Backend(err) => RegionError::Backend(err),
+            Failure::Backend(err) => {
+                super::trace::backend_failed(&self.inner.name, key, &err);
+                RegionError::Backend(err)
+            }
         }
     }
 

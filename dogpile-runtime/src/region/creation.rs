@@ -145,7 +145,7 @@ impl<'a> Run<'a> {
 
     /// Records how the run ended and closes its span.
     pub(super) fn finish(self, outcome: &'static str) {
-        self.span.finish(outcome);
+        self.span.finish(outcome, self.began.elapsed());
     }
 
     /// A batch's creator returned another number of values than it was asked for: counted as
@@ -266,6 +266,9 @@ where
             None => (Counter::Error, "not cached"),
         };
         self.region.stats().add(counter);
+        if let Counter::RefusedWrite = counter {
+            trace::refused_write(&self.region.inner.name, self.key);
+        }
         outcome
     }
 
@@ -342,6 +345,7 @@ where
             },
         };
         region.stats().add(Counter::SharedFailure);
+        trace::shared_failure(&region.inner.name, self.key);
         Some(answer)
     }
 
@@ -351,6 +355,7 @@ where
         let stats = self.region.stats();
         stats.add(Counter::StaleIfError);
         stats.add(Counter::StaleHit);
+        trace::stale_on_error(&self.region.inner.name, self.key);
         Some(stale)
     }
 
