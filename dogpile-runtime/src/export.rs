@@ -2,8 +2,11 @@
 //! whatever recorder the program installed (a Prometheus exporter, OpenTelemetry, ...).
 //!
 //! Handles are registered once, when a region (or a handle with statistics of its own) is
-//! made, with the recorder installed then: a call only increments a handle. A call counts in
-//! one series: its handle's namespace, if it keeps statistics of its own, else the region's.
+//! made, with the recorder installed then: a call only increments a handle, and a fresh hit not
+//! even that: hits are counted in the thread's stripe, and published (the recorder's counter
+//! set to their sum) every 64 hits of a thread, whenever anything else is counted, and when the
+//! statistics are read. A call counts in one series: its handle's namespace, if it keeps
+//! statistics of its own, else the region's.
 //! What the store knows (entries, weight, evictions, the backend's failures) is published
 //! when the region's statistics are read, and at most once a second as values are stored.
 
@@ -12,7 +15,6 @@ use std::time::Duration;
 use metrics::{Counter as Count, Gauge, Histogram, Label};
 
 use crate::region::Statistics;
-use crate::served::Served;
 use crate::stats::{Counter, COUNTERS};
 
 /// The outcomes of `dogpile_cache_requests_total`, in `Served`'s terms.
@@ -89,21 +91,19 @@ impl Exported {
         }
     }
 
-    #[inline]
+    /// Counts one `counter` (not a hit: those are published by [`hits`](Self::hits)).
     pub(crate) fn add(&self, counter: Counter) {
         self.counts[counter as usize].increment(1);
     }
 
-    #[inline]
-    pub(crate) fn served(&self, served: Served) {
-        match served {
-            Served::Fresh => self.add(Counter::Hit),
-            Served::Stale => self.add(Counter::StaleHit),
-            Served::Waited => self.add(Counter::Wait),
-            Served::Created => self.created.increment(1),
-            // Counted where the direct call begins.
-            Served::Direct => {}
-        }
+    /// `outcome="created"`.
+    pub(crate) fn created(&self) {
+        self.created.increment(1);
+    }
+
+    /// Sets `outcome="fresh"` to the hits counted so far (the recorder keeps the highest).
+    pub(crate) fn hits(&self, hits: u64) {
+        self.counts[Counter::Hit as usize].absolute(hits);
     }
 
     pub(crate) fn creator(&self, took: Duration, failed: bool) {

@@ -47,9 +47,18 @@ pub(crate) enum Counter {
     /// Nanoseconds waited for a key's mutex, in all and the longest wait.
     WaitNanos,
     WaitMaxNanos,
+    /// With the `metrics` feature: hits counted in these counters' own series (not in a
+    /// handle's with statistics of its own), published by batches.
+    ExportedHit,
 }
 
-pub(crate) const COUNTERS: usize = Counter::WaitMaxNanos as usize + 1;
+pub(crate) const COUNTERS: usize = Counter::ExportedHit as usize + 1;
+
+/// With the `metrics` feature, a thread's hits are published to the recorder every this many
+/// (and whenever anything else is counted, or the statistics are read): a hit writes only its
+/// thread's stripe, never the recorder's shared counter.
+#[cfg(feature = "metrics")]
+const HITS_PER_PUBLICATION: u64 = 64;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
@@ -141,22 +150,29 @@ impl Counters {
 
     #[inline]
     pub(crate) fn add(&self, counter: Counter) {
-        self.add_n(counter, 1);
+        let _ = self.add_n(counter, 1);
     }
 
+    /// Adds `n`; the stripe's count now.
     #[inline]
-    fn add_n(&self, counter: Counter, n: u64) {
+    fn add_n(&self, counter: Counter, n: u64) -> u64 {
         let index = stripe_index();
         let cell = &self.stripes[index].0[counter as usize];
         if index < OWNED {
             // This thread is the stripe's only writer.
-            cell.store(
-                cell.load(Ordering::Relaxed).wrapping_add(n),
-                Ordering::Relaxed,
-            );
+            let now = cell.load(Ordering::Relaxed).wrapping_add(n);
+            cell.store(now, Ordering::Relaxed);
+            now
         } else {
-            cell.fetch_add(n, Ordering::Relaxed);
+            cell.fetch_add(n, Ordering::Relaxed).wrapping_add(n)
         }
+    }
+
+    /// Publishes the hits counted in these counters' own series to the recorder.
+    #[cfg(feature = "metrics")]
+    #[cold]
+    pub(crate) fn publish_hits(&self) {
+        self.exported.hits(self.sum(Counter::ExportedHit));
     }
 
     /// Raises a maximum to `n`, if higher.
@@ -175,30 +191,18 @@ impl Counters {
     /// Counts a creator's run of `took`, failed or not.
     fn creator(&self, took: u64, failed: bool) {
         self.add(Counter::CreatorRun);
-        self.add_n(Counter::CreatorNanos, took);
+        let _ = self.add_n(Counter::CreatorNanos, took);
         self.raise(Counter::CreatorMaxNanos, took);
         if failed {
             self.add(Counter::CreatorFailure);
-            self.add_n(Counter::CreatorFailureNanos, took);
+            let _ = self.add_n(Counter::CreatorFailureNanos, took);
         }
     }
 
     /// Counts a wait of `took` for a key's mutex.
     fn waited(&self, took: u64) {
-        self.add_n(Counter::WaitNanos, took);
+        let _ = self.add_n(Counter::WaitNanos, took);
         self.raise(Counter::WaitMaxNanos, took);
-    }
-
-    /// Counts a call ended with a stored value, by how it was served. Creations are counted
-    /// where the creator runs.
-    #[inline]
-    pub(crate) fn served(&self, served: Served) {
-        match served {
-            Served::Fresh => self.add(Counter::Hit),
-            Served::Stale => self.add(Counter::StaleHit),
-            Served::Waited => self.add(Counter::Wait),
-            Served::Created | Served::Direct => {}
-        }
     }
 
     fn sum(&self, counter: Counter) -> u64 {
@@ -275,18 +279,46 @@ impl<'a> Stats<'a> {
             scope.add(counter);
         }
         #[cfg(feature = "metrics")]
-        self.exported().add(counter);
+        self.export(counter);
     }
 
     /// Counts a call ended with a value, by how it was served.
     #[inline]
     pub(crate) fn served(self, served: Served) {
-        self.region.served(served);
-        if let Some(scope) = self.scope {
-            scope.served(served);
+        match served {
+            Served::Fresh => self.add(Counter::Hit),
+            Served::Stale => self.add(Counter::StaleHit),
+            Served::Waited => self.add(Counter::Wait),
+            // Creations are counted where the creator runs; only the metrics count the call.
+            Served::Created => {
+                #[cfg(feature = "metrics")]
+                {
+                    let exporting = self.exporting();
+                    exporting.exported.created();
+                    exporting.publish_hits();
+                }
+            }
+            Served::Direct => {}
         }
-        #[cfg(feature = "metrics")]
-        self.exported().served(served);
+    }
+
+    /// Reports `counter` to the call's series: a hit by batches, anything else at once.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn export(self, counter: Counter) {
+        let exporting = self.exporting();
+        if let Counter::Hit = counter {
+            if exporting
+                .add_n(Counter::ExportedHit, 1)
+                .is_multiple_of(HITS_PER_PUBLICATION)
+            {
+                exporting.publish_hits();
+            }
+        } else {
+            exporting.exported.add(counter);
+            // Off the hot path: the hits are brought up to date too.
+            exporting.publish_hits();
+        }
     }
 
     /// Counts a creator's run of `took`, failed or not.
@@ -314,8 +346,13 @@ impl<'a> Stats<'a> {
     /// The one series a call reports to: its handle's own, else the region's.
     #[cfg(feature = "metrics")]
     #[inline]
+    fn exporting(self) -> &'a Counters {
+        self.scope.unwrap_or(self.region)
+    }
+
+    #[cfg(feature = "metrics")]
     fn exported(self) -> &'a crate::export::Exported {
-        &self.scope.unwrap_or(self.region).exported
+        &self.exporting().exported
     }
 }
 

@@ -4,70 +4,69 @@
 //! namespace.
 #![cfg(feature = "metrics")]
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
 use dogpile_runtime::clock::ManualClock;
 use dogpile_runtime::Region;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
+use metrics_util::registry::{AtomicStorage, Registry};
 
-/// What a recorder recorded, in all: the debugging recorder's snapshots hand over what
-/// changed since the last one (counters and histograms drained, gauges reset), so they are
-/// added up here.
-struct Recorded {
-    snapshotter: Snapshotter,
-    /// By series (name and labels): a counter's count, a histogram's number of samples, a
-    /// gauge's last value set.
-    series: RefCell<HashMap<(String, Vec<(String, String)>), f64>>,
+/// A recorder that keeps every series, read without draining it.
+#[derive(Clone)]
+struct Kept(Arc<Registry<Key, AtomicStorage>>);
+
+impl Recorder for Kept {
+    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+        (self.0).get_or_create_counter(key, |c| Counter::from_arc(c.clone()))
+    }
+    fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
+        (self.0).get_or_create_gauge(key, |g| Gauge::from_arc(g.clone()))
+    }
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        (self.0).get_or_create_histogram(key, |h| Histogram::from_arc(h.clone()))
+    }
 }
 
-impl Recorded {
-    fn new(recorder: &DebuggingRecorder) -> Self {
-        Recorded {
-            snapshotter: recorder.snapshotter(),
-            series: RefCell::default(),
-        }
+impl Kept {
+    fn new() -> Self {
+        Kept(Arc::new(Registry::atomic()))
     }
 
     /// The value of the series `name` whose labels include every one of `labels`, summed over
-    /// the series that match (0 if none).
+    /// the series that match (0 if none): a counter's count, a gauge's value, a histogram's
+    /// number of samples.
     fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let mut series = self.series.borrow_mut();
-        for (key, _, _, value) in self.snapshotter.snapshot().into_vec() {
-            let key = key.key();
-            let id = (
-                key.name().to_string(),
-                key.labels()
-                    .map(|l| (l.key().to_string(), l.value().to_string()))
-                    .collect(),
-            );
-            let total = series.entry(id).or_default();
-            match value {
-                DebugValue::Counter(n) => *total += n as f64,
-                DebugValue::Histogram(samples) => *total += samples.len() as f64,
-                DebugValue::Gauge(g) if g.into_inner() != 0.0 => *total = g.into_inner(),
-                DebugValue::Gauge(_) => {}
-            }
-        }
-        series
-            .iter()
-            .filter(|((n, l), _)| {
-                n == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
-            })
-            .map(|(_, v)| v)
-            .sum()
+        let matches = |key: &Key| {
+            key.name() == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| key.labels().any(|l| l.key() == *k && l.value() == *v))
+        };
+        let counters = self.0.get_counter_handles().into_iter();
+        let counters = counters
+            .filter(|(k, _)| matches(k))
+            .map(|(_, c)| c.load(Relaxed) as f64);
+        let gauges = self.0.get_gauge_handles().into_iter();
+        let gauges = gauges
+            .filter(|(k, _)| matches(k))
+            .map(|(_, g)| f64::from_bits(g.load(Relaxed)));
+        let histograms = self.0.get_histogram_handles().into_iter();
+        let histograms = histograms
+            .filter(|(k, _)| matches(k))
+            .map(|(_, h)| h.data().len() as f64);
+        counters.chain(gauges).chain(histograms).sum()
     }
 }
 
 /// A region built with `recorder` as the recorder: its handles report there whatever thread
 /// calls it later.
-fn region_on(recorder: &DebuggingRecorder, clock: Arc<ManualClock>) -> Region<u32, String> {
+fn region_on(recorder: &Kept, clock: Arc<ManualClock>) -> Region<u32, String> {
     metrics::with_local_recorder(recorder, || {
         Region::builder()
             .name("prices")
@@ -82,8 +81,8 @@ fn region_on(recorder: &DebuggingRecorder, clock: Arc<ManualClock>) -> Region<u3
 
 #[test]
 fn each_call_moves_the_counter_of_its_outcome() {
-    let recorder = DebuggingRecorder::new();
-    let snap = Recorded::new(&recorder);
+    let recorder = Kept::new();
+    let snap = recorder.clone();
     let clock = Arc::new(ManualClock::starting_now());
     let region = region_on(&recorder, clock.clone());
     let requests = |outcome| {
@@ -96,7 +95,15 @@ fn each_call_moves_the_counter_of_its_outcome() {
     region.get_with(&1, || "one".to_string());
     region.get_with(&1, || unreachable!());
     region.get_with(&1, || unreachable!());
-    assert_eq!((requests("created"), requests("fresh")), (1.0, 2.0));
+    // Hits are published by batches of a thread's 64, or when anything else is counted, or
+    // when the statistics are read.
+    assert_eq!(requests("created"), 1.0);
+    assert_eq!(region.statistics().hits, 2);
+    assert_eq!(requests("fresh"), 2.0);
+    for _ in 0..62 {
+        region.get_with(&1, || unreachable!());
+    }
+    assert_eq!(requests("fresh"), 64.0);
     assert_eq!(snap.value("dogpile_cache_misses_total", &[]), 1.0);
     assert_eq!(snap.value("dogpile_regenerations_total", &[]), 1.0);
 
@@ -118,6 +125,7 @@ fn each_call_moves_the_counter_of_its_outcome() {
     holding.wait();
     assert_eq!(creator.join().unwrap(), "uno");
     assert_eq!((requests("stale"), requests("created")), (1.0, 2.0));
+    assert_eq!(requests("fresh"), 64.0);
 
     // A failed creator: a failure and a failed run in the histogram.
     assert!(region
@@ -162,8 +170,8 @@ fn each_call_moves_the_counter_of_its_outcome() {
 
 #[test]
 fn a_wait_for_another_caller_s_creator_is_timed() {
-    let recorder = DebuggingRecorder::new();
-    let snap = Recorded::new(&recorder);
+    let recorder = Kept::new();
+    let snap = recorder.clone();
     let region = region_on(&recorder, Arc::new(ManualClock::starting_now()));
     let started = Arc::new(Barrier::new(2));
     let creator = {
@@ -186,13 +194,15 @@ fn a_wait_for_another_caller_s_creator_is_timed() {
 
 #[test]
 fn a_handle_with_its_own_statistics_reports_under_its_namespace() {
-    let recorder = DebuggingRecorder::new();
-    let snap = Recorded::new(&recorder);
+    let recorder = Kept::new();
+    let snap = recorder.clone();
     let region = region_on(&recorder, Arc::new(ManualClock::starting_now()));
     let quotes = metrics::with_local_recorder(&recorder, || region.with_own_statistics("quotes"));
     quotes.get_with(&1, || "q".to_string());
     quotes.get_with(&1, || unreachable!());
     region.get_with(&1, || unreachable!());
+    // Reading the region's statistics publishes its handles' hits too.
+    let _ = region.statistics();
     let fresh = |labels: &[(&str, &str)]| {
         let mut labels = labels.to_vec();
         labels.push(("outcome", "fresh"));

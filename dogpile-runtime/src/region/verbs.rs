@@ -499,10 +499,20 @@ where
             .snapshot(self.len(), store.evictions(), store.eviction_weight())
             .with_backend(health);
         #[cfg(feature = "metrics")]
-        self.inner
-            .exported
-            .publish(&statistics, store.weight(), backend);
+        self.publish(&statistics, backend);
         statistics
+    }
+
+    /// Publishes the hits of the region and of its handles' own series, and what the store
+    /// knows.
+    #[cfg(feature = "metrics")]
+    fn publish(&self, statistics: &Statistics, backend: bool) {
+        let inner = &*self.inner;
+        inner.stats.publish_hits();
+        for scope in inner.scopes.lock().iter() {
+            scope.stats.publish_hits();
+        }
+        (inner.exported).publish(statistics, inner.store.weight(), backend);
     }
 
     /// Publishes what the store knows to the `metrics` recorder, if due (once a second).
