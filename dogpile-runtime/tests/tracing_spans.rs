@@ -17,13 +17,15 @@ use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
 type Spans = Mutex<HashMap<u64, (String, HashMap<String, String>)>>;
+/// Each event's level and fields.
+type Events = Mutex<Vec<(String, HashMap<String, String>)>>;
 
 /// The spans seen: name and fields, by id; and the events: level and fields.
 #[derive(Default, Clone)]
 struct Recorder {
     next: Arc<AtomicU64>,
     spans: Arc<Spans>,
-    events: Arc<Mutex<Vec<(String, HashMap<String, String>)>>>,
+    events: Arc<Events>,
 }
 
 impl Recorder {
