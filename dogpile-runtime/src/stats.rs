@@ -47,12 +47,9 @@ pub(crate) enum Counter {
     /// Nanoseconds waited for a key's mutex, in all and the longest wait.
     WaitNanos,
     WaitMaxNanos,
-    /// With the `metrics` feature: hits counted in these counters' own series (not in a
-    /// handle's with statistics of its own), published by batches.
-    ExportedHit,
 }
 
-pub(crate) const COUNTERS: usize = Counter::ExportedHit as usize + 1;
+pub(crate) const COUNTERS: usize = Counter::WaitMaxNanos as usize + 1;
 
 /// With the `metrics` feature, a thread's hits are published to the recorder every this many
 /// (and whenever anything else is counted, or the statistics are read): a hit writes only its
@@ -65,8 +62,12 @@ const HITS_PER_PUBLICATION: u64 = 64;
 #[derive(Default)]
 struct Stripe([AtomicU64; COUNTERS]);
 
+/// The counters of a region's calls, or of the calls of the handles that keep statistics of
+/// their own under one name (a region's statistics add those up with its own).
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
+    /// The name of a handle's own statistics; `None`: the region's.
+    pub(crate) namespace: Option<String>,
     /// The series these counts are reported to, with the `metrics` feature.
     #[cfg(feature = "metrics")]
     exported: crate::export::Exported,
@@ -143,14 +144,52 @@ impl Counters {
         let _ = (region, namespace);
         Counters {
             stripes: (0..=OWNED).map(|_| Stripe::default()).collect(),
+            namespace: namespace.map(str::to_string),
             #[cfg(feature = "metrics")]
             exported: crate::export::Exported::new(region, namespace),
         }
     }
 
+    /// Counts one `counter` (and reports it, with the `metrics` feature).
     #[inline]
     pub(crate) fn add(&self, counter: Counter) {
-        let _ = self.add_n(counter, 1);
+        let _count = self.add_n(counter, 1);
+        #[cfg(feature = "metrics")]
+        self.export(counter, _count);
+    }
+
+    /// Reports `counter` to the series: a hit by batches, anything else at once.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn export(&self, counter: Counter, count: u64) {
+        if let Counter::Hit = counter {
+            if count.is_multiple_of(HITS_PER_PUBLICATION) {
+                self.publish_hits();
+            }
+        } else {
+            self.exported.add(counter);
+            // Off the hot path: the hits are brought up to date too.
+            self.publish_hits();
+        }
+    }
+
+    /// Counts a call ended with a value, by how it was served.
+    #[inline]
+    pub(crate) fn served(&self, served: Served) {
+        match served {
+            Served::Fresh => self.add(Counter::Hit),
+            Served::Stale => self.add(Counter::StaleHit),
+            Served::Waited => self.add(Counter::Wait),
+            // Creations are counted where the creator runs; only the metrics count the call.
+            Served::Created => {
+                #[cfg(feature = "metrics")]
+                {
+                    self.exported.created();
+                    self.publish_hits();
+                }
+            }
+            Served::Direct => {}
+        }
     }
 
     /// Adds `n`; the stripe's count now.
@@ -172,7 +211,7 @@ impl Counters {
     #[cfg(feature = "metrics")]
     #[cold]
     pub(crate) fn publish_hits(&self) {
-        self.exported.hits(self.sum(Counter::ExportedHit));
+        self.exported.hits(self.sum(Counter::Hit));
     }
 
     /// Raises a maximum to `n`, if higher.
@@ -189,18 +228,24 @@ impl Counters {
     }
 
     /// Counts a creator's run of `took`, failed or not.
-    fn creator(&self, took: u64, failed: bool) {
-        self.add(Counter::CreatorRun);
+    pub(crate) fn creator(&self, took: Duration, failed: bool) {
+        #[cfg(feature = "metrics")]
+        self.exported.creator(took, failed);
+        let took = nanos(took);
+        let _ = self.add_n(Counter::CreatorRun, 1);
         let _ = self.add_n(Counter::CreatorNanos, took);
         self.raise(Counter::CreatorMaxNanos, took);
         if failed {
-            self.add(Counter::CreatorFailure);
+            let _ = self.add_n(Counter::CreatorFailure, 1);
             let _ = self.add_n(Counter::CreatorFailureNanos, took);
         }
     }
 
     /// Counts a wait of `took` for a key's mutex.
-    fn waited(&self, took: u64) {
+    pub(crate) fn waited(&self, took: Duration) {
+        #[cfg(feature = "metrics")]
+        self.exported.waited(took);
+        let took = nanos(took);
         let _ = self.add_n(Counter::WaitNanos, took);
         self.raise(Counter::WaitMaxNanos, took);
     }
@@ -229,12 +274,8 @@ impl Counters {
         Duration::from_nanos(nanos)
     }
 
-    pub(crate) fn snapshot(
-        &self,
-        entries: usize,
-        evictions: u64,
-        eviction_weight: u64,
-    ) -> Statistics {
+    /// The counts (what the store knows is left at 0).
+    pub(crate) fn snapshot(&self) -> Statistics {
         Statistics {
             hits: self.sum(Counter::Hit),
             stale_hits: self.sum(Counter::StaleHit),
@@ -255,104 +296,8 @@ impl Counters {
             creator_time_max: self.time(Counter::CreatorMaxNanos),
             wait_time: self.time(Counter::WaitNanos),
             wait_time_max: self.time(Counter::WaitMaxNanos),
-            evictions,
-            eviction_weight,
-            entries,
             ..Statistics::default()
         }
-    }
-}
-
-/// Where a call counts: its region's counters and, for a handle that keeps its own
-/// ([`Region::with_own_statistics`](crate::Region::with_own_statistics)), the handle's.
-#[derive(Clone, Copy)]
-pub(crate) struct Stats<'a> {
-    pub(crate) region: &'a Counters,
-    pub(crate) scope: Option<&'a Counters>,
-}
-
-impl<'a> Stats<'a> {
-    #[inline]
-    pub(crate) fn add(self, counter: Counter) {
-        self.region.add(counter);
-        if let Some(scope) = self.scope {
-            scope.add(counter);
-        }
-        #[cfg(feature = "metrics")]
-        self.export(counter);
-    }
-
-    /// Counts a call ended with a value, by how it was served.
-    #[inline]
-    pub(crate) fn served(self, served: Served) {
-        match served {
-            Served::Fresh => self.add(Counter::Hit),
-            Served::Stale => self.add(Counter::StaleHit),
-            Served::Waited => self.add(Counter::Wait),
-            // Creations are counted where the creator runs; only the metrics count the call.
-            Served::Created => {
-                #[cfg(feature = "metrics")]
-                {
-                    let exporting = self.exporting();
-                    exporting.exported.created();
-                    exporting.publish_hits();
-                }
-            }
-            Served::Direct => {}
-        }
-    }
-
-    /// Reports `counter` to the call's series: a hit by batches, anything else at once.
-    #[cfg(feature = "metrics")]
-    #[inline]
-    fn export(self, counter: Counter) {
-        let exporting = self.exporting();
-        if let Counter::Hit = counter {
-            if exporting
-                .add_n(Counter::ExportedHit, 1)
-                .is_multiple_of(HITS_PER_PUBLICATION)
-            {
-                exporting.publish_hits();
-            }
-        } else {
-            exporting.exported.add(counter);
-            // Off the hot path: the hits are brought up to date too.
-            exporting.publish_hits();
-        }
-    }
-
-    /// Counts a creator's run of `took`, failed or not.
-    pub(crate) fn creator(self, took: Duration, failed: bool) {
-        #[cfg(feature = "metrics")]
-        self.exported().creator(took, failed);
-        let took = nanos(took);
-        self.region.creator(took, failed);
-        if let Some(scope) = self.scope {
-            scope.creator(took, failed);
-        }
-    }
-
-    /// Counts a wait of `took` for a key's mutex.
-    pub(crate) fn waited(self, took: Duration) {
-        #[cfg(feature = "metrics")]
-        self.exported().waited(took);
-        let took = nanos(took);
-        self.region.waited(took);
-        if let Some(scope) = self.scope {
-            scope.waited(took);
-        }
-    }
-
-    /// The one series a call reports to: its handle's own, else the region's.
-    #[cfg(feature = "metrics")]
-    #[inline]
-    fn exporting(self) -> &'a Counters {
-        self.scope.unwrap_or(self.region)
-    }
-
-    #[cfg(feature = "metrics")]
-    fn exported(self) -> &'a crate::export::Exported {
-        &self.exporting().exported
     }
 }
 

@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use crate::served::Served;
-use crate::stats::Stats;
+use crate::stats::Counters;
 use crate::BackendError;
 
 /// What a read of a key found, judged by its caller's expiry rules.
@@ -168,7 +168,7 @@ impl<V> State<V> {
 /// One call's way through the protocol.
 pub(crate) struct Protocol<'a, V> {
     rules: Rules,
-    counters: Option<Stats<'a>>,
+    counters: Option<&'a Counters>,
     state: State<V>,
     /// The first read found no value: this call never hands a regeneration off.
     missed: bool,
@@ -178,7 +178,7 @@ pub(crate) struct Protocol<'a, V> {
 
 impl<'a, V> Protocol<'a, V> {
     /// A call by the `rules`, counting into `counters` (a region's) if given.
-    pub(crate) fn new(rules: Rules, counters: Option<Stats<'a>>) -> Self {
+    pub(crate) fn new(rules: Rules, counters: Option<&'a Counters>) -> Self {
         Protocol {
             rules,
             counters,

@@ -710,6 +710,7 @@ where
             return Err(invalid);
         }
         let name = self.name.unwrap_or_else(|| "region".to_string());
+        let stats = Arc::new(Counters::new(&name, None));
         Ok(Region {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -730,7 +731,8 @@ where
                 jitter: self.jitter,
                 pool: self.pool,
                 should_cache: self.should_cache,
-                stats: Counters::new(&name, None),
+                #[cfg(feature = "metrics")]
+                stats: Arc::clone(&stats),
                 #[cfg(feature = "metrics")]
                 exported: crate::export::StoreExported::new(&name),
                 name,
@@ -753,7 +755,7 @@ where
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with,
             share_failures: true,
-            scope: None,
+            stats,
         })
     }
 }

@@ -85,7 +85,7 @@ pub(super) fn fail<E>(failed: Failed<E>) -> RegionError<E> {
 /// failure. The successes are counted per key, by [`Creation::stored`].
 pub(super) struct Run<'a> {
     span: trace::Regeneration,
-    stats: crate::stats::Stats<'a>,
+    stats: &'a crate::stats::Counters,
     /// When the creator started, for its time.
     began: std::time::Instant,
 }

@@ -174,15 +174,9 @@ where
     /// Per handle: whether its calls share a failure of a key's creator (and keep theirs for
     /// the calls that share it).
     share_failures: bool,
-    /// Per handle: the handle's own statistics, counted besides the region's
-    /// ([`with_own_statistics`](Self::with_own_statistics)).
-    scope: Option<Arc<Scope>>,
-}
-
-/// A handle's own statistics, and the name they are reported under.
-struct Scope {
-    name: String,
-    stats: Counters,
+    /// Per handle: where its calls count, the region's counters or, for a handle that keeps
+    /// statistics of its own ([`with_own_statistics`](Self::with_own_statistics)), those.
+    stats: Arc<Counters>,
 }
 
 struct Inner<K, V, S, M: RawMutex> {
@@ -214,10 +208,13 @@ struct Inner<K, V, S, M: RawMutex> {
     pool: Option<Pool>,
     should_cache: Option<ShouldCache<V>>,
     name: String,
-    stats: Counters,
+    /// The counts of the calls through the handles that keep no statistics of their own, for
+    /// the `metrics` feature to publish whichever handle reads the statistics.
+    #[cfg(feature = "metrics")]
+    stats: Arc<Counters>,
     /// The statistics that handles keep of their own calls, by name
     /// ([`Region::with_own_statistics`]): one set per name, shared by its handles.
-    scopes: parking_lot::Mutex<Vec<Arc<Scope>>>,
+    scopes: parking_lot::Mutex<Vec<Arc<Counters>>>,
     /// What the store knows, as the `metrics` feature publishes it.
     #[cfg(feature = "metrics")]
     exported: crate::export::StoreExported,
@@ -244,19 +241,16 @@ where
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with.clone(),
             share_failures: self.share_failures,
-            scope: self.scope.clone(),
+            stats: Arc::clone(&self.stats),
         }
     }
 }
 
 impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
-    /// Where this handle's calls count: the region's counters, and its own if it keeps them.
+    /// Where this handle's calls count: the region's counters, or its own if it keeps them.
     #[inline]
-    pub(crate) fn stats(&self) -> crate::stats::Stats<'_> {
-        crate::stats::Stats {
-            region: &self.inner.stats,
-            scope: self.scope.as_deref().map(|scope| &scope.stats),
-        }
+    pub(crate) fn stats(&self) -> &Counters {
+        &self.stats
     }
 }
 
@@ -306,20 +300,20 @@ where
     pub fn with_own_statistics(&self, name: impl Into<String>) -> Self {
         let name = name.into();
         let mut scopes = self.inner.scopes.lock();
-        let scope = match scopes.iter().find(|scope| scope.name == name) {
+        let found = scopes
+            .iter()
+            .find(|scope| scope.namespace.as_deref() == Some(name.as_str()));
+        let stats = match found {
             Some(scope) => Arc::clone(scope),
             None => {
-                let scope = Arc::new(Scope {
-                    stats: Counters::new(&self.inner.name, Some(&name)),
-                    name,
-                });
+                let scope = Arc::new(Counters::new(&self.inner.name, Some(&name)));
                 scopes.push(Arc::clone(&scope));
                 scope
             }
         };
         drop(scopes);
         Region {
-            scope: Some(scope),
+            stats,
             ..self.clone()
         }
     }
@@ -335,7 +329,7 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn statistics_name(&self) -> Option<&str> {
-        self.scope.as_deref().map(|scope| scope.name.as_str())
+        self.stats.namespace.as_deref()
     }
 
     /// How long a value stays fresh through this handle (`None`: until invalidated).

@@ -490,14 +490,22 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn statistics(&self) -> Statistics {
-        let stats = self.stats();
-        let store = &self.inner.store;
+        let inner = &*self.inner;
+        let mut statistics = self.stats.snapshot();
+        if self.stats.namespace.is_none() {
+            // The region's: its handles' own statistics too.
+            for scope in inner.scopes.lock().iter() {
+                statistics += scope.snapshot();
+            }
+        }
+        let store = &inner.store;
+        statistics.entries = self.len();
+        statistics.evictions = store.evictions();
+        statistics.eviction_weight = store.eviction_weight();
         let health = store.backend_health();
         #[cfg(feature = "metrics")]
         let backend = health.is_some();
-        let statistics = (stats.scope.unwrap_or(stats.region))
-            .snapshot(self.len(), store.evictions(), store.eviction_weight())
-            .with_backend(health);
+        let statistics = statistics.with_backend(health);
         #[cfg(feature = "metrics")]
         self.publish(&statistics, backend);
         statistics
@@ -510,7 +518,7 @@ where
         let inner = &*self.inner;
         inner.stats.publish_hits();
         for scope in inner.scopes.lock().iter() {
-            scope.stats.publish_hits();
+            scope.publish_hits();
         }
         (inner.exported).publish(statistics, inner.store.weight(), backend);
     }
