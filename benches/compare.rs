@@ -540,11 +540,12 @@ fn callgrind_per_op(scenario: &str, name: &str) -> Option<f64> {
 /// With the `metrics` feature, a repetition reports to a Prometheus recorder, as a service
 /// would.
 fn install_recorder() {
+    // Without its upkeep thread, whose runs would blur the instruction counts.
     #[cfg(feature = "metrics")]
-    metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .map(drop)
-        .expect("installing the Prometheus recorder");
+    metrics::set_global_recorder(
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    )
+    .expect("installing the Prometheus recorder");
 }
 
 fn main() {
