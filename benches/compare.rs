@@ -9,6 +9,9 @@
 //! - S2 the same on two threads: Mops/s, and its ratio to one thread; once more with `u64`
 //!   values, whose clones write nothing shared, for the caches' own scaling
 //! - S3 fresh hit of a function without arguments: ns/op
+//! - S1a the fresh hit of S1 awaited in an async task (one thread, tokio's current-thread
+//!   runtime): `AsyncRegion::get_with`, `#[dogpile]` on an `async fn`, moka's `future::Cache`,
+//!   beside the blocking `Region::get_with` in the same run: ns/op
 //! - S4 32 threads released together on one missing key, creator 20 ms: creator calls, wall ms
 //! - S5 expiry 100 ms, creator 100 ms, 32 threads calling for 250 ms (one expiry, at 100 ms;
 //!   the next falls due near 300 ms, where a clock tick would decide whether it is in the run):
@@ -20,7 +23,7 @@
 //!   keys, the same with bursts of one-time keys, and pure churn: hit ratio, ns/op, peak
 //!   resident memory, slowest call
 //!
-//! Options: `--callgrind` adds instructions per op for S1 (both orders) and S3 (`valgrind --tool=callgrind`,
+//! Options: `--callgrind` adds instructions per op for S1 (both orders), S1a and S3 (`valgrind --tool=callgrind`,
 //! difference of two run lengths); `--plot FILE.svg` draws the slowest reader of S5 over time
 //! for dogpile, moka and cached (the README's `docs/reader-latency.svg`); `--reps N` (default 5).
 //!
@@ -294,6 +297,83 @@ fn s3(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
     BTreeMap::from([("s3_ns", elapsed.as_nanos() as f64 / iters as f64)])
 }
 
+#[dogpile(expire = 3600, capacity = 10_000)]
+async fn memoized_async(key: u64) -> Value {
+    value(key)
+}
+
+/// S1's random-order hits, awaited in one task of a current-thread runtime; the elapsed time.
+fn s1_async_loop(name: &str, iters: u64) -> Duration {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let miss = || async { unreachable!("preloaded") };
+        let next = |x: &mut u64| {
+            *x ^= *x << 13;
+            *x ^= *x >> 7;
+            *x ^= *x << 17;
+            black_box(*x % KEYS)
+        };
+        let mut x = 7u64;
+        match name {
+            "dogpile async" => {
+                let region = Region::<u64, Value>::builder()
+                    .expiry(HOUR)
+                    .capacity(10_000)
+                    .build()
+                    .unwrap()
+                    .to_async();
+                for k in 0..KEYS {
+                    region.get_with(&k, || async move { value(k) }).await;
+                }
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(region.get_with(&next(&mut x), miss).await);
+                }
+                start.elapsed()
+            }
+            "dogpile async #[dogpile]" => {
+                for k in 0..KEYS {
+                    memoized_async(k).await;
+                }
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(memoized_async(next(&mut x)).await);
+                }
+                start.elapsed()
+            }
+            "moka future" => {
+                let cache: moka::future::Cache<u64, Value> = moka::future::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(HOUR)
+                    .build();
+                for k in 0..KEYS {
+                    cache.get_with(k, async move { value(k) }).await;
+                }
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(cache.get_with(next(&mut x), miss()).await);
+                }
+                start.elapsed()
+            }
+            blocking => {
+                let cache = preloaded(blocking, KEYS);
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(cache.get_with(next(&mut x), &|| unreachable!("preloaded")));
+                }
+                start.elapsed()
+            }
+        }
+    })
+}
+
+fn s1_async(name: &str, iters: u64) -> BTreeMap<&'static str, f64> {
+    let elapsed = s1_async_loop(name, iters);
+    BTreeMap::from([("s1a_ns", elapsed.as_nanos() as f64 / iters as f64)])
+}
+
 fn s4(name: &str) -> BTreeMap<&'static str, f64> {
     const THREADS: usize = 32;
     let cache = contender(name, HOUR, 10_000);
@@ -439,6 +519,7 @@ fn run_one(scenario: &str, name: &str, iters: Option<u64>) -> BTreeMap<&'static 
         "s1" => s1_s2(name, iters.unwrap_or(HIT_ITERS)),
         "s2u64" => s2_u64(name, iters.unwrap_or(HIT_ITERS)),
         "s3" => s3(name, iters.unwrap_or(HIT_ITERS)),
+        "s1a" => s1_async(name, iters.unwrap_or(HIT_ITERS)),
         "s4" => s4(name),
         "s5" => s5(name),
         "s6" => s6(name),
@@ -458,6 +539,9 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
             let cache = preloaded(name, KEYS);
             read_loop_in_order(&*cache, iters, KEYS);
         }
+        "s1a" => {
+            s1_async_loop(name, iters);
+        }
         _ => {
             s3(name, iters);
         }
@@ -466,7 +550,7 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
 
 // ---- the orchestration ----------------------------------------------------------------------
 
-const SCENARIOS: [(&str, &[&str]); 9] = [
+const SCENARIOS: [(&str, &[&str]); 10] = [
     (
         "s1",
         &[
@@ -486,6 +570,15 @@ const SCENARIOS: [(&str, &[&str]); 9] = [
             "moka",
             "cached",
             "quick_cache",
+        ],
+    ),
+    (
+        "s1a",
+        &[
+            "dogpile",
+            "dogpile async",
+            "dogpile async #[dogpile]",
+            "moka future",
         ],
     ),
     ("s4", &["dogpile", "moka", "cached", "quick_cache"]),
@@ -615,7 +708,12 @@ fn main() {
         }
     }
     if callgrind {
-        let measured = [("s1", "s1"), ("s1", "s1_in_order"), ("s3", "s3")];
+        let measured = [
+            ("s1", "s1"),
+            ("s1", "s1_in_order"),
+            ("s1a", "s1a"),
+            ("s3", "s3"),
+        ];
         for (scenario, loop_name) in measured {
             if only.as_ref().is_some_and(|only| !only.contains(&scenario)) {
                 continue;
@@ -710,6 +808,20 @@ fn report(m: &Medians, reps: usize) -> String {
             fmt(get("s3", n, "s3_ns"), 1),
             ratio("s3", n, "s3_ns", "OnceLock"),
             fmt(get("s3", n, "s3_instructions"), 0),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n| S1a fresh hit awaited in a task | ns/op | vs blocking dogpile | instr/op |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|");
+    for n in names("s1a") {
+        let _ = writeln!(
+            out,
+            "| {n} | {} | {} | {} |",
+            fmt(get("s1a", n, "s1a_ns"), 1),
+            ratio("s1a", n, "s1a_ns", "dogpile"),
+            fmt(get("s1a", n, "s1a_instructions"), 0),
         );
     }
     let _ = writeln!(

@@ -141,7 +141,7 @@ pub struct ReadmeDoctests;
 /// | `report_served(day) -> (Arc<Report>, Served)` | the function, and how the call was served ([`Served`]: fresh, stale, created, waited, direct), for an `X-Cache` header or a metric per route |
 /// | `report_invalidate(day) -> Result<(), BackendError>` | removes the value: the next call runs the body and the others wait for it |
 /// | `report_soft_invalidate(day) -> Result<(), BackendError>` | marks the value expired: the next call regenerates it while the others get the old value |
-/// | `report_invalidate_all()`, `report_soft_invalidate_all()` | the same for every key |
+/// | `report_invalidate_all()`, `report_soft_invalidate_all()` | the same for every key; on a region given with `region = ...`, named `report_invalidate_region()` and `report_soft_invalidate_region()`: they reach every value of the shared region, every function's |
 /// | | the invalidations' [`BackendError`] says the store was not reached (a Redis region during an outage) and whether the invalidation is queued to be replayed when it answers ([`BackendError::is_queued_for_replay`]); a region in memory never fails them |
 /// | `report_statistics() -> Statistics` | hits, stale hits, misses, regenerations, errors, panics, waits, ... |
 ///

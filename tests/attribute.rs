@@ -585,6 +585,42 @@ fn functions_sharing_a_region_never_read_each_other_s_values() {
         .starts_with("user 7"));
 }
 
+static SHELF: std::sync::LazyLock<dogpile::Region<(&'static str, u64), String>> =
+    std::sync::LazyLock::new(|| dogpile::Region::builder().name("shelf").build().unwrap());
+
+#[dogpile(expire = 60, region = SHELF)]
+fn title(id: u64) -> String {
+    format!("title {id} #{}", SHELF_CALLS.fetch_add(1, Ordering::SeqCst))
+}
+
+static SHELF_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = 60, region = SHELF)]
+fn blurb(id: u64) -> String {
+    format!("blurb {id} #{}", SHELF_CALLS.fetch_add(1, Ordering::SeqCst))
+}
+
+/// On a shared region, the companions that take no key are named for what they reach: every
+/// value of the region, every function's.
+#[test]
+fn the_region_wide_invalidations_of_a_shared_region_say_so_in_their_name() {
+    let (title_key, blurb_key) = (
+        (concat!(module_path!(), "::title"), 1),
+        (concat!(module_path!(), "::blurb"), 1),
+    );
+    assert_eq!(title(1), "title 1 #0");
+    assert_eq!(blurb(1), "blurb 1 #1");
+    title_soft_invalidate_region().unwrap();
+    // Both values are still there, as expired ones, and both are made again.
+    assert_eq!(SHELF.peek(&title_key).as_deref(), Some("title 1 #0"));
+    assert_eq!(SHELF.peek(&blurb_key).as_deref(), Some("blurb 1 #1"));
+    assert_eq!(title(1), "title 1 #2");
+    assert_eq!(blurb(1), "blurb 1 #3");
+    blurb_invalidate_region().unwrap();
+    assert_eq!(SHELF.peek(&title_key), None);
+    assert_eq!(SHELF.peek(&blurb_key), None);
+}
+
 /// A short life for a "temporary" account, an hour for the others.
 #[allow(clippy::ptr_arg)] // `expire_with` is given the cached value: a `&String`
 fn account_lifetime(name: &String) -> Duration {

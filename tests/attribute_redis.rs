@@ -110,7 +110,7 @@ fn functions_on_redis_regions_sync_and_async() {
     // An invalidation that cannot reach Redis says so, and that it is queued for replay.
     let err = user_invalidate(7).expect_err("Redis is down");
     assert!(err.is_queued_for_replay(), "{err}");
-    let err = user_soft_invalidate_all().expect_err("Redis is down");
+    let err = user_soft_invalidate_region().expect_err("Redis is down");
     assert!(err.is_queued_for_replay(), "{err}");
     assert_eq!(user_statistics().invalidations_queued, 2);
 }

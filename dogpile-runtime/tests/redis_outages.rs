@@ -72,8 +72,11 @@ fn child() {
     else {
         return;
     };
-    assert_eq!(role, "watch", "unknown role");
-    watch_for_invalidations(&url, &PathBuf::from(dir));
+    match role.as_str() {
+        "watch" => watch_for_invalidations(&url, &PathBuf::from(dir)),
+        "herd" => herd_through_an_outage(&url, &PathBuf::from(dir)),
+        other => panic!("unknown role {other}"),
+    }
 }
 
 /// A server that accepts connections but never answers costs a call one timeout (it cost
@@ -622,4 +625,96 @@ mod events {
             })
             .clone()
     }
+}
+
+/// Four processes of 16 threads, 4 keys, the server gone: each process runs at most one
+/// creator per key (its direct calls queue on a mutex of the process and share the value),
+/// not one per thread.
+#[test]
+fn a_server_gone_under_four_processes_costs_one_creator_per_key_and_process() {
+    const PROCESSES: usize = 4;
+    let mut server = Server::start();
+    let dir = fresh_dir("outage-herd");
+    let children: Vec<_> = (0..PROCESSES)
+        .map(|n| {
+            let dir = dir.join(format!("p{n}"));
+            fs::create_dir_all(&dir).unwrap();
+            children::spawn_child(&[
+                (ROLE, "herd"),
+                (URL, &server.url()),
+                (DIR, &dir.display().to_string()),
+            ])
+        })
+        .collect();
+    for n in 0..PROCESSES {
+        wait_for(&dir.join(format!("p{n}")).join("ready"));
+    }
+    server.stop();
+    for n in 0..PROCESSES {
+        fs::write(dir.join(format!("p{n}")).join("go"), "").unwrap();
+    }
+    for (n, child) in children.into_iter().enumerate() {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "process {n} failed");
+        let runs = fs::read_to_string(dir.join(format!("p{n}")).join("runs")).unwrap();
+        // Per key: how many creators ran in this process, and how many threads got a value.
+        for line in runs.lines() {
+            let fields: Vec<u64> = line.split(' ').map(|f| f.parse().unwrap()).collect();
+            let (key, creators, answered) = (fields[0], fields[1], fields[2]);
+            assert_eq!(answered, 4, "process {n}, key {key}");
+            assert_eq!(
+                creators, 1,
+                "process {n}, key {key}: {creators} creators ran"
+            );
+        }
+    }
+}
+
+/// A child of the test above: connects, says it is ready, and once told, calls 4 keys from 16
+/// threads at once with the server gone.
+fn herd_through_an_outage(url: &str, dir: &Path) {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Barrier;
+    let redis = handle(url, 3);
+    let region = region(&redis, "herd");
+    region.insert(&99, 99).unwrap();
+    fs::write(dir.join("ready"), "").unwrap();
+    wait_for(&dir.join("go"));
+    let creators: Arc<Vec<AtomicUsize>> = Arc::new((0..4).map(|_| AtomicUsize::new(0)).collect());
+    let answered: Arc<Vec<AtomicUsize>> = Arc::new((0..4).map(|_| AtomicUsize::new(0)).collect());
+    let barrier = Arc::new(Barrier::new(16));
+    let threads: Vec<_> = (0..16u64)
+        .map(|n| {
+            let (region, creators, answered, barrier) = (
+                region.clone(),
+                creators.clone(),
+                answered.clone(),
+                barrier.clone(),
+            );
+            thread::spawn(move || {
+                let key = n % 4;
+                barrier.wait();
+                let value = region.get_with(&key, || {
+                    creators[key as usize].fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(100));
+                    key * 10
+                });
+                assert_eq!(value, key * 10);
+                answered[key as usize].fetch_add(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    let runs: String = (0..4)
+        .map(|key| {
+            format!(
+                "{key} {} {}\n",
+                creators[key].load(Ordering::SeqCst),
+                answered[key].load(Ordering::SeqCst)
+            )
+        })
+        .collect();
+    fs::write(dir.join("runs"), runs).unwrap();
 }

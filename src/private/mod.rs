@@ -51,10 +51,9 @@ pub trait Control {
     fn statistics(&self) -> Statistics;
 }
 
-/// `_invalidate_all` of every function, and `_soft_invalidate_all` with `soft`.
-///
-/// A function given a shared region acts on the whole region, every function's values: this
-/// is the one place to narrow it to the function's namespace, once the region can.
+/// `_invalidate_all` of every function, and `_soft_invalidate_all` with `soft`; on a region
+/// given with `region = ...`, `_invalidate_region` and `_soft_invalidate_region`: the whole
+/// region, every function's values.
 ///
 /// # Errors
 ///

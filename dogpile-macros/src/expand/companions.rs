@@ -1,6 +1,7 @@
 //! The companion items: `_uncached` (the original body), `_served`, `_peek`, `_refresh`,
-//! `_invalidate`, `_soft_invalidate`, `_invalidate_all`, `_soft_invalidate_all`,
-//! `_statistics`. Each is one verb of the region.
+//! `_invalidate`, `_soft_invalidate`, `_invalidate_all` and `_soft_invalidate_all` (named
+//! `_invalidate_region` and `_soft_invalidate_region` on a region given with `region = ...`,
+//! where they reach every function's values), `_statistics`. Each is one verb of the region.
 
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -28,8 +29,19 @@ impl Expansion<'_> {
         let uncached = self.companion("uncached");
         let invalidate = self.companion("invalidate");
         let soft_invalidate = self.companion("soft_invalidate");
-        let invalidate_all = self.companion("invalidate_all");
-        let soft_invalidate_all = self.companion("soft_invalidate_all");
+        // On a shared region, every value of it goes, every function's: the name says so.
+        let shared = self.args.region.get().is_some();
+        let (invalidate_all, soft_invalidate_all) = if shared {
+            (
+                self.companion("invalidate_region"),
+                self.companion("soft_invalidate_region"),
+            )
+        } else {
+            (
+                self.companion("invalidate_all"),
+                self.companion("soft_invalidate_all"),
+            )
+        };
         let refresh = self.companion("refresh");
         let peek = self.companion("peek");
         let statistics = self.companion("statistics");
@@ -83,22 +95,30 @@ impl Expansion<'_> {
             "Marks the value `{name}` cached for these arguments as expired: the next call \
              regenerates it while the others get the old value."
         ));
-        let (scope, region_note) = if self.args.region.get().is_some() {
+        let (invalidate_all_doc, soft_invalidate_all_doc) = if shared {
             (
-                "in its region",
-                " The region is shared: this acts on every function's values in it.",
+                doc(format!(
+                    "Removes every value in the region `{name}` uses, every function's (a \
+                     shared region has no \"all of `{name}`\": invalidate keys one by one with \
+                     `{name}_invalidate`, or give `{name}` a region of its own)."
+                )),
+                doc(format!(
+                    "Marks every value in the region `{name}` uses as expired, every \
+                     function's (as `{name}_invalidate_region`)."
+                )),
             )
         } else {
-            ("`{name}` has cached", "")
+            (
+                doc(format!(
+                    "Removes every value `{name}` has cached (as `{name}_invalidate` for each \
+                     key)."
+                )),
+                doc(format!(
+                    "Marks every value `{name}` has cached as expired (as \
+                     `{name}_soft_invalidate` for each key)."
+                )),
+            )
         };
-        let scope = scope.replace("{name}", &name);
-        let invalidate_all_doc = doc(format!(
-            "Removes every value {scope} (as `{name}_invalidate` for each key).{region_note}"
-        ));
-        let soft_invalidate_all_doc = doc(format!(
-            "Marks every value {scope} as expired (as `{name}_soft_invalidate` for each \
-             key).{region_note}"
-        ));
         let refresh_doc = doc(format!(
             "Runs the body of `{name}` now for these arguments and stores the result, whether \
              or not the cached value is fresh; never beside another creator of the same key."
@@ -107,7 +127,7 @@ impl Expansion<'_> {
             "The value `{name}` has cached for these arguments, fresh or expired, without \
              running the body."
         ));
-        let statistics_note = if self.args.region.get().is_some() {
+        let statistics_note = if shared {
             " The region is shared: these count the calls of `{name}` alone (the handles \
              named by its namespace, `Region::with_own_statistics`); `entries`, `evictions` \
              and the backend's counts are the whole region's."

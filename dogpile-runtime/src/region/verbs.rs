@@ -21,7 +21,7 @@ use crate::{BackendError, OwnedMutexGuard, RawMutex};
 pub(super) struct First<V>(Stored<V>);
 
 /// A store's answer to a read.
-type Stored<V> = Result<Option<(V, Stamp)>, BackendError>;
+pub(super) type Stored<V> = Result<Option<(V, Stamp)>, BackendError>;
 
 impl<V> First<V> {
     /// The read, judged through `region`'s handle.
@@ -587,7 +587,7 @@ where
 
     /// A fresh value, counted as a hit; `None` with what the read found in `read` otherwise.
     #[inline]
-    fn fresh<Q>(&self, key: &Q, read: &mut Option<Stored<V>>) -> Option<V>
+    pub(super) fn fresh<Q>(&self, key: &Q, read: &mut Option<Stored<V>>) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,

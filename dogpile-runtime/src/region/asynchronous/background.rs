@@ -66,11 +66,15 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = V> + Send + 'static,
     {
+        let first = match self.region.at_once(key) {
+            Ok(value) => return value,
+            Err(first) => first,
+        };
         let init = move || async move { Ok(init().await) };
         let spawn = Some(self.spawner());
         let result = self
             .region
-            .call(key, init, OnBackendError::CallDirectly, spawn)
+            .call(key, first, init, OnBackendError::CallDirectly, spawn)
             .await;
         value_of(result).0
     }
@@ -103,9 +107,13 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        let first = match self.region.at_once(key) {
+            Ok(value) => return Ok(value),
+            Err(first) => first,
+        };
         let policy = self.region.region.on_backend_error;
         self.region
-            .call(key, init, policy, Some(self.spawner()))
+            .call(key, first, init, policy, Some(self.spawner()))
             .await
             .map(|(value, _)| value)
     }
@@ -138,9 +146,13 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
+        let first = match self.region.at_once(key) {
+            Ok(value) => return Ok((value, Served::Fresh)),
+            Err(first) => first,
+        };
         let policy = self.region.region.on_backend_error;
         self.region
-            .call(key, init, policy, Some(self.spawner()))
+            .call(key, first, init, policy, Some(self.spawner()))
             .await
     }
 
@@ -178,9 +190,13 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(V, Duration), E>> + Send + 'static,
     {
+        let first = match self.region.at_once(key) {
+            Ok(value) => return Ok(value),
+            Err(first) => first,
+        };
         let policy = self.region.region.on_backend_error;
         self.region
-            .call(key, init, policy, Some(self.spawner()))
+            .call(key, first, init, policy, Some(self.spawner()))
             .await
             .map(|(value, _)| value)
     }
@@ -207,11 +223,15 @@ where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Option<V>> + Send + 'static,
     {
+        let first = match self.region.at_once(key) {
+            Ok(value) => return Some(value),
+            Err(first) => first,
+        };
         let init = move || async move { init().await.ok_or(NotCached) };
         let spawn = Some(self.spawner());
         let result = self
             .region
-            .call(key, init, OnBackendError::CallDirectly, spawn)
+            .call(key, first, init, OnBackendError::CallDirectly, spawn)
             .await;
         optional(result)
     }

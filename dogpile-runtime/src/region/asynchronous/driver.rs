@@ -18,6 +18,7 @@ use super::AsyncRegion;
 use crate::lock::drive::{first_timeout, Stop};
 use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
 use crate::region::creation::Guard;
+use crate::region::verbs::Stored;
 use crate::region::{AsyncStore, CacheKey, CacheValue, Region, Stamp};
 use crate::{AsyncRawMutex, BackendError, RawMutex, WakeOnRelease};
 
@@ -77,6 +78,26 @@ where
             store.get(key)
         } else {
             store.get_async(key).await
+        }
+    }
+
+    /// The hot path of every async call where the store answers at once, run before the
+    /// call's future is made: a fresh value, counted as a hit, so that a hit builds, moves and
+    /// drops no future but its verb's; or what the read found, the call's first read.
+    /// `Err(None)` for a store read asynchronously: the call reads it.
+    #[inline]
+    pub(in crate::region) fn at_once<Q>(&self, key: &Q) -> Result<V, Option<Stored<V>>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if !self.region.inner.store.answers_at_once() {
+            return Err(None);
+        }
+        let mut read = None;
+        match self.region.fresh(key, &mut read) {
+            Some(value) => Ok(value),
+            None => Err(read),
         }
     }
 

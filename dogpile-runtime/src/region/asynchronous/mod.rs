@@ -27,6 +27,7 @@ pub(crate) use driver::AsyncGuard;
 
 use super::creation::Creation;
 use super::expiry::{soft_stamp, Age};
+use super::verbs::Stored;
 use super::{
     CacheKey, CacheValue, Invalidation, Made, NotCached, OnBackendError, Region, RegionError,
     Served, Statistics,
@@ -125,10 +126,15 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
+        let first = match self.at_once(key) {
+            Ok(value) => return value,
+            Err(first) => first,
+        };
         let init = move || async move { Ok(init().await) };
         let result = self
             .call(
                 key,
+                first,
                 init,
                 OnBackendError::CallDirectly,
                 None::<NoSpawn<K, M, _>>,
@@ -167,8 +173,13 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let first = match self.at_once(key) {
+            Ok(value) => return Ok(value),
+            Err(first) => first,
+        };
         self.call(
             key,
+            first,
             init,
             self.region.on_backend_error,
             None::<NoSpawn<K, M, _>>,
@@ -200,10 +211,15 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Option<V>>,
     {
+        let first = match self.at_once(key) {
+            Ok(value) => return Some(value),
+            Err(first) => first,
+        };
         let init = move || async move { init().await.ok_or(NotCached) };
         let result = self
             .call(
                 key,
+                first,
                 init,
                 OnBackendError::CallDirectly,
                 None::<NoSpawn<K, M, _>>,
@@ -232,10 +248,15 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
+        let first = match self.at_once(key) {
+            Ok(value) => return (value, Served::Fresh),
+            Err(first) => first,
+        };
         let init = move || async move { Ok(init().await) };
         let result = self
             .call(
                 key,
+                first,
                 init,
                 OnBackendError::CallDirectly,
                 None::<NoSpawn<K, M, _>>,
@@ -272,8 +293,13 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
     {
+        let first = match self.at_once(key) {
+            Ok(value) => return Ok((value, Served::Fresh)),
+            Err(first) => first,
+        };
         self.call(
             key,
+            first,
             init,
             self.region.on_backend_error,
             None::<NoSpawn<K, M, _>>,
@@ -317,8 +343,13 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<(V, Duration), E>>,
     {
+        let first = match self.at_once(key) {
+            Ok(value) => return Ok(value),
+            Err(first) => first,
+        };
         self.call(
             key,
+            first,
             init,
             self.region.on_backend_error,
             None::<NoSpawn<K, M, _>>,
@@ -633,6 +664,7 @@ where
     async fn call<Q, E: Send + Sync + 'static, F, Fut, O, B>(
         &self,
         key: &Q,
+        first: Option<Stored<V>>,
         init: F,
         policy: OnBackendError,
         spawn: Option<B>,
@@ -646,14 +678,19 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let region = &self.region;
-        // The hot path: one read, by the key as given where the store answers at once.
-        let first = match self.stored_by(key).await {
-            Ok(Some((value, stamp))) if region.age(stamp) == Age::Fresh => {
-                region.stats().add(crate::stats::Counter::Hit);
-                return Ok((value, Served::Fresh));
-            }
-            read => read.map(|stored| region.judge(stored)),
-        };
+        // The hot path: one read, by the key as given where the store answers at once (then
+        // made by the verb, before this future, as `first`).
+        let first = match first {
+            Some(read) => read,
+            None => match self.stored_by(key).await {
+                Ok(Some((value, stamp))) if region.age(stamp) == Age::Fresh => {
+                    region.stats().add(crate::stats::Counter::Hit);
+                    return Ok((value, Served::Fresh));
+                }
+                read => read,
+            },
+        }
+        .map(|stored| region.judge(stored));
         let key = &key.to_owned();
         let began = region.inner.failures.seq();
         let mut view = AsyncKey::new(region, key);
