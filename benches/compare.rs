@@ -26,6 +26,10 @@
 //! Options: `--callgrind` adds instructions per op for S1 (both orders), S1a and S3 (`valgrind --tool=callgrind`,
 //! difference of two run lengths); `--plot FILE.svg` draws the slowest reader of S5 over time
 //! for dogpile, moka and cached (the README's `docs/reader-latency.svg`); `--reps N` (default 5).
+//!
+//! Built with `--features metrics`, each repetition first installs a Prometheus recorder
+//! (`metrics-exporter-prometheus`), so that dogpile's counts reach real counters: the cost of
+//! the feature as a service pays it.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -626,9 +630,23 @@ fn callgrind_per_op(scenario: &str, name: &str) -> Option<f64> {
     Some((count(400_000)? - count(200_000)?) / 200_000.0)
 }
 
+/// With the `metrics` feature, a repetition reports to a Prometheus recorder, as a service
+/// would.
+fn install_recorder() {
+    // Without its upkeep thread, whose runs would blur the instruction counts.
+    #[cfg(feature = "metrics")]
+    metrics::set_global_recorder(
+        metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder(),
+    )
+    .expect("installing the Prometheus recorder");
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let arg = |flag: &str| args.iter().position(|a| a == flag).map(|i| i + 1);
+    if arg("--run").is_some() || arg("--hits").is_some() {
+        install_recorder();
+    }
     if let Some(i) = arg("--run") {
         let iters = arg("--iters").map(|j| args[j].parse().unwrap());
         let result = run_one(&args[i], &args[i + 1], iters);

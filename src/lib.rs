@@ -64,7 +64,8 @@
 //! | `tokio` | yes | `#[dogpile]` on `async fn`, [`AsyncRegion`](region::AsyncRegion) |
 //! | `redis` | no | the Redis store and mutex |
 //! | `redis-tls` | no | Redis over TLS (`rediss://`), with rustls |
-//! | `tracing` | no | a `dogpile.regenerate` span per regeneration |
+//! | `tracing` | no | a `dogpile.regenerate` span per regeneration, and rate-limited events when protection degrades |
+//! | `metrics` | no | each region's counts through the `metrics` crate (the README lists every metric) |
 //!
 //! This crate re-exports the runtime, `dogpile-runtime`, and the attribute, `dogpile-macros`,
 //! whose versions move with it.

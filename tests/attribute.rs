@@ -496,6 +496,43 @@ mod caches {
 
     pub static ACCOUNTS: LazyLock<Region<(&'static str, u64), String>> =
         LazyLock::new(|| Region::builder().name("accounts").build().unwrap());
+
+    /// Shared by `price` and `stock` only, whose statistics are checked.
+    pub static CATALOG: LazyLock<Region<(&'static str, u64), u64>> =
+        LazyLock::new(|| Region::builder().name("catalog").build().unwrap());
+}
+
+#[dogpile(expire = 60, region = caches::CATALOG, namespace = "prices")]
+fn price(id: u64) -> u64 {
+    id * 100
+}
+
+#[dogpile(expire = 60, region = caches::CATALOG)]
+fn stock(id: u64) -> u64 {
+    id + 1
+}
+
+/// Each function on a shared region reports its own calls; the region counts them all.
+#[test]
+fn functions_sharing_a_region_each_count_their_own_calls() {
+    for _ in 0..3 {
+        assert_eq!(price(1), 100);
+    }
+    assert_eq!(stock(1), 2);
+    assert_eq!(stock(2), 3);
+    let (p, s) = (price_statistics(), stock_statistics());
+    assert_eq!(
+        (p.hits, p.misses, p.regenerations, p.creator_runs),
+        (2, 1, 1, 1)
+    );
+    assert_eq!(
+        (s.hits, s.misses, s.regenerations, s.creator_runs),
+        (0, 2, 2, 2)
+    );
+    let all = caches::CATALOG.statistics();
+    assert_eq!((all.hits, all.misses, all.regenerations), (2, 3, 3));
+    // What the store holds is the region's.
+    assert_eq!((p.entries, s.entries), (3, 3));
 }
 
 static USER_CALLS: AtomicUsize = AtomicUsize::new(0);

@@ -57,6 +57,8 @@
 pub mod backend;
 pub mod clock;
 mod error;
+#[cfg(feature = "metrics")]
+mod export;
 pub mod legacy;
 pub mod lock;
 pub mod region;

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::ops::AddAssign;
+use std::time::Duration;
 
 use crate::region::BackendHealth;
 use crate::served::Served;
@@ -36,17 +37,40 @@ pub(crate) enum Counter {
     RefusedWrite,
     StaleIfError,
     SharedFailure,
+    /// Creator runs, and those that failed.
+    CreatorRun,
+    CreatorFailure,
+    /// Nanoseconds: creators' runs, failed runs, the longest run.
+    CreatorNanos,
+    CreatorFailureNanos,
+    CreatorMaxNanos,
+    /// Nanoseconds waited for a key's mutex, in all and the longest wait.
+    WaitNanos,
+    WaitMaxNanos,
 }
 
-const COUNTERS: usize = Counter::SharedFailure as usize + 1;
+pub(crate) const COUNTERS: usize = Counter::WaitMaxNanos as usize + 1;
+
+/// With the `metrics` feature, a thread's hits are published to the recorder every this many
+/// (and whenever anything else is counted, or the statistics are read): a hit writes only its
+/// thread's stripe, never the recorder's shared counter.
+#[cfg(feature = "metrics")]
+const HITS_PER_PUBLICATION: u64 = 64;
 
 /// One thread's counters, alone on its cache lines.
 #[repr(align(128))]
 #[derive(Default)]
 struct Stripe([AtomicU64; COUNTERS]);
 
+/// The counters of a region's calls, or of the calls of the handles that keep statistics of
+/// their own under one name (a region's statistics add those up with its own).
 pub(crate) struct Counters {
     stripes: Box<[Stripe]>,
+    /// The name of a handle's own statistics; `None`: the region's.
+    pub(crate) namespace: Option<String>,
+    /// The series these counts are reported to, with the `metrics` feature.
+    #[cfg(feature = "metrics")]
+    exported: crate::export::Exported,
 }
 
 #[cfg(not(loom))]
@@ -114,44 +138,144 @@ fn stripe_index() -> usize {
 }
 
 impl Counters {
-    pub(crate) fn new() -> Self {
+    /// The counters of `region`, or of a handle's own statistics kept under `namespace`.
+    pub(crate) fn new(region: &str, namespace: Option<&str>) -> Self {
+        #[cfg(not(feature = "metrics"))]
+        let _ = (region, namespace);
         Counters {
             stripes: (0..=OWNED).map(|_| Stripe::default()).collect(),
+            namespace: namespace.map(str::to_string),
+            #[cfg(feature = "metrics")]
+            exported: crate::export::Exported::new(region, namespace),
         }
     }
 
+    /// Counts one `counter` (and reports it, with the `metrics` feature).
     #[inline]
     pub(crate) fn add(&self, counter: Counter) {
-        let index = stripe_index();
-        let cell = &self.stripes[index].0[counter as usize];
-        if index < OWNED {
-            // This thread is the stripe's only writer.
-            cell.store(cell.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let _count = self.add_n(counter, 1);
+        #[cfg(feature = "metrics")]
+        self.export(counter, _count);
+    }
+
+    /// Reports `counter` to the series: a hit by batches, anything else at once.
+    #[cfg(feature = "metrics")]
+    #[inline]
+    fn export(&self, counter: Counter, count: u64) {
+        if let Counter::Hit = counter {
+            if count.is_multiple_of(HITS_PER_PUBLICATION) {
+                self.publish_hits();
+            }
         } else {
-            cell.fetch_add(1, Ordering::Relaxed);
+            self.exported.add(counter);
+            // Off the hot path: the hits are brought up to date too.
+            self.publish_hits();
         }
     }
 
-    /// Counts a call ended with a stored value, by how it was served. Creations are counted
-    /// where the creator runs.
+    /// Counts a call ended with a value, by how it was served.
     #[inline]
     pub(crate) fn served(&self, served: Served) {
         match served {
             Served::Fresh => self.add(Counter::Hit),
             Served::Stale => self.add(Counter::StaleHit),
             Served::Waited => self.add(Counter::Wait),
-            Served::Created | Served::Direct => {}
+            // Creations are counted where the creator runs; only the metrics count the call.
+            Served::Created => {
+                #[cfg(feature = "metrics")]
+                {
+                    self.exported.created();
+                    self.publish_hits();
+                }
+            }
+            Served::Direct => {}
         }
+    }
+
+    /// Adds `n`; the stripe's count now.
+    #[inline]
+    fn add_n(&self, counter: Counter, n: u64) -> u64 {
+        let index = stripe_index();
+        let cell = &self.stripes[index].0[counter as usize];
+        if index < OWNED {
+            // This thread is the stripe's only writer.
+            let now = cell.load(Ordering::Relaxed).wrapping_add(n);
+            cell.store(now, Ordering::Relaxed);
+            now
+        } else {
+            cell.fetch_add(n, Ordering::Relaxed).wrapping_add(n)
+        }
+    }
+
+    /// Publishes the hits counted in these counters' own series to the recorder.
+    #[cfg(feature = "metrics")]
+    #[cold]
+    pub(crate) fn publish_hits(&self) {
+        self.exported.hits(self.sum(Counter::Hit));
+    }
+
+    /// Raises a maximum to `n`, if higher.
+    fn raise(&self, counter: Counter, n: u64) {
+        let index = stripe_index();
+        let cell = &self.stripes[index].0[counter as usize];
+        if index < OWNED {
+            if cell.load(Ordering::Relaxed) < n {
+                cell.store(n, Ordering::Relaxed);
+            }
+        } else {
+            cell.fetch_max(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a creator's run of `took`, failed or not.
+    pub(crate) fn creator(&self, took: Duration, failed: bool) {
+        #[cfg(feature = "metrics")]
+        self.exported.creator(took, failed);
+        let took = nanos(took);
+        let _ = self.add_n(Counter::CreatorRun, 1);
+        let _ = self.add_n(Counter::CreatorNanos, took);
+        self.raise(Counter::CreatorMaxNanos, took);
+        if failed {
+            let _ = self.add_n(Counter::CreatorFailure, 1);
+            let _ = self.add_n(Counter::CreatorFailureNanos, took);
+        }
+    }
+
+    /// Counts a wait of `took` for a key's mutex.
+    pub(crate) fn waited(&self, took: Duration) {
+        #[cfg(feature = "metrics")]
+        self.exported.waited(took);
+        let took = nanos(took);
+        let _ = self.add_n(Counter::WaitNanos, took);
+        self.raise(Counter::WaitMaxNanos, took);
     }
 
     fn sum(&self, counter: Counter) -> u64 {
         self.stripes
             .iter()
             .map(|s| s.0[counter as usize].load(Ordering::Relaxed))
-            .sum()
+            .fold(0, u64::wrapping_add)
     }
 
-    pub(crate) fn snapshot(&self, entries: usize, evictions: u64) -> Statistics {
+    fn max(&self, counter: Counter) -> u64 {
+        self.stripes
+            .iter()
+            .map(|s| s.0[counter as usize].load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn time(&self, counter: Counter) -> Duration {
+        let nanos = if matches!(counter, Counter::CreatorMaxNanos | Counter::WaitMaxNanos) {
+            self.max(counter)
+        } else {
+            self.sum(counter)
+        };
+        Duration::from_nanos(nanos)
+    }
+
+    /// The counts (what the store knows is left at 0).
+    pub(crate) fn snapshot(&self) -> Statistics {
         Statistics {
             hits: self.sum(Counter::Hit),
             stale_hits: self.sum(Counter::StaleHit),
@@ -165,11 +289,20 @@ impl Counters {
             refused_writes: self.sum(Counter::RefusedWrite),
             stale_on_error: self.sum(Counter::StaleIfError),
             shared_failures: self.sum(Counter::SharedFailure),
-            evictions,
-            entries,
+            creator_runs: self.sum(Counter::CreatorRun),
+            creator_failures: self.sum(Counter::CreatorFailure),
+            creator_time: self.time(Counter::CreatorNanos),
+            creator_failure_time: self.time(Counter::CreatorFailureNanos),
+            creator_time_max: self.time(Counter::CreatorMaxNanos),
+            wait_time: self.time(Counter::WaitNanos),
+            wait_time_max: self.time(Counter::WaitMaxNanos),
             ..Statistics::default()
         }
     }
+}
+
+fn nanos(took: Duration) -> u64 {
+    u64::try_from(took.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A snapshot of a region's counters since it was built.
@@ -185,6 +318,10 @@ impl Counters {
 /// region.get_with(&1, || unreachable!());
 /// let stats = region.statistics();
 /// assert_eq!((stats.misses, stats.hits, stats.regenerations, stats.entries), (1, 1, 1, 1));
+/// assert_eq!((stats.creator_runs, stats.creator_failures), (1, 0));
+/// // The average time the upstream took when dogpile called it (Caffeine's load penalty).
+/// let penalty = stats.creator_time / stats.creator_runs as u32;
+/// assert!(penalty <= stats.creator_time_max);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -219,9 +356,31 @@ pub struct Statistics {
     /// the same key (they waited for it, or came within the failure throttle): they got its
     /// failure, or the stale value (then also counted in `stale_on_error`).
     pub shared_failures: u64,
+    /// Runs of a creator (the function that makes a value: the upstream call), in the caller
+    /// or in the background, direct calls included; a batch's creator counts once per run.
+    pub creator_runs: u64,
+    /// Creator runs that failed: an error (or an `Option` creator's `None`), a panic, or a run
+    /// past the hard timeout. `creator_runs - creator_failures` succeeded.
+    pub creator_failures: u64,
+    /// The time creators ran, in all (failed runs included): `creator_time / creator_runs` is
+    /// the average time a call that creates pays (Caffeine's average load penalty).
+    pub creator_time: Duration,
+    /// The part of `creator_time` spent in runs that failed.
+    pub creator_failure_time: Duration,
+    /// The longest creator run.
+    pub creator_time_max: Duration,
+    /// The time calls spent waiting for another caller's creator (on a miss), in all: the
+    /// waits that ended with its value (counted in `waits`), and those that ended in a lock
+    /// timeout (then the call created too) or a hard timeout.
+    pub wait_time: Duration,
+    /// The longest such wait.
+    pub wait_time_max: Duration,
     /// Values the store evicted to stay within its capacity or maximum weight (values
     /// invalidated, replaced or removed are not counted).
     pub evictions: u64,
+    /// The weight of the values counted in `evictions`, by the store's weigher (each value
+    /// weighs 1 without one).
+    pub eviction_weight: u64,
     /// Calls to the store's backend that went unanswered: a timeout, a connection refused or
     /// broken (each cost up to the backend's timeout). 0 for a store that cannot fail. For
     /// Redis, the counts of the connection handle the store was made from, which the region's
@@ -294,6 +453,13 @@ impl AddAssign for Statistics {
             refused_writes,
             stale_on_error,
             shared_failures,
+            creator_runs,
+            creator_failures,
+            creator_time,
+            creator_failure_time,
+            creator_time_max,
+            wait_time,
+            wait_time_max,
             backend_failures,
             breaker_rejections,
             breaker_opens,
@@ -302,6 +468,7 @@ impl AddAssign for Statistics {
             invalidations_replayed,
             invalidations_pending,
             evictions,
+            eviction_weight,
             entries,
         } = other;
         self.hits += hits;
@@ -316,6 +483,13 @@ impl AddAssign for Statistics {
         self.refused_writes += refused_writes;
         self.stale_on_error += stale_on_error;
         self.shared_failures += shared_failures;
+        self.creator_runs += creator_runs;
+        self.creator_failures += creator_failures;
+        self.creator_time += creator_time;
+        self.creator_failure_time += creator_failure_time;
+        self.creator_time_max = self.creator_time_max.max(creator_time_max);
+        self.wait_time += wait_time;
+        self.wait_time_max = self.wait_time_max.max(wait_time_max);
         self.backend_failures += backend_failures;
         self.breaker_rejections += breaker_rejections;
         self.breaker_opens += breaker_opens;
@@ -324,6 +498,7 @@ impl AddAssign for Statistics {
         self.invalidations_replayed += invalidations_replayed;
         self.invalidations_pending += invalidations_pending;
         self.evictions += evictions;
+        self.eviction_weight += eviction_weight;
         self.entries += entries;
     }
 }
@@ -334,9 +509,10 @@ impl fmt::Display for Statistics {
             f,
             "{} hits, {} stale hits, {} misses, {} regenerations, {} errors, {} panics, \
              {} lock timeouts, {} waits, {} direct calls, {} refused writes, {} stale on error, \
-             {} shared failures, {} backend failures, {} breaker rejections, {} breaker opens, \
+             {} shared failures, {} creator runs ({} failed) in {:?} (longest {:?}, failed \
+             {:?}), waited {:?} (longest {:?}), {} backend failures, {} breaker rejections, {} breaker opens, \
              {} breaker closes, {} invalidations queued, {} invalidations replayed, \
-             {} invalidations pending, {} evictions, {} entries",
+             {} invalidations pending, {} evictions (weight {}), {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -349,6 +525,13 @@ impl fmt::Display for Statistics {
             self.refused_writes,
             self.stale_on_error,
             self.shared_failures,
+            self.creator_runs,
+            self.creator_failures,
+            self.creator_time,
+            self.creator_time_max,
+            self.creator_failure_time,
+            self.wait_time,
+            self.wait_time_max,
             self.backend_failures,
             self.breaker_rejections,
             self.breaker_opens,
@@ -357,6 +540,7 @@ impl fmt::Display for Statistics {
             self.invalidations_replayed,
             self.invalidations_pending,
             self.evictions,
+            self.eviction_weight,
             self.entries
         )
     }

@@ -62,11 +62,23 @@ pub fn invalidate_all(of: &dyn Control, soft: bool) -> Result<(), BackendError> 
     of.invalidate_all(soft)
 }
 
-/// `_statistics` of every function; on a shared region, the whole region's, as
-/// [`invalidate_all`].
+/// `_statistics` of a function with its own region: the region's.
 #[must_use]
 pub fn statistics(of: &dyn Control) -> Statistics {
     of.statistics()
+}
+
+/// `_statistics` of a function given a shared region: its own calls', kept under `name` (its
+/// namespace) by the handle its calls go through.
+#[must_use]
+pub fn namespace_statistics<K, V, S, M>(given: &Region<K, V, S, M>, name: &str) -> Statistics
+where
+    K: CacheKey,
+    V: CacheValue,
+    S: Store<K, V>,
+    M: RawMutex + 'static,
+{
+    given.with_own_statistics(name).statistics()
 }
 
 impl<K, V, S, M> Control for Region<K, V, S, M>

@@ -49,6 +49,14 @@ impl Expansion<'_> {
 
         let (prelude, key, key_ref) = (self.prelude(), self.key_and_region(), self.key_ref());
         let control = self.control();
+        let statistics_of = match self.args.region.get() {
+            // A function given a region: its own calls only.
+            Some(path) => {
+                let name = self.statistics_name();
+                quote!(#p::namespace_statistics(#p::given(&#path), #name))
+            }
+            None => quote!(#p::statistics(#control)),
+        };
         let (rule, rule_type) = (self.rule(), self.rule_type());
         let unshare = self.sharing("unshare");
         let (_, refresh_creator) = self.creator(false);
@@ -111,11 +119,6 @@ impl Expansion<'_> {
                 )),
             )
         };
-        let region_note = if shared {
-            " The region is shared: these are every function's in it."
-        } else {
-            ""
-        };
         let refresh_doc = doc(format!(
             "Runs the body of `{name}` now for these arguments and stores the result, whether \
              or not the cached value is fresh; never beside another creator of the same key."
@@ -124,8 +127,16 @@ impl Expansion<'_> {
             "The value `{name}` has cached for these arguments, fresh or expired, without \
              running the body."
         ));
+        let statistics_note = if shared {
+            " The region is shared: these count the calls of `{name}` alone (the handles \
+             named by its namespace, `Region::with_own_statistics`); `entries`, `evictions` \
+             and the backend's counts are the whole region's."
+                .replace("{name}", &name)
+        } else {
+            String::new()
+        };
         let statistics_doc = doc(format!(
-            "Hits, misses and regenerations of `{name}`.{region_note}"
+            "Hits, misses, regenerations and creator time of `{name}`.{statistics_note}"
         ));
         let served_doc = doc(format!(
             "Calls `{name}` and says how the call was served: fresh, stale, created, waited \
@@ -213,7 +224,7 @@ impl Expansion<'_> {
             #common
             #[must_use]
             #vis fn #statistics() -> #krate::Statistics {
-                #p::statistics(#control)
+                #statistics_of
             }
         }
     }

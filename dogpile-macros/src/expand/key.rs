@@ -36,6 +36,18 @@ impl Expansion<'_> {
         quote_spanned!(span=> #p::key_for(#key, #p::given(&#path)))
     }
 
+    /// The name a function given `region = ...` keeps its own statistics under: its
+    /// namespace, or its path where it has none.
+    pub(super) fn statistics_name(&self) -> TokenStream {
+        match self.args.namespace.get() {
+            Some(Namespace::Named(name)) => quote!(#name),
+            Some(Namespace::None) | None => {
+                let name = self.function.name().to_string();
+                quote!(::core::concat!(::core::module_path!(), "::", #name))
+            }
+        }
+    }
+
     /// The key the function names, or its arguments, each checked where it is written.
     fn own_key(&self) -> TokenStream {
         if let Some(key) = self.args.key.get() {

@@ -109,6 +109,7 @@ impl Expansion<'_> {
                 )
             };
             let expiry = self.expiry();
+            let statistics = self.statistics_name();
             // The attribute has no error to return: a failing backend means a direct call.
             return quote! {
                 #attrs
@@ -126,7 +127,9 @@ impl Expansion<'_> {
                     HANDLE.get(|| {
                         // The attribute checked the expiry where it was written. Its calls
                         // return each creator's error by value: they share no failures.
+                        // Its calls count in the function's own statistics too.
                         let handle = given
+                            .with_own_statistics(#statistics)
                             .with_expiry(#expiry)
                             .unwrap_or_else(#p::refused)
                             .with_on_backend_error(#p::OnBackendError::CallDirectly);

@@ -172,6 +172,8 @@ pub(crate) struct Protocol<'a, V> {
     state: State<V>,
     /// The first read found no value: this call never hands a regeneration off.
     missed: bool,
+    /// When the call began to wait for the mutex, while it waits (and counts).
+    waiting_since: Option<std::time::Instant>,
 }
 
 impl<'a, V> Protocol<'a, V> {
@@ -182,6 +184,7 @@ impl<'a, V> Protocol<'a, V> {
             counters,
             state: State::Start,
             missed: false,
+            waiting_since: None,
         }
     }
 
@@ -205,8 +208,19 @@ impl<'a, V> Protocol<'a, V> {
         self.state = State::Done;
         if let Some(counters) = self.counters {
             counters.served(served);
+            if matches!(served, Served::Waited) {
+                self.count_wait();
+            }
         }
         (served, value)
+    }
+
+    /// Counts the time waited for the mutex, if the call waited.
+    #[cold]
+    fn count_wait(&mut self) {
+        if let (Some(counters), Some(since)) = (self.counters, self.waiting_since.take()) {
+            counters.waited(since.elapsed());
+        }
     }
 
     fn backend(&mut self, err: BackendError) -> Next<V> {
@@ -271,6 +285,9 @@ impl<'a, V> Protocol<'a, V> {
                     if let Some(counters) = self.counters {
                         counters.add(crate::stats::Counter::Miss);
                     }
+                }
+                if self.counters.is_some() {
+                    self.waiting_since = Some(std::time::Instant::now());
                 }
                 self.state = State::Waiting;
                 Next::Lock
@@ -358,6 +375,11 @@ impl<'a, V> Protocol<'a, V> {
         match self.take() {
             State::Waiting => {}
             state => unexpected(state.name(), "a wait"),
+        }
+        // A wait that took the mutex counts if the call then finds the holder's value: else
+        // the mutex was free, or its holder failed, and this call creates.
+        if !matches!(waited, Ok(Waited::Acquired)) {
+            self.count_wait();
         }
         match waited {
             Ok(Waited::Acquired) => {

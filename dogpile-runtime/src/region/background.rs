@@ -231,7 +231,9 @@ where
                         // for its own key fails instead of waiting for itself. Its failure is
                         // counted and leaves the stale value in place.
                         let held = Some(Held::new(guard));
-                        let _ = Creation::new(&region, &key, held, None).create(init);
+                        let _ = Creation::new(&region, &key, held, None)
+                            .in_background()
+                            .create(init);
                     }
                 }
             };

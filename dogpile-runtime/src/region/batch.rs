@@ -240,10 +240,8 @@ where
     ) -> Result<HeldSlot<'a, K, V, S, M>, RegionError<E>> {
         let mut view = KeyOf::new(self, key);
         // The batch runs its creator in place: no background, no refresh-ahead.
-        let mut protocol = Protocol::new(
-            self.rules(self.on_backend_error, false),
-            Some(&self.inner.stats),
-        );
+        let mut protocol =
+            Protocol::new(self.rules(self.on_backend_error, false), Some(self.stats()));
         let next = protocol.start();
         Ok(match drive::advance(&mut view, &mut protocol, next) {
             Stop::Served(_, value) => Ok(value),

@@ -709,6 +709,8 @@ where
         if let Some(invalid) = ConfigError::all(refused) {
             return Err(invalid);
         }
+        let name = self.name.unwrap_or_else(|| "region".to_string());
+        let stats = Arc::new(Counters::new(&name, None));
         Ok(Region {
             inner: Arc::new(Inner {
                 store: self.store,
@@ -729,8 +731,12 @@ where
                 jitter: self.jitter,
                 pool: self.pool,
                 should_cache: self.should_cache,
-                name: self.name.unwrap_or_else(|| "region".to_string()),
-                stats: Counters::new(),
+                #[cfg(feature = "metrics")]
+                stats: Arc::clone(&stats),
+                #[cfg(feature = "metrics")]
+                exported: crate::export::StoreExported::new(&name),
+                name,
+                scopes: parking_lot::Mutex::new(Vec::new()),
                 failures: super::failures::Failures::new(),
                 directs: super::direct::Directs::new(),
                 fail_safe_throttle_nanos: crate::clock::saturating_nanos(self.fail_safe.throttle),
@@ -749,6 +755,7 @@ where
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with,
             share_failures: true,
+            stats,
         })
     }
 }

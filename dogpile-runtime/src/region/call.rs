@@ -108,8 +108,7 @@ where
     {
         let began = self.inner.failures.seq();
         let mut view = KeyOf::new(self, key);
-        let mut protocol =
-            Protocol::new(self.rules(policy, hand.is_some()), Some(&self.inner.stats));
+        let mut protocol = Protocol::new(self.rules(policy, hand.is_some()), Some(self.stats()));
         let next = protocol.read(first.judged(self));
         let (guard, rescue) = match drive::advance(&mut view, &mut protocol, next) {
             Stop::Served(served, value) => return Ok((value, served)),
@@ -169,7 +168,10 @@ where
         match failure {
             Failure::WouldDeadlock => self.recursion(key),
             Failure::TimedOut(timeout) => RegionError::Timeout(timeout),
-            Failure::Backend(err) => RegionError::Backend(err),
+            Failure::Backend(err) => {
+                super::trace::backend_failed(&self.inner.name, key, &err);
+                RegionError::Backend(err)
+            }
         }
     }
 

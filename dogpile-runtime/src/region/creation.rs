@@ -86,6 +86,8 @@ pub(super) fn fail<E>(failed: Failed<E>) -> RegionError<E> {
 pub(super) struct Run<'a> {
     span: trace::Regeneration,
     stats: &'a crate::stats::Counters,
+    /// When the creator started, for its time.
+    began: std::time::Instant,
 }
 
 impl<'a> Run<'a> {
@@ -95,7 +97,8 @@ impl<'a> Run<'a> {
     ) -> Self {
         Run {
             span: trace::Regeneration::start(&region.inner.name, label),
-            stats: &region.inner.stats,
+            stats: region.stats(),
+            began: std::time::Instant::now(),
         }
     }
 
@@ -109,11 +112,16 @@ impl<'a> Run<'a> {
 
     /// What a creator's run came to, its failure counted.
     pub(super) fn ran<T, E>(&self, ran: std::thread::Result<Result<T, E>>) -> Result<T, Failed<E>> {
+        let took = self.began.elapsed();
         let failed = match ran {
-            Ok(Ok(made)) => return Ok(made),
+            Ok(Ok(made)) => {
+                self.stats.creator(took, false);
+                return Ok(made);
+            }
             Ok(Err(err)) => Failed::Error(Arc::new(err)),
             Err(panic) => Failed::Panic(panic),
         };
+        self.stats.creator(took, true);
         self.stats.add(match failed {
             Failed::Error(_) | Failed::TimedOut(_) => Counter::Error,
             Failed::Panic(_) => Counter::Panic,
@@ -124,6 +132,7 @@ impl<'a> Run<'a> {
     /// The creator ran past the hard timeout (and was cancelled): counted as an error.
     #[cfg(feature = "tokio")]
     pub(super) fn timed_out<E>(&self, timeout: Duration) -> Failed<E> {
+        self.stats.creator(self.began.elapsed(), true);
         self.stats.add(Counter::Error);
         Failed::TimedOut(timeout)
     }
@@ -136,7 +145,7 @@ impl<'a> Run<'a> {
 
     /// Records how the run ended and closes its span.
     pub(super) fn finish(self, outcome: &'static str) {
-        self.span.finish(outcome);
+        self.span.finish(outcome, self.began.elapsed());
     }
 
     /// A batch's creator returned another number of values than it was asked for: counted as
@@ -168,6 +177,8 @@ pub(super) struct Creation<'a, K, V, S, M: RawMutex, G> {
     /// one this call waited for. `None`: the call shares no failure (a refresh, asked for
     /// explicitly).
     began: Option<u64>,
+    /// Run in the background: no caller is served what it makes.
+    background: bool,
 }
 
 impl<'a, K, V, S, M, G> Creation<'a, K, V, S, M, G>
@@ -192,7 +203,14 @@ where
             rescue,
             stores: true,
             began: None,
+            background: false,
         }
+    }
+
+    /// The same creation, run in the background: what it makes serves no caller.
+    pub(super) fn in_background(mut self) -> Self {
+        self.background = true;
+        self
     }
 
     /// The same creation for a call that began at `began`: it shares a failure of the key's
@@ -205,7 +223,7 @@ where
     /// A direct call: the store or mutex failed with `err`, the creator runs without the cache.
     #[cold]
     pub(super) fn direct(region: &'a Region<K, V, S, M>, key: &'a K, err: &BackendError) -> Self {
-        region.inner.stats.add(Counter::DirectCall);
+        region.stats().add(Counter::DirectCall);
         trace::direct_call(&region.inner.name, key, err);
         Creation {
             region,
@@ -214,6 +232,7 @@ where
             rescue: None,
             stores: false,
             began: None,
+            background: false,
         }
     }
 
@@ -237,13 +256,19 @@ where
         if !self.stores {
             return "direct";
         }
+        if !self.background {
+            self.region.stats().served(Served::Created);
+        }
         let (counter, outcome) = match stored {
             Some(Ok(true)) => (Counter::Regeneration, "stored"),
             Some(Ok(false)) => (Counter::RefusedWrite, "refused: the lease ran out"),
             Some(Err(_)) => (Counter::Error, "store failed"),
             None => (Counter::Error, "not cached"),
         };
-        self.region.inner.stats.add(counter);
+        self.region.stats().add(counter);
+        if let Counter::RefusedWrite = counter {
+            trace::refused_write(&self.region.inner.name, self.key);
+        }
         outcome
     }
 
@@ -319,16 +344,18 @@ where
                 None => Err(Failed::Error(failure.error.downcast::<E>().ok()?)),
             },
         };
-        region.inner.stats.add(Counter::SharedFailure);
+        region.stats().add(Counter::SharedFailure);
+        trace::shared_failure(&region.inner.name, self.key);
         Some(answer)
     }
 
     /// The stale value that stands in for a failed creator, counted as served.
     pub(super) fn take_rescue(&mut self) -> Option<V> {
         let stale = self.rescue.take()?;
-        let stats = &self.region.inner.stats;
+        let stats = self.region.stats();
         stats.add(Counter::StaleIfError);
         stats.add(Counter::StaleHit);
+        trace::stale_on_error(&self.region.inner.name, self.key);
         Some(stale)
     }
 
@@ -421,6 +448,8 @@ where
     ) -> Result<bool, BackendError> {
         if let Ok(true) = written {
             self.region.stored();
+            #[cfg(feature = "metrics")]
+            self.region.publish_due();
         }
         written
     }

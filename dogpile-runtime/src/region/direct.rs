@@ -142,7 +142,7 @@ where
         let now = inner.now().as_nanos();
         let value =
             (inner.directs).shared(key, waited_from, now, inner.fail_safe_throttle_nanos)?;
-        inner.stats.served(Served::Waited);
+        self.stats().served(Served::Waited);
         Some(value)
     }
 

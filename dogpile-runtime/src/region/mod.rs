@@ -174,6 +174,9 @@ where
     /// Per handle: whether its calls share a failure of a key's creator (and keep theirs for
     /// the calls that share it).
     share_failures: bool,
+    /// Per handle: where its calls count, the region's counters or, for a handle that keeps
+    /// statistics of its own ([`with_own_statistics`](Self::with_own_statistics)), those.
+    stats: Arc<Counters>,
 }
 
 struct Inner<K, V, S, M: RawMutex> {
@@ -205,7 +208,16 @@ struct Inner<K, V, S, M: RawMutex> {
     pool: Option<Pool>,
     should_cache: Option<ShouldCache<V>>,
     name: String,
-    stats: Counters,
+    /// The counts of the calls through the handles that keep no statistics of their own, for
+    /// the `metrics` feature to publish whichever handle reads the statistics.
+    #[cfg(feature = "metrics")]
+    stats: Arc<Counters>,
+    /// The statistics that handles keep of their own calls, by name
+    /// ([`Region::with_own_statistics`]): one set per name, shared by its handles.
+    scopes: parking_lot::Mutex<Vec<Arc<Counters>>>,
+    /// What the store knows, as the `metrics` feature publishes it.
+    #[cfg(feature = "metrics")]
+    exported: crate::export::StoreExported,
     /// The last failure of each key's creator, while it is shared.
     failures: failures::Failures<K>,
     /// Direct calls' creators, one at a time per key, and their values for those that waited.
@@ -229,7 +241,16 @@ where
             on_backend_error: self.on_backend_error,
             expire_with: self.expire_with.clone(),
             share_failures: self.share_failures,
+            stats: Arc::clone(&self.stats),
         }
+    }
+}
+
+impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
+    /// Where this handle's calls count: the region's counters, or its own if it keeps them.
+    #[inline]
+    pub(crate) fn stats(&self) -> &Counters {
+        &self.stats
     }
 }
 
@@ -250,6 +271,65 @@ where
     /// ```
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// A handle on the same cache that keeps statistics of its own calls besides the region's:
+    /// its [`statistics`](Self::statistics) count only the calls made through the handles
+    /// given this `name` on this region (and the handles cloned or derived from them). For one
+    /// user of a shared region (a function, a route) to see its own hit ratio and creator
+    /// time; the region's handles keep counting every call. What the store says (`entries`,
+    /// `evictions`, the backend's failures) stays the region's. `#[dogpile(region = ...)]`
+    /// gives each function such a handle, named by its namespace.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<(&str, u8), u8> = Region::builder().build()?;
+    /// let prices = region.with_own_statistics("prices");
+    /// let stock = region.with_own_statistics("stock");
+    /// prices.get_with(&("prices", 1), || 10);
+    /// prices.get_with(&("prices", 1), || unreachable!());
+    /// stock.get_with(&("stock", 1), || 3);
+    /// assert_eq!((prices.statistics().hits, prices.statistics().misses), (1, 1));
+    /// assert_eq!((stock.statistics().hits, stock.statistics().misses), (0, 1));
+    /// assert_eq!((region.statistics().hits, region.statistics().misses), (1, 2));
+    /// assert_eq!(prices.statistics_name(), Some("prices"));
+    /// // Handles given the same name share their statistics.
+    /// assert_eq!(region.with_own_statistics("prices").statistics().hits, 1);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn with_own_statistics(&self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        let mut scopes = self.inner.scopes.lock();
+        let found = scopes
+            .iter()
+            .find(|scope| scope.namespace.as_deref() == Some(name.as_str()));
+        let stats = match found {
+            Some(scope) => Arc::clone(scope),
+            None => {
+                let scope = Arc::new(Counters::new(&self.inner.name, Some(&name)));
+                scopes.push(Arc::clone(&scope));
+                scope
+            }
+        };
+        drop(scopes);
+        Region {
+            stats,
+            ..self.clone()
+        }
+    }
+
+    /// The name this handle's own statistics are kept under
+    /// ([`with_own_statistics`](Self::with_own_statistics)); `None` for a handle that reports
+    /// the region's.
+    ///
+    /// ```
+    /// use dogpile_runtime::Region;
+    /// let region: Region<u8, u8> = Region::builder().build()?;
+    /// assert_eq!(region.statistics_name(), None);
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    pub fn statistics_name(&self) -> Option<&str> {
+        self.stats.namespace.as_deref()
     }
 
     /// How long a value stays fresh through this handle (`None`: until invalidated).

@@ -102,8 +102,12 @@ where
         let inner = &*judge.inner;
         let _running = Running(&inner.purge.running);
         // A store that cannot purge (or fails to) is tried again after as many stores.
-        let _ = inner.store.purge(&|stamp| judge.age(stamp) == Age::Gone);
-        let left = inner.store.count().map_or(0, |n| n as u64);
+        let purged = inner.store.purge(&|stamp| judge.age(stamp) == Age::Gone);
+        let count = inner.store.count();
+        if let Ok(removed @ 1..) = purged {
+            super::trace::purged(&inner.name, removed, count);
+        }
+        let left = count.map_or(0, |n| n as u64);
         inner
             .purge
             .after

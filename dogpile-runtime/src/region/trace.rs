@@ -1,4 +1,6 @@
-//! Spans for regenerations, with the `tracing` feature; nothing without it.
+//! Spans for regenerations and events that explain a bad minute, with the `tracing` feature;
+//! nothing without it. Each kind of event is sent at most once a second in the process (during
+//! an outage every call would send one), saying how many went unreported since the last.
 
 use std::fmt::Debug;
 
@@ -20,7 +22,8 @@ impl Regeneration {
                     "dogpile.regenerate",
                     region,
                     key = ?key,
-                    outcome = tracing::field::Empty
+                    outcome = tracing::field::Empty,
+                    took = tracing::field::Empty
                 ),
             }
         }
@@ -61,23 +64,24 @@ impl Regeneration {
         }
     }
 
-    /// Records how the regeneration ended ("stored", "error", ...).
+    /// Records how the regeneration ended ("stored", "error", ...) and how long it took.
     #[inline]
-    pub(super) fn finish(self, outcome: &'static str) {
+    pub(super) fn finish(self, outcome: &'static str, took: std::time::Duration) {
         #[cfg(feature = "tracing")]
-        self.span.record("outcome", outcome);
+        {
+            self.span.record("outcome", outcome);
+            self.span.record("took", tracing::field::debug(took));
+        }
         #[cfg(not(feature = "tracing"))]
-        let _ = outcome;
+        let _ = (outcome, took);
     }
 }
 
-/// Reports a call that bypassed the cache because its store or mutex failed: at most one such
-/// event a second in the process (during an outage every call is one), each saying how many
-/// went unreported since the last.
+/// Reports a call that bypassed the cache because its store or mutex failed.
 #[inline]
 pub(super) fn direct_call(region: &str, key: &dyn Debug, error: &dyn std::error::Error) {
     #[cfg(feature = "tracing")]
-    if let Some(unreported) = direct_calls::due() {
+    if let Some(unreported) = limits::DIRECT.due() {
         tracing::warn!(
             region,
             key = ?key,
@@ -90,30 +94,134 @@ pub(super) fn direct_call(region: &str, key: &dyn Debug, error: &dyn std::error:
     let _ = (region, key, error);
 }
 
+/// Reports a call that got its store's or mutex's error (the handle returns it rather than
+/// calling the creator directly).
+#[cold]
+pub(super) fn backend_failed(region: &str, key: &dyn Debug, error: &dyn std::error::Error) {
+    #[cfg(feature = "tracing")]
+    if let Some(unreported) = limits::BACKEND.due() {
+        tracing::warn!(
+            region,
+            key = ?key,
+            %error,
+            unreported,
+            "dogpile backend failed; returning the error"
+        );
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (region, key, error);
+}
+
+/// Reports a call answered with a failure of the key's creator made just before (it waited
+/// for it, or came within the failure throttle) instead of calling the upstream again.
+#[cold]
+pub(super) fn shared_failure(region: &str, key: &dyn Debug) {
+    #[cfg(feature = "tracing")]
+    if let Some(unreported) = limits::SHARED.due() {
+        tracing::info!(
+            region,
+            key = ?key,
+            unreported,
+            "dogpile creator failed just before; sharing its failure instead of calling again"
+        );
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (region, key);
+}
+
+/// Reports a stale value served because its regeneration failed (stale-if-error).
+#[cold]
+pub(super) fn stale_on_error(region: &str, key: &dyn Debug) {
+    #[cfg(feature = "tracing")]
+    if let Some(unreported) = limits::STALE.due() {
+        tracing::warn!(
+            region,
+            key = ?key,
+            unreported,
+            "dogpile creator failed; serving the stale value"
+        );
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (region, key);
+}
+
+/// Reports a fenced write refused: the creator's hold on the key's mutex ran out while it ran.
+#[cold]
+pub(super) fn refused_write(region: &str, key: &dyn Debug) {
+    #[cfg(feature = "tracing")]
+    if let Some(unreported) = limits::REFUSED.due() {
+        tracing::warn!(
+            region,
+            key = ?key,
+            unreported,
+            "dogpile write refused: the creator's lease on the key ran out while it ran"
+        );
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (region, key);
+}
+
+/// Reports a purge of the values too stale to serve: how many went, how many are left.
+#[cold]
+pub(super) fn purged(region: &str, removed: usize, left: Option<usize>) {
+    #[cfg(feature = "tracing")]
+    if let Some(unreported) = limits::PURGE.due() {
+        tracing::info!(
+            region,
+            removed,
+            left,
+            unreported,
+            "dogpile purged values too stale to serve"
+        );
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (region, removed, left);
+}
+
 #[cfg(feature = "tracing")]
-mod direct_calls {
+mod limits {
     // Plain `std` atomics: loom builds have no `tracing`, and loom atomics cannot be statics.
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    /// When the next event may be sent, in milliseconds since the epoch.
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static UNREPORTED: AtomicU64 = AtomicU64::new(0);
+    /// One kind of event, sent at most once a second.
+    pub(super) struct Limit {
+        /// When the next event may be sent, in milliseconds since the epoch.
+        next: AtomicU64,
+        unreported: AtomicU64,
+    }
 
-    /// `Some(calls not reported since the last event)` if an event is due now.
-    pub(super) fn due() -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let next = NEXT.load(Ordering::Relaxed);
-        if now < next
-            || NEXT
-                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            UNREPORTED.fetch_add(1, Ordering::Relaxed);
-            return None;
+    pub(super) static DIRECT: Limit = Limit::new();
+    pub(super) static BACKEND: Limit = Limit::new();
+    pub(super) static SHARED: Limit = Limit::new();
+    pub(super) static STALE: Limit = Limit::new();
+    pub(super) static REFUSED: Limit = Limit::new();
+    pub(super) static PURGE: Limit = Limit::new();
+
+    impl Limit {
+        const fn new() -> Self {
+            Limit {
+                next: AtomicU64::new(0),
+                unreported: AtomicU64::new(0),
+            }
         }
-        Some(UNREPORTED.swap(0, Ordering::Relaxed))
+
+        /// `Some(events not reported since the last)` if an event is due now.
+        pub(super) fn due(&self) -> Option<u64> {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let next = self.next.load(Ordering::Relaxed);
+            if now < next
+                || self
+                    .next
+                    .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                self.unreported.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Some(self.unreported.swap(0, Ordering::Relaxed))
+        }
     }
 }

@@ -490,10 +490,45 @@ where
     /// # Ok::<(), dogpile_runtime::ConfigError>(())
     /// ```
     pub fn statistics(&self) -> Statistics {
-        self.inner
-            .stats
-            .snapshot(self.len(), self.inner.store.evictions())
-            .with_backend(self.inner.store.backend_health())
+        let inner = &*self.inner;
+        let mut statistics = self.stats.snapshot();
+        if self.stats.namespace.is_none() {
+            // The region's: its handles' own statistics too.
+            for scope in inner.scopes.lock().iter() {
+                statistics += scope.snapshot();
+            }
+        }
+        let store = &inner.store;
+        statistics.entries = self.len();
+        statistics.evictions = store.evictions();
+        statistics.eviction_weight = store.eviction_weight();
+        let health = store.backend_health();
+        #[cfg(feature = "metrics")]
+        let backend = health.is_some();
+        let statistics = statistics.with_backend(health);
+        #[cfg(feature = "metrics")]
+        self.publish(&statistics, backend);
+        statistics
+    }
+
+    /// Publishes the hits of the region and of its handles' own series, and what the store
+    /// knows.
+    #[cfg(feature = "metrics")]
+    fn publish(&self, statistics: &Statistics, backend: bool) {
+        let inner = &*self.inner;
+        inner.stats.publish_hits();
+        for scope in inner.scopes.lock().iter() {
+            scope.publish_hits();
+        }
+        (inner.exported).publish(statistics, inner.store.weight(), backend);
+    }
+
+    /// Publishes what the store knows to the `metrics` recorder, if due (once a second).
+    #[cfg(feature = "metrics")]
+    pub(super) fn publish_due(&self) {
+        if self.inner.exported.due(self.inner.now().as_nanos()) {
+            let _ = self.statistics();
+        }
     }
 
     /// How many keys have a dogpile mutex now: those being regenerated or waited for.
@@ -567,7 +602,7 @@ where
             }
         };
         if self.age(stamp) == Age::Fresh {
-            self.inner.stats.add(Counter::Hit);
+            self.stats().add(Counter::Hit);
             return Some(value);
         }
         *read = Some(Ok(Some((value, stamp))));

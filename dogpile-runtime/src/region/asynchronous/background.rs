@@ -265,7 +265,8 @@ where
             // be `Send` to cross the task's awaits.
             let init = move || async move { init().await.map_err(drop) };
             runtime.spawn(async move {
-                let creation = Creation::new(&region.region, &key, Some(guard), None);
+                let creation =
+                    Creation::new(&region.region, &key, Some(guard), None).in_background();
                 let _ = creation.create_async(init).await;
             });
             Ok(())

@@ -116,7 +116,7 @@ where
         // The batch runs its creator in place: no background, no refresh-ahead.
         let mut protocol = Protocol::new(
             region.rules(region.on_backend_error, false),
-            Some(&region.inner.stats),
+            Some(region.stats()),
         );
         let next = protocol.start();
         Ok(match self.advance(&mut view, &mut protocol, next).await {

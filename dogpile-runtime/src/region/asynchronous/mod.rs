@@ -26,8 +26,8 @@ pub use background::AsyncBackground;
 pub(crate) use driver::AsyncGuard;
 
 use super::creation::Creation;
-use super::verbs::Stored;
 use super::expiry::{soft_stamp, Age};
+use super::verbs::Stored;
 use super::{
     CacheKey, CacheValue, Invalidation, Made, NotCached, OnBackendError, Region, RegionError,
     Served, Statistics,
@@ -684,7 +684,7 @@ where
             Some(read) => read,
             None => match self.stored_by(key).await {
                 Ok(Some((value, stamp))) if region.age(stamp) == Age::Fresh => {
-                    region.inner.stats.add(crate::stats::Counter::Hit);
+                    region.stats().add(crate::stats::Counter::Hit);
                     return Ok((value, Served::Fresh));
                 }
                 read => read,
@@ -694,10 +694,8 @@ where
         let key = &key.to_owned();
         let began = region.inner.failures.seq();
         let mut view = AsyncKey::new(region, key);
-        let mut protocol = Protocol::new(
-            region.rules(policy, spawn.is_some()),
-            Some(&region.inner.stats),
-        );
+        let mut protocol =
+            Protocol::new(region.rules(policy, spawn.is_some()), Some(region.stats()));
         let next = protocol.read(first);
         let (guard, rescue) = match self.advance(&mut view, &mut protocol, next).await {
             Stop::Served(served, value) => return Ok((value, served)),

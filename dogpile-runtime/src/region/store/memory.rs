@@ -85,6 +85,8 @@ pub struct MemoryStore<K, V> {
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
     evictions: AtomicU64,
+    /// The weight of the values evicted.
+    eviction_weight: AtomicU64,
     settings: Settings<K, V>,
     /// Why `settings` cannot work, for a store configured through a region builder.
     invalid: Option<ConfigError>,
@@ -146,6 +148,7 @@ where
             weigher: settings.weigher.clone(),
             listener: settings.listener.clone(),
             evictions: AtomicU64::new(0),
+            eviction_weight: AtomicU64::new(0),
             settings,
             invalid: None,
         }
@@ -283,6 +286,8 @@ where
                 let key = policy.remove(old.node.load(Ordering::Relaxed), &held);
                 departures.push((key, old, EvictionCause::Replaced));
             }
+            // The caller counts the eviction; its weight is counted here.
+            self.count_evictions((0, u64::from(weight)));
             return (departures, true);
         }
         if let Some(old) = self.map.get(key, guard) {
@@ -306,8 +311,9 @@ where
             };
             let evictions = self.evict(&mut policy, &newcomer, &mut departures, guard);
             let Some(node) = newcomer.node.get() else {
-                // Evicted at once: never in the map; the caller counts and reports it.
-                self.count_evictions(evictions - 1);
+                // Evicted at once: never in the map; the caller counts and reports it (its
+                // weight is in the evicted weight).
+                self.count_evictions((evictions.0 - 1, evictions.1));
                 return (departures, true);
             };
             self.map.insert(
@@ -323,17 +329,18 @@ where
         (departures, false)
     }
 
-    /// Evicts until the store is within its bound; how many keys went. `residents` is the map
-    /// as the policy sees it.
+    /// Evicts until the store is within its bound; how many keys went, and their weight.
+    /// `residents` is the map as the policy sees it.
     fn evict<'g>(
         &self,
         policy: &mut Policy<K, RandomState>,
         residents: &impl Residents<K>,
         departures: &mut Vec<Departure<'g, K, V>>,
         guard: &'g impl Guard,
-    ) -> u64 {
+    ) -> (u64, u64) {
         let reporting = self.listener.is_some();
         let mut evictions = 0;
+        let before = policy.weight();
         policy.evict(residents, |key| {
             evictions += 1;
             if let Some(old) = self.map.remove(&key, guard) {
@@ -342,12 +349,15 @@ where
                 }
             }
         });
-        evictions
+        (evictions, before.saturating_sub(policy.weight()))
     }
 
-    fn count_evictions(&self, evictions: u64) {
+    fn count_evictions(&self, (evictions, weight): (u64, u64)) {
         if evictions > 0 {
             self.evictions.fetch_add(evictions, Ordering::Relaxed);
+        }
+        if weight > 0 {
+            self.eviction_weight.fetch_add(weight, Ordering::Relaxed);
         }
     }
 }
@@ -555,6 +565,17 @@ where
 
     fn evictions(&self) -> u64 {
         self.evictions.load(Ordering::Relaxed)
+    }
+
+    fn eviction_weight(&self) -> u64 {
+        self.eviction_weight.load(Ordering::Relaxed)
+    }
+
+    fn weight(&self) -> Option<u64> {
+        Some(match &self.policy {
+            Some(policy) => policy.lock().weight(),
+            None => self.map.len() as u64,
+        })
     }
 
     fn check(&self) -> Result<(), ConfigError> {

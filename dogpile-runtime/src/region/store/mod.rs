@@ -168,6 +168,46 @@ pub trait Store<K, V>: Send + Sync + 'static {
         0
     }
 
+    /// The weight of the values counted in [`evictions`](Self::evictions), by the store's
+    /// weigher (each value weighs 1 without one).
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::Timestamp;
+    /// use dogpile_runtime::region::{MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::builder()
+    ///     .max_weight(10)
+    ///     .weigher(|_: &u32, value: &String| value.len() as u32)
+    ///     .build()?;
+    /// for k in 0..4 {
+    ///     store.put(&k, &"abcd".to_string(), Timestamp::from_nanos(1).into()).unwrap();
+    /// }
+    /// assert_eq!((store.evictions(), store.eviction_weight()), (2, 8));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn eviction_weight(&self) -> u64 {
+        0
+    }
+
+    /// The weight of the values the store holds, by its weigher (each value weighs 1 without
+    /// one), if it can tell it cheaply; `None` otherwise.
+    ///
+    /// ```
+    /// use dogpile_runtime::clock::Timestamp;
+    /// use dogpile_runtime::region::{MemoryStore, Store};
+    ///
+    /// let store = MemoryStore::builder()
+    ///     .max_weight(100)
+    ///     .weigher(|_: &u32, value: &String| value.len() as u32)
+    ///     .build()?;
+    /// store.put(&1, &"abc".to_string(), Timestamp::from_nanos(1).into()).unwrap();
+    /// assert_eq!(store.weight(), Some(3));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn weight(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether the store's configuration can work, for the builder of a region to report. A
     /// [`MemoryStore`] configured through a region builder with a capacity of 0, say, answers the
     /// [`ConfigError`] its own [`builder`](MemoryStore::builder) would have returned.
