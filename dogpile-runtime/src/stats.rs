@@ -245,6 +245,25 @@ pub struct Statistics {
     /// one for every key; a later write or invalidation may make one moot). A process that
     /// exits before they are replayed loses them: wait for 0 before a planned exit.
     pub invalidations_pending: u64,
+
+    // A near cache: a Redis region with a memory tier in front (`RedisStore::near`); 0 for
+    // other stores.
+    /// Reads the memory tier could not answer (no copy, one older than `near`, the tier
+    /// suspect), which went to Redis.
+    pub near_misses: u64,
+    /// Of those, reads made while the memory tier was suspect: its listener was not
+    /// subscribed, so it might have missed another process's change.
+    pub near_suspect: u64,
+    /// Notifications from other processes that dropped copies from the memory tier.
+    pub near_dropped: u64,
+    /// Times the memory tier's listener lost its subscription (a connection broken or
+    /// killed); the tier is suspect until it is regained.
+    pub near_listener_lost: u64,
+    /// Times the listener subscribed again after losing it (the tier then starts empty).
+    pub near_listener_regained: u64,
+    /// Reads Redis failed that the copy in memory answered (the region judged its age).
+    pub near_outage_served: u64,
+
     /// Values in the store when the snapshot was taken, if the store can count them cheaply:
     /// a [`MemoryStore`](crate::region::MemoryStore)'s values in this process. A store shared by
     /// processes (Redis) does not count its values, and this is 0; count them on the server.
@@ -263,6 +282,12 @@ impl Statistics {
             self.invalidations_queued = health.invalidations_queued;
             self.invalidations_replayed = health.invalidations_replayed;
             self.invalidations_pending = health.invalidations_pending;
+            self.near_misses = health.near_misses;
+            self.near_suspect = health.near_suspect;
+            self.near_dropped = health.near_dropped;
+            self.near_listener_lost = health.near_listener_lost;
+            self.near_listener_regained = health.near_listener_regained;
+            self.near_outage_served = health.near_outage_served;
         }
         self
     }
@@ -301,6 +326,12 @@ impl AddAssign for Statistics {
             invalidations_queued,
             invalidations_replayed,
             invalidations_pending,
+            near_misses,
+            near_suspect,
+            near_dropped,
+            near_listener_lost,
+            near_listener_regained,
+            near_outage_served,
             evictions,
             entries,
         } = other;
@@ -323,6 +354,12 @@ impl AddAssign for Statistics {
         self.invalidations_queued += invalidations_queued;
         self.invalidations_replayed += invalidations_replayed;
         self.invalidations_pending += invalidations_pending;
+        self.near_misses += near_misses;
+        self.near_suspect += near_suspect;
+        self.near_dropped += near_dropped;
+        self.near_listener_lost += near_listener_lost;
+        self.near_listener_regained += near_listener_regained;
+        self.near_outage_served += near_outage_served;
         self.evictions += evictions;
         self.entries += entries;
     }

@@ -137,8 +137,8 @@ static RESTAMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Scr
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisStore<K, V> {
-    redis: Redis,
-    namespace: String,
+    pub(super) redis: Redis,
+    pub(super) namespace: String,
     retain: Option<Duration>,
     undecodable: AtomicU64,
     /// Invalidations that did not reach the server, to replay when it answers.
@@ -357,6 +357,17 @@ async fn bump_epochs_async(redis: &Redis, namespace: &str, soft: bool) -> Result
 
 /// Applies one kept invalidation, for the replaying thread.
 pub(super) fn apply(redis: &Redis, namespace: &str, step: &Step) -> Result<(), BackendError> {
+    apply_step(redis, namespace, step)?;
+    // Near stores of the namespace drop their copies too.
+    let name = match step {
+        Step::All { .. } => None,
+        Step::Key { name, .. } => Some(name.as_slice()),
+    };
+    super::near::notify_replayed(redis, namespace, name);
+    Ok(())
+}
+
+fn apply_step(redis: &Redis, namespace: &str, step: &Step) -> Result<(), BackendError> {
     match step {
         Step::All { soft } => bump_epochs(redis, namespace, *soft),
         Step::Key { name, soft: false } => redis.run("DEL", |c| {
@@ -491,6 +502,7 @@ where
             invalidations_queued: queued,
             invalidations_replayed: replayed,
             invalidations_pending: self.replay.len() as u64,
+            ..BackendHealth::default()
         })
     }
 

@@ -93,6 +93,8 @@ where
         let store = &self.region.inner.store;
         if store.answers_at_once() {
             store.get_by(key)
+        } else if let Some(found) = store.get_at_once(key) {
+            Ok(Some(found))
         } else {
             store.get_async(&key.to_owned()).await
         }

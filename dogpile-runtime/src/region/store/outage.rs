@@ -88,4 +88,18 @@ pub struct BackendHealth {
     pub invalidations_replayed: u64,
     /// Invalidations queued now, not yet replayed (one per key, one for every key).
     pub invalidations_pending: u64,
+
+    // A near cache (a Redis store with a memory tier in front).
+    /// Reads the memory tier could not answer, which went to the backend.
+    pub near_misses: u64,
+    /// Of those, reads made while the tier was suspect (its listener not subscribed).
+    pub near_suspect: u64,
+    /// Copies dropped on another process's notification (one per notification).
+    pub near_dropped: u64,
+    /// Times the listener lost its subscription.
+    pub near_listener_lost: u64,
+    /// Times it subscribed again after losing it.
+    pub near_listener_regained: u64,
+    /// Reads the backend failed, answered with the copy in memory.
+    pub near_outage_served: u64,
 }
