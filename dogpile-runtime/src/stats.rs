@@ -263,6 +263,9 @@ pub struct Statistics {
     pub near_listener_regained: u64,
     /// Reads Redis failed that the copy in memory answered (the region judged its age).
     pub near_outage_served: u64,
+    /// Values the store read that did not decode (written with another type or serde
+    /// layout, or by another program): each was a miss, and regenerated.
+    pub undecodable: u64,
 
     /// Values in the store when the snapshot was taken, if the store can count them cheaply:
     /// a [`MemoryStore`](crate::region::MemoryStore)'s values in this process. A store shared by
@@ -288,6 +291,7 @@ impl Statistics {
             self.near_listener_lost = health.near_listener_lost;
             self.near_listener_regained = health.near_listener_regained;
             self.near_outage_served = health.near_outage_served;
+            self.undecodable = health.undecodable;
         }
         self
     }
@@ -332,6 +336,7 @@ impl AddAssign for Statistics {
             near_listener_lost,
             near_listener_regained,
             near_outage_served,
+            undecodable,
             evictions,
             entries,
         } = other;
@@ -360,6 +365,7 @@ impl AddAssign for Statistics {
         self.near_listener_lost += near_listener_lost;
         self.near_listener_regained += near_listener_regained;
         self.near_outage_served += near_outage_served;
+        self.undecodable += undecodable;
         self.evictions += evictions;
         self.entries += entries;
     }

@@ -33,9 +33,9 @@ use super::connection::Connection;
 use super::keys;
 use super::{Redis, RedisStore};
 use crate::lock::Fence;
-use crate::region::{BackendHealth, Invalidation, MemoryStore, Stamp, Store};
 #[cfg(feature = "tokio")]
 use crate::region::{AsyncStore, StoreFuture};
+use crate::region::{BackendHealth, Invalidation, MemoryStore, Stamp, Store};
 use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
 use crate::{BackendError, Clock, CoarseClock, ConfigError, Timestamp};
 
@@ -179,7 +179,9 @@ where
         let near = Arc::new(Near {
             memory,
             near_nanos: i64::try_from(near.as_nanos()).unwrap_or(i64::MAX),
-            stripes: (0..STRIPES).map(|_| Mutex::new(Stripe::default())).collect(),
+            stripes: (0..STRIPES)
+                .map(|_| Mutex::new(Stripe::default()))
+                .collect(),
             hasher: RandomState::new(),
             up: AtomicBool::new(false),
             origin: u64::from_be_bytes(origin).max(1),

@@ -502,6 +502,7 @@ where
             invalidations_queued: queued,
             invalidations_replayed: replayed,
             invalidations_pending: self.replay.len() as u64,
+            undecodable: self.undecodable(),
             ..BackendHealth::default()
         })
     }

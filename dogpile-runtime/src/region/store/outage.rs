@@ -102,4 +102,6 @@ pub struct BackendHealth {
     pub near_listener_regained: u64,
     /// Reads the backend failed, answered with the copy in memory.
     pub near_outage_served: u64,
+    /// Values read that did not decode (another program's, another type's), each a miss.
+    pub undecodable: u64,
 }
