@@ -76,6 +76,14 @@ fn until(what: &str, mut check: impl FnMut() -> bool) -> Duration {
     began.elapsed()
 }
 
+/// Writes `path` whole: written aside, then renamed, so that a process waiting for it never
+/// reads it half-written.
+fn publish_file(path: &Path, text: &str) {
+    let aside = path.with_extension("part");
+    fs::write(&aside, text).unwrap();
+    fs::rename(&aside, path).unwrap();
+}
+
 fn now_micros() -> u128 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -176,7 +184,7 @@ fn every_write_and_invalidation_reaches_two_other_processes() {
             Step::InvalidateAll => parent.invalidate_all().unwrap(),
             Step::SoftInvalidateAll => parent.soft_invalidate_all().unwrap(),
         }
-        fs::write(dir.join(format!("go-{n}")), now_micros().to_string()).unwrap();
+        publish_file(&dir.join(format!("go-{n}")), &now_micros().to_string());
         for id in 0..2 {
             let path = dir.join(format!("seen-{n}-{id}"));
             wait_for(&path);
@@ -213,7 +221,7 @@ fn watch(url: &str, dir: &Path, id: &str) {
             }
         });
         let took = now_micros().saturating_sub(sent);
-        fs::write(dir.join(format!("seen-{n}-{id}")), took.to_string()).unwrap();
+        publish_file(&dir.join(format!("seen-{n}-{id}")), &took.to_string());
     }
     let stats = region.statistics();
     assert!(stats.near_dropped >= 7, "{stats:?}");
