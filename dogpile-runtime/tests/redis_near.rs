@@ -16,7 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dogpile_runtime::backend::redis::{NearRegion, Redis};
-use dogpile_runtime::region::Served;
+use dogpile_runtime::region::{Served, Store};
 use dogpile_runtime::Region;
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +51,19 @@ fn region<V>(redis: &Redis, namespace: &str) -> NearRegion<u64, V>
 where
     V: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    let store = redis.store(namespace).near(1_000, NEAR).unwrap();
+    region_expiring(redis, namespace, Duration::from_secs(60), NEAR)
+}
+
+fn region_expiring<V>(
+    redis: &Redis,
+    namespace: &str,
+    expiry: Duration,
+    near: Duration,
+) -> NearRegion<u64, V>
+where
+    V: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let store = redis.store(namespace).near(1_000, near).unwrap();
     let began = Instant::now();
     while !store.listening() {
         assert!(began.elapsed() < BOUND, "the listener never subscribed");
@@ -59,7 +71,7 @@ where
     }
     Region::builder()
         .name(namespace)
-        .expiry(Duration::from_secs(60))
+        .expiry(expiry)
         .store(store)
         .mutexes(redis.mutexes(namespace))
         .build()
@@ -103,6 +115,7 @@ fn child() {
     match role.as_str() {
         "watch" => watch(&url, &dir, &std::env::var(ID).unwrap()),
         "layout" => write_another_layout(&url),
+        "burst" => burst(&url, &dir, &std::env::var(ID).unwrap()),
         other => panic!("unknown role {other}"),
     }
 }
@@ -358,4 +371,115 @@ fn write_another_layout(url: &str) {
         tags: vec!["admin".into(), "ops".into()],
     };
     region.insert(&1, profile).unwrap();
+}
+
+/// 8 processes of 16 threads each burst on one expired key, twice (the second time on the
+/// value the first made, in every process's memory tier until it expired): one regeneration
+/// per expiry across the processes, as on a plain Redis region.
+#[test]
+fn eight_processes_of_sixteen_threads_regenerate_once_per_expiry() {
+    let server = Server::start();
+    let url = server.url();
+    let dir = fresh_dir("near-burst");
+    // An old value: expired everywhere.
+    let redis = handle(&url);
+    redis
+        .store::<u64, u64>("burst")
+        .put(
+            &1,
+            &0,
+            dogpile_runtime::clock::Timestamp::from_nanos(1_000_000_000).into(),
+        )
+        .unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|id| {
+            spawn_child(&[
+                (ROLE, "burst"),
+                (URL, &url),
+                (DIR, &dir.display().to_string()),
+                (ID, &id.to_string()),
+            ])
+        })
+        .collect();
+    for round in 1..=2 {
+        for id in 0..8 {
+            wait_for(&dir.join(format!("ready-{round}-{id}")));
+        }
+        if round == 2 {
+            // Let the first regeneration's value expire (1 s).
+            thread::sleep(Duration::from_millis(1300));
+        }
+        publish_file(&dir.join(format!("go-{round}")), "");
+    }
+    let (mut stale, mut new) = (0, 0);
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "a child failed");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let counts = text.split("stale=").nth(1).expect("no counts");
+        let mut numbers = counts
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse::<u32>().unwrap());
+        stale += numbers.next().unwrap();
+        new += numbers.next().unwrap();
+    }
+    let creations: u64 = redis::cmd("GET")
+        .arg("creations")
+        .query(&mut server.connection())
+        .unwrap();
+    eprintln!(
+        "8 processes x 16 threads, 2 expiries: {creations} creations, {stale} stale, {new} new"
+    );
+    assert_eq!(creations, 2, "one regeneration per expiry, two expiries");
+    assert_eq!(stale + new, 8 * 16 * 2);
+    assert!(server.locks("burst").is_empty(), "no lock left behind");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A child of the burst: 16 threads on key 1 at each go; how many got the stale value.
+fn burst(url: &str, dir: &Path, id: &str) {
+    let redis = Redis::builder(url)
+        .timeout(TIMEOUT)
+        .lease(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let region = region_expiring::<u64>(
+        &redis,
+        "burst",
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let (mut stale, mut new) = (0, 0);
+    for round in 1..=2u64 {
+        publish_file(&dir.join(format!("ready-{round}-{id}")), "");
+        wait_for(&dir.join(format!("go-{round}")));
+        let barrier = Arc::new(std::sync::Barrier::new(16));
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let (region, barrier, url) = (region.clone(), barrier.clone(), url.to_string());
+                thread::spawn(move || {
+                    barrier.wait();
+                    region.get_with(&1, || {
+                        let mut c = redis::Client::open(url.as_str())
+                            .unwrap()
+                            .get_connection_with_timeout(Duration::from_secs(2))
+                            .unwrap();
+                        let generation: u64 =
+                            redis::cmd("INCR").arg("creations").query(&mut c).unwrap();
+                        thread::sleep(Duration::from_millis(300));
+                        generation
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            if t.join().unwrap() == round {
+                new += 1;
+            } else {
+                stale += 1;
+            }
+        }
+    }
+    println!("stale={stale} new={new}");
 }
