@@ -112,6 +112,16 @@ fn fresh_hit(redis: &Redis) {
     let far = per_call(51, 200, || {
         black_box(plain.get_with(black_box(&1), || unreachable!()));
     });
+    // What coherence costs a write: the near store publishes after writing.
+    let mut n = 0;
+    let near_write = per_call(51, 200, || {
+        n += 1;
+        near.insert(&2, n).expect("a write");
+    });
+    let plain_write = per_call(51, 200, || {
+        n += 1;
+        plain.insert(&2, n).expect("a write");
+    });
     println!("## fresh hit, one thread, warm key (median per call)");
     println!("| region | per hit | vs in-memory |");
     println!("|---|---|---|");
@@ -125,6 +135,12 @@ fn fresh_hit(redis: &Redis) {
         "| plain Redis | {:.1} µs | {:.0}× |",
         micros(far),
         nanos(far) / nanos(s1)
+    );
+    println!();
+    println!(
+        "insert (one thread): near {:.1} µs (the write script, then `PUBLISH`), plain Redis {:.1} µs",
+        micros(near_write),
+        micros(plain_write)
     );
     println!();
 }
