@@ -152,13 +152,30 @@ where
     ///
     /// A [`ConfigError`] for a capacity of 0, or a `near` under 1 ms or over 100 years.
     ///
-    /// ```no_run
-    /// # use dogpile_runtime::backend::redis::{NearStore, Redis};
-    /// # use std::time::Duration;
-    /// let redis = Redis::open("redis://127.0.0.1/")?;
+    /// Runs without a server: Redis unreachable, the store never subscribes, and the region's
+    /// calls go to their creators directly (one at a time per key in the process).
+    ///
+    /// ```
+    /// use dogpile_runtime::backend::redis::{NearRegion, NearStore, Redis};
+    /// use dogpile_runtime::region::Served;
+    /// use dogpile_runtime::Region;
+    /// use std::time::Duration;
+    ///
+    /// // Nothing listens on port 1.
+    /// let redis = Redis::builder("redis://127.0.0.1:1/")
+    ///     .timeout(Duration::from_millis(100))
+    ///     .build()?;
     /// let store: NearStore<u64, String> = redis.store("users").near(1_000, Duration::from_secs(5))?;
+    /// assert!(!store.listening());
+    /// let users: NearRegion<u64, String> = Region::builder()
+    ///     .expiry(Duration::from_secs(60))
+    ///     .store(store)
+    ///     .mutexes(redis.mutexes("users"))
+    ///     .build()?;
+    /// assert_eq!(users.get_with_served(&7, || "ann".into()), ("ann".into(), Served::Direct));
     /// assert!(redis.store::<u64, String>("users").near(0, Duration::from_secs(5)).is_err());
-    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// assert!(redis.store::<u64, String>("users").near(10, Duration::ZERO).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn near(self, capacity: usize, near: Duration) -> Result<NearStore<K, V>, ConfigError> {
         if near < Duration::from_millis(1) {
