@@ -26,6 +26,10 @@ use children::{fresh_dir, spawn_child, wait_for};
 
 #[path = "support/redis_server.rs"]
 mod redis_server;
+
+#[cfg(feature = "tracing")]
+#[path = "support/events.rs"]
+mod events;
 use redis_server::Server;
 
 const TIMEOUT: Duration = Duration::from_millis(200);
@@ -246,6 +250,8 @@ fn watch(url: &str, dir: &Path, id: &str) {
 /// its memory tier serves again once subscribed (and emptied).
 #[test]
 fn a_killed_subscriber_reads_through_until_it_has_subscribed_again() {
+    #[cfg(feature = "tracing")]
+    let events = events::collect();
     let server = Server::start();
     let writer = region::<u64>(&handle(&server.url()), "killed");
     let reader = region::<u64>(&handle(&server.url()), "killed");
