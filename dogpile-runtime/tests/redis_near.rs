@@ -280,6 +280,30 @@ fn a_killed_subscriber_reads_through_until_it_has_subscribed_again() {
     until("a change after resubscribing", || {
         reader.peek(&1) == Some(3)
     });
+    // Both listeners said so, once each way.
+    #[cfg(feature = "tracing")]
+    {
+        until("the writer's listener back too", || {
+            writer.statistics().near_listener_regained == 1
+        });
+        let address = server.url();
+        let address = address.trim_end_matches('/');
+        let ours: Vec<(String, String)> = events
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|e| e.address.as_deref() == Some(address))
+            .map(|e| (e.level.clone(), e.message.clone()))
+            .collect();
+        let count = |level: &str, words: &str| {
+            ours.iter()
+                .filter(|(l, m)| l == level && m.contains(words))
+                .count()
+        };
+        eprintln!("events: {ours:?}");
+        assert_eq!(count("WARN", "lost its notifications"), 2, "{ours:?}");
+        assert_eq!(count("INFO", "subscribed again"), 2, "{ours:?}");
+    }
 }
 
 /// Redis stopped and restarted (keeping its data) under load: no call waits a timeout, warm

@@ -18,10 +18,14 @@
 //!   this process's writes in flight. A copy read from Redis is kept only if its stripe did not
 //!   change while it was read, so a notification that arrives before the read's answer cannot
 //!   be undone by it; a write's copy only if no other write of the stripe overlapped it.
+//!   Notifications name a key by its encoding (as in its Redis key): each stripe keeps the keys
+//!   it has in memory by their encoding, so keys need not deserialize (the `(&'static str, K)`
+//!   keys of a region shared by `#[dogpile]` functions do not).
 
 use std::borrow::Borrow;
+use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::Hash;
 use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::Duration;
@@ -36,7 +40,7 @@ use crate::lock::Fence;
 #[cfg(feature = "tokio")]
 use crate::region::{AsyncStore, StoreFuture};
 use crate::region::{BackendHealth, Invalidation, MemoryStore, Stamp, Store};
-use crate::sync::{AtomicBool, AtomicU64, Mutex, MutexGuard, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::{BackendError, Clock, CoarseClock, ConfigError, Timestamp};
 
 /// How many stripes the memory tier's keys are spread over, for the races above.
@@ -62,19 +66,21 @@ struct Kept<V> {
     until: i64,
 }
 
-/// What races the stripe's keys: see the module's docs.
-#[derive(Default)]
-struct Stripe {
+/// What races the stripe's keys (see the module's docs), and the keys it has in memory by
+/// their encoding, so that a notification, which names a key by its encoding, finds its copy.
+struct Stripe<K> {
     seq: u64,
     writing: u32,
+    keys: HashMap<Vec<u8>, K>,
+    /// Past this many keys, those the memory tier evicted are forgotten.
+    most: usize,
 }
 
 /// The memory tier and what keeps it coherent, shared with the listener thread.
 struct Near<K, V> {
     memory: MemoryStore<K, Kept<V>>,
     near_nanos: i64,
-    stripes: Box<[Mutex<Stripe>]>,
-    hasher: RandomState,
+    stripes: Box<[Mutex<Stripe<K>>]>,
     /// Whether the listener is subscribed: the memory tier is served only then.
     up: AtomicBool,
     /// This store's id in its notifications, so that it skips its own.
@@ -106,9 +112,8 @@ struct Near<K, V> {
 ///   made meanwhile drop the copies at once and are replayed as on a plain store.
 ///
 /// Every process sharing the namespace must use a near store: a plain [`RedisStore`]
-/// publishes nothing, and other processes then see its writes only after `near`. Keys must
-/// also deserialize (the listener decodes the keys it is told about). On a Redis Cluster the
-/// listener does not subscribe, and the store reads through to Redis every time.
+/// publishes nothing, and other processes then see its writes only after `near`. On a Redis
+/// Cluster the listener does not subscribe, and the store reads through to Redis every time.
 ///
 /// ```no_run
 /// use dogpile_runtime::backend::redis::{NearRegion, Redis};
@@ -140,7 +145,7 @@ fn channel(namespace: &str) -> Vec<u8> {
 
 impl<K, V> RedisStore<K, V>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    K: Serialize + Hash + Eq + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     /// This store with an in-memory tier of at most `capacity` values in front of it, each
@@ -197,9 +202,15 @@ where
             memory,
             near_nanos: i64::try_from(near.as_nanos()).unwrap_or(i64::MAX),
             stripes: (0..STRIPES)
-                .map(|_| Mutex::new(Stripe::default()))
+                .map(|_| {
+                    Mutex::new(Stripe {
+                        seq: 0,
+                        writing: 0,
+                        keys: HashMap::new(),
+                        most: (capacity / STRIPES).max(16) * 2,
+                    })
+                })
                 .collect(),
-            hasher: RandomState::new(),
             up: AtomicBool::new(false),
             origin: u64::from_be_bytes(origin).max(1),
             misses: AtomicU64::new(0),
@@ -253,41 +264,60 @@ impl<K, V> NearStore<K, V> {
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'static> Near<K, V> {
-    fn stripe<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<Stripe> {
-        // The remainder is below STRIPES.
-        #[allow(clippy::cast_possible_truncation)]
-        let index = (self.hasher.hash_one(key) % STRIPES as u64) as usize;
-        &self.stripes[index]
+    /// The stripe of a key, by its encoding (what notifications name).
+    fn stripe(&self, encoded: &[u8]) -> &Mutex<Stripe<K>> {
+        &self.stripes[usize::from(keys::shard(encoded)) % STRIPES]
     }
 
     fn now() -> i64 {
         CoarseClock.now().as_nanos()
     }
 
+    /// Keeps `value` as `key`'s copy, on its locked stripe.
+    fn keep(&self, stripe: &mut Stripe<K>, key: &K, encoded: &[u8], value: &V, stamp: Stamp) {
+        let copy = Kept {
+            value: value.clone(),
+            until: Self::now().saturating_add(self.near_nanos),
+        };
+        if self.memory.put(key, &copy, stamp).is_err() {
+            return;
+        }
+        if !stripe.keys.contains_key(encoded) {
+            stripe.keys.insert(encoded.to_vec(), key.clone());
+            if stripe.keys.len() > stripe.most {
+                // Keys the memory tier evicted since: forget them.
+                stripe
+                    .keys
+                    .retain(|_, key| self.memory.read(key, |_, _| ()).is_some());
+                stripe.most = stripe.most.max(stripe.keys.len() * 2);
+            }
+        }
+    }
+
+    /// Drops `key`'s copy, on its locked stripe.
+    fn forget(&self, stripe: &mut Stripe<K>, key: &K, encoded: &[u8]) {
+        stripe.keys.remove(encoded);
+        let _ = self.memory.remove(key);
+    }
+
     /// Keeps what Redis answered for `key` if its stripe did not change since `seq`.
-    fn fill(&self, key: &K, seq: u64, found: &Option<(V, Stamp)>) {
-        let stripe = self.stripe(key).lock();
+    fn fill(&self, key: &K, encoded: &[u8], seq: u64, found: &Option<(V, Stamp)>) {
+        let mut stripe = self.stripe(encoded).lock();
         match found {
             Some((value, stamp))
                 if stripe.seq == seq && stripe.writing == 0 && self.up.load(Ordering::Acquire) =>
             {
-                let copy = Kept {
-                    value: value.clone(),
-                    until: Self::now().saturating_add(self.near_nanos),
-                };
-                let _ = self.memory.put(key, &copy, *stamp);
+                self.keep(&mut stripe, key, encoded, value, *stamp);
             }
             // Redis has no value: neither should memory (always safe to drop).
-            None => {
-                let _ = self.memory.remove(key);
-            }
+            None => self.forget(&mut stripe, key, encoded),
             Some(_) => {}
         }
     }
 
-    /// Marks a write of this process beginning on `key`'s stripe; its sequence number.
-    fn begin(&self, key: &K) -> u64 {
-        let mut stripe = self.stripe(key).lock();
+    /// Marks a write of this process beginning on a key's stripe; its sequence number.
+    fn begin(&self, encoded: &[u8]) -> u64 {
+        let mut stripe = self.stripe(encoded).lock();
         stripe.seq += 1;
         stripe.writing += 1;
         stripe.seq
@@ -295,39 +325,29 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
 
     /// Ends a write begun at `seq`: keeps `kept` in memory if nothing else changed the
     /// stripe meanwhile, else drops the key's copy.
-    fn end(&self, key: &K, seq: u64, kept: Option<(&V, Stamp)>) {
-        let mut stripe = self.stripe(key).lock();
+    fn end(&self, key: &K, encoded: &[u8], seq: u64, kept: Option<(&V, Stamp)>) {
+        let mut stripe = self.stripe(encoded).lock();
         match kept {
             Some((value, stamp))
                 if stripe.seq == seq && stripe.writing == 1 && self.up.load(Ordering::Acquire) =>
             {
-                let copy = Kept {
-                    value: value.clone(),
-                    until: Self::now().saturating_add(self.near_nanos),
-                };
-                let _ = self.memory.put(key, &copy, stamp);
+                self.keep(&mut stripe, key, encoded, value, stamp);
             }
-            _ => {
-                let _ = self.memory.remove(key);
-            }
+            _ => self.forget(&mut stripe, key, encoded),
         }
         stripe.seq += 1;
         stripe.writing -= 1;
-    }
-
-    /// Every stripe, locked in order.
-    fn all(&self) -> Vec<MutexGuard<'_, Stripe>> {
-        self.stripes.iter().map(Mutex::lock).collect()
     }
 
     /// Drops every copy, and makes every read in flight forget what it read; `writing` changes
     /// the count of writes in flight on every stripe (a write of every key beginning or
     /// ending).
     fn drop_all(&self, writing: i32) {
-        let mut stripes = self.all();
+        let mut stripes: Vec<_> = self.stripes.iter().map(Mutex::lock).collect();
         for stripe in &mut stripes {
             stripe.seq += 1;
             stripe.writing = stripe.writing.saturating_add_signed(writing);
+            stripe.keys.clear();
         }
         let _ = self.memory.clear();
     }
@@ -349,13 +369,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
         copy.flatten()
     }
 
-    /// A read of `key` from the backend begins: the stripe's sequence number.
-    fn reading(&self, key: &K) -> u64 {
+    /// A read of a key from the backend begins: its stripe's sequence number.
+    fn reading(&self, encoded: &[u8]) -> u64 {
         self.misses.fetch_add(1, Ordering::Relaxed);
         if !self.up.load(Ordering::Acquire) {
             self.suspect.fetch_add(1, Ordering::Relaxed);
         }
-        self.stripe(key).lock().seq
+        self.stripe(encoded).lock().seq
     }
 
     /// What the backend answered to a read begun at `seq`: kept in memory, or, when the
@@ -363,12 +383,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
     fn read(
         &self,
         key: &K,
+        encoded: &[u8],
         seq: u64,
         read: Result<Option<(V, Stamp)>, BackendError>,
     ) -> Result<Option<(V, Stamp)>, BackendError> {
         match read {
             Ok(found) => {
-                self.fill(key, seq, &found);
+                self.fill(key, encoded, seq, &found);
                 Ok(found)
             }
             Err(err) => match self.memory.get(key) {
@@ -381,11 +402,13 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
         }
     }
 
-    /// Drops `key`'s copy, told by another process.
-    fn drop_key(&self, key: &K) {
-        let mut stripe = self.stripe(key).lock();
+    /// Drops the copy of the key encoded as `encoded`, if this store has it.
+    fn drop_key(&self, encoded: &[u8]) {
+        let mut stripe = self.stripe(encoded).lock();
         stripe.seq += 1;
-        let _ = self.memory.remove(key);
+        if let Some(key) = stripe.keys.remove(encoded) {
+            let _ = self.memory.remove(&key);
+        }
     }
 }
 
@@ -397,35 +420,30 @@ where
     /// A read from Redis, kept in memory; when Redis fails, the copy in memory if any.
     #[cold]
     fn read_far(&self, key: &K) -> Result<Option<(V, Stamp)>, BackendError> {
-        let seq = self.near.reading(key);
-        self.near.read(key, seq, self.far.get(key))
+        let Ok(encoded) = keys::encode_key(key) else {
+            // Redis cannot have it either: its error.
+            return self.far.get(key);
+        };
+        let seq = self.near.reading(&encoded);
+        self.near.read(key, &encoded, seq, self.far.get(key))
     }
 
-    /// The message telling other processes that `key` (or, for `None`, every key) changed.
-    fn message(&self, key: Option<&K>) -> Option<Vec<u8>> {
+    /// The message telling other processes that the key encoded as `encoded` (or, for `None`,
+    /// every key) changed.
+    fn message(&self, encoded: Option<&[u8]>) -> Vec<u8> {
         let mut message = Vec::with_capacity(16);
-        match key {
-            Some(key) => {
-                let encoded = keys::encode_key(key).ok()?;
-                message.push(KEY);
-                message.extend(self.near.origin.to_be_bytes());
-                message.extend(encoded);
-            }
-            None => {
-                message.push(ALL);
-                message.extend(self.near.origin.to_be_bytes());
-            }
-        }
-        Some(message)
+        message.push(if encoded.is_some() { KEY } else { ALL });
+        message.extend(self.near.origin.to_be_bytes());
+        message.extend(encoded.unwrap_or_default());
+        message
     }
 
-    /// Tells the other processes that `key` (or, for `None`, every key) changed. Best
-    /// effort: a notification that does not go out leaves their copies to `near`, and a
-    /// server that fails breaks their subscriptions too (they then start empty).
-    fn publish(&self, key: Option<&K>) {
-        if let Some(message) = self.message(key) {
-            publish(&self.far.redis, &self.channel, &message);
-        }
+    /// Tells the other processes that the key encoded as `encoded` (or, for `None`, every
+    /// key) changed. Best effort: a notification that does not go out leaves their copies to
+    /// `near`, and a server that fails breaks their subscriptions too (they then start
+    /// empty).
+    fn publish(&self, encoded: Option<&[u8]>) {
+        publish(&self.far.redis, &self.channel, &self.message(encoded));
     }
 
     /// A write or invalidation of `key` through Redis: `op`, then the memory tier (`keep`:
@@ -437,12 +455,16 @@ where
         keep: impl FnOnce(&T) -> Option<(&'v V, Stamp)>,
         changed: impl FnOnce(&T) -> bool,
     ) -> Result<T, BackendError> {
-        let seq = self.near.begin(key);
+        let Ok(encoded) = keys::encode_key(key) else {
+            // Never stored: Redis answers its error.
+            return op(&self.far);
+        };
+        let seq = self.near.begin(&encoded);
         let done = op(&self.far);
         let kept = done.as_ref().ok().and_then(keep);
-        self.near.end(key, seq, kept);
+        self.near.end(key, &encoded, seq, kept);
         if done.as_ref().is_ok_and(changed) {
-            self.publish(Some(key));
+            self.publish(Some(&encoded));
         }
         done
     }
@@ -504,7 +526,7 @@ pub(super) fn notify_replayed(redis: &Redis, namespace: &str, name: Option<&[u8]
 
 impl<K, V> Store<K, V> for NearStore<K, V>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    K: Serialize + Hash + Eq + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     /// The protocol's reads (after a lock, or a wait for one): from Redis.
@@ -586,7 +608,11 @@ where
     fn replay_later(&self, invalidation: Invalidation<'_, K>) -> bool {
         // Honoured in this process at once: the copies go.
         match invalidation.key {
-            Some(key) => self.near.drop_key(key),
+            Some(key) => {
+                if let Ok(encoded) = keys::encode_key(key) {
+                    self.near.drop_key(&encoded);
+                }
+            }
             None => self.near.drop_all(0),
         }
         self.far.replay_later(invalidation)
@@ -616,6 +642,7 @@ where
 {
     near: &'a Near<K, V>,
     key: &'a K,
+    encoded: Vec<u8>,
     seq: u64,
     kept: Option<(&'a V, Stamp)>,
 }
@@ -627,7 +654,8 @@ where
     V: Clone + Send + Sync + 'static,
 {
     fn drop(&mut self) {
-        self.near.end(self.key, self.seq, self.kept.take());
+        self.near
+            .end(self.key, &self.encoded, self.seq, self.kept.take());
     }
 }
 
@@ -636,7 +664,7 @@ where
 #[cfg(feature = "tokio")]
 impl<K, V> AsyncStore<K, V> for NearStore<K, V>
 where
-    K: Serialize + DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    K: Serialize + Hash + Eq + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     fn answers_at_once(&self) -> bool {
@@ -654,9 +682,12 @@ where
 
     fn get_async<'a>(&'a self, key: &'a K) -> StoreFuture<'a, Option<(V, Stamp)>> {
         Box::pin(async move {
-            let seq = self.near.reading(key);
+            let Ok(encoded) = keys::encode_key(key) else {
+                return self.far.get_async(key).await;
+            };
+            let seq = self.near.reading(&encoded);
             let read = self.far.get_async(key).await;
-            self.near.read(key, seq, read)
+            self.near.read(key, &encoded, seq, read)
         })
     }
 
@@ -664,7 +695,9 @@ where
         Box::pin(async move {
             let mut writing = self.writing(key);
             self.far.put_async(key, value, stamp).await?;
-            writing.kept = Some((value, stamp));
+            if let Some(writing) = &mut writing {
+                writing.kept = Some((value, stamp));
+            }
             drop(writing);
             self.publish_async(Some(key)).await;
             Ok(())
@@ -682,7 +715,9 @@ where
             let mut writing = self.writing(key);
             let written = self.far.put_fenced_async(key, value, stamp, fence).await?;
             if written {
-                writing.kept = Some((value, stamp));
+                if let Some(writing) = &mut writing {
+                    writing.kept = Some((value, stamp));
+                }
                 drop(writing);
                 self.publish_async(Some(key)).await;
             }
@@ -769,19 +804,26 @@ where
     K: Serialize + Hash + Eq + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    fn writing<'a>(&'a self, key: &'a K) -> Writing<'a, K, V> {
-        Writing {
+    /// A write of `key` beginning (`None` for a key that cannot be encoded: Redis refuses
+    /// it, and memory never had it).
+    fn writing<'a>(&'a self, key: &'a K) -> Option<Writing<'a, K, V>> {
+        let encoded = keys::encode_key(key).ok()?;
+        Some(Writing {
             near: &self.near,
             key,
-            seq: self.near.begin(key),
+            seq: self.near.begin(&encoded),
+            encoded,
             kept: None,
-        }
+        })
     }
 
     async fn publish_async(&self, key: Option<&K>) {
-        let Some(message) = self.message(key) else {
-            return;
+        let encoded = match key.map(keys::encode_key) {
+            Some(Ok(encoded)) => Some(encoded),
+            Some(Err(_)) => return,
+            None => None,
         };
+        let message = self.message(encoded.as_deref());
         let mut publish = ::redis::cmd("PUBLISH");
         publish.arg(&self.channel).arg(message);
         let sent = self
@@ -814,7 +856,7 @@ impl<K, V> fmt::Debug for NearStore<K, V> {
 /// dropped (within a heartbeat).
 fn listen<K, V>(near: Weak<Near<K, V>>, redis: Redis, channel: Vec<u8>)
 where
-    K: DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     let spawned = thread::Builder::new()
@@ -834,7 +876,7 @@ enum Ended {
 
 fn listen_until_dropped<K, V>(near: &Weak<Near<K, V>>, redis: &Redis, channel: &[u8])
 where
-    K: DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     let mut subscribed_before = false;
@@ -870,7 +912,7 @@ fn subscribe<K, V>(
     subscribed_before: &mut bool,
 ) -> Ended
 where
-    K: DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     let Ok(Connection::Server(mut connection)) = redis.shared.target.connect(redis.timeout())
@@ -925,7 +967,7 @@ where
 /// Applies one notification.
 fn told<K, V>(near: &Near<K, V>, message: &[u8])
 where
-    K: DeserializeOwned + Hash + Eq + Clone + Send + Sync + 'static,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     let Some((&kind, rest)) = message.split_first() else {
@@ -941,11 +983,8 @@ where
     }
     match kind {
         KEY => {
-            // A key of another type (another program on the namespace) names no copy here.
-            if let Ok(key) = postcard::from_bytes::<K>(encoded) {
-                near.drop_key(&key);
-                near.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            near.drop_key(encoded);
+            near.dropped.fetch_add(1, Ordering::Relaxed);
         }
         ALL => {
             near.drop_all(0);
