@@ -248,8 +248,9 @@ pub struct Statistics {
 
     // A near cache: a Redis region with a memory tier in front (`RedisStore::near`); 0 for
     // other stores.
-    /// Reads the memory tier could not answer (no copy, one older than `near`, the tier
-    /// suspect), which went to Redis.
+    /// Reads that went to Redis: those the memory tier could not answer (no copy, one older
+    /// than `near`, the tier suspect), and the protocol's own reads after taking or waiting
+    /// for a key's lock, which always do.
     pub near_misses: u64,
     /// Of those, reads made while the memory tier was suspect: its listener was not
     /// subscribed, so it might have missed another process's change.

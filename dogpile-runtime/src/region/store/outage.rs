@@ -90,7 +90,8 @@ pub struct BackendHealth {
     pub invalidations_pending: u64,
 
     // A near cache (a Redis store with a memory tier in front).
-    /// Reads the memory tier could not answer, which went to the backend.
+    /// Reads that went to the backend: those the memory tier could not answer, and the
+    /// protocol's own reads after a lock, which always do.
     pub near_misses: u64,
     /// Of those, reads made while the tier was suspect (its listener not subscribed).
     pub near_suspect: u64,
