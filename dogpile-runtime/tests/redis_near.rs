@@ -143,6 +143,16 @@ fn a_warm_hit_never_touches_redis() {
     let stats = users.statistics();
     // Only the creation read Redis: its first read, and again under the key's lock.
     assert_eq!((stats.hits, stats.near_misses), (1_000, 2), "{stats:?}");
+    // Idle past two heartbeats (a `PING` on the subscription after 0.5 s of silence): still
+    // subscribed, still served from memory.
+    thread::sleep(Duration::from_millis(1_200));
+    assert_eq!(users.get_with(&1, || unreachable!()), 10);
+    let stats = users.statistics();
+    assert_eq!(
+        (stats.near_listener_lost, stats.near_misses),
+        (0, 2),
+        "{stats:?}"
+    );
 }
 
 /// One step of the coherence run: what the parent does, and what the children wait to see.
@@ -304,6 +314,27 @@ fn a_killed_subscriber_reads_through_until_it_has_subscribed_again() {
         assert_eq!(count("WARN", "lost its notifications"), 2, "{ours:?}");
         assert_eq!(count("INFO", "subscribed again"), 2, "{ours:?}");
     }
+}
+
+/// A server that stops answering without closing anything (SIGSTOP) is noticed by the
+/// listener's heartbeat: a `PING` after 0.5 s of silence, unanswered within the timeout. The
+/// tier is then suspect; what it holds still answers while Redis cannot.
+#[test]
+fn a_stalled_server_is_noticed_by_the_heartbeat() {
+    let server = Server::start();
+    let region = region::<u64>(&handle(&server.url()), "stalled");
+    region.insert(&1, 1).unwrap();
+    server.freeze();
+    let noticed = until("the stall noticed", || {
+        region.statistics().near_listener_lost == 1
+    });
+    eprintln!("a stall noticed after {noticed:?} (heartbeat 500 ms, timeout {TIMEOUT:?})");
+    assert_eq!(region.get_with(&1, || unreachable!()), 1);
+    assert!(region.statistics().near_outage_served >= 1);
+    server.thaw();
+    until("subscribed again", || {
+        region.statistics().near_listener_regained == 1
+    });
 }
 
 /// Redis stopped and restarted (keeping its data) under load: no call waits a timeout, warm

@@ -887,21 +887,27 @@ where
                 let Some(shared) = near.upgrade() else {
                     return;
                 };
-                if shared.up.swap(false, Ordering::AcqRel) {
-                    shared.lost.fetch_add(1, Ordering::Relaxed);
-                    #[cfg(feature = "tracing")]
-                    tracing::warn!(
-                        backend = "redis",
-                        address = redis.address(),
-                        channel = %String::from_utf8_lossy(channel),
-                        "dogpile: the near cache lost its notifications; reading through to \
-                         Redis until subscribed again"
-                    );
-                }
+                lost(&shared, redis, channel);
             }
         }
         thread::sleep(RESUBSCRIBE_EVERY);
     }
+}
+
+/// The subscription is lost: the memory tier is suspect from now on (said once per loss).
+fn lost<K, V>(near: &Near<K, V>, redis: &Redis, channel: &[u8]) {
+    if near.up.swap(false, Ordering::AcqRel) {
+        near.lost.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            backend = "redis",
+            address = redis.address(),
+            channel = %String::from_utf8_lossy(channel),
+            "dogpile: the near cache lost its notifications; reading through to Redis until \
+             subscribed again"
+        );
+    }
+    let _ = (redis, channel);
 }
 
 /// One subscription, from connecting until the connection fails or the store is dropped.
@@ -952,14 +958,24 @@ where
         let Some(shared) = near.upgrade() else {
             return Ended::Dropped;
         };
-        match message {
-            Ok(message) => told(&shared, message.get_payload_bytes()),
-            Err(err) if err.is_timeout() => {
-                if pubsub.ping::<::redis::Value>().is_err() {
-                    return Ended::Lost;
-                }
+        let answered = match message {
+            Ok(message) => {
+                told(&shared, message.get_payload_bytes());
+                true
             }
-            Err(_) => return Ended::Lost,
+            // Silence: is the server still there? Within the handle's timeout.
+            Err(err) if err.is_timeout() => {
+                pubsub.set_read_timeout(Some(redis.timeout())).is_ok()
+                    && pubsub.ping::<::redis::Value>().is_ok()
+                    && pubsub.set_read_timeout(Some(HEARTBEAT)).is_ok()
+            }
+            Err(_) => false,
+        };
+        if !answered {
+            // Said before the connection is dropped: dropping it waits for an unsubscribe
+            // that a stalled server does not answer.
+            lost(&shared, redis, channel);
+            return Ended::Lost;
         }
     }
 }
