@@ -111,6 +111,9 @@ struct Near<K, V> {
 ///   whatever its age, for the region to judge (its stale windows apply), and invalidations
 ///   made meanwhile drop the copies at once and are replayed as on a plain store.
 ///
+/// `near` runs on the system's coarse clock ([`CoarseClock`]), whatever clock the region is
+/// given: it bounds real time.
+///
 /// Every process sharing the namespace must use a near store: a plain [`RedisStore`]
 /// publishes nothing, and other processes then see its writes only after `near`. On a Redis
 /// Cluster the listener does not subscribe, and the store reads through to Redis every time.
