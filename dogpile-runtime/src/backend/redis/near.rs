@@ -862,6 +862,10 @@ where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
+    if redis.is_cluster() {
+        // No pub/sub connection to a cluster here: the store stays suspect and reads through.
+        return;
+    }
     let spawned = thread::Builder::new()
         .name("dogpile-redis-near".into())
         .spawn(move || listen_until_dropped(&near, &redis, &channel));
@@ -926,7 +930,7 @@ where
 {
     let Ok(Connection::Server(mut connection)) = redis.shared.target.connect(redis.timeout())
     else {
-        // No server, or a cluster: a cluster's store stays suspect and reads through.
+        // No server (a cluster never gets here).
         return if near.strong_count() == 0 {
             Ended::Dropped
         } else {
