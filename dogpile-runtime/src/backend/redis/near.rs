@@ -449,21 +449,22 @@ where
         publish(&self.far.redis, &self.channel, &self.message(encoded));
     }
 
-    /// A write or invalidation of `key` through Redis: `op`, then the memory tier (`keep`:
-    /// what to keep there if `op` succeeded), then the notification if `op` changed anything.
+    /// A write or invalidation of `key` through Redis: `op` (given the key's encoding), then
+    /// the memory tier (`keep`: what to keep there if `op` succeeded), then the notification
+    /// if `changed` says one is due (a write's is published by its own script).
     fn change<'v, T>(
         &self,
         key: &K,
-        op: impl FnOnce(&RedisStore<K, V>) -> Result<T, BackendError>,
+        op: impl FnOnce(&RedisStore<K, V>, &[u8]) -> Result<T, BackendError>,
         keep: impl FnOnce(&T) -> Option<(&'v V, Stamp)>,
         changed: impl FnOnce(&T) -> bool,
     ) -> Result<T, BackendError> {
         let Ok(encoded) = keys::encode_key(key) else {
             // Never stored: Redis answers its error.
-            return op(&self.far);
+            return op(&self.far, &[]);
         };
         let seq = self.near.begin(&encoded);
-        let done = op(&self.far);
+        let done = op(&self.far, &encoded);
         let kept = done.as_ref().ok().and_then(keep);
         self.near.end(key, &encoded, seq, kept);
         if done.as_ref().is_ok_and(changed) {
@@ -554,10 +555,14 @@ where
     fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError> {
         self.change(
             key,
-            |far| far.put(key, value, stamp),
-            |()| Some((value, stamp)),
-            |()| true,
+            |far, encoded| {
+                let message = self.message(Some(encoded));
+                far.write_notifying(key, value, stamp, None, (&self.channel, &message))
+            },
+            |written| written.then_some((value, stamp)),
+            |_| false,
         )
+        .map(drop)
     }
 
     fn put_fenced(
@@ -569,27 +574,30 @@ where
     ) -> Result<bool, BackendError> {
         self.change(
             key,
-            |far| far.put_fenced(key, value, stamp, fence),
+            |far, encoded| {
+                let message = self.message(Some(encoded));
+                far.write_notifying(key, value, stamp, Some(fence), (&self.channel, &message))
+            },
             |written| written.then_some((value, stamp)),
-            |written| *written,
+            |_| false,
         )
     }
 
     fn restamp(&self, key: &K, from: Stamp, to: Stamp) -> Result<bool, BackendError> {
         self.change(
             key,
-            |far| far.restamp(key, from, to),
+            |far, _| far.restamp(key, from, to),
             |_| None,
             |restamped| *restamped,
         )
     }
 
     fn remove(&self, key: &K) -> Result<(), BackendError> {
-        self.change(key, |far| far.remove(key), |()| None, |()| true)
+        self.change(key, |far, _| far.remove(key), |()| None, |()| true)
     }
 
     fn invalidate(&self, key: &K) -> Result<(), BackendError> {
-        self.change(key, |far| far.invalidate(key), |()| None, |()| true)
+        self.change(key, |far, _| far.invalidate(key), |()| None, |()| true)
     }
 
     fn clear(&self) -> Result<(), BackendError> {
@@ -695,16 +703,7 @@ where
     }
 
     fn put_async<'a>(&'a self, key: &'a K, value: &'a V, stamp: Stamp) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let mut writing = self.writing(key);
-            self.far.put_async(key, value, stamp).await?;
-            if let Some(writing) = &mut writing {
-                writing.kept = Some((value, stamp));
-            }
-            drop(writing);
-            self.publish_async(Some(key)).await;
-            Ok(())
-        })
+        Box::pin(async move { self.write_async(key, value, stamp, None).await.map(drop) })
     }
 
     fn put_fenced_async<'a>(
@@ -714,18 +713,7 @@ where
         stamp: Stamp,
         fence: &'a Fence,
     ) -> StoreFuture<'a, bool> {
-        Box::pin(async move {
-            let mut writing = self.writing(key);
-            let written = self.far.put_fenced_async(key, value, stamp, fence).await?;
-            if written {
-                if let Some(writing) = &mut writing {
-                    writing.kept = Some((value, stamp));
-                }
-                drop(writing);
-                self.publish_async(Some(key)).await;
-            }
-            Ok(written)
-        })
+        Box::pin(self.write_async(key, value, stamp, Some(fence)))
     }
 
     fn restamp_async<'a>(&'a self, key: &'a K, from: Stamp, to: Stamp) -> StoreFuture<'a, bool> {
@@ -807,6 +795,32 @@ where
     K: Serialize + Hash + Eq + Clone + Send + Sync + 'static,
     V: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
+    /// A write through the async client, its notification published by its script.
+    async fn write_async(
+        &self,
+        key: &K,
+        value: &V,
+        stamp: Stamp,
+        fence: Option<&Fence>,
+    ) -> Result<bool, BackendError> {
+        let Some(mut writing) = self.writing(key) else {
+            // Never stored: Redis answers its error.
+            return match fence {
+                Some(fence) => self.far.put_fenced_async(key, value, stamp, fence).await,
+                None => self.far.put_async(key, value, stamp).await.map(|()| true),
+            };
+        };
+        let message = self.message(Some(&writing.encoded));
+        let notify = (self.channel.as_slice(), message.as_slice());
+        let written = (self.far)
+            .write_notifying_async(key, value, stamp, fence, notify)
+            .await?;
+        if written {
+            writing.kept = Some((value, stamp));
+        }
+        Ok(written)
+    }
+
     /// A write of `key` beginning (`None` for a key that cannot be encoded: Redis refuses
     /// it, and memory never had it).
     fn writing<'a>(&'a self, key: &'a K) -> Option<Writing<'a, K, V>> {
