@@ -138,7 +138,7 @@ fn fresh_hit(redis: &Redis) {
     );
     println!();
     println!(
-        "insert (one thread): near {:.1} µs (the write script, then `PUBLISH`), plain Redis {:.1} µs",
+        "insert (one thread): near {:.1} µs (the write script publishes), plain Redis {:.1} µs",
         micros(near_write),
         micros(plain_write)
     );

@@ -7,8 +7,9 @@
 //!   older than `near`, a listener that is down) goes to Redis, and what Redis answers is kept.
 //!   The protocol's own reads (after taking a key's lock, or waiting for it) always go to
 //!   Redis, so one regeneration per key per expiry across processes holds as on a plain store.
-//! - **Writes** go to Redis first (fenced as on a plain store), then to the memory tier, then
-//!   a notification is published on the namespace's channel.
+//! - **Writes** go to Redis first (fenced as on a plain store), publishing a notification on
+//!   the namespace's channel from the same script, then to the memory tier. Invalidations
+//!   publish after their command.
 //! - **Coherence.** A thread of the store subscribes to the channel; a notification from
 //!   another process drops that key's copy (or every copy). While it is not subscribed (at
 //!   start, after the connection broke or was killed), the memory tier is suspect: reads go to
