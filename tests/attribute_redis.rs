@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use dogpile::backend::redis::{Redis, RedisMutex, RedisStore};
+use dogpile::backend::redis::{NearRegion, Redis, RedisMutex, RedisStore};
 use dogpile::dogpile;
 use dogpile::Region;
 
@@ -78,17 +78,89 @@ async fn profile(id: u64) -> String {
     format!("profile {id}")
 }
 
+/// A near region (memory tier over Redis) shared by functions, each under its namespace: keys
+/// `(&'static str, u64)`.
+fn near(name: &'static str) -> NearRegion<(&'static str, u64), String> {
+    let store = redis()
+        .store(name)
+        .near(1_000, Duration::from_secs(60))
+        .unwrap();
+    let began = std::time::Instant::now();
+    while !store.listening() {
+        assert!(began.elapsed() < Duration::from_secs(5), "never subscribed");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Region::builder()
+        .name(name)
+        .expiry(Duration::from_secs(3600))
+        .store(store)
+        .mutexes(redis().mutexes(name))
+        .build()
+        .unwrap()
+}
+
+static NEAR: LazyLock<NearRegion<(&'static str, u64), String>> = LazyLock::new(|| near("near"));
+
+static NEAR_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+#[dogpile(expire = 60, region = NEAR, namespace = "accounts")]
+fn account(id: u64) -> String {
+    NEAR_CALLS.fetch_add(1, Ordering::SeqCst);
+    format!("account {id}")
+}
+
+#[dogpile(expire = 60, region = NEAR, namespace = "teams")]
+async fn team(id: u64) -> String {
+    NEAR_CALLS.fetch_add(1, Ordering::SeqCst);
+    format!("team {id}")
+}
+
+/// Functions on a near region: created once, then served from memory; an invalidation made
+/// through another process's region (here, another handle with its own subscription) reaches
+/// the function's memory tier.
+fn functions_on_a_near_region(runtime: &tokio::runtime::Runtime) {
+    let threads: Vec<_> = (0..8).map(|_| std::thread::spawn(|| account(1))).collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), "account 1");
+    }
+    assert_eq!(runtime.block_on(team(1)), "team 1");
+    assert_eq!(runtime.block_on(team(1)), "team 1");
+    assert_eq!(NEAR_CALLS.load(Ordering::SeqCst), 2);
+    let stats = account_statistics();
+    assert!(stats.hits >= 1 && stats.near_misses <= 20, "{stats:?}");
+    let elsewhere = near("near");
+    assert_eq!(
+        elsewhere.peek(&("accounts", 1)).as_deref(),
+        Some("account 1")
+    );
+    elsewhere.invalidate(&("accounts", 1)).unwrap();
+    let began = std::time::Instant::now();
+    while account(1) != "account 1" || NEAR_CALLS.load(Ordering::SeqCst) != 3 {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the invalidation never arrived"
+        );
+    }
+    assert_eq!(runtime.block_on(team(1)), "team 1");
+    assert_eq!(
+        NEAR_CALLS.load(Ordering::SeqCst),
+        3,
+        "a team is still cached"
+    );
+}
+
 #[test]
 fn functions_on_redis_regions_sync_and_async() {
     let mut server = Server::start();
     REDIS.set(open(&server.url())).unwrap();
     a_sync_function_on_a_redis_region();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap()
-        .block_on(an_async_function_on_a_redis_region());
+        .unwrap();
+    runtime.block_on(an_async_function_on_a_redis_region());
+    functions_on_a_near_region(&runtime);
 
     // With Redis down, an annotated function runs its body directly, even on a region that
     // returns backend errors to its own callers: the attribute has no error to hand back.

@@ -404,6 +404,29 @@ pub struct Statistics {
     /// one for every key; a later write or invalidation may make one moot). A process that
     /// exits before they are replayed loses them: wait for 0 before a planned exit.
     pub invalidations_pending: u64,
+
+    // A near cache: a Redis region with a memory tier in front (`RedisStore::near`); 0 for
+    // other stores.
+    /// Reads that went to Redis: those the memory tier could not answer (no copy, one older
+    /// than `near`, the tier suspect), and the protocol's own reads after taking or waiting
+    /// for a key's lock, which always do.
+    pub near_misses: u64,
+    /// Of those, reads made while the memory tier was suspect: its listener was not
+    /// subscribed, so it might have missed another process's change.
+    pub near_suspect: u64,
+    /// Notifications from other processes that dropped copies from the memory tier.
+    pub near_dropped: u64,
+    /// Times the memory tier's listener lost its subscription (a connection broken or
+    /// killed); the tier is suspect until it is regained.
+    pub near_listener_lost: u64,
+    /// Times the listener subscribed again after losing it (the tier then starts empty).
+    pub near_listener_regained: u64,
+    /// Reads Redis failed that the copy in memory answered (the region judged its age).
+    pub near_outage_served: u64,
+    /// Values the store read that did not decode (written with another type or serde
+    /// layout, or by another program): each was a miss, and regenerated.
+    pub undecodable: u64,
+
     /// Values in the store when the snapshot was taken, if the store can count them cheaply:
     /// a [`MemoryStore`](crate::region::MemoryStore)'s values in this process. A store shared by
     /// processes (Redis) does not count its values, and this is 0; count them on the server.
@@ -422,6 +445,13 @@ impl Statistics {
             self.invalidations_queued = health.invalidations_queued;
             self.invalidations_replayed = health.invalidations_replayed;
             self.invalidations_pending = health.invalidations_pending;
+            self.near_misses = health.near_misses;
+            self.near_suspect = health.near_suspect;
+            self.near_dropped = health.near_dropped;
+            self.near_listener_lost = health.near_listener_lost;
+            self.near_listener_regained = health.near_listener_regained;
+            self.near_outage_served = health.near_outage_served;
+            self.undecodable = health.undecodable;
         }
         self
     }
@@ -467,6 +497,13 @@ impl AddAssign for Statistics {
             invalidations_queued,
             invalidations_replayed,
             invalidations_pending,
+            near_misses,
+            near_suspect,
+            near_dropped,
+            near_listener_lost,
+            near_listener_regained,
+            near_outage_served,
+            undecodable,
             evictions,
             eviction_weight,
             entries,
@@ -497,6 +534,13 @@ impl AddAssign for Statistics {
         self.invalidations_queued += invalidations_queued;
         self.invalidations_replayed += invalidations_replayed;
         self.invalidations_pending += invalidations_pending;
+        self.near_misses += near_misses;
+        self.near_suspect += near_suspect;
+        self.near_dropped += near_dropped;
+        self.near_listener_lost += near_listener_lost;
+        self.near_listener_regained += near_listener_regained;
+        self.near_outage_served += near_outage_served;
+        self.undecodable += undecodable;
         self.evictions += evictions;
         self.eviction_weight += eviction_weight;
         self.entries += entries;
@@ -512,7 +556,8 @@ impl fmt::Display for Statistics {
              {} shared failures, {} creator runs ({} failed) in {:?} (longest {:?}, failed \
              {:?}), waited {:?} (longest {:?}), {} backend failures, {} breaker rejections, {} breaker opens, \
              {} breaker closes, {} invalidations queued, {} invalidations replayed, \
-             {} invalidations pending, {} evictions (weight {}), {} entries",
+             {} invalidations pending, {} undecodable values, {} evictions (weight {}), \
+             {} entries",
             self.hits,
             self.stale_hits,
             self.misses,
@@ -539,9 +584,25 @@ impl fmt::Display for Statistics {
             self.invalidations_queued,
             self.invalidations_replayed,
             self.invalidations_pending,
+            self.undecodable,
             self.evictions,
             self.eviction_weight,
             self.entries
-        )
+        )?;
+        // A near cache's own counts, only where there is one.
+        if self.near_misses + self.near_suspect + self.near_dropped + self.near_listener_lost > 0 {
+            write!(
+                f,
+                "; near tier: {} misses, {} suspect reads, {} copies dropped, listener lost {} \
+                 and regained {} times, {} served in an outage",
+                self.near_misses,
+                self.near_suspect,
+                self.near_dropped,
+                self.near_listener_lost,
+                self.near_listener_regained,
+                self.near_outage_served
+            )?;
+        }
+        Ok(())
     }
 }

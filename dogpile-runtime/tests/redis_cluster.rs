@@ -106,4 +106,30 @@ fn a_region_on_a_three_node_cluster() {
                 assert_eq!(again, key + 1);
             }
         });
+
+    // A near store on a cluster never subscribes: it reads through to the cluster, coherent
+    // as a plain store.
+    let near = |namespace: &str| -> dogpile_runtime::backend::redis::NearRegion<u64, u64> {
+        let store = redis
+            .store(namespace)
+            .near(100, Duration::from_secs(60))
+            .unwrap();
+        assert!(!store.listening());
+        Region::builder()
+            .expiry(Duration::from_secs(60))
+            .store(store)
+            .mutexes(redis.mutexes(namespace))
+            .build()
+            .unwrap()
+    };
+    let (c, d) = (near("near"), near("near"));
+    assert_eq!(c.get_with(&1, || 1), 1);
+    assert_eq!(d.get_with(&1, || unreachable!()), 1);
+    c.insert(&1, 2).unwrap();
+    assert_eq!(
+        d.get_with(&1, || unreachable!()),
+        2,
+        "read through, not from memory"
+    );
+    assert!(d.statistics().near_suspect >= 2);
 }

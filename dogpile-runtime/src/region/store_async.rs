@@ -74,6 +74,25 @@ pub trait AsyncStore<K, V>: Store<K, V> {
     fn invalidate_before_async(&self, cutoff: Timestamp, soft: bool) -> StoreFuture<'_, ()> {
         Box::pin(ready(self.invalidate_before(cutoff, soft)))
     }
+
+    /// For a store that does not answer at once: what it can answer at once for an async
+    /// call's first read, by the key as given (a near cache's copy in memory), or `None` to
+    /// read with [`get_async`](Self::get_async). The default has nothing.
+    ///
+    /// ```
+    /// use dogpile_runtime::region::{AsyncStore, MemoryStore};
+    /// let store: MemoryStore<u8, u8> = MemoryStore::new(None)?;
+    /// assert!(store.get_at_once(&1).is_none());
+    /// # Ok::<(), dogpile_runtime::ConfigError>(())
+    /// ```
+    fn get_at_once<Q>(&self, key: &Q) -> Option<(V, Stamp)>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let _ = key;
+        None
+    }
 }
 
 /// In memory, every call answers at once.

@@ -62,6 +62,7 @@ mod builder;
 mod connection;
 mod keys;
 mod mutex;
+mod near;
 mod orphans;
 mod replay;
 mod store;
@@ -69,6 +70,7 @@ mod store;
 pub use breaker::{Breaker, BreakerOpen, BreakerState};
 pub use builder::RedisBuilder;
 pub use mutex::RedisMutex;
+pub use near::NearStore;
 pub use store::RedisStore;
 
 /// A region on Redis: its values in a [`RedisStore`], a [`RedisMutex`] per key; the type of a
@@ -93,6 +95,26 @@ pub use store::RedisStore;
 /// assert_eq!(USERS.get_with(&7, || "ann".to_string()), "ann");
 /// ```
 pub type RedisRegion<K, V> = crate::Region<K, V, RedisStore<K, V>, RedisMutex>;
+
+/// A region on Redis with an in-memory tier in front: its values in a [`NearStore`], a
+/// [`RedisMutex`] per key. A fresh hit on a warm key costs what a hit on an in-memory region
+/// does; see [`NearStore`] for how the tiers stay coherent across processes.
+///
+/// ```no_run
+/// use dogpile_runtime::backend::redis::{NearRegion, Redis};
+/// use dogpile_runtime::Region;
+/// use std::time::Duration;
+///
+/// let redis = Redis::open("redis://127.0.0.1:6379/")?;
+/// let users: NearRegion<u64, String> = Region::builder()
+///     .expiry(Duration::from_secs(60))
+///     .store(redis.store("users").near(10_000, Duration::from_secs(10))?)
+///     .mutexes(redis.mutexes("users"))
+///     .build()?;
+/// assert_eq!(users.get_with(&7, || "ann".to_string()), "ann");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub type NearRegion<K, V> = crate::Region<K, V, NearStore<K, V>, RedisMutex>;
 
 use std::fmt;
 use std::sync::{Arc, Weak};

@@ -48,14 +48,16 @@ return {v[1], 0}
 "#;
 
 /// Writes a value stamped with its shard's epochs. KEYS: value, epoch, and for a fenced write
-/// the lock; ARGV: bytes, retain in ms (0: none), and the holder's token. Answers 1 if written,
-/// 0 if the lock no longer holds the token (nothing written).
+/// the lock; ARGV: bytes, retain in ms (0: none), the holder's token (empty if unfenced), and
+/// for a near store's write a channel and a message to publish once written. Answers 1 if
+/// written, 0 if the lock no longer holds the token (nothing written, nothing published).
 const WRITE: &str = r#"
 if KEYS[3] and redis.call("GET", KEYS[3]) ~= ARGV[3] then return 0 end
 local e = redis.call("HMGET", KEYS[2], "h", "s")
 redis.call("DEL", KEYS[1])
 redis.call("HSET", KEYS[1], "d", ARGV[1], "h", e[1] or 0, "s", e[2] or 0)
 if ARGV[2] ~= "0" then redis.call("PEXPIRE", KEYS[1], ARGV[2]) end
+if ARGV[4] then redis.call("PUBLISH", ARGV[4], ARGV[5]) end
 return 1
 "#;
 
@@ -137,8 +139,8 @@ static RESTAMP_SCRIPT: LazyLock<::redis::Script> = LazyLock::new(|| ::redis::Scr
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedisStore<K, V> {
-    redis: Redis,
-    namespace: String,
+    pub(super) redis: Redis,
+    pub(super) namespace: String,
     retain: Option<Duration>,
     undecodable: AtomicU64,
     /// Invalidations that did not reach the server, to replay when it answers.
@@ -235,12 +237,14 @@ impl<K, V> RedisStore<K, V> {
         restamp
     }
 
-    /// The write script on `names`, fenced by `fence` if given.
+    /// The write script on `names`, fenced by `fence` if given, publishing `notify` (a
+    /// channel and a message) once written if given.
     fn write(
         &self,
         names: &KeyNames,
         bytes: Vec<u8>,
         fence: Option<&Fence>,
+        notify: Option<(&[u8], &[u8])>,
     ) -> Result<::redis::ScriptInvocation<'static>, BackendError> {
         let mut write = script(&WRITE_SCRIPT);
         write
@@ -259,7 +263,76 @@ impl<K, V> RedisStore<K, V> {
             }
             write.key(names.lock.clone()).arg(fence.token());
         }
+        if let Some((channel, message)) = notify {
+            if fence.is_none() {
+                write.arg("");
+            }
+            write.arg(channel).arg(message);
+        }
         Ok(write)
+    }
+
+    /// Writes `value` as [`put`](Store::put) or, with `fence`, [`put_fenced`](Store::put_fenced)
+    /// does, and publishes `message` on `channel` in the same script once written: a near
+    /// store's write, whose notification cannot be lost between the two.
+    pub(super) fn write_notifying(
+        &self,
+        key: &K,
+        value: &V,
+        stamp: Stamp,
+        fence: Option<&Fence>,
+        (channel, message): (&[u8], &[u8]),
+    ) -> Result<bool, BackendError>
+    where
+        K: Serialize,
+        V: Serialize,
+    {
+        let names = self.names(key)?;
+        let write = self.write(
+            &names,
+            encode(value, stamp)?,
+            fence,
+            Some((channel, message)),
+        )?;
+        let written: i64 = self.redis.run("write", |c| write.invoke(c))?;
+        if written == 1 {
+            self.replay.written(&names.value);
+        }
+        Ok(written == 1)
+    }
+
+    /// [`write_notifying`](Self::write_notifying) through the async client.
+    #[cfg(feature = "tokio")]
+    pub(super) async fn write_notifying_async(
+        &self,
+        key: &K,
+        value: &V,
+        stamp: Stamp,
+        fence: Option<&Fence>,
+        (channel, message): (&[u8], &[u8]),
+    ) -> Result<bool, BackendError>
+    where
+        K: Serialize,
+        V: Serialize,
+    {
+        let names = self.names(key)?;
+        let write = self.write(
+            &names,
+            encode(value, stamp)?,
+            fence,
+            Some((channel, message)),
+        )?;
+        let written: i64 = self
+            .redis
+            .run_async(
+                "write",
+                |mut c| async move { write.invoke_async(&mut c).await },
+            )
+            .await?;
+        if written == 1 {
+            self.replay.written(&names.value);
+        }
+        Ok(written == 1)
     }
 
     /// `SCAN cursor MATCH {<namespace>#*}:v:* COUNT 500`.
@@ -357,6 +430,17 @@ async fn bump_epochs_async(redis: &Redis, namespace: &str, soft: bool) -> Result
 
 /// Applies one kept invalidation, for the replaying thread.
 pub(super) fn apply(redis: &Redis, namespace: &str, step: &Step) -> Result<(), BackendError> {
+    apply_step(redis, namespace, step)?;
+    // Near stores of the namespace drop their copies too.
+    let name = match step {
+        Step::All { .. } => None,
+        Step::Key { name, .. } => Some(name.as_slice()),
+    };
+    super::near::notify_replayed(redis, namespace, name);
+    Ok(())
+}
+
+fn apply_step(redis: &Redis, namespace: &str, step: &Step) -> Result<(), BackendError> {
     match step {
         Step::All { soft } => bump_epochs(redis, namespace, *soft),
         Step::Key { name, soft: false } => redis.run("DEL", |c| {
@@ -416,7 +500,7 @@ where
 
     fn put(&self, key: &K, value: &V, stamp: Stamp) -> Result<(), BackendError> {
         let names = self.names(key)?;
-        let write = self.write(&names, encode(value, stamp)?, None)?;
+        let write = self.write(&names, encode(value, stamp)?, None, None)?;
         self.redis.run("write", |c| write.invoke::<i64>(c))?;
         self.replay.written(&names.value);
         Ok(())
@@ -430,7 +514,7 @@ where
         fence: &Fence,
     ) -> Result<bool, BackendError> {
         let names = self.names(key)?;
-        let write = self.write(&names, encode(value, stamp)?, Some(fence))?;
+        let write = self.write(&names, encode(value, stamp)?, Some(fence), None)?;
         let written: i64 = self.redis.run("fenced write", |c| write.invoke(c))?;
         if written == 1 {
             self.replay.written(&names.value);
@@ -491,6 +575,8 @@ where
             invalidations_queued: queued,
             invalidations_replayed: replayed,
             invalidations_pending: self.replay.len() as u64,
+            undecodable: self.undecodable(),
+            ..BackendHealth::default()
         })
     }
 
@@ -552,7 +638,7 @@ where
     fn put_async<'a>(&'a self, key: &'a K, value: &'a V, stamp: Stamp) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let names = self.names(key)?;
-            let write = self.write(&names, encode(value, stamp)?, None)?;
+            let write = self.write(&names, encode(value, stamp)?, None, None)?;
             self.redis
                 .run_async("write", |mut c| async move {
                     write.invoke_async::<i64>(&mut c).await
@@ -572,7 +658,7 @@ where
     ) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let names = self.names(key)?;
-            let write = self.write(&names, encode(value, stamp)?, Some(fence))?;
+            let write = self.write(&names, encode(value, stamp)?, Some(fence), None)?;
             let written: i64 = self
                 .redis
                 .run_async("fenced write", |mut c| async move {

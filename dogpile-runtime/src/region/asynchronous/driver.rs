@@ -18,6 +18,7 @@ use super::AsyncRegion;
 use crate::lock::drive::{first_timeout, Stop};
 use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
 use crate::region::creation::Guard;
+use crate::region::expiry::Age;
 use crate::region::verbs::Stored;
 use crate::region::{AsyncStore, CacheKey, CacheValue, Region, Stamp};
 use crate::{AsyncRawMutex, BackendError, RawMutex, WakeOnRelease};
@@ -91,8 +92,17 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        if !self.region.inner.store.answers_at_once() {
-            return Err(None);
+        let store = &self.region.inner.store;
+        if !store.answers_at_once() {
+            // A store on a server may still hold some keys at hand (a near cache's memory).
+            return match store.get_at_once(key) {
+                Some((value, stamp)) if self.region.age(stamp) == Age::Fresh => {
+                    self.region.stats().add(crate::stats::Counter::Hit);
+                    Ok(value)
+                }
+                Some(found) => Err(Some(Ok(Some(found)))),
+                None => Err(None),
+            };
         }
         let mut read = None;
         match self.region.fresh(key, &mut read) {
@@ -114,6 +124,8 @@ where
         let store = &self.region.inner.store;
         if store.answers_at_once() {
             store.get_by(key)
+        } else if let Some(found) = store.get_at_once(key) {
+            Ok(Some(found))
         } else {
             store.get_async(&key.to_owned()).await
         }

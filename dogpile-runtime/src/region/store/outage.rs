@@ -88,4 +88,21 @@ pub struct BackendHealth {
     pub invalidations_replayed: u64,
     /// Invalidations queued now, not yet replayed (one per key, one for every key).
     pub invalidations_pending: u64,
+
+    // A near cache (a Redis store with a memory tier in front).
+    /// Reads that went to the backend: those the memory tier could not answer, and the
+    /// protocol's own reads after a lock, which always do.
+    pub near_misses: u64,
+    /// Of those, reads made while the tier was suspect (its listener not subscribed).
+    pub near_suspect: u64,
+    /// Copies dropped on another process's notification (one per notification).
+    pub near_dropped: u64,
+    /// Times the listener lost its subscription.
+    pub near_listener_lost: u64,
+    /// Times it subscribed again after losing it.
+    pub near_listener_regained: u64,
+    /// Reads the backend failed, answered with the copy in memory.
+    pub near_outage_served: u64,
+    /// Values read that did not decode (another program's, another type's), each a miss.
+    pub undecodable: u64,
 }
