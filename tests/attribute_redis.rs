@@ -126,6 +126,8 @@ fn functions_on_a_near_region(runtime: &tokio::runtime::Runtime) {
     assert_eq!(runtime.block_on(team(1)), "team 1");
     assert_eq!(runtime.block_on(team(1)), "team 1");
     assert_eq!(NEAR_CALLS.load(Ordering::SeqCst), 2);
+    // `account`'s own calls: the 8 above made and waited for the value; this one hits.
+    assert_eq!(account(1), "account 1");
     let stats = account_statistics();
     assert!(stats.hits >= 1 && stats.near_misses <= 20, "{stats:?}");
     let elsewhere = near("near");
