@@ -26,6 +26,8 @@
 //! Options: `--callgrind` adds instructions per op for S1 (both orders), S1a and S3 (`valgrind --tool=callgrind`,
 //! difference of two run lengths); `--plot FILE.svg` draws the slowest reader of S5 over time
 //! for dogpile, moka and cached (the README's `docs/reader-latency.svg`); `--reps N` (default 5).
+//! `--hits LOOP CONTENDER N` runs one loop alone, for callgrind by hand: `s1`, `s1_in_order`,
+//! `s1a`, `s3`, or `misses` (N new keys through a cache full at 10,000 `u64` values).
 //!
 //! Built with `--features metrics`, each repetition first installs a Prometheus recorder
 //! (`metrics-exporter-prometheus`), so that dogpile's counts reach real counters: the cost of
@@ -541,6 +543,17 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
         }
         "s1a" => {
             s1_async_loop(name, iters);
+        }
+        // Misses only, through a cache full at 10,000 `u64` values: each makes a new key
+        // (nothing to compute) and evicts one.
+        "misses" => {
+            let cache = contender_of::<u64>(name, HOUR, 10_000);
+            for k in 0..20_000 {
+                cache.get_with(k, &|| k);
+            }
+            for k in 20_000..20_000 + iters {
+                black_box(cache.get_with(black_box(k), &|| k));
+            }
         }
         _ => {
             s3(name, iters);
