@@ -41,7 +41,7 @@ use crate::lock::Fence;
 #[cfg(feature = "tokio")]
 use crate::region::{AsyncStore, StoreFuture};
 use crate::region::{BackendHealth, Invalidation, MemoryStore, Stamp, Store};
-use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicI64, AtomicU64, Mutex, Ordering};
 use crate::{BackendError, Clock, CoarseClock, ConfigError, Timestamp};
 
 /// How many stripes the memory tier's keys are spread over, for the races above.
@@ -84,6 +84,13 @@ struct Near<K, V> {
     stripes: Box<[Mutex<Stripe<K>>]>,
     /// Whether the listener is subscribed: the memory tier is served only then.
     up: AtomicBool,
+    /// When the listener last lost its subscription (coarse clock, nanoseconds; 0: never).
+    lost_at: AtomicI64,
+    /// When reads of Redis began failing in a row (0: the last read was answered).
+    failing_since: AtomicI64,
+    /// How far apart the loss of the subscription and the reads' failures may be to count as
+    /// one outage: a heartbeat and the handle's timeout to notice each, and as much again.
+    same_outage_nanos: i64,
     /// This store's id in its notifications, so that it skips its own.
     origin: u64,
     misses: AtomicU64,
@@ -110,7 +117,10 @@ struct Near<K, V> {
 ///   nothing from memory as fresh until it has subscribed again, and then starts empty.
 /// - When Redis fails (the breaker open, a timeout), a read answers the copy in memory
 ///   whatever its age, for the region to judge (its stale windows apply), and invalidations
-///   made meanwhile drop the copies at once and are replayed as on a plain store.
+///   made meanwhile drop the copies at once and are replayed as on a plain store. Only if the
+///   store was subscribed when Redis began failing, or lost its subscription in the same
+///   outage (within two heartbeats and timeouts of it): a subscription lost well before may
+///   have missed changes, and its copies are then not served.
 ///
 /// `near` runs on the system's coarse clock ([`CoarseClock`]), whatever clock the region is
 /// given: it bounds real time.
@@ -216,6 +226,10 @@ where
                 })
                 .collect(),
             up: AtomicBool::new(false),
+            lost_at: AtomicI64::new(0),
+            failing_since: AtomicI64::new(0),
+            same_outage_nanos: i64::try_from((HEARTBEAT + self.redis.timeout()).as_nanos() * 2)
+                .unwrap_or(i64::MAX),
             origin: u64::from_be_bytes(origin).max(1),
             misses: AtomicU64::new(0),
             suspect: AtomicU64::new(0),
@@ -393,17 +407,44 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
     ) -> Result<Option<(V, Stamp)>, BackendError> {
         match read {
             Ok(found) => {
+                if self.failing_since.load(Ordering::Relaxed) != 0 {
+                    self.failing_since.store(0, Ordering::Relaxed);
+                }
                 self.fill(key, encoded, seq, &found);
                 Ok(found)
             }
-            Err(err) => match self.memory.get(key) {
+            Err(err) if self.trusted_in_outage() => match self.memory.get(key) {
                 Ok(Some((copy, stamp))) => {
                     self.outage.fetch_add(1, Ordering::Relaxed);
                     Ok(Some((copy.value, stamp)))
                 }
                 _ => Err(err),
             },
+            Err(err) => Err(err),
         }
+    }
+
+    /// Whether the memory tier may answer for Redis while Redis fails: while subscribed, or
+    /// when the subscription was lost in the same outage as the reads (a server down or
+    /// stalled takes both). A subscription lost well before the reads failed (a connection
+    /// killed, a network blip on it alone) may have missed other processes' changes while
+    /// Redis still took them: its copies are not served then, and the call goes to its
+    /// creator as on a plain Redis region.
+    fn trusted_in_outage(&self) -> bool {
+        let now = CoarseClock.now().as_nanos();
+        let failing_since =
+            match self
+                .failing_since
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => now,
+                Err(since) => since,
+            };
+        if self.up.load(Ordering::Acquire) {
+            return true;
+        }
+        let lost_at = self.lost_at.load(Ordering::Relaxed);
+        lost_at != 0 && failing_since.saturating_sub(lost_at) <= self.same_outage_nanos
     }
 
     /// Drops the copy of the key encoded as `encoded`, if this store has it.
@@ -919,6 +960,8 @@ where
 /// The subscription is lost: the memory tier is suspect from now on (said once per loss).
 fn lost<K, V>(near: &Near<K, V>, redis: &Redis, channel: &[u8]) {
     if near.up.swap(false, Ordering::AcqRel) {
+        near.lost_at
+            .store(CoarseClock.now().as_nanos(), Ordering::Relaxed);
         near.lost.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "tracing")]
         tracing::warn!(
@@ -1029,5 +1072,101 @@ where
             near.dropped.fetch_add(1, Ordering::Relaxed);
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn near() -> Near<u64, u64> {
+        Near {
+            memory: MemoryStore::new(Some(100)).unwrap(),
+            near_nanos: i64::MAX,
+            stripes: (0..STRIPES)
+                .map(|_| {
+                    Mutex::new(Stripe {
+                        seq: 0,
+                        writing: 0,
+                        keys: HashMap::new(),
+                        most: 16,
+                    })
+                })
+                .collect(),
+            up: AtomicBool::new(false),
+            lost_at: AtomicI64::new(0),
+            failing_since: AtomicI64::new(0),
+            same_outage_nanos: 1_000_000_000,
+            origin: 1,
+            misses: AtomicU64::new(0),
+            suspect: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            lost: AtomicU64::new(0),
+            regained: AtomicU64::new(0),
+            outage: AtomicU64::new(0),
+        }
+    }
+
+    fn down() -> Result<Option<(u64, Stamp)>, BackendError> {
+        Err(BackendError::new("down"))
+    }
+
+    /// A copy in memory and a Redis that fails: `read` answers the copy or the error.
+    fn answered_in_outage(near: &Near<u64, u64>) -> bool {
+        let stamp = Stamp::new(Timestamp::from_nanos(1));
+        let kept = Kept {
+            value: 7,
+            until: i64::MAX,
+        };
+        near.memory.put(&1, &kept, stamp).unwrap();
+        near.read(&1, b"\x01", 0, down()).is_ok()
+    }
+
+    #[test]
+    fn a_subscribed_tier_answers_for_a_failing_redis() {
+        let near = near();
+        near.up.store(true, Ordering::Release);
+        assert!(answered_in_outage(&near));
+        assert_eq!(near.outage.load(Ordering::Relaxed), 1);
+    }
+
+    /// The subscription and the reads failing together (a server down or stalled) is one
+    /// outage: the copies made before it are as good as when it began.
+    #[test]
+    fn a_subscription_lost_with_the_reads_still_answers() {
+        let near = near();
+        near.lost_at
+            .store(CoarseClock.now().as_nanos(), Ordering::Relaxed);
+        assert!(answered_in_outage(&near));
+    }
+
+    /// A subscription lost long before the reads failed may have missed other processes'
+    /// changes, made while Redis still took them: the copies are not served.
+    #[test]
+    fn a_subscription_lost_long_before_the_reads_failed_answers_nothing() {
+        let near = near();
+        near.lost_at.store(
+            CoarseClock.now().as_nanos() - 10_000_000_000,
+            Ordering::Relaxed,
+        );
+        assert!(!answered_in_outage(&near));
+        assert_eq!(near.outage.load(Ordering::Relaxed), 0);
+        // Never subscribed at all: nothing to trust either.
+        assert!(!answered_in_outage(&self::near()));
+    }
+
+    /// Reads that failed first, then the subscription (a stalled server, noticed by the
+    /// reads' timeout before the heartbeat's): one outage.
+    #[test]
+    fn reads_failing_before_the_subscription_is_lost_still_answer() {
+        let near = near();
+        let now = CoarseClock.now().as_nanos();
+        near.failing_since
+            .store(now - 500_000_000, Ordering::Relaxed);
+        near.lost_at.store(now, Ordering::Relaxed);
+        assert!(answered_in_outage(&near));
+        // An answered read ends the failures in a row.
+        let _ = near.read(&2, b"\x02", 0, Ok(None));
+        assert_eq!(near.failing_since.load(Ordering::Relaxed), 0);
     }
 }
