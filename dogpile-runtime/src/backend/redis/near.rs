@@ -304,9 +304,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
             stripe.keys.insert(encoded.to_vec(), key.clone());
             if stripe.keys.len() > stripe.most {
                 // Keys the memory tier evicted since: forget them.
-                stripe
-                    .keys
-                    .retain(|_, key| self.memory.read(key, |_, _| ()).is_some());
+                stripe.keys.retain(|_, key| self.memory.holds(key));
                 stripe.most = stripe.most.max(stripe.keys.len() * 2);
             }
         }
@@ -885,14 +883,18 @@ where
         let message = self.message(encoded.as_deref());
         let mut publish = ::redis::cmd("PUBLISH");
         publish.arg(&self.channel).arg(message);
-        let sent = self
-            .far
-            .redis
-            .run_async("publish", |mut c| async move {
-                publish.query_async::<i64>(&mut c).await
-            })
-            .await;
-        let _ = sent;
+        let redis = self.far.redis.clone();
+        // In a task of its own, awaited: a caller whose future is dropped here (a timeout
+        // around an invalidation, a cancelled request) has changed Redis already, and the
+        // other processes must still hear of it.
+        let sent = tokio::spawn(async move {
+            redis
+                .run_async("publish", |mut c| async move {
+                    publish.query_async::<i64>(&mut c).await
+                })
+                .await
+        });
+        let _ = sent.await;
     }
 }
 

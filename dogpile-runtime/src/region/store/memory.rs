@@ -188,6 +188,12 @@ where
         Some(f(&entry.value, entry.stamp))
     }
 
+    /// Whether `key` has a value, without counting a hit for the policy (a check of the
+    /// store's own upkeep, not a use of the value).
+    pub(crate) fn holds(&self, key: &K) -> bool {
+        self.map.pin().contains_key(key)
+    }
+
     /// The weight `value` takes: at least 1.
     fn weigh(&self, key: &K, value: &V) -> u32 {
         self.weigher
