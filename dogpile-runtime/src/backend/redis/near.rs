@@ -41,7 +41,7 @@ use crate::lock::Fence;
 #[cfg(feature = "tokio")]
 use crate::region::{AsyncStore, StoreFuture};
 use crate::region::{BackendHealth, Invalidation, MemoryStore, Stamp, Store};
-use crate::sync::{AtomicBool, AtomicI64, AtomicU64, Mutex, Ordering};
+use crate::sync::{AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::{BackendError, Clock, CoarseClock, ConfigError, Timestamp};
 
 /// How many stripes the memory tier's keys are spread over, for the races above.
@@ -84,13 +84,10 @@ struct Near<K, V> {
     stripes: Box<[Mutex<Stripe<K>>]>,
     /// Whether the listener is subscribed: the memory tier is served only then.
     up: AtomicBool,
-    /// When the listener last lost its subscription (coarse clock, nanoseconds; 0: never).
-    lost_at: AtomicI64,
-    /// When reads of Redis began failing in a row (0: the last read was answered).
-    failing_since: AtomicI64,
-    /// How far apart the loss of the subscription and the reads' failures may be to count as
-    /// one outage: a heartbeat and the handle's timeout to notice each, and as much again.
-    same_outage_nanos: i64,
+    /// Whether, since the subscription was lost, the listener's attempt to subscribe again
+    /// (made at once) found no server: the loss was the outage's own, and the copies are as
+    /// good as when it began.
+    unreached: AtomicBool,
     /// This store's id in its notifications, so that it skips its own.
     origin: u64,
     misses: AtomicU64,
@@ -118,9 +115,11 @@ struct Near<K, V> {
 /// - When Redis fails (the breaker open, a timeout), a read answers the copy in memory
 ///   whatever its age, for the region to judge (its stale windows apply), and invalidations
 ///   made meanwhile drop the copies at once and are replayed as on a plain store. Only if the
-///   store was subscribed when Redis began failing, or lost its subscription in the same
-///   outage (within two heartbeats and timeouts of it): a subscription lost well before may
-///   have missed changes, and its copies are then not served.
+///   store was subscribed when Redis began failing, or lost its subscription to the same
+///   outage (its `PING` unanswered, or no server when it tried to subscribe again, at once): a
+///   subscription lost while the server still answered (a connection killed) may have missed
+///   changes, and its copies are not served until it has subscribed again (and emptied the
+///   tier).
 ///
 /// `near` runs on the system's coarse clock ([`CoarseClock`]), whatever clock the region is
 /// given: it bounds real time.
@@ -226,10 +225,7 @@ where
                 })
                 .collect(),
             up: AtomicBool::new(false),
-            lost_at: AtomicI64::new(0),
-            failing_since: AtomicI64::new(0),
-            same_outage_nanos: i64::try_from((HEARTBEAT + self.redis.timeout()).as_nanos() * 2)
-                .unwrap_or(i64::MAX),
+            unreached: AtomicBool::new(false),
             origin: u64::from_be_bytes(origin).max(1),
             misses: AtomicU64::new(0),
             suspect: AtomicU64::new(0),
@@ -405,9 +401,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
     ) -> Result<Option<(V, Stamp)>, BackendError> {
         match read {
             Ok(found) => {
-                if self.failing_since.load(Ordering::Relaxed) != 0 {
-                    self.failing_since.store(0, Ordering::Relaxed);
-                }
                 self.fill(key, encoded, seq, &found);
                 Ok(found)
             }
@@ -423,26 +416,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
     }
 
     /// Whether the memory tier may answer for Redis while Redis fails: while subscribed, or
-    /// when the subscription was lost in the same outage as the reads (a server down or
-    /// stalled takes both). A subscription lost well before the reads failed (a connection
-    /// killed, a network blip on it alone) may have missed other processes' changes while
-    /// Redis still took them: its copies are not served then, and the call goes to its
-    /// creator as on a plain Redis region.
+    /// when the subscription was lost to the same outage (the attempt to subscribe again, made
+    /// at once, found no server). A subscription lost while the server still answered (a
+    /// connection killed, a blip on it alone) may have missed other processes' changes, and
+    /// is made again at once, emptying the tier; until then its copies are not served.
     fn trusted_in_outage(&self) -> bool {
-        let now = CoarseClock.now().as_nanos();
-        let failing_since =
-            match self
-                .failing_since
-                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) => now,
-                Err(since) => since,
-            };
-        if self.up.load(Ordering::Acquire) {
-            return true;
-        }
-        let lost_at = self.lost_at.load(Ordering::Relaxed);
-        lost_at != 0 && failing_since.saturating_sub(lost_at) <= self.same_outage_nanos
+        self.up.load(Ordering::Acquire) || self.unreached.load(Ordering::Acquire)
     }
 
     /// Drops the copy of the key encoded as `encoded`, if this store has it.
@@ -884,17 +863,20 @@ where
         let mut publish = ::redis::cmd("PUBLISH");
         publish.arg(&self.channel).arg(message);
         let redis = self.far.redis.clone();
-        // In a task of its own, awaited: a caller whose future is dropped here (a timeout
-        // around an invalidation, a cancelled request) has changed Redis already, and the
-        // other processes must still hear of it.
-        let sent = tokio::spawn(async move {
+        let sending = async move {
             redis
                 .run_async("publish", |mut c| async move {
                     publish.query_async::<i64>(&mut c).await
                 })
                 .await
-        });
-        let _ = sent.await;
+        };
+        // In a task of its own, awaited: a caller whose future is dropped here (a timeout
+        // around an invalidation, a cancelled request) has changed Redis already, and the
+        // other processes must still hear of it. Outside a runtime, here.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(sending).await),
+            Err(_) => drop(sending.await),
+        }
     }
 }
 
@@ -926,17 +908,40 @@ where
     }
     let spawned = thread::Builder::new()
         .name("dogpile-redis-near".into())
-        .spawn(move || listen_until_dropped(&near, &redis, &channel));
+        .spawn(move || {
+            let _suspect_if_it_panics = Listening(near.clone());
+            listen_until_dropped(&near, &redis, &channel);
+        });
     // Without the thread the store stays suspect: every read goes to Redis.
     drop(spawned);
+}
+
+/// The listener thread's mark: a thread that ends by a panic (in a key's `Hash` or `Eq`, say)
+/// leaves its store suspect, reading through to Redis, rather than serving a tier nothing
+/// keeps coherent any more.
+struct Listening<K, V>(Weak<Near<K, V>>);
+
+impl<K, V> Drop for Listening<K, V> {
+    fn drop(&mut self) {
+        if thread::panicking() {
+            if let Some(near) = self.0.upgrade() {
+                near.unreached.store(false, Ordering::Release);
+                if near.up.swap(false, Ordering::AcqRel) {
+                    near.lost.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
 }
 
 /// Why a subscription ended.
 enum Ended {
     /// The store was dropped.
     Dropped,
-    /// The connection failed (or could not be made).
+    /// The subscription's connection failed.
     Lost,
+    /// No subscription could be made (no server, or one that does not answer).
+    Unreached,
 }
 
 fn listen_until_dropped<K, V>(near: &Weak<Near<K, V>>, redis: &Redis, channel: &[u8])
@@ -946,24 +951,36 @@ where
 {
     let mut subscribed_before = false;
     loop {
-        match subscribe(near, redis, channel, &mut subscribed_before) {
+        let began = std::time::Instant::now();
+        let ended = subscribe(near, redis, channel, &mut subscribed_before);
+        let Some(shared) = near.upgrade() else {
+            return;
+        };
+        match ended {
             Ended::Dropped => return,
             Ended::Lost => {
-                let Some(shared) = near.upgrade() else {
-                    return;
-                };
-                lost(&shared, redis, channel);
+                // At once: a server still there empties the tier and serves it again; one
+                // gone says the loss was the outage's. Not in a loop, though, if subscriptions
+                // keep failing as soon as they are made.
+                if began.elapsed() >= RESUBSCRIBE_EVERY {
+                    continue;
+                }
+            }
+            Ended::Unreached => {
+                if !shared.up.load(Ordering::Acquire) {
+                    shared.unreached.store(true, Ordering::Release);
+                }
             }
         }
+        drop(shared);
         thread::sleep(RESUBSCRIBE_EVERY);
     }
 }
 
 /// The subscription is lost: the memory tier is suspect from now on (said once per loss).
 fn lost<K, V>(near: &Near<K, V>, redis: &Redis, channel: &[u8]) {
+    near.unreached.store(false, Ordering::Release);
     if near.up.swap(false, Ordering::AcqRel) {
-        near.lost_at
-            .store(CoarseClock.now().as_nanos(), Ordering::Relaxed);
         near.lost.fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "tracing")]
         tracing::warn!(
@@ -994,12 +1011,12 @@ where
         return if near.strong_count() == 0 {
             Ended::Dropped
         } else {
-            Ended::Lost
+            Ended::Unreached
         };
     };
     let mut pubsub = connection.as_pubsub();
     if pubsub.subscribe(channel).is_err() || pubsub.set_read_timeout(Some(HEARTBEAT)).is_err() {
-        return Ended::Lost;
+        return Ended::Unreached;
     }
     {
         let Some(shared) = near.upgrade() else {
@@ -1025,23 +1042,29 @@ where
         let Some(shared) = near.upgrade() else {
             return Ended::Dropped;
         };
+        // Whether the server is still there; `Some(false)` if it stopped answering.
         let answered = match message {
             Ok(message) => {
                 told(&shared, message.get_payload_bytes());
-                true
+                Some(true)
             }
             // Silence: is the server still there? Within the handle's timeout.
-            Err(err) if err.is_timeout() => {
+            Err(err) if err.is_timeout() => Some(
                 pubsub.set_read_timeout(Some(redis.timeout())).is_ok()
                     && pubsub.ping::<::redis::Value>().is_ok()
-                    && pubsub.set_read_timeout(Some(HEARTBEAT)).is_ok()
-            }
-            Err(_) => false,
+                    && pubsub.set_read_timeout(Some(HEARTBEAT)).is_ok(),
+            ),
+            // Closed: by a server gone, or by one still there (a connection killed).
+            Err(_) => None,
         };
-        if !answered {
+        if answered != Some(true) {
             // Said before the connection is dropped: dropping it waits for an unsubscribe
             // that a stalled server does not answer.
             lost(&shared, redis, channel);
+            if answered == Some(false) {
+                // Unanswered: the server stalled, and this is its outage.
+                shared.unreached.store(true, Ordering::Release);
+            }
             return Ended::Lost;
         }
     }
@@ -1096,9 +1119,7 @@ mod tests {
                 })
                 .collect(),
             up: AtomicBool::new(false),
-            lost_at: AtomicI64::new(0),
-            failing_since: AtomicI64::new(0),
-            same_outage_nanos: 1_000_000_000,
+            unreached: AtomicBool::new(false),
             origin: 1,
             misses: AtomicU64::new(0),
             suspect: AtomicU64::new(0),
@@ -1132,43 +1153,39 @@ mod tests {
         assert_eq!(near.outage.load(Ordering::Relaxed), 1);
     }
 
-    /// The subscription and the reads failing together (a server down or stalled) is one
-    /// outage: the copies made before it are as good as when it began.
+    /// A subscription lost to the outage itself (no server when the listener tried to
+    /// subscribe again): the copies made before it are as good as when it began.
     #[test]
-    fn a_subscription_lost_with_the_reads_still_answers() {
+    fn a_subscription_lost_to_the_outage_still_answers() {
         let near = near();
-        near.lost_at
-            .store(CoarseClock.now().as_nanos(), Ordering::Relaxed);
+        near.unreached.store(true, Ordering::Release);
         assert!(answered_in_outage(&near));
     }
 
-    /// A subscription lost long before the reads failed may have missed other processes'
-    /// changes, made while Redis still took them: the copies are not served.
+    /// A subscription lost while the server still answered may have missed other processes'
+    /// changes: until the listener has subscribed again, the copies are not served, even
+    /// when this process's reads then fail.
     #[test]
-    fn a_subscription_lost_long_before_the_reads_failed_answers_nothing() {
+    fn a_subscription_lost_while_the_server_answered_serves_nothing() {
         let near = near();
-        near.lost_at.store(
-            CoarseClock.now().as_nanos() - 10_000_000_000,
-            Ordering::Relaxed,
-        );
         assert!(!answered_in_outage(&near));
         assert_eq!(near.outage.load(Ordering::Relaxed), 0);
-        // Never subscribed at all: nothing to trust either.
-        assert!(!answered_in_outage(&self::near()));
     }
 
-    /// Reads that failed first, then the subscription (a stalled server, noticed by the
-    /// reads' timeout before the heartbeat's): one outage.
+    /// A listener thread that panics leaves its store suspect, not serving a tier that nothing
+    /// keeps coherent.
     #[test]
-    fn reads_failing_before_the_subscription_is_lost_still_answer() {
-        let near = near();
-        let now = CoarseClock.now().as_nanos();
-        near.failing_since
-            .store(now - 500_000_000, Ordering::Relaxed);
-        near.lost_at.store(now, Ordering::Relaxed);
-        assert!(answered_in_outage(&near));
-        // An answered read ends the failures in a row.
-        let _ = near.read(&2, b"\x02", 0, Ok(None));
-        assert_eq!(near.failing_since.load(Ordering::Relaxed), 0);
+    fn a_listener_that_panics_leaves_its_store_suspect() {
+        let near = Arc::new(near());
+        near.up.store(true, Ordering::Release);
+        let weak = Arc::downgrade(&near);
+        let ended = thread::spawn(move || {
+            let _mark = Listening(weak);
+            panic!("a key's Hash panicked");
+        })
+        .join();
+        assert!(ended.is_err());
+        assert!(!near.up.load(Ordering::Acquire));
+        assert_eq!(near.lost.load(Ordering::Relaxed), 1);
     }
 }
