@@ -678,11 +678,12 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let region = &self.region;
-        // The hot path: one read, by the key as given where the store answers at once (then
-        // made by the verb, before this future, as `first`).
+        // The hot path's read: made by the verb, before this future, as `first`, from what the
+        // store answers at once; `None` when it had nothing at hand, and the store is read
+        // here (not asked again for what it had at hand).
         let first = match first {
             Some(read) => read,
-            None => match self.stored_by(key).await {
+            None => match region.inner.store.get_async(&key.to_owned()).await {
                 Ok(Some((value, stamp))) if region.age(stamp) == Age::Fresh => {
                     region.stats().add(crate::stats::Counter::Hit);
                     return Ok((value, Served::Fresh));
