@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::protocol::{Failure, Found, Hand, Next, Protocol, Refused, Waited};
-use crate::lock::Release;
+use std::task::Waker;
+
+use crate::lock::{Release, WakeOnRelease};
 use crate::served::Served;
 use crate::sync::thread_local;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
@@ -73,10 +75,11 @@ pub(crate) fn advance<V, K: Key<V>>(
                         .and_then(|t| std::time::Instant::now().checked_add(t))
                         .map(|at| (at, ended))
                 });
-                let waited = wait(key.mutex(), deadline).map(|(waited, g)| {
-                    guard = g;
-                    waited
-                });
+                let waited =
+                    wait(key.mutex(), deadline, || protocol.blocks()).map(|(waited, g)| {
+                        guard = g;
+                        waited
+                    });
                 protocol.lock(waited)
             }
             Next::Create { rescue } => return Stop::Create { guard, rescue },
@@ -108,10 +111,18 @@ pub(crate) fn advance<V, K: Key<V>>(
 fn wait<M: RawMutex + ?Sized>(
     mutex: &Arc<M>,
     deadline: Option<(std::time::Instant, Waited)>,
+    blocks: impl FnOnce(),
 ) -> Result<(Waited, Option<OwnedMutexGuard<M>>), BackendError> {
     if held_by_this_thread(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
+    // A free mutex (an uncontended miss) is taken at once, with no wait to time.
+    if mutex.wake_on_release(Waker::noop()) == WakeOnRelease::Free {
+        if let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(mutex))? {
+            return Ok((Waited::Acquired, Some(guard)));
+        }
+    }
+    blocks();
     let (at, ended) = match deadline {
         Some((at, ended)) => (Some(at), ended),
         None => (None, Waited::TimedOut),

@@ -172,7 +172,8 @@ pub(crate) struct Protocol<'a, V> {
     state: State<V>,
     /// The first read found no value: this call never hands a regeneration off.
     missed: bool,
-    /// When the call began to wait for the mutex, while it waits (and counts).
+    /// When the call began to wait for the mutex, while it waits (and counts): set by
+    /// [`blocks`](Self::blocks), so that a mutex taken at once reads no clock.
     waiting_since: Option<std::time::Instant>,
 }
 
@@ -220,6 +221,14 @@ impl<'a, V> Protocol<'a, V> {
     fn count_wait(&mut self) {
         if let (Some(counters), Some(since)) = (self.counters, self.waiting_since.take()) {
             counters.waited(since.elapsed());
+        }
+    }
+
+    /// The call, told to [`Next::Lock`], found the mutex held and is about to wait for it:
+    /// its wait is timed from now, if the call counts.
+    pub(crate) fn blocks(&mut self) {
+        if self.counters.is_some() && self.waiting_since.is_none() {
+            self.waiting_since = Some(std::time::Instant::now());
         }
     }
 
@@ -285,9 +294,6 @@ impl<'a, V> Protocol<'a, V> {
                     if let Some(counters) = self.counters {
                         counters.add(crate::stats::Counter::Miss);
                     }
-                }
-                if self.counters.is_some() {
-                    self.waiting_since = Some(std::time::Instant::now());
                 }
                 self.state = State::Waiting;
                 Next::Lock

@@ -146,11 +146,9 @@ where
         mut next: Next<V>,
     ) -> Stop<V, AsyncGuard<M>> {
         let inner = &self.region.inner;
-        // The wait's limit, and whether the waiter then creates or gives up.
-        let (timeout, ended) = first_timeout(inner.lock_timeout, inner.hard_timeout);
-        let deadline = timeout
-            .and_then(|t| Instant::now().checked_add(t))
-            .map(|at| (at, ended));
+        // The wait's limit, and whether the waiter then creates or gives up: from the first
+        // wait, however many holders come and go.
+        let mut deadline = None;
         let mut pause = POLL_FIRST;
         let mut guard = None;
         let stop = loop {
@@ -164,7 +162,15 @@ where
                     }))
                 }
                 Next::Lock => {
-                    let waited = wait(key.mutex(), &mut pause, deadline).await;
+                    let deadline = *deadline.get_or_insert_with(|| {
+                        let (timeout, ended) =
+                            first_timeout(inner.lock_timeout, inner.hard_timeout);
+                        timeout
+                            .and_then(|t| Instant::now().checked_add(t))
+                            .map(|at| (at, ended))
+                    });
+                    let waited =
+                        wait(key.mutex(), &mut pause, deadline, || protocol.blocks()).await;
                     protocol.lock(waited.map(|(waited, taken)| {
                         guard = taken;
                         waited
@@ -202,6 +208,7 @@ async fn wait<M: AsyncRawMutex + 'static>(
     mutex: &Arc<M>,
     pause: &mut Duration,
     deadline: Option<(Instant, Waited)>,
+    blocks: impl FnOnce(),
 ) -> Result<(Waited, Option<AsyncGuard<M>>), BackendError> {
     if let Some(guard) = AsyncGuard::try_acquire(mutex).await? {
         return Ok((Waited::Acquired, Some(guard)));
@@ -209,6 +216,7 @@ async fn wait<M: AsyncRawMutex + 'static>(
     if holding(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
+    blocks();
     let (at, ended) = match deadline {
         Some((at, ended)) => (Some(at), ended),
         None => (None, Waited::TimedOut),
