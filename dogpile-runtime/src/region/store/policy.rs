@@ -5,7 +5,8 @@
 //!   straight to the main ring instead.
 //! - A key leaving the window that was hit while there moves to the **main ring**. One that was
 //!   not must win admission: it is admitted only if the frequency sketch has seen it at least
-//!   [`ADMIT_AT`] times lately and more often than the main ring's victim, which is then evicted.
+//!   [`ADMIT_AT`] times lately and more than [`ADMIT_MARGIN`] times more often than the main
+//!   ring's victim, which is then evicted.
 //!   Otherwise the newcomer is the one evicted. So one-hit keys (a scan, a burst of new keys)
 //!   pass through the window without displacing the keys that are asked for again and again.
 //! - The **main ring** is a CLOCK with counters: each entry counts its hits up to
@@ -41,6 +42,9 @@ pub(crate) const HITS_MAX: u8 = 7;
 
 /// The sketch must have seen a newcomer this often before it may displace a main entry.
 const ADMIT_AT: u8 = 3;
+
+/// How far ahead of the main ring's victim a newcomer's count must be to replace it.
+const ADMIT_MARGIN: u8 = 1;
 
 /// The most main entries the hand passes over for one eviction.
 const HAND_STEPS: usize = 32;
@@ -196,7 +200,11 @@ where
         }
         let victim = self.victim(map);
         let victim_hash = self.hasher.hash_one(self.nodes.key(victim));
-        if frequency > self.sketch().estimate(victim_hash) {
+        // The newcomer's count includes the miss that brought it; the victim's last ones may
+        // have been hits. Among keys asked for about as often (a loop longer than the store),
+        // a tie would evict a key just before its return for one that returns no sooner: the
+        // newcomer must be ahead by more than one.
+        if frequency > self.sketch().estimate(victim_hash).saturating_add(ADMIT_MARGIN) {
             self.ghost(victim_hash, Origin::Main);
             // The victim may be the last node, which the removal moves into `candidate`'s index.
             let candidate_key_moves = candidate as usize == self.nodes.len() - 1;
