@@ -22,8 +22,8 @@
 //!
 //! This is W-TinyLFU (Caffeine, moka) with S3-FIFO's cheap parts (quick_cache): a hit only
 //! raises its entry's own counter, written only while below its cap, so reads never queue or
-//! lock, and the sketch counts misses (and the hits a key earned in the window) under the store's
-//! lock. Caffeine sizes its window by hill climbing on the hit ratio; this store does not count
+//! lock, and the sketch counts misses, the hits a key earned in the window, and one more for a
+//! main entry that the hand finds hit since it last passed, all under the store's lock. Caffeine sizes its window by hill climbing on the hit ratio; this store does not count
 //! its hits (a count would be a shared write on every read), so it sizes the window on its
 //! misses, which it sees under its lock anyway. Hit ratios on real traces and on the synthetic
 //! shapes beside the peers' are in the README (`cargo bench --bench traces`).
@@ -293,6 +293,10 @@ where
             if hits == 0 {
                 return head;
             }
+            // Asked for since the hand last passed: the sketch, which counts misses, learns of
+            // it here, so a resident's count does not fade while it is being hit.
+            let hash = self.hasher.hash_one(self.nodes.key(head));
+            self.sketch().increment(hash, 1);
             self.nodes.rotate(List::Main);
         }
         self.nodes.ring(List::Main).head
