@@ -9,6 +9,10 @@
 //!   ring's victim, which is then evicted.
 //!   Otherwise the newcomer is the one evicted. So one-hit keys (a scan, a burst of new keys)
 //!   pass through the window without displacing the keys that are asked for again and again.
+//! - A key asked for again soon after the window let it go (within about a third of the
+//!   store's keys' departures from the window, [`RETURN_PER_MILLE`]) goes **straight to the main
+//!   ring**, as S3-FIFO's ghosts send it: its return is the hit the window was too small to see.
+//!   Large stores on traces with long reuse distances gain most.
 //! - The **main ring** is a CLOCK with counters: each entry counts its hits up to
 //!   [`HITS_MAX`]; the hand takes one off each entry it passes and evicts the first that has
 //!   none. It passes at most [`HAND_STEPS`] entries per eviction, so no insert pays for a long
@@ -45,6 +49,10 @@ const ADMIT_AT: u8 = 3;
 
 /// How far ahead of the main ring's victim a newcomer's count must be to replace it.
 const ADMIT_MARGIN: u8 = 1;
+
+/// A key the window let go returns to the main ring if it comes back within this many
+/// thousandths of the store's keys' departures from the window.
+const RETURN_PER_MILLE: u64 = 350;
 
 /// The most main entries the hand passes over for one eviction.
 const HAND_STEPS: usize = 32;
@@ -117,16 +125,18 @@ where
 
     /// Counts a miss of `key` and adds it; its node. Call [`evict`](Self::evict) after.
     pub(super) fn insert(&mut self, key: K, weight: u32) -> u32 {
+        let mut returned = false;
         if let Some(sketch) = &mut self.sketch {
             let hash = self.hasher.hash_one(&key);
             sketch.increment(hash, 1);
             if let Some((origin, seq)) = self.ghosts.as_mut().and_then(|g| g.take(hash)) {
                 let frequency = self.sketch().estimate(hash);
+                returned = self.returned_soon(origin, seq);
                 self.adapt(origin, seq, frequency, u64::from(weight));
             }
         }
         let main = self.nodes.ring(List::Main).weight;
-        let list = if main + u64::from(weight) + self.window_max <= self.max_weight {
+        let list = if returned || main + u64::from(weight) + self.window_max <= self.max_weight {
             List::Main
         } else {
             List::Window
@@ -273,6 +283,15 @@ where
                 self.window_max = self.window_max.saturating_sub(step).max(1);
             }
         }
+    }
+
+    /// Whether a key that left `origin` as its `seq`th departure comes back soon enough to go
+    /// straight to the main ring: one the window let go fewer than [`RETURN_PER_MILLE`]
+    /// thousandths of the store's keys ago (S3-FIFO's rule, on ARC's ghosts). A key that the
+    /// main ring evicted enters the window again and contends as any newcomer.
+    fn returned_soon(&self, origin: Origin, seq: u64) -> bool {
+        let age = self.departures[origin as usize].wrapping_sub(seq) & SEQ_MASK;
+        origin == Origin::Window && age * 1000 <= self.nodes.len() as u64 * RETURN_PER_MILLE
     }
 
     /// The sketch (and the ghosts), made at the first eviction for the keys held then.
