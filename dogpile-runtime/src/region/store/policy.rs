@@ -214,7 +214,8 @@ where
         // have been hits. Among keys asked for about as often (a loop longer than the store),
         // a tie would evict a key just before its return for one that returns no sooner: the
         // newcomer must be ahead by more than one.
-        if frequency > self.sketch().estimate(victim_hash).saturating_add(ADMIT_MARGIN) {
+        let victim_frequency = self.sketch().estimate(victim_hash);
+        if frequency > victim_frequency.saturating_add(ADMIT_MARGIN) {
             self.ghost(victim_hash, Origin::Main);
             // The victim may be the last node, which the removal moves into `candidate`'s index.
             let candidate_key_moves = candidate as usize == self.nodes.len() - 1;
