@@ -5,9 +5,15 @@
 //!   straight to the main ring instead.
 //! - A key leaving the window that was hit while there moves to the **main ring**. One that was
 //!   not must win admission: it is admitted only if the frequency sketch has seen it at least
-//!   [`ADMIT_AT`] times lately and more often than the main ring's victim, which is then evicted.
+//!   [`ADMIT_AT`] times lately and more than [`ADMIT_MARGIN`] times more often than the main
+//!   ring's victim, which is then evicted.
 //!   Otherwise the newcomer is the one evicted. So one-hit keys (a scan, a burst of new keys)
 //!   pass through the window without displacing the keys that are asked for again and again.
+//! - A key asked for again soon after the window let it go (within about a third of the
+//!   store's keys' departures from the window, [`RETURN_PER_MILLE`]), and seen at least
+//!   [`ADMIT_AT`] times lately, goes **straight to the main ring**, as S3-FIFO's ghosts send it:
+//!   its return is the hit the window was too small to see. Large stores on traces with long
+//!   reuse distances gain most.
 //! - The **main ring** is a CLOCK with counters: each entry counts its hits up to
 //!   [`HITS_MAX`]; the hand takes one off each entry it passes and evicts the first that has
 //!   none. It passes at most [`HAND_STEPS`] entries per eviction, so no insert pays for a long
@@ -21,8 +27,8 @@
 //!
 //! This is W-TinyLFU (Caffeine, moka) with S3-FIFO's cheap parts (quick_cache): a hit only
 //! raises its entry's own counter, written only while below its cap, so reads never queue or
-//! lock, and the sketch counts misses (and the hits a key earned in the window) under the store's
-//! lock. Caffeine sizes its window by hill climbing on the hit ratio; this store does not count
+//! lock, and the sketch counts misses, the hits a key earned in the window, and one more for a
+//! main entry that the hand finds hit since it last passed, all under the store's lock. Caffeine sizes its window by hill climbing on the hit ratio; this store does not count
 //! its hits (a count would be a shared write on every read), so it sizes the window on its
 //! misses, which it sees under its lock anyway. Hit ratios on real traces and on the synthetic
 //! shapes beside the peers' are in the README (`cargo bench --bench traces`).
@@ -41,6 +47,13 @@ pub(crate) const HITS_MAX: u8 = 7;
 
 /// The sketch must have seen a newcomer this often before it may displace a main entry.
 const ADMIT_AT: u8 = 3;
+
+/// How far ahead of the main ring's victim a newcomer's count must be to replace it.
+const ADMIT_MARGIN: u8 = 1;
+
+/// A key the window let go returns to the main ring if it comes back within this many
+/// thousandths of the store's keys' departures from the window.
+const RETURN_PER_MILLE: u64 = 350;
 
 /// The most main entries the hand passes over for one eviction.
 const HAND_STEPS: usize = 32;
@@ -113,16 +126,18 @@ where
 
     /// Counts a miss of `key` and adds it; its node. Call [`evict`](Self::evict) after.
     pub(super) fn insert(&mut self, key: K, weight: u32) -> u32 {
+        let mut returned = false;
         if let Some(sketch) = &mut self.sketch {
             let hash = self.hasher.hash_one(&key);
             sketch.increment(hash, 1);
             if let Some((origin, seq)) = self.ghosts.as_mut().and_then(|g| g.take(hash)) {
                 let frequency = self.sketch().estimate(hash);
+                returned = self.returned_soon(origin, seq, frequency);
                 self.adapt(origin, seq, frequency, u64::from(weight));
             }
         }
         let main = self.nodes.ring(List::Main).weight;
-        let list = if main + u64::from(weight) + self.window_max <= self.max_weight {
+        let list = if returned || main + u64::from(weight) + self.window_max <= self.max_weight {
             List::Main
         } else {
             List::Window
@@ -196,7 +211,12 @@ where
         }
         let victim = self.victim(map);
         let victim_hash = self.hasher.hash_one(self.nodes.key(victim));
-        if frequency > self.sketch().estimate(victim_hash) {
+        // The newcomer's count includes the miss that brought it; the victim's last ones may
+        // have been hits. Among keys asked for about as often (a loop longer than the store),
+        // a tie would evict a key just before its return for one that returns no sooner: the
+        // newcomer must be ahead by more than one.
+        let victim_frequency = self.sketch().estimate(victim_hash);
+        if frequency > victim_frequency.saturating_add(ADMIT_MARGIN) {
             self.ghost(victim_hash, Origin::Main);
             // The victim may be the last node, which the removal moves into `candidate`'s index.
             let candidate_key_moves = candidate as usize == self.nodes.len() - 1;
@@ -267,6 +287,20 @@ where
         }
     }
 
+    /// Whether a key that left `origin` as its `seq`th departure, now seen `frequency` times
+    /// lately, comes back soon enough to go straight to the main ring: one the window let go
+    /// fewer than [`RETURN_PER_MILLE`] thousandths of the store's keys ago (S3-FIFO's rule, on
+    /// ARC's ghosts), if the sketch has seen it often enough to contend ([`ADMIT_AT`]; without
+    /// that, on skewed traffic through a small store the keys of the tail, back once, displace
+    /// better ones). A key that the main ring evicted enters the window again and contends as
+    /// any newcomer.
+    fn returned_soon(&self, origin: Origin, seq: u64, frequency: u8) -> bool {
+        let age = self.departures[origin as usize].wrapping_sub(seq) & SEQ_MASK;
+        origin == Origin::Window
+            && frequency >= ADMIT_AT
+            && age * 1000 <= self.nodes.len() as u64 * RETURN_PER_MILLE
+    }
+
     /// The sketch (and the ghosts), made at the first eviction for the keys held then.
     fn sketch(&mut self) -> &mut Sketch {
         let len = self.nodes.len();
@@ -285,6 +319,10 @@ where
             if hits == 0 {
                 return head;
             }
+            // Asked for since the hand last passed: the sketch, which counts misses, learns of
+            // it here, so a resident's count does not fade while it is being hit.
+            let hash = self.hasher.hash_one(self.nodes.key(head));
+            self.sketch().increment(hash, 1);
             self.nodes.rotate(List::Main);
         }
         self.nodes.ring(List::Main).head
@@ -430,6 +468,58 @@ mod tests {
             policy.window_max
         );
         assert!(hits * 10 >= lru * 9, "{hits} hits against LRU's {lru}");
+    }
+
+    #[test]
+    fn a_loop_longer_than_the_store_keeps_a_part_of_it() {
+        // 1,500 keys asked for round and round through 1,000 places: an LRU (or a policy that
+        // lets equally frequent newcomers displace residents) hits none of them.
+        let mut policy = policy(1000);
+        let map = Map::default();
+        let mut hits = 0;
+        for round in 0..60 {
+            for key in 0..1500 {
+                let hit = access(&mut policy, &map, key);
+                if round >= 30 && hit {
+                    hits += 1;
+                }
+            }
+        }
+        let ratio = hits as f64 / (30.0 * 1500.0);
+        assert!(ratio > 0.4, "hit ratio {ratio:.3} on the loop");
+    }
+
+    #[test]
+    fn a_key_back_soon_after_the_window_let_it_go_enters_the_main_ring() {
+        let mut policy = policy(1000);
+        let map = Map::default();
+        // Full, and one more: the sketch is made at this first eviction.
+        for key in 0..1001 {
+            access(&mut policy, &map, key);
+        }
+        // 5000 enters the window and leaves it, unhit, after 100 newer keys; twice, so
+        // the sketch has seen it often enough at its third arrival.
+        let mut next = 6000;
+        for _ in 0..2 {
+            access(&mut policy, &map, 5000);
+            for _ in 0..100 {
+                access(&mut policy, &map, next);
+                next += 1;
+            }
+            assert!(!map.0.borrow().contains_key(&5000));
+        }
+        access(&mut policy, &map, 5000);
+        let node = map.0.borrow()[&5000].1;
+        assert_eq!(policy.nodes.list(node), List::Main);
+        // One that comes back long after goes through the window again.
+        access(&mut policy, &map, 7000);
+        for key in 8000..9000 {
+            access(&mut policy, &map, key);
+        }
+        assert!(!map.0.borrow().contains_key(&7000));
+        access(&mut policy, &map, 7000);
+        let node = map.0.borrow()[&7000].1;
+        assert_eq!(policy.nodes.list(node), List::Window);
     }
 
     #[test]
