@@ -10,10 +10,9 @@
 //!   Otherwise the newcomer is the one evicted. So one-hit keys (a scan, a burst of new keys)
 //!   pass through the window without displacing the keys that are asked for again and again.
 //! - A key asked for again soon after the window let it go (within about a third of the
-//!   store's keys' departures from the window, [`RETURN_PER_MILLE`]), and seen at least
-//!   [`ADMIT_AT`] times lately, goes **straight to the main ring**, as S3-FIFO's ghosts send it:
-//!   its return is the hit the window was too small to see. Large stores on traces with long
-//!   reuse distances gain most.
+//!   store's keys' departures from the window, [`RETURN_PER_MILLE`]) goes **straight to the main
+//!   ring**, as S3-FIFO's ghosts send it: its return is the hit the window was too small to see.
+//!   Large stores on traces with long reuse distances gain most.
 //! - The **main ring** is a CLOCK with counters: each entry counts its hits up to
 //!   [`HITS_MAX`]; the hand takes one off each entry it passes and evicts the first that has
 //!   none. It passes at most [`HAND_STEPS`] entries per eviction, so no insert pays for a long
@@ -132,7 +131,7 @@ where
             sketch.increment(hash, 1);
             if let Some((origin, seq)) = self.ghosts.as_mut().and_then(|g| g.take(hash)) {
                 let frequency = self.sketch().estimate(hash);
-                returned = self.returned_soon(origin, seq, frequency);
+                returned = self.returned_soon(origin, seq);
                 self.adapt(origin, seq, frequency, u64::from(weight));
             }
         }
@@ -287,18 +286,13 @@ where
         }
     }
 
-    /// Whether a key that left `origin` as its `seq`th departure, now seen `frequency` times
-    /// lately, comes back soon enough to go straight to the main ring: one the window let go
-    /// fewer than [`RETURN_PER_MILLE`] thousandths of the store's keys ago (S3-FIFO's rule, on
-    /// ARC's ghosts), if the sketch has seen it often enough to contend ([`ADMIT_AT`]; without
-    /// that, on skewed traffic through a small store the keys of the tail, back once, displace
-    /// better ones). A key that the main ring evicted enters the window again and contends as
-    /// any newcomer.
-    fn returned_soon(&self, origin: Origin, seq: u64, frequency: u8) -> bool {
+    /// Whether a key that left `origin` as its `seq`th departure comes back soon enough to go
+    /// straight to the main ring: one the window let go fewer than [`RETURN_PER_MILLE`]
+    /// thousandths of the store's keys ago (S3-FIFO's rule, on ARC's ghosts). A key that the
+    /// main ring evicted enters the window again and contends as any newcomer.
+    fn returned_soon(&self, origin: Origin, seq: u64) -> bool {
         let age = self.departures[origin as usize].wrapping_sub(seq) & SEQ_MASK;
-        origin == Origin::Window
-            && frequency >= ADMIT_AT
-            && age * 1000 <= self.nodes.len() as u64 * RETURN_PER_MILLE
+        origin == Origin::Window && age * 1000 <= self.nodes.len() as u64 * RETURN_PER_MILLE
     }
 
     /// The sketch (and the ghosts), made at the first eviction for the keys held then.
@@ -497,17 +491,12 @@ mod tests {
         for key in 0..1001 {
             access(&mut policy, &map, key);
         }
-        // 5000 enters the window and leaves it, unhit, after 100 newer keys; twice, so
-        // the sketch has seen it often enough at its third arrival.
-        let mut next = 6000;
-        for _ in 0..2 {
-            access(&mut policy, &map, 5000);
-            for _ in 0..100 {
-                access(&mut policy, &map, next);
-                next += 1;
-            }
-            assert!(!map.0.borrow().contains_key(&5000));
+        // 5000 enters the window and leaves it, unhit, after 100 newer keys.
+        access(&mut policy, &map, 5000);
+        for key in 6000..6100 {
+            access(&mut policy, &map, key);
         }
+        assert!(!map.0.borrow().contains_key(&5000));
         access(&mut policy, &map, 5000);
         let node = map.0.borrow()[&5000].1;
         assert_eq!(policy.nodes.list(node), List::Main);
