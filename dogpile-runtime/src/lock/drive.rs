@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::protocol::{Failure, Found, Hand, Next, Protocol, Refused, Waited};
-use std::task::Waker;
-
-use crate::lock::{Release, WakeOnRelease};
+use crate::lock::Release;
 use crate::served::Served;
 use crate::sync::thread_local;
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
@@ -76,7 +74,7 @@ pub(crate) fn advance<V, K: Key<V>>(
                         .map(|at| (at, ended))
                 });
                 let waited =
-                    wait(key.mutex(), deadline, || protocol.blocks()).map(|(waited, g)| {
+                    wait(key.mutex(), deadline, &mut || protocol.blocks()).map(|(waited, g)| {
                         guard = g;
                         waited
                     });
@@ -106,29 +104,23 @@ pub(crate) fn advance<V, K: Key<V>>(
 /// Waits for the mutex, up to `deadline` (and how the wait ends there: the lock timeout or the
 /// hard timeout): the guard when taken. A mutex that can wake its waiters is not taken but
 /// waited for: released, the caller reads first (as async waiters do), so that the waiters of a
-/// first miss all return at once with the value stored.
+/// first miss all return at once with the value stored. `blocks` is told before the call
+/// blocks: a free mutex (an uncontended miss) is taken without it.
 #[cold]
 fn wait<M: RawMutex + ?Sized>(
     mutex: &Arc<M>,
     deadline: Option<(std::time::Instant, Waited)>,
-    blocks: impl FnOnce(),
+    blocks: &mut dyn FnMut(),
 ) -> Result<(Waited, Option<OwnedMutexGuard<M>>), BackendError> {
     if held_by_this_thread(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
-    // A free mutex (an uncontended miss) is taken at once, with no wait to time.
-    if mutex.wake_on_release(Waker::noop()) == WakeOnRelease::Free {
-        if let Some(guard) = OwnedMutexGuard::try_acquire(Arc::clone(mutex))? {
-            return Ok((Waited::Acquired, Some(guard)));
-        }
-    }
-    blocks();
     let (at, ended) = match deadline {
         Some((at, ended)) => (Some(at), ended),
         None => (None, Waited::TimedOut),
     };
     loop {
-        match crate::lock::wait_for_release(&**mutex, at) {
+        match crate::lock::wait_for_release(&**mutex, at, blocks) {
             Release::Released => return Ok((Waited::Released, None)),
             Release::TimedOut => return Ok((ended, None)),
             Release::Free => {
@@ -139,6 +131,7 @@ fn wait<M: RawMutex + ?Sized>(
             Release::Unsupported => break,
         }
     }
+    blocks();
     let timeout = at.map(|d| d.saturating_duration_since(std::time::Instant::now()));
     let guard = match timeout {
         None => Some(OwnedMutexGuard::acquire(Arc::clone(mutex))?),
