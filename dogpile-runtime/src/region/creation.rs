@@ -145,7 +145,7 @@ impl<'a> Run<'a> {
 
     /// Records how the run ended and closes its span.
     pub(super) fn finish(self, outcome: &'static str) {
-        self.span.finish(outcome, self.began.elapsed());
+        self.span.finish(outcome, || self.began.elapsed());
     }
 
     /// A batch's creator returned another number of values than it was asked for: counted as

@@ -64,13 +64,15 @@ impl Regeneration {
         }
     }
 
-    /// Records how the regeneration ended ("stored", "error", ...) and how long it took.
+    /// Records how the regeneration ended ("stored", "error", ...) and how long it took. The
+    /// time is read only for a span that records it: without a subscriber a miss does not pay
+    /// for a clock read (about 200 instructions with the subtraction).
     #[inline]
-    pub(super) fn finish(self, outcome: &'static str, took: std::time::Duration) {
+    pub(super) fn finish(self, outcome: &'static str, took: impl FnOnce() -> std::time::Duration) {
         #[cfg(feature = "tracing")]
-        {
+        if !self.span.is_disabled() {
             self.span.record("outcome", outcome);
-            self.span.record("took", tracing::field::debug(took));
+            self.span.record("took", tracing::field::debug(took()));
         }
         #[cfg(not(feature = "tracing"))]
         let _ = (outcome, took);
