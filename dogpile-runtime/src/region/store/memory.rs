@@ -202,6 +202,7 @@ where
 
     /// Whether `key` has a value, without counting a hit for the policy (a check of the
     /// store's own upkeep, not a use of the value).
+    #[cfg(feature = "redis")]
     pub(crate) fn holds(&self, key: &K) -> bool {
         self.map.pin().contains_key(key)
     }
