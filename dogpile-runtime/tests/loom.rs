@@ -231,6 +231,27 @@ fn name_registry_get_racing_a_drop() {
     });
 }
 
+/// A release racing with a get of the same identifier: the getter's object keeps its entry
+/// while held (it is the releaser's, which is then not the last, or a new one), and once both
+/// are given back the registry is empty, in every order.
+#[test]
+fn name_registry_release_racing_a_get() {
+    model(|| {
+        let registry = Arc::new(NameRegistry::new(|id: &u8| *id));
+        let first = registry.get(&1);
+        let releaser = {
+            let registry = registry.clone();
+            thread::spawn(move || registry.release(&1, first))
+        };
+        let again = registry.get(&1);
+        releaser.join().unwrap();
+        assert_eq!(registry.entries(), 1);
+        assert_eq!(*again, 1);
+        registry.release(&1, again);
+        assert_eq!(registry.entries(), 0);
+    });
+}
+
 /// An async waiter's registration and the holder's release, in any order: a waiter told
 /// `Registered` is always woken; one told `Free` finds the mutex free.
 #[test]

@@ -138,3 +138,36 @@ fn the_dead_entries_of_a_burst_go_away_with_further_gets() {
     assert_eq!(registry.len(), 1);
     drop(kept);
 }
+
+/// Objects given back with `release`, one identifier at a time (a cache's misses on distinct
+/// keys), leave no entry behind: the registry never holds more than the one in use, with no
+/// sweep. An object still held elsewhere, or given back under another identifier, keeps its
+/// entry.
+#[test]
+fn released_objects_leave_no_entry_behind() {
+    let registry = NameRegistry::new(|id: &u64| *id);
+    for id in 0..10_000u64 {
+        let object = registry.get(&id);
+        assert_eq!(registry.entries(), 1, "only the one in use, at {id}");
+        registry.release(&id, object);
+        assert_eq!(registry.entries(), 0, "none after giving back {id}");
+    }
+
+    let (a, b) = (registry.get(&1), registry.get(&1));
+    registry.release(&1, a);
+    assert_eq!(registry.entries(), 1, "held by another caller: kept");
+    let other = registry.get(&2);
+    registry.release(&1, other);
+    assert_eq!(
+        registry.entries(),
+        2,
+        "another identifier's object removes nothing"
+    );
+    assert_eq!(
+        registry.len(),
+        1,
+        "the object of 2 was dropped: swept as dead"
+    );
+    registry.release(&1, b);
+    assert_eq!(registry.entries(), 0);
+}

@@ -138,6 +138,41 @@ where
         value
     }
 
+    /// Gives back `object`, had from [`get`](Self::get) for `identifier`: if no one else holds
+    /// it, its entry goes now instead of at a later sweep. A registry whose objects are each used
+    /// by one caller at a time (a cache's mutexes on misses of distinct keys) then stays at the
+    /// few entries in use, and its sweeps find nothing to free.
+    ///
+    /// Dropping the object instead is always correct: its entry then waits for a sweep.
+    ///
+    /// ```
+    /// # use dogpile_runtime::lock::NameRegistry;
+    /// let registry = NameRegistry::new(|id: &u32| *id);
+    /// let (a, b) = (registry.get(&1), registry.get(&1));
+    /// registry.release(&1, a); // `b` still holds it: the entry stays
+    /// assert_eq!(registry.entries(), 1);
+    /// registry.release(&1, b);
+    /// assert_eq!(registry.entries(), 0); // gone without a sweep
+    /// ```
+    pub fn release<Q>(&self, identifier: &Q, object: Arc<V>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let mut entries = self.entries.lock();
+        // Under the lock no one can take a new reference: the count is final if it is one.
+        if Arc::strong_count(&object) == 1 {
+            if let Some((key, weak)) = entries.map.remove_entry(identifier) {
+                if !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&object)) {
+                    // Another identifier's object: its entry is not this one to remove.
+                    entries.map.insert(key, weak);
+                }
+            }
+        }
+        drop(entries);
+        drop(object);
+    }
+
     /// How many identifiers have a live object (dead entries are swept while counting).
     ///
     /// ```

@@ -13,18 +13,29 @@ use crate::{BackendError, OwnedMutexGuard, RawMutex};
 /// A region call's view of its key, for the blocking driver. The key's mutex is taken from the
 /// registry only when the protocol first asks for it: a call served from the first read never
 /// touches the registry.
-pub(super) struct KeyOf<'a, K, V, S, M: RawMutex> {
+pub(super) struct KeyOf<'a, K: CacheKey, V, S, M: RawMutex> {
     region: &'a Region<K, V, S, M>,
     key: &'a K,
     mutex: Option<Arc<M>>,
 }
 
-impl<'a, K, V, S, M: RawMutex> KeyOf<'a, K, V, S, M> {
+impl<'a, K: CacheKey, V, S, M: RawMutex> KeyOf<'a, K, V, S, M> {
     pub(super) fn new(region: &'a Region<K, V, S, M>, key: &'a K) -> Self {
         KeyOf {
             region,
             key,
             mutex: None,
+        }
+    }
+}
+
+impl<K, V, S, M: RawMutex> Drop for KeyOf<'_, K, V, S, M>
+where
+    K: CacheKey,
+{
+    fn drop(&mut self) {
+        if let Some(mutex) = self.mutex.take() {
+            self.region.inner.mutexes.release(self.key, mutex);
         }
     }
 }

@@ -36,10 +36,21 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 
 /// An async call's view of its key: the key's mutex is taken from the registry only when the
 /// protocol first asks for it.
-pub(in crate::region) struct AsyncKey<'a, K, V, S, M: RawMutex> {
+pub(in crate::region) struct AsyncKey<'a, K: CacheKey, V, S, M: RawMutex> {
     region: &'a Region<K, V, S, M>,
     pub(in crate::region) key: &'a K,
     mutex: Option<Arc<M>>,
+}
+
+impl<K, V, S, M: RawMutex> Drop for AsyncKey<'_, K, V, S, M>
+where
+    K: CacheKey,
+{
+    fn drop(&mut self) {
+        if let Some(mutex) = self.mutex.take() {
+            self.region.inner.mutexes.release(self.key, mutex);
+        }
+    }
 }
 
 impl<'a, K, V, S, M> AsyncKey<'a, K, V, S, M>
