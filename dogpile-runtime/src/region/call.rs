@@ -5,18 +5,18 @@ use std::sync::Arc;
 
 use super::creation::Creation;
 use super::verbs::First;
-use super::{CacheKey, CacheValue, Made, OnBackendError, Region, RegionError, Served, Store};
+use super::{
+    CacheKey, CacheValue, KeyMutex, Made, OnBackendError, Region, RegionError, Served, Store,
+};
 use crate::lock::drive::{self, Held, Stop};
 use crate::lock::protocol::{Failure, Found, Hand, Protocol, Refused, Rules};
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
 
-/// A region call's view of its key, for the blocking driver. The key's mutex is taken from the
-/// registry only when the protocol first asks for it: a call served from the first read never
-/// touches the registry.
+/// A region call's view of its key, for the blocking driver.
 pub(super) struct KeyOf<'a, K: CacheKey, V, S, M: RawMutex> {
     region: &'a Region<K, V, S, M>,
     key: &'a K,
-    mutex: Option<Arc<M>>,
+    mutex: KeyMutex<'a, K, M>,
 }
 
 impl<'a, K: CacheKey, V, S, M: RawMutex> KeyOf<'a, K, V, S, M> {
@@ -24,18 +24,7 @@ impl<'a, K: CacheKey, V, S, M: RawMutex> KeyOf<'a, K, V, S, M> {
         KeyOf {
             region,
             key,
-            mutex: None,
-        }
-    }
-}
-
-impl<K, V, S, M: RawMutex> Drop for KeyOf<'_, K, V, S, M>
-where
-    K: CacheKey,
-{
-    fn drop(&mut self) {
-        if let Some(mutex) = self.mutex.take() {
-            self.region.inner.mutexes.release(self.key, mutex);
+            mutex: KeyMutex::new(region, key),
         }
     }
 }
@@ -50,9 +39,7 @@ where
     type Mutex = M;
 
     fn mutex(&mut self) -> &Arc<M> {
-        let (region, key) = (self.region, self.key);
-        self.mutex
-            .get_or_insert_with(|| region.inner.mutexes.get(key))
+        self.mutex.get()
     }
 
     fn read(&mut self) -> Result<Found<V>, BackendError> {

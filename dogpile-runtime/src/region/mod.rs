@@ -90,6 +90,39 @@ pub trait CacheValue: Clone + Send + Sync + 'static {}
 impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
 
 type MutexFactory<K, M> = Box<dyn Fn(&K) -> M + Send + Sync>;
+
+/// A call's key's dogpile mutex (blocking or async): taken from the region's registry only when
+/// the protocol first asks for it, so a call served from its first read never touches the
+/// registry, and given back when the call ends, so the registry forgets a mutex no one else
+/// holds at once instead of at a sweep.
+struct KeyMutex<'a, K: CacheKey, M: RawMutex> {
+    mutexes: &'a NameRegistry<K, M, MutexFactory<K, M>>,
+    key: &'a K,
+    mutex: Option<Arc<M>>,
+}
+
+impl<'a, K: CacheKey, M: RawMutex> KeyMutex<'a, K, M> {
+    fn new<V, S>(region: &'a Region<K, V, S, M>, key: &'a K) -> Self {
+        KeyMutex {
+            mutexes: &region.inner.mutexes,
+            key,
+            mutex: None,
+        }
+    }
+
+    fn get(&mut self) -> &Arc<M> {
+        let (mutexes, key) = (self.mutexes, self.key);
+        self.mutex.get_or_insert_with(|| mutexes.get(key))
+    }
+}
+
+impl<K: CacheKey, M: RawMutex> Drop for KeyMutex<'_, K, M> {
+    fn drop(&mut self) {
+        if let Some(mutex) = self.mutex.take() {
+            self.mutexes.release(self.key, mutex);
+        }
+    }
+}
 type ShouldCache<V> = Box<dyn Fn(&V) -> bool + Send + Sync>;
 type ExpireWith<V> = Arc<dyn Fn(&V) -> Duration + Send + Sync>;
 

@@ -20,7 +20,7 @@ use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
 use crate::region::creation::Guard;
 use crate::region::expiry::Age;
 use crate::region::verbs::Stored;
-use crate::region::{AsyncStore, CacheKey, CacheValue, Region, Stamp};
+use crate::region::{AsyncStore, CacheKey, CacheValue, KeyMutex, Region, Stamp};
 use crate::{AsyncRawMutex, BackendError, RawMutex, WakeOnRelease};
 
 tokio::task_local! {
@@ -34,42 +34,26 @@ tokio::task_local! {
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(50);
 
-/// An async call's view of its key: the key's mutex is taken from the registry only when the
-/// protocol first asks for it.
-pub(in crate::region) struct AsyncKey<'a, K: CacheKey, V, S, M: RawMutex> {
-    region: &'a Region<K, V, S, M>,
+/// An async call's view of its key.
+pub(in crate::region) struct AsyncKey<'a, K: CacheKey, M: RawMutex> {
     pub(in crate::region) key: &'a K,
-    mutex: Option<Arc<M>>,
+    mutex: KeyMutex<'a, K, M>,
 }
 
-impl<K, V, S, M: RawMutex> Drop for AsyncKey<'_, K, V, S, M>
-where
-    K: CacheKey,
-{
-    fn drop(&mut self) {
-        if let Some(mutex) = self.mutex.take() {
-            self.region.inner.mutexes.release(self.key, mutex);
-        }
-    }
-}
-
-impl<'a, K, V, S, M> AsyncKey<'a, K, V, S, M>
+impl<'a, K, M> AsyncKey<'a, K, M>
 where
     K: CacheKey,
     M: RawMutex + 'static,
 {
-    pub(in crate::region) fn new(region: &'a Region<K, V, S, M>, key: &'a K) -> Self {
+    pub(in crate::region) fn new<V, S>(region: &'a Region<K, V, S, M>, key: &'a K) -> Self {
         AsyncKey {
-            region,
             key,
-            mutex: None,
+            mutex: KeyMutex::new(region, key),
         }
     }
 
     pub(in crate::region) fn mutex(&mut self) -> &Arc<M> {
-        let (region, key) = (self.region, self.key);
-        self.mutex
-            .get_or_insert_with(|| region.inner.mutexes.get(key))
+        self.mutex.get()
     }
 }
 
@@ -152,7 +136,7 @@ where
     /// mutex held when the call ends without creating is released here.
     pub(in crate::region) async fn advance(
         &self,
-        key: &mut AsyncKey<'_, K, V, S, M>,
+        key: &mut AsyncKey<'_, K, M>,
         protocol: &mut Protocol<'_, V>,
         mut next: Next<V>,
     ) -> Stop<V, AsyncGuard<M>> {
