@@ -23,8 +23,8 @@ struct Entry<V> {
     stamp: Stamp,
     /// The key's node in the policy; written under the policy's lock.
     node: AtomicU32,
-    /// Hits since the policy's hand last passed, up to [`HITS_MAX`]. Readers write it only while
-    /// it is below the cap; in an unbounded store it starts there, so they never do.
+    /// Hits, up to [`HITS_MAX`], halved each time the policy's hand passes. Readers write it only
+    /// while it is below the cap; in an unbounded store it starts there, so they never do.
     hits: AtomicU8,
 }
 
