@@ -9,10 +9,13 @@
 //!   ring's victim, which is then evicted.
 //!   Otherwise the newcomer is the one evicted. So one-hit keys (a scan, a burst of new keys)
 //!   pass through the window without displacing the keys that are asked for again and again.
-//! - A key asked for again soon after the window let it go (within about a third of the
-//!   store's keys' departures from the window, [`RETURN_PER_MILLE`]) goes **straight to the main
-//!   ring**, as S3-FIFO's ghosts send it: its return is the hit the window was too small to see.
-//!   Large stores on traces with long reuse distances gain most.
+//! - A key asked for again soon after the window let it go (within half the store's keys'
+//!   departures from the window, [`RETURN_PER_MILLE`]) goes **straight to the main ring**, as
+//!   S3-FIFO's ghosts send it: its return is the hit the window was too small to see. Only while
+//!   the window holds at least [`RETURN_WINDOW_PER_MILLE`] of the bound, that is while recency
+//!   pays: a window shrunk to a sliver (skewed traffic, loops) means the keys that count are the
+//!   frequent ones, and a key back from it contends like any other instead of pushing a main
+//!   entry out uncontested. Large stores on traces with long reuse distances gain most.
 //! - The **main ring** is a CLOCK with counters: each entry counts its hits up to
 //!   [`HITS_MAX`]; the hand halves the count of each entry it passes and evicts the first that
 //!   has none. A key asked for all the time keeps its count near the cap; one that stopped being
@@ -56,7 +59,10 @@ const ADMIT_MARGIN: u8 = 1;
 
 /// A key the window let go returns to the main ring if it comes back within this many
 /// thousandths of the store's keys' departures from the window.
-const RETURN_PER_MILLE: u64 = 350;
+const RETURN_PER_MILLE: u64 = 500;
+
+/// The return rule holds while the window is at least this many thousandths of the bound.
+const RETURN_WINDOW_PER_MILLE: u64 = 50;
 
 /// The most main entries the hand passes over for one eviction.
 const HAND_STEPS: usize = 32;
@@ -146,6 +152,9 @@ where
                 self.adapt(origin, seq, frequency, u64::from(weight));
             }
         }
+        let returned = returned
+            && u128::from(self.window_max) * 1000
+                >= u128::from(self.max_weight) * u128::from(RETURN_WINDOW_PER_MILLE);
         let main = self.nodes.ring(List::Main).weight;
         let list = if returned || main + u64::from(weight) + self.window_max <= self.max_weight {
             List::Main
@@ -301,9 +310,10 @@ where
     }
 
     /// Whether a key that left `origin` as its `seq`th departure comes back soon enough to go
-    /// straight to the main ring: one the window let go fewer than [`RETURN_PER_MILLE`]
-    /// thousandths of the store's keys ago (S3-FIFO's rule, on ARC's ghosts). A key that the
-    /// main ring evicted enters the window again and contends as any newcomer.
+    /// straight to the main ring (if the window is wide enough, which the caller checks): one
+    /// the window let go fewer than [`RETURN_PER_MILLE`] thousandths of the store's keys ago
+    /// (S3-FIFO's rule, on ARC's ghosts). A key that the main ring evicted enters the window
+    /// again and contends as any newcomer.
     fn returned_soon(&self, origin: Origin, seq: u64) -> bool {
         let age = self.departures[origin as usize].wrapping_sub(seq) & SEQ_MASK;
         origin == Origin::Window && age * 1000 <= self.nodes.len() as u64 * RETURN_PER_MILLE
@@ -534,9 +544,11 @@ mod tests {
         for key in 0..1001 {
             access(&mut policy, &map, key);
         }
-        // 5000 enters the window and leaves it, unhit, after 100 newer keys.
+        // A window of 10% of the bound, as traffic that returns by recency grows it.
+        policy.window_max = 100;
+        // 5000 enters the window and leaves it, unhit, after 200 newer keys.
         access(&mut policy, &map, 5000);
-        for key in 6000..6100 {
+        for key in 6000..6200 {
             access(&mut policy, &map, key);
         }
         assert!(!map.0.borrow().contains_key(&5000));
@@ -551,6 +563,22 @@ mod tests {
         assert!(!map.0.borrow().contains_key(&7000));
         access(&mut policy, &map, 7000);
         let node = map.0.borrow()[&7000].1;
+        assert_eq!(policy.nodes.list(node), List::Window);
+
+        // With the window at 1% (skewed traffic keeps it there), one back as soon goes through
+        // the window again: it contends like any other.
+        let mut policy = self::policy(1000);
+        let map = Map::default();
+        for key in 0..1001 {
+            access(&mut policy, &map, key);
+        }
+        access(&mut policy, &map, 5000);
+        for key in 6000..6100 {
+            access(&mut policy, &map, key);
+        }
+        assert!(!map.0.borrow().contains_key(&5000));
+        access(&mut policy, &map, 5000);
+        let node = map.0.borrow()[&5000].1;
         assert_eq!(policy.nodes.list(node), List::Window);
     }
 
