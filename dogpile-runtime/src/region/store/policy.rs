@@ -536,50 +536,36 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_key_back_soon_after_the_window_let_it_go_enters_the_main_ring() {
+    /// Where `key` goes when asked for again after `newer` new keys pushed it out of the
+    /// window of a full store whose window is `window` keys.
+    fn back_after(window: u64, newer: u64, key: u64) -> List {
         let mut policy = policy(1000);
         let map = Map::default();
         // Full, and one more: the sketch is made at this first eviction.
         for key in 0..1001 {
             access(&mut policy, &map, key);
         }
-        // A window of 10% of the bound, as traffic that returns by recency grows it.
-        policy.window_max = 100;
-        // 5000 enters the window and leaves it, unhit, after 200 newer keys.
-        access(&mut policy, &map, 5000);
-        for key in 6000..6200 {
-            access(&mut policy, &map, key);
+        policy.window_max = window;
+        access(&mut policy, &map, key);
+        for new in 0..newer {
+            access(&mut policy, &map, 1_000_000 + new);
         }
-        assert!(!map.0.borrow().contains_key(&5000));
-        access(&mut policy, &map, 5000);
-        let node = map.0.borrow()[&5000].1;
-        assert_eq!(policy.nodes.list(node), List::Main);
-        // One that comes back long after goes through the window again.
-        access(&mut policy, &map, 7000);
-        for key in 8000..9000 {
-            access(&mut policy, &map, key);
-        }
-        assert!(!map.0.borrow().contains_key(&7000));
-        access(&mut policy, &map, 7000);
-        let node = map.0.borrow()[&7000].1;
-        assert_eq!(policy.nodes.list(node), List::Window);
+        assert!(!map.0.borrow().contains_key(&key), "out of the window");
+        access(&mut policy, &map, key);
+        let node = map.0.borrow()[&key].1;
+        policy.nodes.list(node)
+    }
 
+    #[test]
+    fn a_key_back_soon_after_the_window_let_it_go_enters_the_main_ring() {
+        // A window of 10% of the bound, as traffic that returns by recency grows it: back after
+        // 200 departures (a fifth of the store), to the main ring; after 1,000, through the
+        // window again.
+        assert_eq!(back_after(100, 200, 5000), List::Main);
+        assert_eq!(back_after(100, 1000, 5000), List::Window);
         // With the window at 1% (skewed traffic keeps it there), one back as soon goes through
         // the window again: it contends like any other.
-        let mut policy = self::policy(1000);
-        let map = Map::default();
-        for key in 0..1001 {
-            access(&mut policy, &map, key);
-        }
-        access(&mut policy, &map, 5000);
-        for key in 6000..6100 {
-            access(&mut policy, &map, key);
-        }
-        assert!(!map.0.borrow().contains_key(&5000));
-        access(&mut policy, &map, 5000);
-        let node = map.0.borrow()[&5000].1;
-        assert_eq!(policy.nodes.list(node), List::Window);
+        assert_eq!(back_after(10, 100, 5000), List::Window);
     }
 
     #[test]
