@@ -15,7 +15,6 @@ use crate::{BackendError, OwnedMutexGuard, RawMutex};
 /// A region call's view of its key, for the blocking driver.
 pub(super) struct KeyOf<'a, K: CacheKey, V, S, M: RawMutex> {
     region: &'a Region<K, V, S, M>,
-    key: &'a K,
     mutex: KeyMutex<'a, K, M>,
 }
 
@@ -23,7 +22,6 @@ impl<'a, K: CacheKey, V, S, M: RawMutex> KeyOf<'a, K, V, S, M> {
     pub(super) fn new(region: &'a Region<K, V, S, M>, key: &'a K) -> Self {
         KeyOf {
             region,
-            key,
             mutex: KeyMutex::new(region, key),
         }
     }
@@ -43,7 +41,9 @@ where
     }
 
     fn read(&mut self) -> Result<Found<V>, BackendError> {
-        Ok(self.region.judge(self.region.inner.store.get(self.key)?))
+        Ok(self
+            .region
+            .judge(self.region.inner.store.get(self.mutex.key)?))
     }
 }
 

@@ -91,12 +91,16 @@ impl<T: Clone + Send + Sync + 'static> CacheValue for T {}
 
 type MutexFactory<K, M> = Box<dyn Fn(&K) -> M + Send + Sync>;
 
+type ShouldCache<V> = Box<dyn Fn(&V) -> bool + Send + Sync>;
+type ExpireWith<V> = Arc<dyn Fn(&V) -> Duration + Send + Sync>;
+
 /// A call's key's dogpile mutex (blocking or async): taken from the region's registry only when
 /// the protocol first asks for it, so a call served from its first read never touches the
 /// registry, and given back when the call ends, so the registry forgets a mutex no one else
 /// holds at once instead of at a sweep.
 struct KeyMutex<'a, K: CacheKey, M: RawMutex> {
     mutexes: &'a NameRegistry<K, M, MutexFactory<K, M>>,
+    /// The call's key.
     key: &'a K,
     mutex: Option<Arc<M>>,
 }
@@ -123,8 +127,6 @@ impl<K: CacheKey, M: RawMutex> Drop for KeyMutex<'_, K, M> {
         }
     }
 }
-type ShouldCache<V> = Box<dyn Fn(&V) -> bool + Send + Sync>;
-type ExpireWith<V> = Arc<dyn Fn(&V) -> Duration + Send + Sync>;
 
 /// What a creator makes: a value, or a value with its own lifetime (`(V, Duration)`, from the
 /// `*_with_expiry` calls).

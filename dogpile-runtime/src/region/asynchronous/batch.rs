@@ -4,13 +4,13 @@
 
 use std::future::Future;
 
-use super::driver::{while_holding, AsyncKey, CatchUnwind};
+use super::driver::{while_holding, CatchUnwind};
 use super::{AsyncGuard, AsyncRegion};
 use crate::lock::drive::Stop;
 use crate::lock::protocol::{Protocol, Refused};
 use crate::region::batch::{assemble, check, stored, unique_in_order, Checked, Slot};
 use crate::region::creation::{Creation, Guard, Run};
-use crate::region::{AsyncStore, CacheKey, CacheValue, RegionError};
+use crate::region::{AsyncStore, CacheKey, CacheValue, KeyMutex, RegionError};
 use crate::AsyncRawMutex;
 
 impl<K, V, S, M> AsyncRegion<K, V, S, M>
@@ -112,7 +112,7 @@ where
         key: &'a K,
     ) -> Result<Slot<'a, K, V, S, M, AsyncGuard<M>>, RegionError<E>> {
         let region = &self.region;
-        let mut view = AsyncKey::new(region, key);
+        let mut view = KeyMutex::new(region, key);
         // The batch runs its creator in place: no background, no refresh-ahead.
         let mut protocol = Protocol::new(
             region.rules(region.on_backend_error, false),

@@ -20,7 +20,7 @@ use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
 use crate::region::creation::Guard;
 use crate::region::expiry::Age;
 use crate::region::verbs::Stored;
-use crate::region::{AsyncStore, CacheKey, CacheValue, KeyMutex, Region, Stamp};
+use crate::region::{AsyncStore, CacheKey, CacheValue, KeyMutex, Stamp};
 use crate::{AsyncRawMutex, BackendError, RawMutex, WakeOnRelease};
 
 tokio::task_local! {
@@ -33,29 +33,6 @@ tokio::task_local! {
 /// the first value up to the last.
 const POLL_FIRST: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(50);
-
-/// An async call's view of its key.
-pub(in crate::region) struct AsyncKey<'a, K: CacheKey, M: RawMutex> {
-    pub(in crate::region) key: &'a K,
-    mutex: KeyMutex<'a, K, M>,
-}
-
-impl<'a, K, M> AsyncKey<'a, K, M>
-where
-    K: CacheKey,
-    M: RawMutex + 'static,
-{
-    pub(in crate::region) fn new<V, S>(region: &'a Region<K, V, S, M>, key: &'a K) -> Self {
-        AsyncKey {
-            key,
-            mutex: KeyMutex::new(region, key),
-        }
-    }
-
-    pub(in crate::region) fn mutex(&mut self) -> &Arc<M> {
-        self.mutex.get()
-    }
-}
 
 impl<K, V, S, M> AsyncRegion<K, V, S, M>
 where
@@ -136,7 +113,7 @@ where
     /// mutex held when the call ends without creating is released here.
     pub(in crate::region) async fn advance(
         &self,
-        key: &mut AsyncKey<'_, K, M>,
+        key: &mut KeyMutex<'_, K, M>,
         protocol: &mut Protocol<'_, V>,
         mut next: Next<V>,
     ) -> Stop<V, AsyncGuard<M>> {
@@ -150,7 +127,7 @@ where
             next = match next {
                 Next::Read => protocol.read(self.read(key.key).await),
                 Next::TryLock => {
-                    let taken = AsyncGuard::try_acquire(key.mutex()).await;
+                    let taken = AsyncGuard::try_acquire(key.get()).await;
                     protocol.try_lock(taken.map(|taken| {
                         guard = taken;
                         guard.is_some()
@@ -164,8 +141,7 @@ where
                             .and_then(|t| Instant::now().checked_add(t))
                             .map(|at| (at, ended))
                     });
-                    let waited =
-                        wait(key.mutex(), &mut pause, deadline, || protocol.blocks()).await;
+                    let waited = wait(key.get(), &mut pause, deadline, || protocol.blocks()).await;
                     protocol.lock(waited.map(|(waited, taken)| {
                         guard = taken;
                         waited

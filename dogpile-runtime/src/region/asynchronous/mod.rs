@@ -34,9 +34,9 @@ use super::{
 };
 use crate::lock::drive::Stop;
 use crate::lock::protocol::{Found, Protocol};
-use crate::region::AsyncStore;
+use crate::region::{AsyncStore, KeyMutex};
 use crate::{AsyncRawMutex, BackendError, RawMutex};
-use driver::{acquire, holding, while_holding, AsyncKey};
+use driver::{acquire, holding, while_holding};
 
 /// A region from async code: the same cache as the [`Region`] it came from
 /// ([`Region::to_async`]), with calls that await.
@@ -694,7 +694,7 @@ where
         .map(|stored| region.judge(stored));
         let key = &key.to_owned();
         let began = region.inner.failures.seq();
-        let mut view = AsyncKey::new(region, key);
+        let mut view = KeyMutex::new(region, key);
         let mut protocol =
             Protocol::new(region.rules(policy, spawn.is_some()), Some(region.stats()));
         let next = protocol.read(first);
