@@ -242,16 +242,17 @@ impl StoreExported {
         }
     }
 
-    /// Whether a publication is due at `now` (at most one a second); claims it if so.
+    /// Whether a publication is due at `now` (at most one a second, or at once after the clock
+    /// stepped back past the last one); claims it if so.
     pub(crate) fn due(&self, now: i64) -> bool {
         use std::sync::atomic::Ordering;
         let next = self.next.load(Ordering::Relaxed);
-        now >= next
+        (now >= next || next.saturating_sub(now) > 1_000_000_000)
             && self
                 .next
                 .compare_exchange(
                     next,
-                    now + 1_000_000_000,
+                    now.saturating_add(1_000_000_000),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )

@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use dogpile_runtime::clock::ManualClock;
+use dogpile_runtime::clock::{Clock, ManualClock};
 use dogpile_runtime::region::{Pool, Served, Stamp, Store, StoreFuture};
 use dogpile_runtime::{BackendError, Region, RegionError};
 
@@ -216,6 +216,105 @@ fn a_failing_background_regeneration_backs_off_exponentially() {
     // not one every 100 ms.
     let calls = calls.load(Ordering::SeqCst);
     assert!((5..=12).contains(&calls), "{calls} calls in 60 s");
+}
+
+/// The region's clock stepped back by an hour after a failure: the failure's time is then an
+/// hour ahead of the clock. Read as a negative age, it would keep the throttle, the back-off and
+/// a direct value's sharing going for the hour; it ends them, as it expires a value stamped then.
+const STEP_BACK: Duration = Duration::from_secs(3600);
+
+#[test]
+fn a_clock_stepped_back_ends_the_failure_throttle_instead_of_stretching_it() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u32, u32> = Region::builder()
+        .fail_safe_throttle(Duration::from_secs(2))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    let failing = || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<u32, _>("down")
+    };
+    assert!(region.try_get_with(&1, failing).is_err());
+    // A step back within the clock's tolerance (1 s) is trusted: the throttle goes on.
+    clock.set(clock.now() - Duration::from_millis(500));
+    assert!(region.try_get_with(&1, failing).is_err());
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "shared within the throttle"
+    );
+    // An hour back: the failure is "an hour ahead", and the upstream is asked again at once.
+    clock.set(clock.now() - STEP_BACK);
+    assert!(region.try_get_with(&1, failing).is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "retried after the step");
+    // The new failure is stamped with the corrected clock: the throttle holds again.
+    assert!(region.try_get_with(&1, failing).is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_clock_stepped_back_ends_a_background_back_off() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u32, u32> = Region::builder()
+        .expiry(Duration::from_secs(10))
+        .fail_safe_throttle(Duration::from_secs(60))
+        .background(Pool::new(1, 8).unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    region.insert(&1, 1).unwrap();
+    clock.advance(Duration::from_secs(11));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let call = || {
+        let calls = calls.clone();
+        let got = region.background().try_get_with(&1, move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err::<u32, _>("down")
+        });
+        assert_eq!(got.unwrap(), 1, "the stale value, always");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while region.mutexes_in_use() > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "a background creator never ended"
+            );
+            thread::yield_now();
+        }
+    };
+    call();
+    call();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "backing off for 30 to 60 s"
+    );
+    clock.set(clock.now() - STEP_BACK);
+    call();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the back-off ended with the step"
+    );
+}
+
+#[test]
+fn a_clock_stepped_back_ends_the_sharing_of_a_value_made_with_the_store_down() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u32, u32, Down> = Region::builder()
+        .store(Down)
+        .fail_safe_throttle(Duration::from_secs(2))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let calls = AtomicUsize::new(0);
+    let make = || calls.fetch_add(1, Ordering::SeqCst) as u32 + 10;
+    assert_eq!(region.get_with_served(&1, make), (10, Served::Direct));
+    assert_eq!(region.get_with_served(&1, make), (10, Served::Waited));
+    clock.set(clock.now() - STEP_BACK);
+    assert_eq!(region.get_with_served(&1, make), (11, Served::Direct));
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use dogpile_runtime::clock::ManualClock;
+use dogpile_runtime::clock::{Clock, ManualClock};
 use dogpile_runtime::Region;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};
 use metrics_util::registry::{AtomicStorage, Registry};
@@ -213,4 +213,21 @@ fn a_handle_with_its_own_statistics_reports_under_its_namespace() {
     assert_eq!(fresh(&[("region", "prices")]), 2.0);
     let created = &[("namespace", "quotes"), ("outcome", "created")];
     assert_eq!(snap.value("dogpile_cache_requests_total", created), 1.0);
+}
+
+#[test]
+fn the_store_gauges_are_published_again_at_once_after_the_clock_steps_back() {
+    let recorder = Kept::new();
+    let snap = recorder.clone();
+    let clock = Arc::new(ManualClock::starting_now());
+    let region = region_on(&recorder, clock.clone());
+    let entries = || snap.value("dogpile_cache_entries", &[]);
+    region.get_with(&1, || "a".to_string());
+    assert_eq!(entries(), 1.0);
+    region.get_with(&2, || "b".to_string());
+    assert_eq!(entries(), 1.0, "at most one publication a second");
+    // An hour back: the next publication is not an hour away.
+    clock.set(clock.now() - Duration::from_secs(3600));
+    region.get_with(&3, || "c".to_string());
+    assert_eq!(entries(), 3.0);
 }

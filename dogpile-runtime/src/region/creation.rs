@@ -21,6 +21,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::expiry;
 use super::failures::Failure;
 use super::{
     trace, CacheKey, CacheValue, Made, NotCached, Region, RegionError, Served, Stamp, Store,
@@ -311,11 +312,12 @@ where
             return;
         }
         let now = region.inner.now().as_nanos();
+        let tolerance = region.inner.tolerance_nanos;
         region
             .inner
             .failures
             .record(self.key, now, error, |failure| {
-                now.saturating_sub(failure.at) > region.backoff(failure)
+                !expiry::within(now, failure.at, region.backoff(failure), tolerance)
             });
     }
 
@@ -331,7 +333,8 @@ where
         }
         let failure = region.inner.failures.last(self.key)?;
         let now = region.inner.now().as_nanos();
-        let within = now.saturating_sub(failure.at) < region.inner.fail_safe_throttle_nanos;
+        let throttle = region.inner.fail_safe_throttle_nanos;
+        let within = expiry::within(now, failure.at, throttle, region.inner.tolerance_nanos);
         if failure.seq <= began && !within {
             return None;
         }
@@ -497,7 +500,13 @@ where
             return false;
         }
         self.inner.failures.last(key).is_some_and(|failure| {
-            self.inner.now().as_nanos().saturating_sub(failure.at) < self.backoff(&failure)
+            let now = self.inner.now().as_nanos();
+            expiry::within(
+                now,
+                failure.at,
+                self.backoff(&failure),
+                self.inner.tolerance_nanos,
+            )
         })
     }
 

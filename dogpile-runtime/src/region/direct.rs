@@ -13,6 +13,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::creation::Creation;
+use super::expiry;
 use super::{CacheKey, CacheValue, Made, Region, RegionError, Served, Store};
 use crate::lock::drive::{held_by_this_thread, Held};
 use crate::lock::{LocalMutex, NameRegistry};
@@ -62,14 +63,21 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
     }
 
     /// A value a direct creator made for `key` that a call which began at `began` shares: one
-    /// made since, or within `window` of `now`.
-    pub(super) fn shared(&self, key: &K, began: u64, now: i64, window: i64) -> Option<V> {
+    /// made since, or within `window` of `now` ([`expiry::within`], with the clock's
+    /// `tolerance`).
+    pub(super) fn shared(
+        &self,
+        key: &K,
+        began: u64,
+        now: i64,
+        (window, tolerance): (i64, i64),
+    ) -> Option<V> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
         let mut made = self.made.lock();
         let kept = made.get(key)?;
-        if kept.seq > began || now.saturating_sub(kept.at) < window {
+        if kept.seq > began || expiry::within(now, kept.at, window, tolerance) {
             return Some(kept.value.clone());
         }
         made.remove(key);
@@ -78,10 +86,10 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
     }
 
     /// Keeps `value`, made for `key` at `now` by a direct creator.
-    pub(super) fn keep(&self, key: &K, value: V, now: i64, window: i64) {
+    pub(super) fn keep(&self, key: &K, value: V, now: i64, (window, tolerance): (i64, i64)) {
         let mut made = self.made.lock();
         if made.len() >= MOST && !made.contains_key(key) {
-            made.retain(|_, kept| now.saturating_sub(kept.at) < window);
+            made.retain(|_, kept| expiry::within(now, kept.at, window, tolerance));
             if made.len() >= MOST {
                 return;
             }
@@ -140,8 +148,8 @@ where
     pub(super) fn direct_shared(&self, key: &K, waited_from: u64) -> Option<V> {
         let inner = &*self.inner;
         let now = inner.now().as_nanos();
-        let value =
-            (inner.directs).shared(key, waited_from, now, inner.fail_safe_throttle_nanos)?;
+        let window = (inner.fail_safe_throttle_nanos, inner.tolerance_nanos);
+        let value = (inner.directs).shared(key, waited_from, now, window)?;
         self.stats().served(Served::Waited);
         Some(value)
     }
@@ -151,7 +159,8 @@ where
         if let Ok((value, Served::Direct)) = made {
             let inner = &*self.inner;
             let now = inner.now().as_nanos();
-            (inner.directs).keep(key, value.clone(), now, inner.fail_safe_throttle_nanos);
+            let window = (inner.fail_safe_throttle_nanos, inner.tolerance_nanos);
+            (inner.directs).keep(key, value.clone(), now, window);
         }
     }
 }

@@ -124,6 +124,15 @@ pub(super) fn expiry_limit(expiry_nanos: i64, tolerance_nanos: i64) -> u64 {
     expiry_nanos.saturating_add(tolerance_nanos).unsigned_abs()
 }
 
+/// Whether `at`, a moment the region's clock gave, is less than `window` before `now`. A moment
+/// further ahead of the clock than `tolerance` (the clock stepped back since) is not, as a value
+/// stamped then counts as expired: a step back ends a failure throttle, a back-off or the
+/// sharing of a value made directly, instead of stretching it by the length of the step.
+pub(super) fn within(now: i64, at: i64, window: i64, tolerance: i64) -> bool {
+    let age = now.saturating_sub(at);
+    age < window && age >= tolerance.saturating_neg()
+}
+
 /// The limit past which a value is due for refresh: `share` of its expiry.
 pub(super) fn refresh_limit(expiry_nanos: i64, tolerance_nanos: i64, share: Option<f64>) -> u64 {
     match share {

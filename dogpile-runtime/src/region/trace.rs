@@ -213,17 +213,48 @@ mod limits {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            self.due_at(now)
+        }
+
+        /// [`due`](Self::due) at `now`, in milliseconds of the wall clock: one event a second,
+        /// and one at once after the clock stepped back past the last (not a silence as long
+        /// as the step).
+        pub(super) fn due_at(&self, now: u64) -> Option<u64> {
             let next = self.next.load(Ordering::Relaxed);
-            if now < next
+            let waiting = now < next && next - now <= 1000;
+            if waiting
                 || self
                     .next
-                    .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                    .compare_exchange(
+                        next,
+                        now.saturating_add(1000),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
                     .is_err()
             {
                 self.unreported.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
             Some(self.unreported.swap(0, Ordering::Relaxed))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::Limit;
+
+        #[test]
+        fn one_event_a_second_and_one_at_once_after_the_clock_steps_back() {
+            let limit = Limit::new();
+            let now = 1_700_000_000_000;
+            assert_eq!(limit.due_at(now), Some(0));
+            assert_eq!(limit.due_at(now + 500), None);
+            assert_eq!(limit.due_at(now + 999), None);
+            assert_eq!(limit.due_at(now + 1000), Some(2), "two held back meanwhile");
+            // An hour back: reported at once, then one a second from there.
+            assert_eq!(limit.due_at(now - 3_600_000), Some(0));
+            assert_eq!(limit.due_at(now - 3_600_000 + 10), None);
         }
     }
 }

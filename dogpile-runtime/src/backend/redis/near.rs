@@ -67,6 +67,15 @@ struct Kept<V> {
     until: i64,
 }
 
+impl<V> Kept<V> {
+    /// Whether the copy may be served at `now`, for a tier that keeps copies `near_nanos`: before
+    /// its end, and not further from it than it was made (the wall clock stepped back since: the
+    /// copy would otherwise outlive its bound on staleness by the length of the step).
+    fn serves(&self, now: i64, near_nanos: i64) -> bool {
+        self.until > now && self.until.saturating_sub(now) <= near_nanos
+    }
+}
+
 /// What races the stripe's keys (see the module's docs), and the keys it has in memory by
 /// their encoding, so that a notification, which names a key by its encoding, finds its copy.
 struct Stripe<K> {
@@ -376,7 +385,8 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone + Send + Sync + 'sta
         }
         let now = Self::now();
         let copy = self.memory.read(key, |copy, stamp| {
-            (copy.until > now).then(|| (copy.value.clone(), stamp))
+            copy.serves(now, self.near_nanos)
+                .then(|| (copy.value.clone(), stamp))
         });
         copy.flatten()
     }
@@ -1143,6 +1153,31 @@ mod tests {
         };
         near.memory.put(&1, &kept, stamp).unwrap();
         near.read(&1, b"\x01", 0, down()).is_ok()
+    }
+
+    #[test]
+    fn a_copy_lasts_its_lifetime_and_no_longer_when_the_clock_steps_back() {
+        const SECOND: i64 = 1_000_000_000;
+        let now = 1_700_000_000 * SECOND;
+        let kept = Kept {
+            value: 7,
+            until: now + 5 * SECOND,
+        };
+        assert!(kept.serves(now, 5 * SECOND));
+        assert!(kept.serves(now + 4 * SECOND, 5 * SECOND));
+        assert!(
+            !kept.serves(now + 5 * SECOND, 5 * SECOND),
+            "its lifetime ended"
+        );
+        assert!(
+            !kept.serves(now - 3600 * SECOND, 5 * SECOND),
+            "the clock stepped back an hour: not an hour more"
+        );
+        let forever = Kept {
+            value: 7,
+            until: i64::MAX,
+        };
+        assert!(forever.serves(now - 3600 * SECOND, i64::MAX));
     }
 
     #[test]
