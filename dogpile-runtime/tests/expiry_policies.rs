@@ -474,3 +474,50 @@ fn async_values_live_as_long_as_their_creator_says() {
             );
         });
 }
+
+/// A creator that gives its value no lifetime at all (0, or 1 ns: a token already expired when
+/// it arrives): the herd that waited for it gets that value, instead of regenerating one
+/// after the other (20 creator calls, one second); a caller that comes after the value expired
+/// makes it again while the others get the expired one meanwhile. Measured: 1 call in 27 of
+/// 30 herds, 2 in the others. Then, on a manual clock: the value is fresh at the instant it is
+/// made, and made again as soon as the clock moves.
+#[test]
+fn a_herd_on_a_value_made_with_no_lifetime_is_served_by_one_creator() {
+    for lifetime in [Duration::ZERO, Duration::from_nanos(1)] {
+        let region: Region<u32, u32> = Region::builder()
+            .expiry(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(20));
+        let threads: Vec<_> = (0..20)
+            .map(|_| {
+                let (region, calls, barrier) = (region.clone(), calls.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    region.try_get_with_expiry(&1, || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        thread::sleep(Duration::from_millis(50));
+                        Ok::<_, ()>((42, lifetime))
+                    })
+                })
+            })
+            .collect();
+        for thread in threads {
+            assert_eq!(thread.join().unwrap().unwrap(), 42);
+        }
+        let calls = calls.load(Ordering::SeqCst);
+        assert!((1..=3).contains(&calls), "{lifetime:?}: {calls} calls");
+    }
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u32, u32> = Region::builder()
+        .expiry(Duration::from_secs(60))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let made = |value| move || Ok::<_, ()>((value, Duration::ZERO));
+    assert_eq!(region.try_get_with_expiry(&1, made(1)).unwrap(), 1);
+    assert_eq!(region.try_get_with_expiry(&1, made(2)).unwrap(), 1);
+    clock.advance(Duration::from_nanos(1));
+    assert_eq!(region.try_get_with_expiry(&1, made(3)).unwrap(), 3);
+}

@@ -308,6 +308,44 @@ fn a_fresh_hit_is_one_round_trip() {
     assert_eq!(inside, Some(&("hmget".to_string(), 200)), "{calls:?}");
 }
 
+/// A value of 50 MB: made once, stored, and read back whole by another handle on the same
+/// server (as another process would), within the default timeout of 1 s on loopback.
+#[test]
+fn a_value_of_50_mb_is_made_once_and_read_back_whole() {
+    const SIZE: usize = 50 << 20;
+    let server = Server::start();
+    let redis = Redis::open(&server.url()).unwrap();
+    let handle = || -> Region<u64, Vec<u8>, RedisStore<u64, Vec<u8>>, RedisMutex> {
+        Region::builder()
+            .name("large")
+            .expiry(Duration::from_secs(60))
+            .store(redis.store("large"))
+            .mutexes(redis.mutexes("large"))
+            .build()
+            .unwrap()
+    };
+    let (one, other) = (handle(), handle());
+    let calls = AtomicUsize::new(0);
+    let make = || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let mut value = (0..251).collect::<Vec<u8>>().repeat(SIZE / 251 + 1);
+        value.truncate(SIZE);
+        value
+    };
+    let began = Instant::now();
+    let made = one.get_with(&1, make);
+    let stored = began.elapsed();
+    let began = Instant::now();
+    let read = other.get_with(&1, || unreachable!("stored in Redis"));
+    let fetched = began.elapsed();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(read.len(), SIZE);
+    assert!(read == made, "read back byte for byte");
+    assert_eq!(one.statistics().backend_failures, 0);
+    assert_eq!(other.statistics().backend_failures, 0);
+    eprintln!("50 MB: made and stored in {stored:?}, read by another handle in {fetched:?}");
+}
+
 #[test]
 fn a_holder_killed_mid_creation_is_replaced_within_the_lease() {
     let server = Server::start();

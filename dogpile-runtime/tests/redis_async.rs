@@ -266,3 +266,44 @@ fn an_async_creator_that_outlived_its_lease_cannot_overwrite_its_successor() {
         "the successor's value stands"
     );
 }
+
+/// A value of 50 MB through async calls: made once, stored, and read back whole by another
+/// handle within the default timeout (1 s, for the whole command on the async connection; the
+/// blocking twin is in `redis.rs`).
+#[test]
+fn a_value_of_50_mb_is_made_once_and_read_back_whole_by_async_calls() {
+    const SIZE: usize = 50 << 20;
+    let server = Server::start();
+    let redis = Redis::open(&server.url()).unwrap();
+    let handle = || -> AsyncRegion<u64, Vec<u8>, RedisStore<u64, Vec<u8>>, RedisMutex> {
+        Region::builder()
+            .name("large")
+            .expiry(Duration::from_secs(60))
+            .store(redis.store("large"))
+            .mutexes(redis.mutexes("large"))
+            .build()
+            .unwrap()
+            .to_async()
+    };
+    let (one, other) = (handle(), handle());
+    let calls = AtomicUsize::new(0);
+    let (made, read) = current_thread().block_on(async {
+        let made = one
+            .get_with(&1, || async {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let mut value = (0..251).collect::<Vec<u8>>().repeat(SIZE / 251 + 1);
+                value.truncate(SIZE);
+                value
+            })
+            .await;
+        let read = other
+            .get_with(&1, || async { unreachable!("stored in Redis") })
+            .await;
+        (made, read)
+    });
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(read.len(), SIZE);
+    assert!(read == made, "read back byte for byte");
+    assert_eq!(one.statistics().backend_failures, 0);
+    assert_eq!(other.statistics().backend_failures, 0);
+}
