@@ -349,16 +349,19 @@ enum Outage {
 /// fresh for a minute. During an outage, this process invalidates them: each call says the
 /// invalidation did not reach the store and is queued. Once the server is back, the child sees
 /// both (key 1 missing, key 2 expired) within about the breaker's cool-down, and this process
-/// never serves the old value of key 1 meanwhile.
-fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage) {
+/// never serves the old value of key 1 meanwhile. With `all`, the invalidations are
+/// `invalidate_all` (blocking) and `soft_invalidate_all` (async), which the child sees on both
+/// keys.
+fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage, all: bool) {
     let mut server = match outage {
         Outage::Stall => Server::start(),
         Outage::Restart => Server::start_persistent(),
     };
     let url = server.url();
-    let dir = fresh_dir(match outage {
-        Outage::Stall => "replay-stall",
-        Outage::Restart => "replay-restart",
+    let dir = fresh_dir(match (outage, all) {
+        (Outage::Stall, false) => "replay-stall",
+        (Outage::Stall, true) => "replay-stall-all",
+        (Outage::Restart, _) => "replay-restart",
     });
     let redis = handle(&url, 3);
     let here = region(&redis, "replay");
@@ -375,13 +378,21 @@ fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage) {
         Outage::Stall => server.freeze(),
         Outage::Restart => server.stop(),
     }
-    let err = here.invalidate(&1).expect_err("the server is away");
-    assert!(err.is_queued_for_replay(), "{err}");
     let rt = runtime(1);
-    let err = rt
-        .block_on(here.to_async().soft_invalidate(&2))
-        .expect_err("the server is away");
-    assert!(err.is_queued_for_replay(), "{err}");
+    let (hard, soft) = if all {
+        (
+            here.invalidate_all(),
+            rt.block_on(here.to_async().soft_invalidate_all()),
+        )
+    } else {
+        (
+            here.invalidate(&1),
+            rt.block_on(here.to_async().soft_invalidate(&2)),
+        )
+    };
+    for err in [hard, soft].map(|done| done.expect_err("the server is away")) {
+        assert!(err.is_queued_for_replay(), "{err}");
+    }
     assert_ne!(
         here.get_with(&1, || 7),
         0,
@@ -424,12 +435,17 @@ fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage) {
 
 #[test]
 fn an_invalidation_during_a_stall_reaches_another_process_after_it() {
-    an_invalidation_during_an_outage_reaches_another_process(Outage::Stall);
+    an_invalidation_during_an_outage_reaches_another_process(Outage::Stall, false);
+}
+
+#[test]
+fn an_invalidation_of_every_key_during_a_stall_reaches_another_process_after_it() {
+    an_invalidation_during_an_outage_reaches_another_process(Outage::Stall, true);
 }
 
 #[test]
 fn an_invalidation_while_the_server_is_down_reaches_another_process_after_its_restart() {
-    an_invalidation_during_an_outage_reaches_another_process(Outage::Restart);
+    an_invalidation_during_an_outage_reaches_another_process(Outage::Restart, false);
 }
 
 /// The child of the invalidation tests: reads both keys fresh, then, once the server is back,
