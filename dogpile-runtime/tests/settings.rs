@@ -177,6 +177,70 @@ fn region_builder_durations() {
         [Works, Works, Refused],
         serves_once,
     );
+    region_duration(
+        "fail_safe_throttle",
+        Builder::fail_safe_throttle,
+        [Works, Works, Refused],
+        fails_once_then_recovers,
+    );
+    region_duration(
+        "hard_timeout",
+        Builder::hard_timeout,
+        [Refused, Works, Refused],
+        waiters_give_up_and_the_value_stays,
+    );
+}
+
+/// A failing creator is called once for concurrent callers, who all get its error; then (once
+/// the throttle is over, at once for the shortest) a creator that succeeds is called.
+fn fails_once_then_recovers(region: Region<u32, u32>) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let (region, runs) = (region.clone(), runs.clone());
+            thread::spawn(move || {
+                region.try_get_with(&1, || {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(20));
+                    Err::<u32, _>("down")
+                })
+            })
+        })
+        .collect();
+    for caller in callers {
+        assert!(caller.join().unwrap().is_err());
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "one creator for the herd");
+    while region.try_get_with(&1, || Ok::<_, &str>(7)).is_err() {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(region.get_with(&1, || 9), 7, "then served");
+}
+
+/// A creator slower than the hard timeout: its caller gets its value, a caller waiting for it
+/// gives up with `RegionError::Timeout` (or gets the value, if it came late), and the value
+/// is stored.
+fn waiters_give_up_and_the_value_stays(region: Region<u32, u32>) {
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let region = region.clone();
+            thread::spawn(move || {
+                region.try_get_with(&1, || {
+                    thread::sleep(Duration::from_millis(20));
+                    Ok::<_, Infallible>(7)
+                })
+            })
+        })
+        .collect();
+    let answers: Vec<_> = callers.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(answers.iter().any(|a| matches!(a, Ok(7))), "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| matches!(a, Ok(7) | Err(dogpile_runtime::RegionError::Timeout(_)))),
+        "{answers:?}"
+    );
+    assert_eq!(region.get_with(&1, || 9), 7, "stored");
 }
 
 #[test]
