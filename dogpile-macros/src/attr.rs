@@ -391,10 +391,23 @@ fn share(expr: &Expr, name: &str, errors: &mut Errors) -> Option<u32> {
                 .strip_suffix('%')
                 .and_then(|percent| millionths(percent.trim(), 100)),
         ),
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) if i.base10_digits() == "0" && i.suffix().is_empty() => (i.span(), Some(0)),
         _ => (expr.span(), None),
     };
     match millionths {
         Some(m) if m > 0 && m < 1_000_000 => Some(m),
+        Some(0) => {
+            let zero = if name == "jitter" {
+                "`jitter` of zero shortens no lifetime: leave `jitter` out"
+            } else {
+                "`refresh_ahead` of zero would refresh a value as soon as it is made: leave \
+                 `refresh_ahead` out"
+            };
+            errors.push(span, format!("{zero}, or write a share such as {example}"));
+            None
+        }
         _ => {
             errors.push(
                 span,
