@@ -495,6 +495,60 @@ fn capacity_bounds_the_store_and_keeps_hot_keys() {
     assert!(hot_alive >= 80, "only {hot_alive} of 100 hot keys survived");
 }
 
+/// Skewed traffic through `get_with` with a scan of one-time keys in between, through the
+/// public API: 400 keys asked for again and again, each request among them followed by five
+/// keys never seen before, through a region of 1,000. Between two requests for one of them come
+/// about 2,000 new keys, so a plain LRU (simulated beside it) keeps few of them; the region
+/// keeps them and hits on nearly every request for them.
+#[test]
+fn a_scan_of_one_time_keys_does_not_flush_the_keys_asked_for_again() {
+    const CAPACITY: usize = 1000;
+    const HOT: u64 = 400;
+    let region: Region<u64, u64> = Region::builder().capacity(CAPACITY).build().unwrap();
+    let mut last_asked = std::collections::HashMap::new();
+    let mut by_last = std::collections::BTreeMap::new();
+    let (mut asked, mut hits, mut lru_hits) = (0u64, 0u64, 0u64);
+    let mut fresh = 1_000_000u64;
+    let mut x = 7u64;
+    for request in 0..200_000u64 {
+        let key = if request % 6 == 0 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            asked += 1;
+            x % HOT
+        } else {
+            fresh += 1;
+            fresh
+        };
+        let (_, served) = region.get_with_served(&key, || key);
+        let hot = key < HOT;
+        if hot && served == Served::Fresh {
+            hits += 1;
+        }
+        // The LRU: each key's last request, and the keys by it.
+        if let Some(last) = last_asked.insert(key, request) {
+            by_last.remove(&last);
+            lru_hits += u64::from(hot);
+        } else if by_last.len() == CAPACITY {
+            let (_, oldest) = by_last.pop_first().unwrap();
+            last_asked.remove(&oldest);
+        }
+        by_last.insert(request, key);
+    }
+    assert!(region.len() <= CAPACITY);
+    let (ratio, lru_ratio) = (hits as f64 / asked as f64, lru_hits as f64 / asked as f64);
+    eprintln!("hit ratio on the keys asked for again: {ratio:.3}, LRU {lru_ratio:.3}");
+    assert!(
+        lru_ratio < 0.5,
+        "the LRU beside it kept them: {lru_ratio:.3}"
+    );
+    assert!(
+        ratio > 0.9,
+        "hit ratio on the keys asked for again: {ratio:.3} (LRU {lru_ratio:.3})"
+    );
+}
+
 #[test]
 fn background_regeneration_returns_stale_at_once() {
     let clock = manual();
