@@ -181,35 +181,48 @@ fn within_the_throttle_callers_get_the_failure_or_the_stale_value_without_callin
     assert_eq!(stats.shared_failures, 2);
 }
 
-#[test]
-fn a_failing_background_regeneration_backs_off_exponentially() {
+/// A region on a manual clock whose key 1 holds the value 1, expired (past its 10 s), and
+/// which regenerates in the background with `throttle` as its failure throttle.
+fn expired_in_the_background(throttle: Duration) -> (Arc<ManualClock>, Region<u32, u32>) {
     let clock = Arc::new(ManualClock::starting_now());
     let region: Region<u32, u32> = Region::builder()
         .expiry(Duration::from_secs(10))
-        .fail_safe_throttle(Duration::from_secs(1))
+        .fail_safe_throttle(throttle)
         .background(Pool::new(1, 8).unwrap())
         .clock(clock.clone())
         .build()
         .unwrap();
     region.insert(&1, 1).unwrap();
     clock.advance(Duration::from_secs(11));
+    (clock, region)
+}
+
+/// One call for key 1 whose background regeneration (if it runs) fails, counted in `calls`:
+/// the stale value at once, and the background creator ended before it returns.
+fn fail_in_the_background(region: &Region<u32, u32>, calls: &Arc<AtomicUsize>) {
+    let calls = calls.clone();
+    let got = region.background().try_get_with(&1, move || {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err::<u32, _>("down")
+    });
+    assert_eq!(got.unwrap(), 1, "the stale value, always");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while region.mutexes_in_use() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a background creator never ended"
+        );
+        thread::yield_now();
+    }
+}
+
+#[test]
+fn a_failing_background_regeneration_backs_off_exponentially() {
+    let (clock, region) = expired_in_the_background(Duration::from_secs(1));
     let calls = Arc::new(AtomicUsize::new(0));
     // A call every 100 ms for 60 s of the region's clock.
     for _ in 0..600 {
-        let calls = calls.clone();
-        let got = region.background().try_get_with(&1, move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err::<u32, _>("down")
-        });
-        assert_eq!(got.unwrap(), 1, "the stale value, always");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while region.mutexes_in_use() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "a background creator never ended"
-            );
-            thread::yield_now();
-        }
+        fail_in_the_background(&region, &calls);
         clock.advance(Duration::from_millis(100));
     }
     // Back-offs of about 1, 2, 4, 8, 16, 32 s (each between half and all of it): a few calls,
@@ -256,33 +269,9 @@ fn a_clock_stepped_back_ends_the_failure_throttle_instead_of_stretching_it() {
 
 #[test]
 fn a_clock_stepped_back_ends_a_background_back_off() {
-    let clock = Arc::new(ManualClock::starting_now());
-    let region: Region<u32, u32> = Region::builder()
-        .expiry(Duration::from_secs(10))
-        .fail_safe_throttle(Duration::from_secs(60))
-        .background(Pool::new(1, 8).unwrap())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    region.insert(&1, 1).unwrap();
-    clock.advance(Duration::from_secs(11));
+    let (clock, region) = expired_in_the_background(Duration::from_secs(60));
     let calls = Arc::new(AtomicUsize::new(0));
-    let call = || {
-        let calls = calls.clone();
-        let got = region.background().try_get_with(&1, move || {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err::<u32, _>("down")
-        });
-        assert_eq!(got.unwrap(), 1, "the stale value, always");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while region.mutexes_in_use() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "a background creator never ended"
-            );
-            thread::yield_now();
-        }
-    };
+    let call = || fail_in_the_background(&region, &calls);
     call();
     call();
     assert_eq!(

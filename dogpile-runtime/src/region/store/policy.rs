@@ -525,20 +525,25 @@ mod tests {
         assert!(ratio > 0.4, "hit ratio {ratio:.3} on the loop");
     }
 
+    /// Skewed ranks over 100,000 keys from `seed`: rank r about 1/r as often.
+    fn ranks(seed: u64) -> impl FnMut() -> u64 {
+        let mut x = seed;
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
+            100_000f64.powf(unit) as u64
+        }
+    }
+
     #[test]
     fn a_loop_mixed_with_skewed_traffic_keeps_its_part_without_growing_the_window() {
         // Half the requests scan 5,000 keys round and round, half are skewed over 100,000 keys
         // (rank r about 1/r as often), through 4,000 places. Skewed keys back after long made
         // the window grow for them, each step evicting a main entry (the loop's) without a
         // contest, and shrink again: now 3,780 steps and a hit ratio of 0.704 on the loop.
-        let mut x = 5u64;
-        let mut rank = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-            100_000f64.powf(unit) as u64
-        };
+        let mut rank = ranks(5);
         let mut policy = policy(4_000);
         let map = Map::default();
         let (mut hits, mut asked, mut grown) = (0, 0, 0);
@@ -567,14 +572,7 @@ mod tests {
     fn when_the_popular_keys_change_the_new_ones_replace_the_old_soon() {
         // Skewed traffic over 100,000 keys (a key of rank r asked for about 1/r as often) through
         // 10,000 places, whose popular keys all change: those popular before are asked no more.
-        let mut x = 3u64;
-        let mut rank = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let unit = (x >> 11) as f64 / (1u64 << 53) as f64;
-            100_000f64.powf(unit) as u64
-        };
+        let mut rank = ranks(3);
         let mut policy = policy(10_000);
         let map = Map::default();
         for _ in 0..400_000 {
