@@ -336,6 +336,78 @@ fn sixteen_threads_pay_no_timeout_while_the_breaker_is_open() {
     assert_eq!(redis.breaker().state, BreakerState::Closed);
 }
 
+/// An address whose connections never complete: a listener that accepts nothing, its queue
+/// filled, so the kernel drops further handshakes (a black-holed host, a server too loaded to
+/// accept). Returns the listener (kept open) and the connections that fill its queue.
+fn never_accepting() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..1024 {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_millis(100)) {
+            Ok(connection) => queued.push(connection),
+            Err(_) => return (listener, queued),
+        }
+    }
+    panic!("the listener's queue never filled");
+}
+
+/// A server that never accepts the connection, from the first call: each call, blocking or
+/// async, made its value directly within about the timeout (the connect is bounded too, not
+/// only the command); with the breaker, three calls paid and the rest none.
+#[test]
+fn a_server_that_never_accepts_costs_a_call_its_timeout_and_nothing_once_the_breaker_is_open() {
+    let (listener, _queued) = never_accepting();
+    let url = format!("redis://{}/", listener.local_addr().unwrap());
+    let unbroken = handle(&url, u32::MAX);
+    let blocking = region(&unbroken, "unaccepted");
+    let rt = runtime(1);
+    let asynchronous = region(&unbroken, "unaccepted").to_async();
+    let timed = |call: &mut dyn FnMut()| {
+        let began = Instant::now();
+        call();
+        began.elapsed()
+    };
+    let mut calls: Vec<Duration> = (1..4u64)
+        .map(|key| {
+            timed(&mut || {
+                assert_eq!(
+                    blocking.get_with_served(&key, || key),
+                    (key, Served::Direct)
+                );
+            })
+        })
+        .collect();
+    calls.extend((1..4u64).map(|key| {
+        timed(&mut || {
+            assert_eq!(
+                rt.block_on(asynchronous.get_with(&key, || async move { key })),
+                key
+            );
+        })
+    }));
+    eprintln!("never accepted, timeout {TIMEOUT:?}: calls {calls:?}");
+    for took in &calls {
+        assert!(
+            *took < TIMEOUT * 3 / 2,
+            "a call took {took:?}: more than one timeout"
+        );
+    }
+    assert!(blocking.statistics().backend_failures >= 3);
+
+    let broken = handle(&url, 3);
+    let guarded = region(&broken, "unaccepted");
+    let calls: Vec<Duration> = (0..10u64)
+        .map(|key| timed(&mut || assert_eq!(guarded.get_with(&key, || key), key)))
+        .collect();
+    // A refused call takes microseconds; one that tries to connect, at least its share of the
+    // timeout.
+    let paid = calls.iter().filter(|took| **took >= TIMEOUT / 4).count();
+    eprintln!("with the breaker: {paid} of 10 calls paid a timeout: {calls:?}");
+    assert_eq!(paid, 3, "{calls:?}");
+    assert_eq!(broken.breaker().state, BreakerState::Open);
+}
+
 /// How the server goes away for an invalidation test.
 #[derive(Clone, Copy)]
 enum Outage {
