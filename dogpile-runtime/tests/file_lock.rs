@@ -133,6 +133,14 @@ fn child() {
             fs::write(dir.join("holding"), "").unwrap();
             thread::sleep(Duration::from_secs(3600));
         }
+        Some(("creator", _)) => {
+            let region = region(&dir);
+            region.get_with(&1, || {
+                fs::write(dir.join("creating"), "").unwrap();
+                thread::sleep(Duration::from_secs(3600));
+                1
+            });
+        }
         Some(("reader-lock", _)) => {
             let lock = FileReadWriteMutex::new(dir.join("rw.lock")).unwrap();
             let _reading = lock.read().unwrap();
@@ -198,6 +206,50 @@ fn a_holder_killed_with_sigkill_frees_the_lock_at_once() {
         start.elapsed()
     );
     mutex.release().unwrap();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// A process killed with SIGKILL in the middle of its creator, through a region: a caller of
+/// this process that was waiting for it takes the key's lock as soon as the process is gone,
+/// makes the value once and stores it; nothing of the dead creator is left (no value, no lock).
+#[test]
+fn a_creator_killed_mid_creation_is_replaced_at_once_through_a_region() {
+    let dir = fresh_dir("killed-creator");
+    let mut creator = spawn_child("creator:0", &dir);
+    wait_for(&dir.join("creating"));
+    let region = region(&dir);
+    let waiter = {
+        let region = region.clone();
+        thread::spawn(move || {
+            let began = Instant::now();
+            let made = region.get_with_served(&1, || 42);
+            (made, began.elapsed())
+        })
+    };
+    thread::sleep(Duration::from_millis(200));
+    assert!(!waiter.is_finished(), "the child holds the key's lock");
+    let killed = Instant::now();
+    creator.kill().unwrap(); // SIGKILL
+    creator.wait().unwrap();
+    let ((value, served), waited) = waiter.join().unwrap();
+    eprintln!(
+        "waited {waited:?} in all, {:?} after the kill",
+        killed.elapsed()
+    );
+    assert_eq!(
+        (value, served),
+        (42, dogpile_runtime::region::Served::Created)
+    );
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(region.get_with(&1, || 7), 42, "stored");
+    assert!(
+        locks(&dir).mutex(&1u64).try_acquire().unwrap(),
+        "no lock left behind"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 
