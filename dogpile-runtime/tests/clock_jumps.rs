@@ -173,3 +173,31 @@ impl Store<u8, usize> for Shared {
         self.0.count()
     }
 }
+
+/// A key soft-invalidated on its own, then the clock stepped back an hour: the invalidation
+/// is "an hour ahead", so how stale the value is is unknown; it no longer stands in for a
+/// failed regeneration (it would have for the whole hour, its staleness read as zero).
+#[test]
+fn a_value_soft_invalidated_before_a_step_back_no_longer_stands_in_for_a_failure() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_nanos(
+        1_700_000_000_000_000_000,
+    )));
+    let region: Region<u8, usize> = Region::builder()
+        .expiry(HOUR)
+        .stale_if_error(MINUTE)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    region.insert(&1, 10).unwrap();
+    region.soft_invalidate(&1).unwrap();
+    let failing = || Err::<usize, _>("down");
+    assert_eq!(
+        region.try_get_with(&1, failing).unwrap(),
+        10,
+        "stale, standing in"
+    );
+    clock.set(clock.now() - HOUR);
+    assert!(region.try_get_with(&1, failing).is_err());
+    clock.advance(MINUTE); // past the failure throttle
+    assert_eq!(region.try_get_with(&1, || Ok::<_, &str>(11)).unwrap(), 11);
+}

@@ -218,12 +218,13 @@ fn a_creator_killed_mid_creation_is_replaced_at_once_through_a_region() {
     let mut creator = spawn_child("creator:0", &dir);
     wait_for(&dir.join("creating"));
     let region = region(&dir);
+    let (done, answer) = std::sync::mpsc::channel();
     let waiter = {
         let region = region.clone();
         thread::spawn(move || {
             let began = Instant::now();
             let made = region.get_with_served(&1, || 42);
-            (made, began.elapsed())
+            let _ = done.send((made, began.elapsed()));
         })
     };
     thread::sleep(Duration::from_millis(200));
@@ -231,7 +232,10 @@ fn a_creator_killed_mid_creation_is_replaced_at_once_through_a_region() {
     let killed = Instant::now();
     creator.kill().unwrap(); // SIGKILL
     creator.wait().unwrap();
-    let ((value, served), waited) = waiter.join().unwrap();
+    let ((value, served), waited) = answer
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the waiter never got the key's lock after the kill");
+    waiter.join().unwrap();
     eprintln!(
         "waited {waited:?} in all, {:?} after the kill",
         killed.elapsed()

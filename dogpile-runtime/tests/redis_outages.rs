@@ -402,7 +402,7 @@ fn a_server_that_never_accepts_costs_a_call_its_timeout_and_nothing_once_the_bre
         .collect();
     // A refused call takes microseconds; one that tries to connect, at least its share of the
     // timeout.
-    let paid = calls.iter().filter(|took| **took >= TIMEOUT / 4).count();
+    let paid = calls.iter().filter(|took| **took >= TIMEOUT / 3).count();
     eprintln!("with the breaker: {paid} of 10 calls paid a timeout: {calls:?}");
     assert_eq!(paid, 3, "{calls:?}");
     assert_eq!(broken.breaker().state, BreakerState::Open);
@@ -421,9 +421,8 @@ enum Outage {
 /// fresh for a minute. During an outage, this process invalidates them: each call says the
 /// invalidation did not reach the store and is queued. Once the server is back, the child sees
 /// both (key 1 missing, key 2 expired) within about the breaker's cool-down, and this process
-/// never serves the old value of key 1 meanwhile. With `all`, the invalidations are
-/// `invalidate_all` (blocking) and `soft_invalidate_all` (async), which the child sees on both
-/// keys.
+/// never serves the old value of key 1 meanwhile. With `all`, key 2 is soft-invalidated by a
+/// `soft_invalidate_all` (async) instead, made before the hard invalidation of key 1.
 fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage, all: bool) {
     let mut server = match outage {
         Outage::Stall => Server::start(),
@@ -452,10 +451,9 @@ fn an_invalidation_during_an_outage_reaches_another_process(outage: Outage, all:
     }
     let rt = runtime(1);
     let (hard, soft) = if all {
-        (
-            here.invalidate_all(),
-            rt.block_on(here.to_async().soft_invalidate_all()),
-        )
+        // The soft one of every key first: key 2 changes only if it is replayed.
+        let soft = rt.block_on(here.to_async().soft_invalidate_all());
+        (here.invalidate(&1), soft)
     } else {
         (
             here.invalidate(&1),
@@ -511,7 +509,7 @@ fn an_invalidation_during_a_stall_reaches_another_process_after_it() {
 }
 
 #[test]
-fn an_invalidation_of_every_key_during_a_stall_reaches_another_process_after_it() {
+fn a_soft_invalidation_of_every_key_during_a_stall_reaches_another_process_after_it() {
     an_invalidation_during_an_outage_reaches_another_process(Outage::Stall, true);
 }
 

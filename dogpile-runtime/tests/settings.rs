@@ -195,13 +195,17 @@ fn region_builder_durations() {
 /// the throttle is over, at once for the shortest) a creator that succeeds is called.
 fn fails_once_then_recovers(region: Region<u32, u32>) {
     let runs = Arc::new(AtomicUsize::new(0));
+    // Released together, and a creator slow enough that none comes after it failed (with no
+    // throttle, such a caller would rightly call again).
+    let barrier = Arc::new(std::sync::Barrier::new(4));
     let callers: Vec<_> = (0..4)
         .map(|_| {
-            let (region, runs) = (region.clone(), runs.clone());
+            let (region, runs, barrier) = (region.clone(), runs.clone(), barrier.clone());
             thread::spawn(move || {
+                barrier.wait();
                 region.try_get_with(&1, || {
                     runs.fetch_add(1, Ordering::SeqCst);
-                    thread::sleep(Duration::from_millis(20));
+                    thread::sleep(Duration::from_millis(300));
                     Err::<u32, _>("down")
                 })
             })

@@ -312,12 +312,17 @@ where
             return;
         }
         let now = region.inner.now().as_nanos();
-        let tolerance = region.inner.tolerance_nanos;
+        let (tolerance, throttle) = (
+            region.inner.tolerance_nanos,
+            region.inner.fail_safe_throttle_nanos,
+        );
         region
             .inner
             .failures
             .record(self.key, now, error, |failure| {
-                !expiry::within(now, failure.at, region.backoff(failure), tolerance)
+                // Kept while its throttle or its back-off (which may be shorter) lasts.
+                let lasts = region.backoff(failure).max(throttle);
+                !expiry::within(now, failure.at, lasts, tolerance)
             });
     }
 

@@ -273,10 +273,15 @@ impl<K, V, S, M: RawMutex> Region<K, V, S, M> {
             // One key soft-invalidated at `-nanos`: expired since then, unless every key was
             // hard-invalidated after it.
             let at = nanos.saturating_neg();
+            let since = inner.now().as_nanos().saturating_sub(at);
             if at <= missing_until {
                 Age::Gone
+            } else if since < inner.tolerance_nanos.saturating_neg() {
+                // Invalidated further ahead of the clock than the tolerance (the clock stepped
+                // back since): how stale it is is unknown, as for a value stamped ahead.
+                Age::Expired(false)
             } else {
-                self.staleness((inner.now().as_nanos() - at).max(0))
+                self.staleness(since.max(0))
             }
         } else if nanos <= missing_until {
             Age::Gone

@@ -218,10 +218,11 @@ mod limits {
 
         /// [`due`](Self::due) at `now`, in milliseconds of the wall clock: one event a second,
         /// and one at once after the clock stepped back past the last (not a silence as long
-        /// as the step).
+        /// as the step; a next event more than two seconds ahead, which threads reading the
+        /// clock a tick apart never see).
         pub(super) fn due_at(&self, now: u64) -> Option<u64> {
             let next = self.next.load(Ordering::Relaxed);
-            let waiting = now < next && next - now <= 1000;
+            let waiting = now < next && next - now <= 2000;
             if waiting
                 || self
                     .next

@@ -25,8 +25,8 @@
 //! - The **window's size** adapts as ARC's lists do (Megiddo and Modha, FAST 2003): the store
 //!   remembers the keys it evicted lately and from where ([`Ghosts`]). A miss on a key the window
 //!   let go, that a window larger by the keys that left it since would still hold, grows the
-//!   window, if that larger window is at most [`GROW_REACH`] times the window (or 40% of the
-//!   store): a key back only after long (a loop's, a skewed key's) says nothing of whether a
+//!   window, if the key left it at most [`GROW_REACH`] window lengths of departures ago (or 40%
+//!   of the store's keys): a key back only after long (a loop's, a skewed key's) says nothing of whether a
 //!   somewhat larger window pays, and each step of growth evicts a main entry uncontested; a
 //!   miss on a key the main ring evicted, in the same way, grows the main ring by half as much
 //!   (ARC's full step keeps the window too small for keys that return by recency). Traffic
