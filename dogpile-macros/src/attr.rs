@@ -379,10 +379,14 @@ fn share(expr: &Expr, name: &str, errors: &mut Errors) -> Option<u32> {
     } else {
         "`0.8` or `\"80%\"` (refresh in its last fifth)"
     };
-    let (span, millionths) = match expr {
+    let (span, millionths, written) = match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Float(f), ..
-        }) if f.suffix().is_empty() => (f.span(), millionths(f.base10_digits(), 1)),
+        }) if f.suffix().is_empty() => (
+            f.span(),
+            millionths(f.base10_digits(), 1),
+            f.base10_digits().to_owned(),
+        ),
         Expr::Lit(ExprLit {
             lit: Lit::Str(s), ..
         }) => (
@@ -390,14 +394,27 @@ fn share(expr: &Expr, name: &str, errors: &mut Errors) -> Option<u32> {
             s.value()
                 .strip_suffix('%')
                 .and_then(|percent| millionths(percent.trim(), 100)),
+            s.value(),
         ),
         Expr::Lit(ExprLit {
             lit: Lit::Int(i), ..
-        }) if i.base10_digits() == "0" && i.suffix().is_empty() => (i.span(), Some(0)),
-        _ => (expr.span(), None),
+        }) if i.base10_digits() == "0" && i.suffix().is_empty() => {
+            (i.span(), Some(0), "0".to_owned())
+        }
+        _ => (expr.span(), None, String::new()),
     };
     match millionths {
         Some(m) if m > 0 && m < 1_000_000 => Some(m),
+        Some(0) if written.chars().any(|c| matches!(c, '1'..='9')) => {
+            errors.push(
+                span,
+                format!(
+                    "`{name}` is counted in millionths of the lifetime, and {written:?} is less \
+                     than one: write a share such as {example}"
+                ),
+            );
+            None
+        }
         Some(0) => {
             let zero = if name == "jitter" {
                 "`jitter` of zero shortens no lifetime: leave `jitter` out"
