@@ -129,6 +129,26 @@ impl Timestamp {
 /// [`Timestamp::is_expired_at`] (and, by default, by a region): one second.
 pub const TOLERANCE: Duration = Duration::from_secs(1);
 
+/// Claims an event of those allowed once per `period`, `next` holding when the next may come
+/// (on the clock `now` is read from): whether one is due at `now`, `next` then moved a period
+/// on. After the clock stepped back past the last one (a next time more than two periods
+/// ahead, which threads reading the clock a tick apart never see), one is due at once rather
+/// than after a silence as long as the step.
+#[cfg(any(feature = "metrics", feature = "tracing"))]
+pub(crate) fn claim_period(next: &std::sync::atomic::AtomicI64, now: i64, period: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let due = next.load(Ordering::Relaxed);
+    (now >= due || due.saturating_sub(now) > period.saturating_mul(2))
+        && next
+            .compare_exchange(
+                due,
+                now.saturating_add(period),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+}
+
 impl std::ops::Add<Duration> for Timestamp {
     type Output = Timestamp;
 

@@ -243,21 +243,9 @@ impl StoreExported {
     }
 
     /// Whether a publication is due at `now` (at most one a second, or at once after the clock
-    /// stepped back past the last one: a next publication more than two periods ahead, which
-    /// threads reading the clock a tick apart never see); claims it if so.
+    /// stepped back: [`claim_period`](crate::clock::claim_period)); claims it if so.
     pub(crate) fn due(&self, now: i64) -> bool {
-        use std::sync::atomic::Ordering;
-        let next = self.next.load(Ordering::Relaxed);
-        (now >= next || next.saturating_sub(now) > 2_000_000_000)
-            && self
-                .next
-                .compare_exchange(
-                    next,
-                    now.saturating_add(1_000_000_000),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+        crate::clock::claim_period(&self.next, now, 1_000_000_000)
     }
 
     /// Publishes `stats` (and the store's weight, if it tells it).

@@ -183,13 +183,15 @@ pub(super) fn purged(region: &str, removed: usize, left: Option<usize>) {
 #[cfg(feature = "tracing")]
 mod limits {
     // Plain `std` atomics: loom builds have no `tracing`, and loom atomics cannot be statics.
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
+
+    use crate::clock::claim_period;
 
     /// One kind of event, sent at most once a second.
     pub(super) struct Limit {
         /// When the next event may be sent, in milliseconds since the epoch.
-        next: AtomicU64,
+        next: AtomicI64,
         unreported: AtomicU64,
     }
 
@@ -203,7 +205,7 @@ mod limits {
     impl Limit {
         const fn new() -> Self {
             Limit {
-                next: AtomicU64::new(0),
+                next: AtomicI64::new(0),
                 unreported: AtomicU64::new(0),
             }
         }
@@ -212,28 +214,14 @@ mod limits {
         pub(super) fn due(&self) -> Option<u64> {
             let now = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             self.due_at(now)
         }
 
         /// [`due`](Self::due) at `now`, in milliseconds of the wall clock: one event a second,
-        /// and one at once after the clock stepped back past the last (not a silence as long
-        /// as the step; a next event more than two seconds ahead, which threads reading the
-        /// clock a tick apart never see).
-        pub(super) fn due_at(&self, now: u64) -> Option<u64> {
-            let next = self.next.load(Ordering::Relaxed);
-            let waiting = now < next && next - now <= 2000;
-            if waiting
-                || self
-                    .next
-                    .compare_exchange(
-                        next,
-                        now.saturating_add(1000),
-                        Ordering::Relaxed,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-            {
+        /// and one at once after the clock stepped back ([`claim_period`]).
+        pub(super) fn due_at(&self, now: i64) -> Option<u64> {
+            if !claim_period(&self.next, now, 1000) {
                 self.unreported.fetch_add(1, Ordering::Relaxed);
                 return None;
             }

@@ -26,8 +26,9 @@
 //!   remembers the keys it evicted lately and from where ([`Ghosts`]). A miss on a key the window
 //!   let go, that a window larger by the keys that left it since would still hold, grows the
 //!   window, if the key left it at most [`GROW_REACH`] window lengths of departures ago (or 40%
-//!   of the store's keys): a key back only after long (a loop's, a skewed key's) says nothing of whether a
-//!   somewhat larger window pays, and each step of growth evicts a main entry uncontested; a
+//!   of the store's keys): a key back only after long (a loop's, a skewed key's) says nothing
+//!   of whether a somewhat larger window pays, and each step of growth evicts a main entry
+//!   uncontested; a
 //!   miss on a key the main ring evicted, in the same way, grows the main ring by half as much
 //!   (ARC's full step keeps the window too small for keys that return by recency). Traffic
 //!   where a key's return depends on how recently it was used (sessions, records written then
@@ -104,8 +105,9 @@ pub(super) struct Policy<K, S> {
     max_weight: u64,
     /// The window's bound, between 1 and `max_weight`: what the ghosts adapt.
     window_max: u64,
-    /// Growth (or shrinking) of the window not yet applied, in quarters of a unit of weight.
+    /// Growth of the window not yet applied, in quarters of a unit of weight.
     window_quarters: u64,
+    /// Shrinking of the window not yet applied, in quarters of a unit of weight.
     shrink_quarters: u64,
     /// Made at the first eviction: a store that never fills pays nothing for it.
     sketch: Option<Sketch>,
