@@ -1,0 +1,193 @@
+//! What a region keeps for the failure throttle stays within its bound of 65,536 keys, however
+//! many keys fail: the last error of each key whose creator failed. Beyond the bound nothing
+//! more is kept (the process's memory stops growing), every call still gets its own key's
+//! error, a key kept is still throttled, a key beyond is retried instead of lost, and once the
+//! throttle has passed the records make room for new ones.
+//!
+//! One binary of its own: it counts the process's allocations, and its tests take turns.
+
+use std::alloc::System;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use dogpile_runtime::clock::ManualClock;
+use dogpile_runtime::{Region, RegionError};
+use stats_alloc::{Region as Allocations, StatsAlloc, INSTRUMENTED_SYSTEM};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The most keys a region keeps a failure for (`MOST` in `region/failures.rs`).
+const BOUND: u64 = 65_536;
+/// Keys failing beyond the bound. Each costs a sweep of the full map (nothing in it is old
+/// enough to drop), so they are fewer than the keys within it.
+const BEYOND: u64 = 2_000;
+const THROTTLE: Duration = Duration::from_secs(10);
+
+/// The tests take turns: each counts the whole process's allocations.
+fn alone() -> MutexGuard<'static, ()> {
+    static TURN: Mutex<()> = Mutex::new(());
+    TURN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What `f` left allocated when it returned, in bytes (negative: it freed more than it took).
+fn retained_by(f: impl FnOnce()) -> i64 {
+    let counted = Allocations::new(GLOBAL);
+    f();
+    let change = counted.change();
+    change.bytes_allocated as i64 - change.bytes_deallocated as i64
+}
+
+/// The upstream refused key `.0`.
+#[derive(Debug, PartialEq)]
+struct Refused(u64);
+
+/// A region on a manual clock, with the failure throttle.
+fn throttled<S>(store: S) -> (Arc<ManualClock>, Region<u64, u64, S>)
+where
+    S: dogpile_runtime::region::Store<u64, u64>,
+{
+    let clock = Arc::new(ManualClock::starting_now());
+    let region = Region::builder()
+        .store(store)
+        .fail_safe_throttle(THROTTLE)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (clock, region)
+}
+
+/// `key`'s call with a creator that always fails, counted in `calls`: the creator's error for
+/// that key, whether it ran or was shared.
+fn fail(region: &Region<u64, u64>, key: u64, calls: &AtomicUsize) -> Arc<Refused> {
+    let got = region.try_get_with(&key, || {
+        calls.fetch_add(1, Ordering::Relaxed);
+        Err::<u64, _>(Refused(key))
+    });
+    match got {
+        Err(RegionError::Creator(err)) => {
+            assert_eq!(*err, Refused(key), "another key's error");
+            err
+        }
+        other => panic!("key {key}: expected the creator's error, got {other:?}"),
+    }
+}
+
+/// 67,536 keys fail, 2,000 of them beyond the bound: the process's memory stops growing at the
+/// bound, and within the throttle the 65,536 keys kept get their failure again without an
+/// upstream call while those beyond call it again; a herd on a key beyond calls it once per
+/// caller, one at a time; past the throttle the records make room, and a new failure is
+/// throttled again.
+#[test]
+fn failures_of_more_keys_than_the_bound_keep_the_first_and_retry_the_rest() {
+    let _turn = alone();
+    let (clock, region) = throttled(dogpile_runtime::region::MemoryStore::new(None).unwrap());
+    let calls = AtomicUsize::new(0);
+    let began = Instant::now();
+
+    let mut first = None;
+    let within = retained_by(|| {
+        for key in 0..BOUND {
+            let err = fail(&region, key, &calls);
+            if key == 0 {
+                first = Some(err);
+            }
+        }
+    });
+    let filled = began.elapsed();
+    let beyond = retained_by(|| {
+        for key in BOUND..BOUND + BEYOND {
+            fail(&region, key, &calls);
+        }
+    });
+    let swept = began.elapsed() - filled;
+    eprintln!(
+        "{BOUND} failures kept {} KiB ({filled:?}); {BEYOND} beyond the bound, {} bytes \
+         ({swept:?}, {:?} each)",
+        within >> 10,
+        beyond,
+        swept / BEYOND as u32
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), (BOUND + BEYOND) as usize);
+    assert!(
+        within > 1 << 20,
+        "{BOUND} failures kept took only {within} bytes"
+    );
+    assert!(
+        beyond < 64 << 10,
+        "{BEYOND} failures beyond the bound kept {beyond} bytes"
+    );
+
+    // Within the throttle: the keys kept share their failure, those beyond run their creator.
+    clock.advance(THROTTLE / 2);
+    let shared_before = region.statistics().shared_failures;
+    calls.store(0, Ordering::Relaxed);
+    let again = fail(&region, 0, &calls);
+    assert!(
+        Arc::ptr_eq(&again, first.as_ref().unwrap()),
+        "not the error recorded"
+    );
+    for key in 1..BOUND + BEYOND {
+        fail(&region, key, &calls);
+    }
+    let shared = region.statistics().shared_failures - shared_before;
+    eprintln!(
+        "within the throttle: {shared} shared, {} upstream calls",
+        calls.load(Ordering::Relaxed)
+    );
+    assert_eq!(shared, BOUND, "the keys kept, and only they, are throttled");
+    assert_eq!(calls.load(Ordering::Relaxed), BEYOND as usize);
+
+    // A herd on a key beyond the bound: no failure kept to share, every caller calls the
+    // upstream in turn, never two at once.
+    let herd = 8;
+    let (calls, running, most) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    let barrier = Barrier::new(herd);
+    let key = BOUND + BEYOND;
+    thread::scope(|s| {
+        for _ in 0..herd {
+            s.spawn(|| {
+                barrier.wait();
+                let got = region.try_get_with(&key, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Err::<u64, _>(Refused(key))
+                });
+                assert!(matches!(got, Err(RegionError::Creator(e)) if *e == Refused(key)));
+            });
+        }
+    });
+    eprintln!(
+        "a herd of {herd} on a key beyond the bound: {} calls, at most {} at once",
+        calls.load(Ordering::SeqCst),
+        most.load(Ordering::SeqCst)
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), herd);
+    assert_eq!(most.load(Ordering::SeqCst), 1);
+
+    // Past the throttle: the records are old enough to drop, a new key's failure is kept and
+    // throttled again, and a key kept before calls its upstream again.
+    clock.advance(THROTTLE);
+    let calls = AtomicUsize::new(0);
+    let fresh = BOUND + BEYOND + 1;
+    fail(&region, fresh, &calls);
+    clock.advance(Duration::from_secs(1));
+    fail(&region, fresh, &calls);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "a new failure is throttled"
+    );
+    fail(&region, 0, &calls);
+    assert_eq!(calls.load(Ordering::Relaxed), 2, "an old failure is not");
+    eprintln!("in all {:?}", began.elapsed());
+}
