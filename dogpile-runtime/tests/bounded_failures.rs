@@ -1,8 +1,9 @@
 //! What a region keeps for the failure throttle stays within its bound of 65,536 keys, however
-//! many keys fail: the last error of each key whose creator failed. Beyond the bound nothing
-//! more is kept (the process's memory stops growing), every call still gets its own key's
-//! error, a key kept is still throttled, a key beyond is retried instead of lost, and once the
-//! throttle has passed the records make room for new ones.
+//! many keys fail: the last error of each key whose creator failed, and the values made
+//! directly while the store is down. Beyond the bound nothing more is kept (the process's
+//! memory stops growing), every call still gets its own key's error or value, a key kept is
+//! still throttled, a key beyond is retried instead of lost, and once the throttle has passed
+//! the records make room for new ones.
 //!
 //! One binary of its own: it counts the process's allocations, and its tests take turns.
 
@@ -13,13 +14,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use dogpile_runtime::clock::ManualClock;
-use dogpile_runtime::{Region, RegionError};
+use dogpile_runtime::region::{Served, Stamp};
+use dogpile_runtime::{BackendError, Region, RegionError};
 use stats_alloc::{Region as Allocations, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-/// The most keys a region keeps a failure for (`MOST` in `region/failures.rs`).
+/// The most keys a region keeps a failure, or a direct value, for (`MOST` in
+/// `region/failures.rs` and `region/direct.rs`).
 const BOUND: u64 = 65_536;
 /// Keys failing beyond the bound. Each costs a sweep of the full map (nothing in it is old
 /// enough to drop), so they are fewer than the keys within it.
@@ -189,5 +192,126 @@ fn failures_of_more_keys_than_the_bound_keep_the_first_and_retry_the_rest() {
     );
     fail(&region, 0, &calls);
     assert_eq!(calls.load(Ordering::Relaxed), 2, "an old failure is not");
+    eprintln!("in all {:?}", began.elapsed());
+}
+
+/// A store that is down: every call fails at once (as with a Redis breaker open).
+struct Down;
+
+impl dogpile_runtime::region::Store<u64, u64> for Down {
+    fn get(&self, _: &u64) -> Result<Option<(u64, Stamp)>, BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn put(&self, _: &u64, _: &u64, _: Stamp) -> Result<(), BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn restamp(&self, _: &u64, _: Stamp, _: Stamp) -> Result<bool, BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn remove(&self, _: &u64) -> Result<(), BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn clear(&self) -> Result<(), BackendError> {
+        Err(BackendError::new("down"))
+    }
+    fn count(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// The value of `key`, whoever makes it.
+fn value_of(key: u64) -> u64 {
+    key * 3 + 1
+}
+
+/// `key`'s call with the store down, its creator counted in `calls`: the key's value, and how
+/// it was served.
+fn direct(region: &Region<u64, u64, Down>, key: u64, calls: &AtomicUsize) -> Served {
+    let (value, served) = region.get_with_served(&key, || {
+        calls.fetch_add(1, Ordering::Relaxed);
+        value_of(key)
+    });
+    assert_eq!(value, value_of(key), "key {key} got another key's value");
+    served
+}
+
+/// With the store down, 67,536 keys are made directly, 2,000 of them beyond the bound: the
+/// process's memory stops growing at the bound, every call gets its own key's value, and
+/// within the throttle the 65,536 values kept are shared without an upstream call while the
+/// keys beyond call it again; past the throttle the kept values are forgotten and a new one is
+/// kept again.
+#[test]
+fn direct_values_of_more_keys_than_the_bound_keep_the_first_and_make_the_rest_again() {
+    let _turn = alone();
+    let (clock, region) = throttled(Down);
+    let calls = AtomicUsize::new(0);
+    let began = Instant::now();
+
+    let within = retained_by(|| {
+        for key in 0..BOUND {
+            assert_eq!(direct(&region, key, &calls), Served::Direct);
+        }
+    });
+    let filled = began.elapsed();
+    let beyond = retained_by(|| {
+        for key in BOUND..BOUND + BEYOND {
+            assert_eq!(direct(&region, key, &calls), Served::Direct);
+        }
+    });
+    let swept = began.elapsed() - filled;
+    eprintln!(
+        "{BOUND} direct values kept {} KiB ({filled:?}); {BEYOND} beyond the bound, {} bytes \
+         ({swept:?}, {:?} each)",
+        within >> 10,
+        beyond,
+        swept / BEYOND as u32
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), (BOUND + BEYOND) as usize);
+    assert!(
+        within > 1 << 20,
+        "{BOUND} direct values kept took only {within} bytes"
+    );
+    assert!(
+        beyond < 64 << 10,
+        "{BEYOND} direct values beyond the bound kept {beyond} bytes"
+    );
+
+    // Within the throttle: the values kept are shared, the keys beyond are made again.
+    clock.advance(THROTTLE / 2);
+    let before = region.statistics();
+    calls.store(0, Ordering::Relaxed);
+    let mut shared = 0;
+    for key in 0..BOUND + BEYOND {
+        match direct(&region, key, &calls) {
+            Served::Waited => {
+                assert!(key < BOUND, "key {key}, beyond the bound, was kept");
+                shared += 1;
+            }
+            Served::Direct => assert!(key >= BOUND, "key {key}'s value was not kept"),
+            other => panic!("key {key} served {other:?} with the store down"),
+        }
+    }
+    let stats = region.statistics();
+    eprintln!(
+        "within the throttle: {shared} shared, {} upstream calls",
+        calls.load(Ordering::Relaxed)
+    );
+    assert_eq!(shared, BOUND);
+    assert_eq!(stats.waits - before.waits, BOUND);
+    assert_eq!(calls.load(Ordering::Relaxed), BEYOND as usize);
+    assert_eq!(stats.direct_calls - before.direct_calls, BEYOND);
+
+    // Past the throttle: the kept values are forgotten; a new key's value is kept again.
+    clock.advance(THROTTLE);
+    let calls = AtomicUsize::new(0);
+    assert_eq!(direct(&region, 0, &calls), Served::Direct, "an old value");
+    let fresh = BOUND + BEYOND;
+    assert_eq!(direct(&region, fresh, &calls), Served::Direct);
+    assert_eq!(
+        direct(&region, fresh, &calls),
+        Served::Waited,
+        "a new value"
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 2);
     eprintln!("in all {:?}", began.elapsed());
 }
