@@ -16,7 +16,8 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use dogpile_runtime::backend::redis::{NearRegion, Redis};
-use dogpile_runtime::region::{Served, Store};
+use dogpile_runtime::clock::{Clock, SystemClock};
+use dogpile_runtime::region::{Served, Stamp, Store};
 use dogpile_runtime::Region;
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +68,21 @@ fn region_expiring<V>(
 where
     V: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
-    let store = redis.store(namespace).near(1_000, near).unwrap();
+    region_holding(redis, namespace, 1_000, expiry, near)
+}
+
+/// A near region whose memory tier holds at most `capacity` values, its listener subscribed.
+fn region_holding<V>(
+    redis: &Redis,
+    namespace: &str,
+    capacity: usize,
+    expiry: Duration,
+    near: Duration,
+) -> NearRegion<u64, V>
+where
+    V: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let store = redis.store(namespace).near(capacity, near).unwrap();
     let began = Instant::now();
     while !store.listening() {
         assert!(began.elapsed() < BOUND, "the listener never subscribed");
@@ -153,6 +168,55 @@ fn a_warm_hit_never_touches_redis() {
         (0, 2),
         "{stats:?}"
     );
+}
+
+/// Forty times more keys than the memory tier's capacity, read through it twice: the tier
+/// holds at most its capacity (what it took in less what it evicted; what a second pass finds
+/// in it without Redis), and every read, from memory or from Redis, is the key's value.
+#[test]
+fn many_more_keys_than_the_capacity_leave_at_most_the_capacity_in_memory() {
+    const CAPACITY: usize = 500;
+    const KEYS: u64 = 20_000;
+    let value_of = |key: u64| key * 3 + 1;
+    let server = Server::start();
+    let redis = handle(&server.url());
+    // Written by a plain store: in Redis only, nothing in the memory tier yet.
+    let stamp = Stamp::from(SystemClock.now());
+    let far = redis.store::<u64, u64>("capacity");
+    for key in 0..KEYS {
+        far.put(&key, &value_of(key), stamp).unwrap();
+    }
+    let near = region_holding::<u64>(&redis, "capacity", CAPACITY, Duration::from_secs(60), NEAR);
+    let began = Instant::now();
+    // Forwards, then backwards: the second pass meets first the keys read last.
+    let passes: [Vec<u64>; 2] = [(0..KEYS).collect(), (0..KEYS).rev().collect()];
+    let mut from_redis = [0; 2];
+    for (pass, keys) in passes.iter().enumerate() {
+        let before = near.statistics().near_misses;
+        for &key in keys {
+            assert_eq!(near.get_with(&key, || unreachable!()), value_of(key));
+        }
+        from_redis[pass] = near.statistics().near_misses - before;
+    }
+    let stats = near.statistics();
+    // Every read from Redis put its copy in memory (one process, no notification, no write).
+    let taken_in = from_redis[0] + from_redis[1];
+    let held = taken_in - stats.evictions;
+    let from_memory = KEYS - from_redis[1];
+    eprintln!(
+        "{KEYS} keys twice through a tier of {CAPACITY}: {from_redis:?} reads from Redis, \
+         {from_memory} from memory on the second pass, {} evicted, {held} held ({:?})",
+        stats.evictions,
+        began.elapsed()
+    );
+    assert_eq!(from_redis[0], KEYS, "nothing was in memory at first");
+    assert_eq!(stats.hits, 2 * KEYS, "every read a fresh hit");
+    assert!(held <= CAPACITY as u64, "the tier holds {held} values");
+    assert!(
+        from_memory <= CAPACITY as u64,
+        "{from_memory} values served from memory"
+    );
+    assert!(from_memory > 0, "the tier served nothing");
 }
 
 /// One step of the coherence run: what the parent does, and what the children wait to see.
