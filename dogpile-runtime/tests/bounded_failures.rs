@@ -8,7 +8,7 @@
 //! One binary of its own: it counts the process's allocations, and its tests take turns.
 
 use std::alloc::System;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -320,4 +320,94 @@ fn direct_values_of_more_keys_than_the_bound_keep_the_first_and_make_the_rest_ag
     );
     assert_eq!(calls.load(Ordering::Relaxed), 2);
     eprintln!("in all {:?}", began.elapsed());
+}
+
+/// A store that fails while `down` is set, and otherwise answers but keeps nothing (every call
+/// creates): what the region itself keeps is then all the process keeps.
+struct Flaky {
+    down: Arc<AtomicBool>,
+}
+
+impl Flaky {
+    fn answer<T>(&self, answer: T) -> Result<T, BackendError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(BackendError::new("down"))
+        } else {
+            Ok(answer)
+        }
+    }
+}
+
+impl dogpile_runtime::region::Store<u64, Vec<u8>> for Flaky {
+    fn get(&self, _: &u64) -> Result<Option<(Vec<u8>, Stamp)>, BackendError> {
+        self.answer(None)
+    }
+    fn put(&self, _: &u64, _: &Vec<u8>, _: Stamp) -> Result<(), BackendError> {
+        self.answer(())
+    }
+    fn restamp(&self, _: &u64, _: Stamp, _: Stamp) -> Result<bool, BackendError> {
+        self.answer(false)
+    }
+    fn remove(&self, _: &u64) -> Result<(), BackendError> {
+        self.answer(())
+    }
+    fn clear(&self) -> Result<(), BackendError> {
+        self.answer(())
+    }
+    fn count(&self) -> Option<usize> {
+        None
+    }
+}
+
+/// Known bug, ignored until it is fixed: a value made directly is kept past the throttle,
+/// until a later direct call of its key or a full map drops it. 64 values of 256 KiB made
+/// while the store is down are still held after the throttle has passed, the store is back and
+/// each key has been made again through it: 16 MiB that no call can ever be served (a direct
+/// call past the throttle drops its key's value instead of sharing it), for as long as no
+/// outage comes back, up to 65,536 values.
+#[test]
+#[ignore = "known bug: direct values outlive the throttle (see its doc comment)"]
+fn direct_values_are_let_go_once_the_throttle_has_passed() {
+    const KEYS: u64 = 64;
+    const SIZE: usize = 256 << 10;
+    let _turn = alone();
+    let down = Arc::new(AtomicBool::new(true));
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u64, Vec<u8>, Flaky> = Region::builder()
+        .store(Flaky { down: down.clone() })
+        .fail_safe_throttle(THROTTLE)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let make = |key: u64| vec![key as u8; SIZE];
+    let held = retained_by(|| {
+        for key in 0..KEYS {
+            let (value, served) = region.get_with_served(&key, || make(key));
+            assert_eq!(
+                (value[0], value.len(), served),
+                (key as u8, SIZE, Served::Direct)
+            );
+        }
+        // The throttle passes, the store answers again, and every key is made through it.
+        clock.advance(THROTTLE * 2);
+        down.store(false, Ordering::SeqCst);
+        for key in 0..KEYS {
+            let (value, served) = region.get_with_served(&key, || make(key));
+            assert_eq!(
+                (value[0], value.len(), served),
+                (key as u8, SIZE, Served::Created)
+            );
+        }
+    });
+    eprintln!(
+        "{KEYS} values of {} KiB made during the outage: {} KiB still held after it",
+        SIZE >> 10,
+        held >> 10
+    );
+    assert!(
+        held < SIZE as i64,
+        "{} KiB still held for {KEYS} values made directly, {:?} after the throttle",
+        held >> 10,
+        THROTTLE
+    );
 }
