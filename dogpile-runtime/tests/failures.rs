@@ -568,3 +568,24 @@ fn with_the_store_down_an_async_herd_makes_one_upstream_call_per_key_in_the_proc
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(values.iter().all(|v| *v == 42));
 }
+
+/// Known bug, ignored until it is fixed: `invalidate_all` makes every value created until now
+/// count as missing in this process, whatever the store says, but a value made directly (the
+/// store down) before it is still shared after it, within the failure throttle: the next call
+/// gets the value the invalidation was meant to drop instead of running its creator.
+#[test]
+#[ignore = "known bug: a direct value made before invalidate_all is shared after it"]
+fn with_the_store_down_a_value_made_before_invalidate_all_is_not_shared_after_it() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let region: Region<u32, u32, Down> = Region::builder()
+        .store(Down)
+        .fail_safe_throttle(Duration::from_secs(2))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert_eq!(region.get_with_served(&1, || 10), (10, Served::Direct));
+    clock.advance(Duration::from_millis(10));
+    region.invalidate_all().unwrap();
+    clock.advance(Duration::from_millis(10));
+    assert_eq!(region.get_with_served(&1, || 11), (11, Served::Direct));
+}
