@@ -205,18 +205,25 @@ fn many_more_keys_than_the_capacity_leave_at_most_the_capacity_in_memory() {
     let from_memory = KEYS - from_redis[1];
     eprintln!(
         "{KEYS} keys twice through a tier of {CAPACITY}: {from_redis:?} reads from Redis, \
-         {from_memory} from memory on the second pass, {} evicted, {held} held ({:?})",
+         {from_memory} from memory on the second pass, {} evicted, {held} held, listener lost \
+         {} times ({:?})",
         stats.evictions,
+        stats.near_listener_lost,
         began.elapsed()
     );
     assert_eq!(from_redis[0], KEYS, "nothing was in memory at first");
     assert_eq!(stats.hits, 2 * KEYS, "every read a fresh hit");
-    assert!(held <= CAPACITY as u64, "the tier holds {held} values");
     assert!(
         from_memory <= CAPACITY as u64,
         "{from_memory} values served from memory"
     );
-    assert!(from_memory > 0, "the tier served nothing");
+    // A listener that lost its subscription (a heartbeat unanswered on a busy machine) empties
+    // the tier when it subscribes again, without counting evictions: `held` then over-counts,
+    // and reads while it was down went to Redis.
+    if stats.near_listener_lost == 0 {
+        assert!(held <= CAPACITY as u64, "the tier holds {held} values");
+        assert!(from_memory > 0, "the tier served nothing");
+    }
 }
 
 /// One step of the coherence run: what the parent does, and what the children wait to see.
