@@ -258,8 +258,8 @@ fn direct(region: &Region<u64, String, Down>, key: u64, calls: &AtomicUsize) -> 
 /// With the store down, 66,536 keys are made directly, 1,000 of them beyond the bound: the
 /// process's memory stops growing at the bound, every call gets its own key's value, and
 /// within the throttle the 65,536 values kept are shared without an upstream call while the
-/// keys beyond call it again; past the throttle the kept values are forgotten and a new one is
-/// kept again.
+/// keys beyond call it again; past the throttle a kept value is no longer shared, and the full
+/// map makes room for a new one.
 #[test]
 fn direct_values_of_more_keys_than_the_bound_keep_the_first_and_make_the_rest_again() {
     let _turn = alone();
@@ -321,7 +321,8 @@ fn direct_values_of_more_keys_than_the_bound_keep_the_first_and_make_the_rest_ag
     assert_eq!(calls.load(Ordering::Relaxed), BEYOND as usize);
     assert_eq!(stats.direct_calls - before.direct_calls, BEYOND);
 
-    // Past the throttle: the kept values are forgotten; a new key's value is kept again.
+    // Past the throttle: a kept value is no longer shared (key 0 is made again, and kept
+    // again), and the full map drops the others, old enough, to keep a new key's value.
     clock.advance(THROTTLE);
     let calls = AtomicUsize::new(0);
     assert_eq!(direct(&region, 0, &calls), Served::Direct, "an old value");
