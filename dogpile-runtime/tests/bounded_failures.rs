@@ -374,14 +374,12 @@ impl dogpile_runtime::region::Store<u64, Vec<u8>> for Flaky {
     }
 }
 
-/// Known bug, ignored until it is fixed: a value made directly is kept past the throttle,
-/// until a later direct call of its key or a full map drops it. 64 values of 256 KiB made
-/// while the store is down are still held after the throttle has passed, the store is back and
-/// each key has been made again through it: 16 MiB that no call can ever be served (a direct
-/// call past the throttle drops its key's value instead of sharing it), for as long as no
-/// outage comes back, up to 65,536 values.
+/// A value made directly is let go once its key is made through the store again: 64 values
+/// of 256 KiB made while the store is down are no longer held once the throttle has passed,
+/// the store is back and each key has been made again through it. They were kept until a
+/// later direct call of their key or a full map dropped them: 16 MiB that no call could be
+/// served, for as long as no outage came back, and up to 65,536 values.
 #[test]
-#[ignore = "known bug: direct values outlive the throttle (see its doc comment)"]
 fn direct_values_are_let_go_once_the_throttle_has_passed() {
     const KEYS: u64 = 64;
     const SIZE: usize = 256 << 10;

@@ -316,14 +316,19 @@ where
             region.inner.tolerance_nanos,
             region.inner.fail_safe_throttle_nanos,
         );
-        region
-            .inner
-            .failures
-            .record(self.key, now, error, |failure| {
-                // Kept while its throttle or its back-off (which may be shorter) lasts.
-                let lasts = region.backoff(failure).max(throttle);
-                !expiry::within(now, failure.at, lasts, tolerance)
-            });
+        region.inner.failures.record(
+            self.key,
+            now,
+            error,
+            (
+                |failure: &Failure| {
+                    // Kept while its throttle or its back-off (which may be shorter) lasts.
+                    let lasts = region.backoff(failure).max(throttle);
+                    !expiry::within(now, failure.at, lasts, tolerance)
+                },
+                throttle,
+            ),
+        );
     }
 
     /// Before running the creator: a failure of the key's creator that this call shares instead
@@ -373,7 +378,7 @@ where
     }
 
     /// The end of a run that made `made`: stored, counted, its span closed, the key's failures
-    /// forgotten.
+    /// and the value a direct call made for it before forgotten.
     pub(super) fn made<E>(
         &self,
         run: Run<'_>,
@@ -382,6 +387,7 @@ where
     ) -> Ended<V, E> {
         run.finish(self.stored(stored));
         self.region.inner.failures.clear(self.key);
+        self.region.inner.directs.forget(self.key);
         Ok((value, self.served()))
     }
 }

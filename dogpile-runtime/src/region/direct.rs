@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::creation::Creation;
 use super::expiry;
+use super::failures::Searched;
 use super::{CacheKey, CacheValue, Made, Region, RegionError, Served, Store};
 use crate::lock::drive::{held_by_this_thread, Held};
 use crate::lock::{LocalMutex, NameRegistry};
@@ -34,18 +35,42 @@ struct Kept<V> {
     seq: u64,
 }
 
+/// The kept values, and when a search of a full map for room last found none: it is not
+/// searched again for each new key, only once a sixteenth of the window has passed (or the
+/// clock went back), so a key beyond the bound costs a look, not a search under the lock.
+struct Values<K, V> {
+    map: HashMap<K, Kept<V>>,
+    searched: Searched,
+}
+
 pub(super) struct Directs<K, V> {
     mutexes: NameRegistry<K, LocalMutex, NewMutex<K>>,
-    made: Mutex<HashMap<K, Kept<V>>>,
+    made: Mutex<Values<K, V>>,
     len: AtomicUsize,
     seq: AtomicU64,
+}
+
+impl<K, V> Directs<K, V> {
+    /// Forgets every value: every key was invalidated.
+    pub(super) fn forget_all(&self) {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut made = self.made.lock();
+        made.map.clear();
+        made.searched = Searched::default();
+        self.len.store(0, Ordering::Release);
+    }
 }
 
 impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
     pub(super) fn new() -> Self {
         Directs {
             mutexes: NameRegistry::new(|_: &K| LocalMutex::new()),
-            made: Mutex::new(HashMap::new()),
+            made: Mutex::new(Values {
+                map: HashMap::new(),
+                searched: Searched::default(),
+            }),
             len: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
         }
@@ -75,7 +100,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
         if self.len.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut made = self.made.lock();
+        let made = &mut self.made.lock().map;
         let kept = made.get(key)?;
         if kept.seq > began || expiry::within(now, kept.at, window, tolerance) {
             return Some(kept.value.clone());
@@ -85,15 +110,33 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
         None
     }
 
+    /// Forgets `key`'s value: it was invalidated, or a value was made through the store.
+    #[inline]
+    pub(super) fn forget(&self, key: &K) {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let made = &mut self.made.lock().map;
+        if made.remove(key).is_some() {
+            self.len.store(made.len(), Ordering::Release);
+        }
+    }
+
     /// Keeps `value`, made for `key` at `now` by a direct creator.
     pub(super) fn keep(&self, key: &K, value: V, now: i64, (window, tolerance): (i64, i64)) {
         let mut made = self.made.lock();
-        if made.len() >= MOST && !made.contains_key(key) {
-            made.retain(|_, kept| expiry::within(now, kept.at, window, tolerance));
-            if made.len() >= MOST {
+        if made.map.len() >= MOST && !made.map.contains_key(key) {
+            if made.searched.recently(now) {
+                return;
+            }
+            made.map
+                .retain(|_, kept| expiry::within(now, kept.at, window, tolerance));
+            if made.map.len() >= MOST {
+                made.searched = Searched::fruitlessly(now, window);
                 return;
             }
         }
+        let made = &mut made.map;
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         made.insert(
             key.clone(),

@@ -384,6 +384,8 @@ impl<K, V, S, M: RawMutex> Inner<K, V, S, M> {
         };
         until.fetch_max(cutoff, Ordering::SeqCst);
         self.any_until.fetch_max(cutoff, Ordering::SeqCst);
+        // The values made directly while the store failed were made before the cutoff too.
+        self.directs.forget_all();
         Timestamp::from_nanos(cutoff)
     }
 

@@ -341,6 +341,7 @@ where
     {
         let key = &key.to_owned();
         let at = self.inner.now();
+        self.inner.directs.forget(key);
         self.inner
             .store
             .invalidate(key)
@@ -398,6 +399,7 @@ where
         // Stamped before the read: an invalidation of every key that comes after the read
         // still covers it.
         let at = self.stamp();
+        self.inner.directs.forget(key);
         let unreached = |err| self.unreached(Invalidation::key(key, true, at.created()), err);
         if let Some((_, stamp)) = self.inner.store.get(key).map_err(unreached)? {
             if self.age(stamp) != Age::Gone {

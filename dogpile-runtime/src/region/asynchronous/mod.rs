@@ -496,6 +496,7 @@ where
         let key = &key.to_owned();
         let region = &self.region;
         let (store, at) = (&region.inner.store, region.inner.now());
+        region.inner.directs.forget(key);
         let removed = if store.answers_at_once() {
             store.invalidate(key)
         } else {
@@ -530,6 +531,7 @@ where
         // Stamped before the read, as `Region::soft_invalidate` does.
         let region = &self.region;
         let at = region.stamp();
+        region.inner.directs.forget(key);
         let unreached = |err| region.unreached(Invalidation::key(key, true, at.created()), err);
         if let Some((_, stamp)) = self.stored(key).await.map_err(unreached)? {
             if region.age(stamp) != Age::Gone {
