@@ -6,9 +6,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
+use dogpile_runtime::region::Served;
 use dogpile_runtime::Region;
 
 #[path = "support/redis_cluster.rs"]
@@ -132,4 +133,161 @@ fn a_region_on_a_three_node_cluster() {
         "read through, not from memory"
     );
     assert!(d.statistics().near_suspect >= 2);
+}
+
+/// One node of the cluster stalls (SIGSTOP: it takes connections and answers nothing) for
+/// longer than the timeout, as a host frozen by its hypervisor does, while the other two and
+/// the cluster's view of itself stay healthy (its node timeout, 60 s here, is longer than the
+/// stall). With a breaker that never opens, every call still returns its value, blocking or
+/// async: async, the calls of the keys on the live nodes are served from the store at once
+/// and those of the stalled node's keys pay one timeout and make their value directly (all
+/// calls paid one after the first timeout: the shared connection was dropped, and each new
+/// one waited for the stalled node); blocking, every call pays about two timeouts (a failed
+/// connection is dropped, and the next one connects to every node; the first call of a handle
+/// paid four: the cluster client retried each timed-out command three times). With the
+/// default breaker, three calls pay and the rest pay nothing. Once the node runs again the
+/// breaker closes by itself and every key is served from the store again, the values the
+/// stalled node held not made again.
+#[test]
+fn a_stalled_node_costs_a_call_about_one_timeout_and_the_region_recovers_after_it() {
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    const KEYS: u64 = 48;
+    let cluster = Cluster::start();
+    let handle = |breaker_failures: u32| {
+        Redis::builder(&cluster.url())
+            .timeout(TIMEOUT)
+            .breaker_failures(breaker_failures)
+            .build()
+            .unwrap()
+    };
+    let region = |redis: &Redis| -> ClusterRegion {
+        Region::builder()
+            .name("stalled-node")
+            .expiry(Duration::from_secs(60))
+            .store(redis.store("stall"))
+            .mutexes(redis.mutexes("stall"))
+            .build()
+            .unwrap()
+    };
+    let (unbroken, broken) = (handle(u32::MAX), handle(3));
+    let (blocking, guarded) = (region(&unbroken), region(&broken));
+    let asynchronous = region(&unbroken).to_async();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let created = AtomicU64::new(0);
+    let create = |key: u64| {
+        created.fetch_add(1, Ordering::SeqCst);
+        key
+    };
+    for key in 0..KEYS {
+        assert_eq!(blocking.get_with(&key, || create(key)), key);
+        assert_eq!(guarded.get_with(&key, || create(key)), key);
+        assert_eq!(
+            rt.block_on(asynchronous.get_with(&key, || async move { key })),
+            key
+        );
+    }
+    assert_eq!(created.load(Ordering::SeqCst), KEYS);
+    let before = cluster.keys_per_node();
+    assert!(before[2] > 0, "values on the node to stall: {before:?}");
+
+    cluster.freeze(2);
+    let timed = |call: &mut dyn FnMut()| {
+        let began = Instant::now();
+        call();
+        began.elapsed()
+    };
+    let mut blocking_calls = Vec::new();
+    let mut async_calls = Vec::new();
+    for key in 0..KEYS {
+        blocking_calls.push(timed(&mut || {
+            assert_eq!(blocking.get_with(&key, || create(key)), key);
+        }));
+        async_calls.push(timed(&mut || {
+            let value = rt.block_on(asynchronous.get_with(&key, || async move { key }));
+            assert_eq!(value, key);
+        }));
+    }
+    let guarded_calls: Vec<Duration> = (0..KEYS)
+        .map(|key| timed(&mut || assert_eq!(guarded.get_with(&key, || create(key)), key)))
+        .collect();
+    cluster.thaw(2);
+    let paid = |times: &[Duration]| times.iter().filter(|took| **took >= TIMEOUT / 2).count();
+    let slowest = |times: &[Duration]| *times.iter().max().unwrap();
+    eprintln!(
+        "node 2 of 3 stalled, timeout {TIMEOUT:?}, {:?} keys per node: blocking {} of {KEYS} \
+         calls paid a timeout, slowest {:?}; async {}, slowest {:?}; with the breaker {}, \
+         slowest {:?}, the rest at most {:?}",
+        before,
+        paid(&blocking_calls),
+        slowest(&blocking_calls),
+        paid(&async_calls),
+        slowest(&async_calls),
+        paid(&guarded_calls),
+        slowest(&guarded_calls),
+        guarded_calls
+            .iter()
+            .filter(|took| **took < TIMEOUT / 2)
+            .max(),
+    );
+    eprintln!("blocking {blocking_calls:?}\nasync {async_calls:?}\nguarded {guarded_calls:?}");
+    // A blocking call that failed drops its connection, and the next one connects again, to
+    // every node: the stalled one's share of that is the second timeout.
+    let bounds = [
+        ("blocking", &blocking_calls, TIMEOUT * 3),
+        ("async", &async_calls, TIMEOUT * 3 / 2),
+    ];
+    for (what, times, bound) in bounds {
+        assert!(
+            slowest(times) < bound,
+            "a {what} call took {:?}: more than {bound:?}",
+            slowest(times)
+        );
+        let stalled = paid(times);
+        assert!(
+            stalled > 0 && stalled < KEYS as usize,
+            "{what}: {stalled} calls paid, not those of the stalled node's keys alone"
+        );
+    }
+    assert_eq!(paid(&guarded_calls), 3, "{guarded_calls:?}");
+    assert!(
+        guarded_calls.iter().all(|took| *took < TIMEOUT * 3),
+        "{guarded_calls:?}"
+    );
+    // Async, only the calls whose keys live on the stalled node paid.
+    assert!(
+        paid(&async_calls) <= usize::try_from(before[2]).unwrap(),
+        "{async_calls:?}"
+    );
+    let stats = guarded.statistics();
+    assert_eq!(
+        (stats.breaker_opens, stats.backend_failures),
+        (1, 3),
+        "{stats}"
+    );
+
+    // The breaker closes by itself after its cool-down; from then every key is in the store,
+    // those of the stalled node too.
+    let thawed = Instant::now();
+    loop {
+        let fresh = (0..KEYS)
+            .filter(|key| guarded.get_with_served(key, || create(*key)) == (*key, Served::Fresh))
+            .count();
+        if fresh == KEYS as usize {
+            break;
+        }
+        assert!(
+            thawed.elapsed() < Duration::from_secs(10),
+            "{fresh} of {KEYS} keys fresh 10 s after the node came back: {}",
+            guarded.statistics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "all {KEYS} keys fresh {:?} after the thaw; {}",
+        thawed.elapsed(),
+        guarded.statistics()
+    );
 }

@@ -36,7 +36,12 @@ impl Cluster {
                 Command::new("redis-server")
                     .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                     .args(["--save", "", "--appendonly", "no"])
-                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "5000"])
+                    .args([
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-node-timeout",
+                        "60000",
+                    ])
                     .arg("--cluster-config-file")
                     .arg(dir.join(format!("nodes-{port}.conf")))
                     .current_dir(&dir)
@@ -89,6 +94,27 @@ impl Cluster {
             "redis+cluster://127.0.0.1:{},127.0.0.1:{}/",
             self.ports[0], self.ports[1]
         )
+    }
+
+    /// Stops node `index` (SIGSTOP): the kernel still completes connections to it, it answers
+    /// nothing, and the other nodes do not mark it failed before the cluster's node timeout
+    /// (60 s here, longer than any test stalls a node).
+    pub fn freeze(&self, index: usize) {
+        self.signal(index, "-STOP");
+    }
+
+    /// Lets a [`freeze`](Self::freeze)d node run again (SIGCONT).
+    pub fn thaw(&self, index: usize) {
+        self.signal(index, "-CONT");
+    }
+
+    fn signal(&self, index: usize, signal: &str) {
+        let pid = self.nodes[index].id();
+        let sent = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("`kill` must be on the PATH");
+        assert!(sent.success(), "kill {signal} {pid} failed");
     }
 
     /// How many keys each node holds.

@@ -372,7 +372,7 @@ impl RedisBuilder {
                     .response_timeout(timeout)
                     // Redirections after a resharding are retries; keep them few so a call
                     // stays near its timeout.
-                    .retries(3)
+                    .retries(1)
                     .max_retry_wait(u64::try_from(timeout.as_millis() / 2).unwrap_or(u64::MAX));
                 #[cfg(feature = "redis-tls")]
                 let builder = match certificates {

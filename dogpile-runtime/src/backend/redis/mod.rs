@@ -483,9 +483,8 @@ impl Redis {
             }
             Ok(Err(err)) => {
                 if err.is_unrecoverable_error()
-                    || err.is_timeout()
-                    || err.is_io_error()
                     || err.kind() == ::redis::ErrorKind::ReadOnly
+                    || (!self.is_cluster() && (err.is_timeout() || err.is_io_error()))
                 {
                     *self.shared.multiplexed.lock() = None;
                 }
@@ -497,7 +496,9 @@ impl Redis {
                 Err(self.failed_with(what, err))
             }
             Err(_) => {
-                *self.shared.multiplexed.lock() = None;
+                if !self.is_cluster() {
+                    *self.shared.multiplexed.lock() = None;
+                }
                 self.unanswered();
                 Err(BackendError::new(format!(
                     "Redis {what} at {} timed out after {timeout:?}",
