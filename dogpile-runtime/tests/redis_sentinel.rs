@@ -192,6 +192,18 @@ impl Deployment {
         format!("redis+sentinel://127.0.0.1:{}/{SERVICE}", self.sentinel)
     }
 
+    /// Stops (`-STOP`) or resumes (`-CONT`) process `index`: 0 the primary, 1 the replica, 2
+    /// Sentinel. A stopped one still takes connections (the kernel completes them) and answers
+    /// nothing.
+    fn signal(&self, index: usize, signal: &str) {
+        let pid = self.children[index].id().to_string();
+        let sent = Command::new("kill").args([signal, &pid]).status();
+        assert!(
+            sent.is_ok_and(|status| status.success()),
+            "kill {signal} {pid}"
+        );
+    }
+
     /// The port of the primary Sentinel names now.
     fn named_primary(&self) -> u16 {
         let mut c = connection(self.sentinel).unwrap();
@@ -361,4 +373,80 @@ fn calls_follow_a_switchover_that_leaves_the_old_primary_readonly() {
         "{blocking_failures} blocking calls failed on the old primary's connection"
     );
     assert_eq!(deployment.values(deployment.replica, "sentinel"), 4);
+}
+
+/// A blocking call on a handle with no connection yet, run on a thread of its own: how long it
+/// took, or `None` if it had not returned after 10 s (it may still be running).
+fn first_call_within(url: &str, timeout: Duration, key: u64) -> Option<(u64, Duration)> {
+    let (url, (sent, received)) = (url.to_string(), std::sync::mpsc::channel());
+    thread::spawn(move || {
+        let redis = Redis::builder(&url)
+            .timeout(timeout)
+            .breaker_failures(u32::MAX)
+            .build()
+            .unwrap();
+        let region: SentinelRegion = Region::builder()
+            .expiry(Duration::from_secs(60))
+            .store(redis.store("stalled"))
+            .mutexes(redis.mutexes("stalled"))
+            .build()
+            .unwrap();
+        let began = Instant::now();
+        let value = region.get_with(&key, || key);
+        let _ = sent.send((value, began.elapsed()));
+    });
+    received.recv_timeout(Duration::from_secs(10)).ok()
+}
+
+/// Sentinel stalls, then the primary does (SIGSTOP, each shorter than Sentinel's
+/// `down-after-milliseconds`, so no failover starts): a blocking call that has to connect,
+/// and so to ask Sentinel for the primary, gets its value (made directly) within about the
+/// handle's timeout. It hung until the stalled process ran again: the discovery read
+/// Sentinel's answer, and the primary's `ROLE`, with no timeout. Async calls, bounded by their
+/// own deadline, too.
+#[test]
+fn a_stalled_sentinel_or_primary_costs_a_new_connection_about_one_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(300);
+    let deployment = Deployment::start();
+    let url = deployment.url();
+    let healthy = first_call_within(&url, TIMEOUT, 1).expect("answered");
+    assert_eq!(healthy.0, 1);
+    for (index, what) in [(2, "Sentinel"), (0, "the primary")] {
+        deployment.signal(index, "-STOP");
+        let blocking = first_call_within(&url, TIMEOUT, 2);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let redis = Redis::builder(&url)
+            .timeout(TIMEOUT)
+            .breaker_failures(u32::MAX)
+            .build()
+            .unwrap();
+        let asynchronous = Region::builder()
+            .expiry(Duration::from_secs(60))
+            .store(redis.store("stalled"))
+            .mutexes(redis.mutexes("stalled"))
+            .build()
+            .unwrap()
+            .to_async();
+        let began = Instant::now();
+        let value: u64 = runtime.block_on(asynchronous.get_with(&3, || async { 3 }));
+        let async_took = began.elapsed();
+        deployment.signal(index, "-CONT");
+        eprintln!(
+            "{what} stalled, timeout {TIMEOUT:?}: blocking {blocking:?}, async {async_took:?}"
+        );
+        let (value_blocking, took) =
+            blocking.unwrap_or_else(|| panic!("{what} stalled: a blocking call hung"));
+        assert_eq!((value_blocking, value), (2, 3));
+        assert!(
+            took < TIMEOUT * 2,
+            "{what} stalled: a blocking call took {took:?}"
+        );
+        assert!(
+            async_took < TIMEOUT * 2,
+            "{what} stalled: an async call took {async_took:?}"
+        );
+    }
 }

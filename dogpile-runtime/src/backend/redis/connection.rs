@@ -2,7 +2,7 @@
 //! primary that Sentinel names; blocking connections for blocking calls, and one multiplexed
 //! async connection (feature `tokio`) for async calls.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::{Client, ConnectionInfo, RedisResult};
 
@@ -24,8 +24,89 @@ pub(super) struct Sentinel {
 }
 
 impl Sentinel {
+    #[cfg(feature = "tokio")]
     fn client(&self) -> RedisResult<::redis::sentinel::Sentinel> {
         ::redis::sentinel::Sentinel::build(self.sentinels.clone())
+    }
+
+    /// A blocking connection to the primary a Sentinel names, within about `timeout`.
+    ///
+    /// redis-rs's own discovery reads Sentinel's answer, and the named primary's `ROLE`, on
+    /// connections without a timeout: with Sentinel or the primary stalled, a call that had
+    /// to connect hung until it ran again. Here each Sentinel is asked in turn within its
+    /// share of half the timeout (`SENTINEL GET-MASTER-ADDR-BY-NAME`, as Sentinel's clients
+    /// are meant to ask), and the primary it names is connected to and asked its `ROLE` within
+    /// what is left: a replica (a failover under way) is not taken for the primary.
+    fn primary_connection(&self, timeout: Duration) -> RedisResult<Connection> {
+        let began = Instant::now();
+        let share = timeout
+            / 2
+            / u32::try_from(self.sentinels.len())
+                .unwrap_or(u32::MAX)
+                .max(1);
+        let mut failed = None;
+        for sentinel in &self.sentinels {
+            let named = server_connection(&Client::open(sentinel.clone())?, share).and_then(
+                |mut connection| {
+                    ::redis::cmd("SENTINEL")
+                        .arg("GET-MASTER-ADDR-BY-NAME")
+                        .arg(&self.service)
+                        .query::<Option<(String, u16)>>(connection.get())
+                },
+            );
+            match named {
+                Ok(Some((host, port))) => {
+                    let left = timeout.saturating_sub(began.elapsed());
+                    return self.primary(host, port, left);
+                }
+                Ok(None) => {
+                    failed = Some(::redis::RedisError::from((
+                        ::redis::ErrorKind::MasterNameNotFoundBySentinel,
+                        "Sentinel knows no primary of the service",
+                        self.service.clone(),
+                    )));
+                }
+                Err(err) => failed = Some(err),
+            }
+        }
+        Err(failed.unwrap_or_else(|| {
+            ::redis::RedisError::from((::redis::ErrorKind::IoError, "no Sentinel to ask"))
+        }))
+    }
+
+    /// A connection to the server at `host:port`, within `timeout`, if it says it is a primary.
+    fn primary(&self, host: String, port: u16, timeout: Duration) -> RedisResult<Connection> {
+        if timeout.is_zero() {
+            return Err(::redis::RedisError::from((
+                ::redis::ErrorKind::IoError,
+                "asking Sentinel took the whole timeout",
+            )));
+        }
+        let addr = match self.node.tls_mode {
+            None => ::redis::ConnectionAddr::Tcp(host, port),
+            Some(mode) => ::redis::ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure: matches!(mode, ::redis::TlsMode::Insecure),
+                tls_params: None,
+            },
+        };
+        let info = ConnectionInfo {
+            addr,
+            redis: self.node.redis_connection_info.clone().unwrap_or_default(),
+        };
+        let mut connection = server_connection(&Client::open(info)?, timeout)?;
+        let role: Vec<::redis::Value> = ::redis::cmd("ROLE").query(connection.get())?;
+        let is_primary = role.first().is_some_and(|first| {
+            ::redis::from_redis_value::<String>(first).is_ok_and(|r| r == "master")
+        });
+        if !is_primary {
+            return Err(::redis::RedisError::from((
+                ::redis::ErrorKind::ReadOnly,
+                "the server Sentinel names is not a primary (yet)",
+            )));
+        }
+        Ok(connection)
     }
 }
 
@@ -71,12 +152,7 @@ impl Target {
                 connection.set_write_timeout(Some(timeout))?;
                 Ok(Connection::Cluster(Box::new(connection)))
             }
-            Target::Sentinel(sentinel) => {
-                let client = sentinel
-                    .client()?
-                    .master_for(&sentinel.service, Some(&sentinel.node))?;
-                server_connection(&client, timeout)
-            }
+            Target::Sentinel(sentinel) => sentinel.primary_connection(timeout),
         }
     }
 
