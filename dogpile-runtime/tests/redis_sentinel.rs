@@ -450,3 +450,38 @@ fn a_stalled_sentinel_or_primary_costs_a_new_connection_about_one_timeout() {
         );
     }
 }
+
+/// Two Sentinels named, the first silent (a listener that completes connections and never
+/// answers: a Sentinel stalled or behind a dead route), the second answering: a new
+/// connection, blocking or async, asks the second within its share of the timeout and
+/// reaches the primary; the call is served from Redis, not made directly.
+#[test]
+fn a_silent_first_sentinel_is_passed_over_within_the_timeout() {
+    const TIMEOUT: Duration = Duration::from_millis(400);
+    let deployment = Deployment::start();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "redis+sentinel://127.0.0.1:{},127.0.0.1:{}/{SERVICE}",
+        silent.local_addr().unwrap().port(),
+        deployment.sentinel
+    );
+    let redis = Redis::builder(&url).timeout(TIMEOUT).build().unwrap();
+    let blocking = region(&redis);
+    let began = Instant::now();
+    let value = blocking.try_get_with(&1, || Ok::<_, ()>(1));
+    let blocking_took = began.elapsed();
+    let asynchronous = region(&redis).to_async();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let began = Instant::now();
+    let async_value = runtime.block_on(asynchronous.try_get_with(&2, || async { Ok::<_, ()>(2) }));
+    let async_took = began.elapsed();
+    eprintln!("first Sentinel silent, timeout {TIMEOUT:?}: blocking {blocking_took:?}, async {async_took:?}");
+    assert_eq!(value.unwrap(), 1, "blocking");
+    assert_eq!(async_value.unwrap(), 2, "async");
+    assert!(blocking_took < TIMEOUT, "blocking {blocking_took:?}");
+    assert!(async_took < TIMEOUT, "async {async_took:?}");
+    assert_eq!(deployment.values(deployment.primary, "sentinel"), 2);
+}

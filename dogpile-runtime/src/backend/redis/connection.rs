@@ -24,11 +24,6 @@ pub(super) struct Sentinel {
 }
 
 impl Sentinel {
-    #[cfg(feature = "tokio")]
-    fn client(&self) -> RedisResult<::redis::sentinel::Sentinel> {
-        ::redis::sentinel::Sentinel::build(self.sentinels.clone())
-    }
-
     /// A blocking connection to the primary a Sentinel names, within about `timeout`.
     ///
     /// redis-rs's own discovery reads Sentinel's answer, and the named primary's `ROLE`, on
@@ -39,44 +34,38 @@ impl Sentinel {
     /// what is left: a replica (a failover under way) is not taken for the primary.
     fn primary_connection(&self, timeout: Duration) -> RedisResult<Connection> {
         let began = Instant::now();
-        let share = timeout
-            / 2
-            / u32::try_from(self.sentinels.len())
-                .unwrap_or(u32::MAX)
-                .max(1);
+        let share = self.share(timeout);
         let mut failed = None;
         for sentinel in &self.sentinels {
             let named = server_connection(&Client::open(sentinel.clone())?, share).and_then(
-                |mut connection| {
-                    ::redis::cmd("SENTINEL")
-                        .arg("GET-MASTER-ADDR-BY-NAME")
-                        .arg(&self.service)
-                        .query::<Option<(String, u16)>>(connection.get())
-                },
+                |mut connection| self.ask().query::<Option<(String, u16)>>(connection.get()),
             );
             match named {
                 Ok(Some((host, port))) => {
-                    let left = timeout.saturating_sub(began.elapsed());
-                    return self.primary(host, port, left);
+                    return self.primary(host, port, timeout.saturating_sub(began.elapsed()));
                 }
-                Ok(None) => {
-                    failed = Some(::redis::RedisError::from((
-                        ::redis::ErrorKind::MasterNameNotFoundBySentinel,
-                        "Sentinel knows no primary of the service",
-                        self.service.clone(),
-                    )));
-                }
+                Ok(None) => failed = Some(self.unknown()),
                 Err(err) => failed = Some(err),
             }
         }
-        Err(failed.unwrap_or_else(|| {
-            ::redis::RedisError::from((::redis::ErrorKind::IoError, "no Sentinel to ask"))
-        }))
+        Err(failed.unwrap_or_else(no_sentinel))
     }
 
     /// A connection to the server at `host:port`, within `timeout`, if it says it is a primary.
     fn primary(&self, host: String, port: u16, timeout: Duration) -> RedisResult<Connection> {
-        if timeout.is_zero() {
+        let mut connection = server_connection(
+            &Client::open(self.primary_info(host, port, timeout)?)?,
+            timeout,
+        )?;
+        let role: Vec<::redis::Value> = ::redis::cmd("ROLE").query(connection.get())?;
+        is_primary(&role)?;
+        Ok(connection)
+    }
+
+    /// How to reach the primary at `host:port`: with the credentials and database of the
+    /// address, over TLS if it said `rediss+sentinel`.
+    fn primary_info(&self, host: String, port: u16, left: Duration) -> RedisResult<ConnectionInfo> {
+        if left.is_zero() {
             return Err(::redis::RedisError::from((
                 ::redis::ErrorKind::IoError,
                 "asking Sentinel took the whole timeout",
@@ -91,23 +80,57 @@ impl Sentinel {
                 tls_params: None,
             },
         };
-        let info = ConnectionInfo {
+        Ok(ConnectionInfo {
             addr,
             redis: self.node.redis_connection_info.clone().unwrap_or_default(),
-        };
-        let mut connection = server_connection(&Client::open(info)?, timeout)?;
-        let role: Vec<::redis::Value> = ::redis::cmd("ROLE").query(connection.get())?;
-        let is_primary = role.first().is_some_and(|first| {
-            ::redis::from_redis_value::<String>(first).is_ok_and(|r| r == "master")
-        });
-        if !is_primary {
-            return Err(::redis::RedisError::from((
-                ::redis::ErrorKind::ReadOnly,
-                "the server Sentinel names is not a primary (yet)",
-            )));
-        }
-        Ok(connection)
+        })
     }
+
+    /// Each Sentinel's share of the time to find the primary: half the timeout, split evenly.
+    fn share(&self, timeout: Duration) -> Duration {
+        timeout
+            / 2
+            / u32::try_from(self.sentinels.len())
+                .unwrap_or(u32::MAX)
+                .max(1)
+    }
+
+    /// The command that asks a Sentinel where the primary is.
+    fn ask(&self) -> ::redis::Cmd {
+        let mut ask = ::redis::cmd("SENTINEL");
+        ask.arg("GET-MASTER-ADDR-BY-NAME").arg(&self.service);
+        ask
+    }
+
+    /// A Sentinel answered that it knows no primary of the service.
+    fn unknown(&self) -> ::redis::RedisError {
+        ::redis::RedisError::from((
+            ::redis::ErrorKind::MasterNameNotFoundBySentinel,
+            "Sentinel knows no primary of the service",
+            self.service.clone(),
+        ))
+    }
+}
+
+/// Whether a `ROLE` reply is a primary's: a replica (a failover under way, a switchover that
+/// Sentinel has not noticed yet) is not taken for one.
+fn is_primary(role: &[::redis::Value]) -> RedisResult<()> {
+    let primary = role.first().is_some_and(|first| {
+        ::redis::from_redis_value::<String>(first).is_ok_and(|role| role == "master")
+    });
+    if primary {
+        Ok(())
+    } else {
+        Err(::redis::RedisError::from((
+            ::redis::ErrorKind::ReadOnly,
+            "the server Sentinel names is not a primary (yet)",
+        )))
+    }
+}
+
+/// No Sentinel was named (the address is checked when built, so this is not expected).
+fn no_sentinel() -> ::redis::RedisError {
+    ::redis::RedisError::from((::redis::ErrorKind::IoError, "no Sentinel to ask"))
 }
 
 /// A blocking connection of the pool.
@@ -190,6 +213,8 @@ mod r#async {
     use ::redis::aio::{ConnectionLike, MultiplexedConnection};
     use ::redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
+    use ::redis::Client;
+
     use super::Target;
 
     /// The async calls' shared connection: cheap to clone, every clone multiplexed on the same
@@ -228,6 +253,59 @@ mod r#async {
         }
     }
 
+    impl super::Sentinel {
+        /// [`primary_connection`](super::Sentinel::primary_connection), async: each Sentinel
+        /// asked within its share, so a silent first one does not take the whole timeout
+        /// (redis-rs's discovery waits for it without one, and never asks the next).
+        async fn primary_async(&self, timeout: Duration) -> RedisResult<AsyncConnection> {
+            let began = tokio::time::Instant::now();
+            let share = self.share(timeout);
+            let config = |within: Duration| {
+                AsyncConnectionConfig::new()
+                    .set_connection_timeout(within)
+                    .set_response_timeout(within)
+            };
+            let mut failed = None;
+            for sentinel in &self.sentinels {
+                let ask = async {
+                    let mut connection = Client::open(sentinel.clone())?
+                        .get_multiplexed_async_connection_with_config(&config(share))
+                        .await?;
+                    self.ask()
+                        .query_async::<Option<(String, u16)>>(&mut connection)
+                        .await
+                };
+                let named = tokio::time::timeout(share, ask)
+                    .await
+                    .unwrap_or_else(|_| Err(silent()));
+                match named {
+                    Ok(Some((host, port))) => {
+                        let left = timeout.saturating_sub(began.elapsed());
+                        let info = self.primary_info(host, port, left)?;
+                        let mut connection = Client::open(info)?
+                            .get_multiplexed_async_connection_with_config(&config(left))
+                            .await?;
+                        let role: Vec<Value> =
+                            ::redis::cmd("ROLE").query_async(&mut connection).await?;
+                        super::is_primary(&role)?;
+                        return Ok(AsyncConnection::Server(connection));
+                    }
+                    Ok(None) => failed = Some(self.unknown()),
+                    Err(err) => failed = Some(err),
+                }
+            }
+            Err(failed.unwrap_or_else(super::no_sentinel))
+        }
+    }
+
+    /// A Sentinel did not answer within its share of the timeout.
+    fn silent() -> ::redis::RedisError {
+        ::redis::RedisError::from((
+            ::redis::ErrorKind::IoError,
+            "Sentinel did not answer within its share of the timeout",
+        ))
+    }
+
     impl Target {
         /// A new async connection, with `timeout` on connecting and on each response.
         pub(in crate::backend::redis) async fn connect_async(
@@ -246,17 +324,7 @@ mod r#async {
                 Target::Cluster(client) => Ok(AsyncConnection::Cluster(
                     client.get_async_connection().await?,
                 )),
-                Target::Sentinel(sentinel) => {
-                    let client = sentinel
-                        .client()?
-                        .async_master_for(&sentinel.service, Some(&sentinel.node))
-                        .await?;
-                    Ok(AsyncConnection::Server(
-                        client
-                            .get_multiplexed_async_connection_with_config(&config)
-                            .await?,
-                    ))
-                }
+                Target::Sentinel(sentinel) => sentinel.primary_async(timeout).await,
             }
         }
     }
