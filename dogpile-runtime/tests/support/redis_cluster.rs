@@ -26,10 +26,16 @@ fn free_port() -> u16 {
 
 impl Cluster {
     pub fn start() -> Cluster {
-        let dir = std::env::temp_dir().join(format!("dogpile-cluster-{}", std::process::id()));
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        // One directory per cluster: the tests of a file run at once, each with its own, and
+        // one's start must not remove another's node files.
+        let dir = std::env::temp_dir().join(format!(
+            "dogpile-cluster-{}-{}",
+            std::process::id(),
+            ports[0]
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
         let nodes = ports
             .iter()
             .map(|port| {

@@ -367,8 +367,17 @@ impl RedisBuilder {
                 if seeds.is_empty() {
                     return Err(bad("names no node".into()));
                 }
+                // A blocking cluster connection connects to every node, and reads each reply
+                // of a node's handshake with this timeout: a stalled node took a connection
+                // two timeouts, and the call failed with none left for its command, whichever
+                // node its key is on. Its replies share half the timeout now, the command has
+                // the rest.
+                let replies = seeds[0]
+                    .as_str()
+                    .into_connection_info()
+                    .map_or(2, |info| super::connection::handshake_replies(&info.redis));
                 let builder = ::redis::cluster::ClusterClientBuilder::new(seeds)
-                    .connection_timeout(timeout)
+                    .connection_timeout(timeout / 2 / replies)
                     .response_timeout(timeout)
                     // Redirections after a resharding are retries; keep them few so a call
                     // stays near its timeout.

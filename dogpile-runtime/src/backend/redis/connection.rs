@@ -198,7 +198,7 @@ fn server_connection(client: &Client, timeout: Duration) -> RedisResult<Connecti
 
 /// How many replies redis-rs reads when it opens a blocking connection: `CLIENT SETINFO` twice,
 /// then `HELLO` (RESP3) or `AUTH` (a password), and `SELECT` (a database other than 0).
-fn handshake_replies(info: &::redis::RedisConnectionInfo) -> u32 {
+pub(super) fn handshake_replies(info: &::redis::RedisConnectionInfo) -> u32 {
     let hello_or_auth = info.protocol != ::redis::ProtocolVersion::RESP2 || info.password.is_some();
     2 + u32::from(hello_or_auth) + u32::from(info.db != 0)
 }
