@@ -573,7 +573,7 @@ fn with_the_store_down_an_async_herd_makes_one_upstream_call_per_key_in_the_proc
 /// whatever the store says; with the store down, a value made directly before it is not
 /// shared after it either (it was, within the failure throttle: the next call got the value
 /// the invalidation was meant to drop instead of running its creator). The same for one key's
-/// invalidation, hard or soft.
+/// invalidation, hard or soft, an insert and a clear.
 #[test]
 fn with_the_store_down_a_value_made_before_invalidate_all_is_not_shared_after_it() {
     let clock = Arc::new(ManualClock::starting_now());
@@ -599,4 +599,9 @@ fn with_the_store_down_a_value_made_before_invalidate_all_is_not_shared_after_it
     assert_eq!(region.get_with_served(&1, || 14), (14, Served::Direct));
     region.soft_invalidate_all().unwrap();
     assert_eq!(region.get_with_served(&1, || 15), (15, Served::Direct));
+    // A value inserted (the store down: not stored), and a clear, are newer than it too.
+    assert!(region.insert(&1, 16).is_err(), "the store is down");
+    assert_eq!(region.get_with_served(&1, || 17), (17, Served::Direct));
+    let _ = region.clear();
+    assert_eq!(region.get_with_served(&1, || 18), (18, Served::Direct));
 }

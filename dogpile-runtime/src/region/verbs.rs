@@ -278,6 +278,7 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let key = key.to_owned();
+        self.inner.directs.forget(&key);
         self.write(&key, &value, None, None).blocking().map(drop)
     }
 
@@ -451,6 +452,7 @@ where
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn clear(&self) -> Result<(), BackendError> {
+        self.inner.directs.forget_all();
         self.inner.store.clear().map_err(|err| {
             let cutoff = self.inner.invalidate_all(false);
             self.unreached(Invalidation::all(false, cutoff), err)

@@ -463,6 +463,7 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let key = key.to_owned();
+        self.region.inner.directs.forget(&key);
         self.region
             .write(&key, &value, None, None)
             .awaiting()
@@ -620,6 +621,7 @@ where
     /// ```
     pub async fn clear(&self) -> Result<(), BackendError> {
         let region = &self.region;
+        region.inner.directs.forget_all();
         let store = &region.inner.store;
         let cleared = if store.answers_at_once() {
             store.clear()
