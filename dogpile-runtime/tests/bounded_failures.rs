@@ -128,22 +128,8 @@ fn failures_of_more_keys_than_the_bound_keep_the_first_and_retry_the_rest() {
         }
     });
     let swept = began.elapsed() - filled;
-    eprintln!(
-        "{BOUND} failures kept {} KiB ({filled:?}); {BEYOND} beyond the bound, {} bytes \
-         ({swept:?}, {:?} each)",
-        within >> 10,
-        beyond,
-        swept / BEYOND as u32
-    );
+    judge_bound("failures", (within, filled), (beyond, swept));
     assert_eq!(calls.load(Ordering::Relaxed), (BOUND + BEYOND) as usize);
-    assert!(
-        within > 1 << 20,
-        "{BOUND} failures kept took only {within} bytes"
-    );
-    assert!(
-        beyond < kept_per_key(within) * BEYOND as i64 / 4,
-        "{BEYOND} failures beyond the bound kept {beyond} bytes"
-    );
 
     // Within the throttle: the keys kept share their failure, those beyond run their creator.
     clock.advance(THROTTLE / 2);
@@ -281,22 +267,8 @@ fn direct_values_of_more_keys_than_the_bound_keep_the_first_and_make_the_rest_ag
         }
     });
     let swept = began.elapsed() - filled;
-    eprintln!(
-        "{BOUND} direct values kept {} KiB ({filled:?}); {BEYOND} beyond the bound, {} bytes \
-         ({swept:?}, {:?} each)",
-        within >> 10,
-        beyond,
-        swept / BEYOND as u32
-    );
+    judge_bound("direct values", (within, filled), (beyond, swept));
     assert_eq!(calls.load(Ordering::Relaxed), (BOUND + BEYOND) as usize);
-    assert!(
-        within > 1 << 20,
-        "{BOUND} direct values kept took only {within} bytes"
-    );
-    assert!(
-        beyond < kept_per_key(within) * BEYOND as i64 / 4,
-        "{BEYOND} direct values beyond the bound kept {beyond} bytes"
-    );
 
     // Within the throttle: the values kept are shared, the keys beyond are made again.
     clock.advance(THROTTLE / 2);
@@ -424,5 +396,25 @@ fn direct_values_are_let_go_once_the_throttle_has_passed() {
         "{} KiB still held for {KEYS} values made directly, {:?} after the throttle",
         held >> 10,
         THROTTLE
+    );
+}
+
+/// Reports what the keys within the bound kept (`within` bytes, in `filled`) and those
+/// beyond it (`beyond` bytes, in `swept`), and checks that the bound held: the keys within
+/// kept something, those beyond far less than as many keys within keep.
+fn judge_bound(what: &str, (within, filled): (i64, Duration), (beyond, swept): (i64, Duration)) {
+    eprintln!(
+        "{BOUND} {what} kept {} KiB ({filled:?}); {BEYOND} beyond the bound, {beyond} bytes \
+         ({swept:?}, {:?} each)",
+        within >> 10,
+        swept / BEYOND as u32
+    );
+    assert!(
+        within > 1 << 20,
+        "{BOUND} {what} kept took only {within} bytes"
+    );
+    assert!(
+        beyond < kept_per_key(within) * BEYOND as i64 / 4,
+        "{BEYOND} {what} beyond the bound kept {beyond} bytes"
     );
 }
