@@ -297,4 +297,13 @@ fn a_stalled_node_costs_a_call_about_one_timeout_and_the_region_recovers_after_i
         thawed.elapsed(),
         guarded.statistics()
     );
+    // The async handle kept its cluster connection through the stall: it serves every key
+    // from the store again, the stalled node's too.
+    let fresh = (0..KEYS)
+        .filter(|key| {
+            let served = rt.block_on(asynchronous.get_with_served(key, || async { u64::MAX }));
+            served == (*key, Served::Fresh)
+        })
+        .count();
+    assert_eq!(fresh, KEYS as usize, "{}", asynchronous.statistics());
 }
