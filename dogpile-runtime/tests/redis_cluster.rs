@@ -307,3 +307,87 @@ fn a_stalled_node_costs_a_call_about_one_timeout_and_the_region_recovers_after_i
         .count();
     assert_eq!(fresh, KEYS as usize, "{}", asynchronous.statistics());
 }
+
+/// A primary stalls (SIGSTOP) and stays stalled past the cluster's node timeout (2 s here),
+/// so the cluster promotes its replica. Async calls on a handle that was connected before
+/// reach the promoted replica and are served from the store again, while the old primary is
+/// still stopped: the cluster connection kept across the stall's timeouts (so that the live
+/// nodes' keys do not pay for one) is replaced in the background, and the new one reads the
+/// new slots. (Kept as it was, it sent the stalled primary's keys to it for as long as it
+/// stayed silent: a silent node sends no `MOVED`.) Blocking calls, whose failed connections
+/// are dropped, follow too.
+#[test]
+fn calls_follow_the_failover_of_a_stalled_primary() {
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    const KEYS: u64 = 48;
+    let cluster = Cluster::start_with(1, 2_000);
+    let victim = 2;
+    assert!(
+        cluster.is_primary(victim),
+        "node {victim} starts as a primary"
+    );
+    let redis = Redis::builder(&cluster.url())
+        .timeout(TIMEOUT)
+        .breaker_failures(u32::MAX)
+        .build()
+        .unwrap();
+    let region = || -> ClusterRegion {
+        Region::builder()
+            .name("failover")
+            .expiry(Duration::from_secs(600))
+            .store(redis.store("failover"))
+            .mutexes(redis.mutexes("failover"))
+            .build()
+            .unwrap()
+    };
+    let (blocking, asynchronous) = (region(), region().to_async());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for key in 0..KEYS {
+        assert_eq!(
+            rt.block_on(asynchronous.get_with(&key, || async move { key })),
+            key
+        );
+    }
+    cluster.wait_replicated(victim);
+
+    cluster.freeze(victim);
+    let frozen = Instant::now();
+    let mut rounds = 0;
+    let followed = loop {
+        rounds += 1;
+        let fresh = (0..KEYS)
+            .filter(|key| {
+                let served = rt.block_on(asynchronous.get_with_served(key, || async { u64::MAX }));
+                served == (*key, Served::Fresh)
+            })
+            .count();
+        if fresh == KEYS as usize {
+            break frozen.elapsed();
+        }
+        if frozen.elapsed() > Duration::from_secs(30) {
+            cluster.thaw(victim);
+            panic!(
+                "{fresh} of {KEYS} keys served from the store async, 30 s after node {victim} \
+                 stalled: {}",
+                asynchronous.statistics()
+            );
+        }
+    };
+    let blocking_fresh = (0..KEYS)
+        .filter(|key| blocking.get_with_served(key, || u64::MAX) == (*key, Served::Fresh))
+        .count();
+    cluster.thaw(victim);
+    eprintln!(
+        "node {victim} stalled: every key served from the store async again {followed:?} after \
+         (round {rounds}), blocking {blocking_fresh} of {KEYS} then; {}",
+        asynchronous.statistics()
+    );
+    assert!(
+        followed > Duration::from_secs(2),
+        "before the node timeout: no failover yet?"
+    );
+    assert_eq!(blocking_fresh, KEYS as usize);
+}

@@ -25,8 +25,17 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
+    /// Three primaries, no replicas, a node timeout (60 s) longer than any test stalls a
+    /// node: a stall stays a stall.
     pub fn start() -> Cluster {
-        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        Cluster::start_with(0, 60_000)
+    }
+
+    /// Three primaries (nodes 0 to 2) with `replicas` replicas each (the nodes after them),
+    /// synced, and the cluster's node timeout: how long a node may be silent before the others
+    /// fail it over.
+    pub fn start_with(replicas: usize, node_timeout_ms: u32) -> Cluster {
+        let ports: Vec<u16> = (0..3 * (1 + replicas)).map(|_| free_port()).collect();
         // One directory per cluster: the tests of a file run at once, each with its own, and
         // one's start must not remove another's node files.
         let dir = std::env::temp_dir().join(format!(
@@ -42,12 +51,8 @@ impl Cluster {
                 Command::new("redis-server")
                     .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                     .args(["--save", "", "--appendonly", "no"])
-                    .args([
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-node-timeout",
-                        "60000",
-                    ])
+                    .args(["--cluster-enabled", "yes", "--cluster-node-timeout"])
+                    .arg(node_timeout_ms.to_string())
                     .arg("--cluster-config-file")
                     .arg(dir.join(format!("nodes-{port}.conf")))
                     .current_dir(&dir)
@@ -64,7 +69,7 @@ impl Cluster {
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(cluster.ports.iter().map(|p| format!("127.0.0.1:{p}")))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -78,7 +83,50 @@ impl Cluster {
                     .is_ok_and(|info| info.contains("cluster_state:ok"))
             });
         }
+        for port in &cluster.ports[3..] {
+            cluster.wait(*port, |c| {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query::<String>(c)
+                    .is_ok_and(|info| info.contains("master_link_status:up"))
+            });
+        }
         cluster
+    }
+
+    /// Whether node `index` is a primary now.
+    pub fn is_primary(&self, index: usize) -> bool {
+        let mut c = self.connection(index);
+        let info: String = redis::cmd("INFO").arg("replication").query(&mut c).unwrap();
+        info.contains("role:master")
+    }
+
+    /// Waits until the replicas of primary `index` have everything it was sent.
+    pub fn wait_replicated(&self, index: usize) {
+        self.wait(self.ports[index], |c| {
+            let info: String = redis::cmd("INFO").arg("replication").query(c).unwrap();
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(str::to_string)
+            };
+            let offset = field("master_repl_offset:");
+            // `slave0:ip=...,port=...,state=online,offset=N,lag=0`
+            let replica = field("slave0:").and_then(|replica| {
+                replica
+                    .split(',')
+                    .find_map(|part| part.strip_prefix("offset="))
+                    .map(str::to_string)
+            });
+            offset.is_some() && offset == replica
+        });
+    }
+
+    fn connection(&self, index: usize) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.ports[index]))
+            .unwrap()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap()
     }
 
     fn wait(&self, port: u16, ready: impl Fn(&mut redis::Connection) -> bool) {

@@ -152,9 +152,13 @@ struct Shared {
     /// The circuit breaker: calls fail at once while the server is not answering.
     circuit: Circuit,
     /// The async calls' connection: one multiplexed connection, shared; dropped after a
-    /// failure so that the next call connects again.
+    /// failure so that the next call connects again (a cluster's is replaced in the
+    /// background instead: see `Redis::reconnect_async`).
     #[cfg(feature = "tokio")]
     multiplexed: Mutex<Option<connection::AsyncConnection>>,
+    /// Whether a cluster's async connection is being replaced.
+    #[cfg(feature = "tokio")]
+    reconnecting: std::sync::atomic::AtomicBool,
     /// Leases that ran out while their creator still ran (see [`Redis::leases_lost`]).
     leases_lost: AtomicU64,
     /// Connections not in use; a command takes one (or opens one) and returns it on success.
@@ -209,6 +213,8 @@ impl Redis {
                 circuit: Circuit::new(settings.breaker, address),
                 #[cfg(feature = "tokio")]
                 multiplexed: Mutex::new(None),
+                #[cfg(feature = "tokio")]
+                reconnecting: std::sync::atomic::AtomicBool::new(false),
                 leases_lost: AtomicU64::new(0),
                 idle: Mutex::new(Vec::new()),
                 orphans: Orphans::default(),
@@ -482,11 +488,10 @@ impl Redis {
                 Ok(value)
             }
             Ok(Err(err)) => {
-                if err.is_unrecoverable_error()
-                    || err.kind() == ::redis::ErrorKind::ReadOnly
-                    || (!self.is_cluster() && (err.is_timeout() || err.is_io_error()))
-                {
+                if err.is_unrecoverable_error() || err.kind() == ::redis::ErrorKind::ReadOnly {
                     *self.shared.multiplexed.lock() = None;
+                } else if err.is_timeout() || err.is_io_error() {
+                    self.reconnect_async();
                 }
                 if err.is_timeout() || (fresh && unanswered(&err)) {
                     self.unanswered();
@@ -496,9 +501,7 @@ impl Redis {
                 Err(self.failed_with(what, err))
             }
             Err(_) => {
-                if !self.is_cluster() {
-                    *self.shared.multiplexed.lock() = None;
-                }
+                self.reconnect_async();
                 self.unanswered();
                 Err(BackendError::new(format!(
                     "Redis {what} at {} timed out after {timeout:?}",
@@ -506,6 +509,34 @@ impl Redis {
                 )))
             }
         }
+    }
+
+    /// After a command of the shared async connection went unanswered: a server's is
+    /// dropped, and the next call connects again. A cluster's stays, and one is built to
+    /// replace it in the background: a new one waits for a stalled node while it connects, so
+    /// the calls whose keys live on the other nodes, which the one kept still serves, would
+    /// pay for it; but the one kept routes by the slots it read, and learns a failover only
+    /// from a `MOVED` that a stalled primary never sends. One replacement at a time, and none
+    /// within a timeout of the last (outside a tokio runtime, it is dropped as a server's).
+    #[cfg(feature = "tokio")]
+    fn reconnect_async(&self) {
+        let runtime = tokio::runtime::Handle::try_current();
+        let (true, Ok(runtime)) = (self.is_cluster(), runtime) else {
+            *self.shared.multiplexed.lock() = None;
+            return;
+        };
+        if self.shared.reconnecting.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (shared, timeout) = (Arc::clone(&self.shared), self.timeout());
+        runtime.spawn(async move {
+            let connect = shared.target.connect_async(timeout);
+            if let Ok(Ok(connection)) = tokio::time::timeout(timeout, connect).await {
+                *shared.multiplexed.lock() = Some(connection);
+            }
+            tokio::time::sleep(timeout).await;
+            shared.reconnecting.store(false, Ordering::Release);
+        });
     }
 
     #[cfg(feature = "tokio")]
