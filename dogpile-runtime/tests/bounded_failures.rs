@@ -348,13 +348,15 @@ impl dogpile_runtime::region::Store<u64, Vec<u8>> for Flaky {
     }
 }
 
-/// A value made directly is let go once its key is made through the store again: 64 values
-/// of 256 KiB made while the store is down are no longer held once the throttle has passed,
-/// the store is back and each key has been made again through it. They were kept until a
-/// later direct call of their key or a full map dropped them: 16 MiB that no call could be
-/// served, for as long as no outage came back, and up to 65,536 values.
+/// Values made directly are let go once the store answers again: a key's at once when its
+/// key is made through the store, and every other past the throttle, when any value is made
+/// through the store. 64 values of 256 KiB made while the store is down, then one key made
+/// again and, past the throttle, one new key: none is held. They were kept until a later
+/// direct call of their key or a full map dropped them: 16 MiB that no call could be served,
+/// for as long as no outage came back, and up to 65,536 values; and then until their own key
+/// was asked for again.
 #[test]
-fn direct_values_are_let_go_once_the_throttle_has_passed() {
+fn direct_values_are_let_go_once_the_store_answers_again() {
     const KEYS: u64 = 64;
     const SIZE: usize = 256 << 10;
     let _turn = alone();
@@ -375,10 +377,11 @@ fn direct_values_are_let_go_once_the_throttle_has_passed() {
                 (key as u8, SIZE, Served::Direct)
             );
         }
-        // The throttle passes, the store answers again, and every key is made through it.
-        clock.advance(THROTTLE * 2);
+        // The store answers again: key 0 is made through it, within the throttle; then,
+        // past it, a key never made before. Keys 1 to 63 are not asked for again.
         down.store(false, Ordering::SeqCst);
-        for key in 0..KEYS {
+        for (key, after) in [(0, Duration::ZERO), (KEYS, THROTTLE * 2)] {
+            clock.advance(after);
             let (value, served) = region.get_with_served(&key, || make(key));
             assert_eq!(
                 (value[0], value.len(), served),
@@ -417,4 +420,44 @@ fn judge_bound(what: &str, (within, filled): (i64, Duration), (beyond, swept): (
         beyond < kept_per_key(within) * BEYOND as i64 / 4,
         "{BEYOND} {what} beyond the bound kept {beyond} bytes"
     );
+}
+
+/// A value made directly is not shared after a newer one went through the store: the store
+/// down, key 1 is made directly; the store back, a step writes key 1 (an `insert`, a batch
+/// that makes it) or clears every key; the store down again, within the throttle, the next
+/// call of key 1 makes its own value instead of getting the one from before the step. (Each
+/// got it, `Served::Waited`, before.)
+#[test]
+fn a_value_made_directly_is_not_shared_after_a_newer_one_went_through_the_store() {
+    type Step = fn(&Region<u64, Vec<u8>, Flaky>);
+    let steps: [(&str, Step); 3] = [
+        ("insert", |region| region.insert(&1, vec![2]).unwrap()),
+        ("batch", |region| {
+            let made = region.try_get_with_many(&[1], |_| Ok::<_, ()>(vec![vec![3]]));
+            assert_eq!(made.unwrap(), [vec![3]]);
+        }),
+        ("clear", |region| region.clear().unwrap()),
+    ];
+    let _turn = alone();
+    for (what, step) in steps {
+        let down = Arc::new(AtomicBool::new(true));
+        let region: Region<u64, Vec<u8>, Flaky> = Region::builder()
+            .store(Flaky { down: down.clone() })
+            .fail_safe_throttle(THROTTLE)
+            .clock(Arc::new(ManualClock::starting_now()))
+            .build()
+            .unwrap();
+        assert_eq!(
+            region.get_with_served(&1, || vec![1]),
+            (vec![1], Served::Direct)
+        );
+        down.store(false, Ordering::SeqCst);
+        step(&region);
+        down.store(true, Ordering::SeqCst);
+        assert_eq!(
+            region.get_with_served(&1, || vec![4]),
+            (vec![4], Served::Direct),
+            "after {what}"
+        );
+    }
 }

@@ -378,7 +378,7 @@ where
     }
 
     /// The end of a run that made `made`: stored, counted, its span closed, the key's failures
-    /// and the value a direct call made for it before forgotten.
+    /// forgotten.
     pub(super) fn made<E>(
         &self,
         run: Run<'_>,
@@ -387,7 +387,6 @@ where
     ) -> Ended<V, E> {
         run.finish(self.stored(stored));
         self.region.inner.failures.clear(self.key);
-        self.region.inner.directs.forget(self.key);
         Ok((value, self.served()))
     }
 }
@@ -485,6 +484,13 @@ where
         life: Option<Duration>,
         fence: Option<Fence>,
     ) -> Write<'a, K, V, S, M> {
+        // A value for the store is newer than one a direct call made: whatever becomes of the
+        // write, that one is not shared again.
+        let inner = &*self.inner;
+        if !inner.directs.is_empty() {
+            let window = (inner.fail_safe_throttle_nanos, inner.tolerance_nanos);
+            (inner.directs).forget_made(key, inner.now().as_nanos(), window);
+        }
         Write {
             region: self,
             key,

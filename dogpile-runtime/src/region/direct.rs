@@ -41,6 +41,8 @@ struct Kept<V> {
 struct Values<K, V> {
     map: HashMap<K, Kept<V>>,
     searched: Searched,
+    /// When the values past the window were last let go, on a value made through the store.
+    swept: i64,
 }
 
 pub(super) struct Directs<K, V> {
@@ -70,6 +72,7 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
             made: Mutex::new(Values {
                 map: HashMap::new(),
                 searched: Searched::default(),
+                swept: i64::MIN,
             }),
             len: AtomicUsize::new(0),
             seq: AtomicU64::new(0),
@@ -79,6 +82,12 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
     /// The process's mutex of `key`'s direct creators.
     pub(super) fn mutex(&self, key: &K) -> Arc<LocalMutex> {
         self.mutexes.get(key)
+    }
+
+    /// Whether no value is kept: the one check a value made through the store pays.
+    #[inline]
+    pub(super) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::Acquire) == 0
     }
 
     /// How many direct values were kept so far, taken when a call begins.
@@ -110,7 +119,26 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
         None
     }
 
-    /// Forgets `key`'s value: it was invalidated, or a value was made through the store.
+    /// Forgets `key`'s value, a value for it having been made through the store at `now`;
+    /// and, at most once per `window`, every value past it: the store is answering again, and
+    /// the values made while it failed would otherwise stay until their own keys were asked
+    /// for again (or the map filled), however large.
+    #[inline]
+    pub(super) fn forget_made(&self, key: &K, now: i64, (window, tolerance): (i64, i64)) {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut made = self.made.lock();
+        made.map.remove(key);
+        if !expiry::within(now, made.swept, window, tolerance) {
+            made.map
+                .retain(|_, kept| expiry::within(now, kept.at, window, tolerance));
+            made.swept = now;
+        }
+        self.len.store(made.map.len(), Ordering::Release);
+    }
+
+    /// Forgets `key`'s value: it was invalidated, or a newer one inserted.
     #[inline]
     pub(super) fn forget(&self, key: &K) {
         if self.len.load(Ordering::Acquire) == 0 {

@@ -278,7 +278,6 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let key = key.to_owned();
-        self.inner.directs.forget(&key);
         self.write(&key, &value, None, None).blocking().map(drop)
     }
 

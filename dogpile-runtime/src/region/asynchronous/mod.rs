@@ -463,7 +463,6 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let key = key.to_owned();
-        self.region.inner.directs.forget(&key);
         self.region
             .write(&key, &value, None, None)
             .awaiting()
