@@ -239,7 +239,7 @@ fn a_stalled_node_costs_a_call_about_one_timeout_and_the_region_recovers_after_i
     // may be retried once.
     let bounds = [
         ("blocking", &blocking_calls, TIMEOUT * 3),
-        ("async", &async_calls, TIMEOUT * 3 / 2),
+        ("async", &async_calls, TIMEOUT * 2),
     ];
     for (what, times, bound) in bounds {
         assert!(

@@ -59,9 +59,12 @@ impl<K, V> Directs<K, V> {
             return;
         }
         let mut made = self.made.lock();
-        made.map.clear();
+        let gone = std::mem::take(&mut made.map);
         made.searched = Searched::default();
         self.len.store(0, Ordering::Release);
+        // Freed once the lock is given back: the calls of other keys do not wait for it.
+        drop(made);
+        drop(gone);
     }
 }
 
@@ -129,13 +132,16 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
             return;
         }
         let mut made = self.made.lock();
-        made.map.remove(key);
+        let mut gone: Vec<Kept<V>> = made.map.remove(key).into_iter().collect();
         if !expiry::within(now, made.swept, window, tolerance) {
-            made.map
-                .retain(|_, kept| expiry::within(now, kept.at, window, tolerance));
+            let past = |_: &K, kept: &mut Kept<V>| !expiry::within(now, kept.at, window, tolerance);
+            gone.extend(made.map.extract_if(past).map(|(_, kept)| kept));
             made.swept = now;
         }
         self.len.store(made.map.len(), Ordering::Release);
+        // Freed once the lock is given back, as in `forget_all`.
+        drop(made);
+        drop(gone);
     }
 
     /// Forgets `key`'s value: it was invalidated, or a newer one inserted.
