@@ -391,3 +391,90 @@ fn calls_follow_the_failover_of_a_stalled_primary() {
     );
     assert_eq!(blocking_fresh, KEYS as usize);
 }
+
+/// A primary killed (its connections reset, new ones refused) and failed over to its
+/// replica, under a handle with the default breaker whose blocking connections (several,
+/// kept from a load on four threads) and async connection all knew the old slots: how many
+/// calls fail before every key is served from the store again, blocking and async: none
+/// opened the breaker (the cluster client retrying a command three times, as it did, 14
+/// commands went unanswered; retrying once, as now, none), and every key was fresh again
+/// 4.2-4.5 s after the kill (a 2 s node timeout).
+#[test]
+fn calls_follow_the_failover_of_a_killed_primary() {
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    const KEYS: u64 = 48;
+    let mut cluster = Cluster::start_with(1, 2_000);
+    let victim = 2;
+    assert!(
+        cluster.is_primary(victim),
+        "node {victim} starts as a primary"
+    );
+    let redis = Redis::builder(&cluster.url())
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap();
+    let region = || -> ClusterRegion {
+        Region::builder()
+            .name("killed")
+            .expiry(Duration::from_secs(600))
+            .store(redis.store("killed"))
+            .mutexes(redis.mutexes("killed"))
+            .build()
+            .unwrap()
+    };
+    let (blocking, asynchronous) = (region(), region().to_async());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Four threads at once leave four blocking connections idle.
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                for key in 0..KEYS {
+                    assert_eq!(blocking.get_with(&key, || key), key);
+                }
+            });
+        }
+    });
+    for key in 0..KEYS {
+        assert_eq!(
+            rt.block_on(asynchronous.get_with(&key, || async move { key })),
+            key
+        );
+    }
+    cluster.wait_replicated(victim);
+
+    cluster.kill(victim);
+    let killed = Instant::now();
+    let (mut blocking_done, mut async_done) = (None, None);
+    while blocking_done.is_none() || async_done.is_none() {
+        let all_fresh = |served: &dyn Fn(u64) -> (u64, Served)| {
+            (0..KEYS).all(|key| served(key) == (key, Served::Fresh))
+        };
+        if blocking_done.is_none() && all_fresh(&|key| blocking.get_with_served(&key, || u64::MAX))
+        {
+            blocking_done = Some(killed.elapsed());
+        }
+        if async_done.is_none()
+            && all_fresh(&|key| {
+                rt.block_on(asynchronous.get_with_served(&key, || async { u64::MAX }))
+            })
+        {
+            async_done = Some(killed.elapsed());
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "not every key served from the store 30 s after the kill: blocking {blocking_done:?}, \
+             async {async_done:?}; {}",
+            blocking.statistics()
+        );
+    }
+    let stats = blocking.statistics();
+    assert_eq!(stats.breaker_opens, 0, "{stats}");
+    eprintln!(
+        "node {victim} killed: every key from the store again after {blocking_done:?} blocking, \
+         {async_done:?} async; {} backend failures, {} breaker opens; {stats}",
+        stats.backend_failures, stats.breaker_opens
+    );
+}

@@ -157,6 +157,12 @@ impl Cluster {
         self.signal(index, "-STOP");
     }
 
+    /// Kills node `index` (SIGKILL): its connections are reset, new ones refused.
+    pub fn kill(&mut self, index: usize) {
+        let _ = self.nodes[index].kill();
+        let _ = self.nodes[index].wait();
+    }
+
     /// Lets a [`freeze`](Self::freeze)d node run again (SIGCONT).
     pub fn thaw(&self, index: usize) {
         self.signal(index, "-CONT");
