@@ -11,7 +11,10 @@
 //!   pass through the window without displacing the keys that are asked for again and again.
 //! - A key asked for again soon after the window let it go (within half the store's keys'
 //!   departures from the window, [`RETURN_PER_MILLE`]) goes **straight to the main ring**, as
-//!   S3-FIFO's ghosts send it: its return is the hit the window was too small to see. Only while
+//!   S3-FIFO's ghosts send it: its return is the hit the window was too small to see. A key the
+//!   sketch had seen too rarely to contend may take twice as long
+//!   ([`RETURN_UNSEEN_PER_MILLE`]): it was turned away unheard, and its return within the
+//!   store's length of departures is the only evidence it can give. Only while
 //!   the window holds at least [`RETURN_WINDOW_PER_MILLE`] of the bound, that is while recency
 //!   pays: a window shrunk to a sliver (skewed traffic, loops) means the keys that count are the
 //!   frequent ones, and a key back from it contends like any other instead of pushing a main
@@ -37,9 +40,10 @@
 //! This is W-TinyLFU (Caffeine, moka) with S3-FIFO's cheap parts (quick_cache): a hit only
 //! raises its entry's own counter, written only while below its cap, so reads never queue or
 //! lock, and the sketch counts misses, the hits a key earned in the window, and one more for a
-//! main entry that the hand finds hit since it last passed, all under the store's lock. Caffeine sizes its window by hill climbing on the hit ratio; this store does not count
-//! its hits (a count would be a shared write on every read), so it sizes the window on its
-//! misses, which it sees under its lock anyway. Hit ratios on real traces and on the synthetic
+//! main entry that the hand finds hit since it last passed, all under the store's lock.
+//! Caffeine sizes its window by hill climbing on the hit ratio; this store does not count its
+//! hits (a count would be a shared write on every read), so it sizes the window on its misses,
+//! which it sees under its lock anyway. Hit ratios on real traces and on the synthetic
 //! shapes beside the peers' are in the README (`cargo bench --bench traces`).
 //!
 //! The policy holds keys only; the caller keeps the values and their hit counters, and acts on
@@ -64,6 +68,13 @@ const ADMIT_MARGIN: u8 = 1;
 /// A key the window let go returns to the main ring if it comes back within this many
 /// thousandths of the store's keys' departures from the window.
 const RETURN_PER_MILLE: u64 = 500;
+
+/// Or within this many, if the sketch has seen it fewer than [`ADMIT_AT`] times: it was turned
+/// away at the window's end without a contest, so its return is all that speaks for it
+/// (S3-FIFO's ghosts, as long as its main queue). One that contended and lost had the
+/// sketch's verdict; it keeps the shorter reach (at the whole store for all keys, the `P2`
+/// trace lost up to 0.5 point).
+const RETURN_UNSEEN_PER_MILLE: u64 = 1000;
 
 /// The return rule holds while the window is at least this many thousandths of the bound.
 const RETURN_WINDOW_PER_MILLE: u64 = 50;
@@ -159,7 +170,7 @@ where
             sketch.increment(hash, 1);
             if let Some((origin, seq)) = self.ghosts.as_mut().and_then(|g| g.take(hash)) {
                 let frequency = self.sketch().estimate(hash);
-                returned = self.returned_soon(origin, seq);
+                returned = self.returned_soon(origin, seq, frequency);
                 self.adapt(origin, seq, frequency, u64::from(weight));
             }
         }
@@ -329,14 +340,20 @@ where
         }
     }
 
-    /// Whether a key that left `origin` as its `seq`th departure comes back soon enough to go
-    /// straight to the main ring (if the window is wide enough, which the caller checks): one
-    /// the window let go fewer than [`RETURN_PER_MILLE`] thousandths of the store's keys ago
-    /// (S3-FIFO's rule, on ARC's ghosts). A key that the main ring evicted enters the window
-    /// again and contends as any newcomer.
-    fn returned_soon(&self, origin: Origin, seq: u64) -> bool {
+    /// Whether a key that left `origin` as its `seq`th departure, now seen `frequency` times
+    /// lately, comes back soon enough to go straight to the main ring (if the window is wide
+    /// enough, which the caller checks): one the window let go fewer than [`RETURN_PER_MILLE`]
+    /// thousandths of the store's keys ago, or [`RETURN_UNSEEN_PER_MILLE`] if the sketch has
+    /// seen it too rarely to contend (S3-FIFO's rule, on ARC's ghosts). A key that the main
+    /// ring evicted enters the window again and contends as any newcomer.
+    fn returned_soon(&self, origin: Origin, seq: u64, frequency: u8) -> bool {
         let age = self.departures[origin as usize].wrapping_sub(seq) & SEQ_MASK;
-        origin == Origin::Window && age * 1000 <= self.nodes.len() as u64 * RETURN_PER_MILLE
+        let per_mille = if frequency < ADMIT_AT {
+            RETURN_UNSEEN_PER_MILLE
+        } else {
+            RETURN_PER_MILLE
+        };
+        origin == Origin::Window && age * 1000 <= self.nodes.len() as u64 * per_mille
     }
 
     /// The sketch (and the ghosts), made at the first eviction for the keys held then.
@@ -595,6 +612,11 @@ mod tests {
     /// Where `key` goes when asked for again after `newer` new keys pushed it out of the
     /// window of a full store whose window is `window` keys.
     fn back_after(window: u64, newer: u64, key: u64) -> List {
+        back_after_seen(window, newer, key, 0)
+    }
+
+    /// As [`back_after`], the sketch counting `key` `seen` times more before it comes back.
+    fn back_after_seen(window: u64, newer: u64, key: u64, seen: u8) -> List {
         let mut policy = policy(1000);
         let map = Map::default();
         // Full, and one more: the sketch is made at this first eviction.
@@ -607,6 +629,8 @@ mod tests {
             access(&mut policy, &map, 1_000_000 + new);
         }
         assert!(!map.0.borrow().contains_key(&key), "out of the window");
+        let hash = policy.hasher.hash_one(key);
+        policy.sketch().increment(hash, seen);
         access(&mut policy, &map, key);
         let node = map.0.borrow()[&key].1;
         policy.nodes.list(node)
@@ -622,6 +646,24 @@ mod tests {
         // With the window at 1% (skewed traffic keeps it there), one back as soon goes through
         // the window again: it contends like any other.
         assert_eq!(back_after(10, 100, 5000), List::Window);
+    }
+
+    #[test]
+    fn a_key_turned_away_unheard_may_come_back_later_than_one_that_lost_its_contest() {
+        // Back after 700 departures (more than half the store, less than all of it): a key the
+        // sketch had seen once left the window without a contest, and goes to the main ring
+        // (unless a newer ghost took its slot: 14 of these 20 do); one it counts as often as a
+        // contender goes through the window again, to contend.
+        let to_main = |newer: u64, seen: u8| {
+            (5000..5020)
+                .filter(|&key| back_after_seen(100, newer, key, seen) == List::Main)
+                .count()
+        };
+        let unseen = to_main(700, 0);
+        assert!(unseen >= 10, "{unseen} of 20 to the main ring");
+        assert_eq!(to_main(700, ADMIT_AT), 0);
+        // After more than the store's length of departures, through the window again.
+        assert_eq!(to_main(1200, 0), 0);
     }
 
     #[test]
