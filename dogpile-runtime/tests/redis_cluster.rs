@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dogpile_runtime::backend::redis::{Redis, RedisMutex, RedisStore};
-use dogpile_runtime::region::Served;
+use dogpile_runtime::region::{AsyncRegion, Served};
 use dogpile_runtime::Region;
 
 #[path = "support/redis_cluster.rs"]
@@ -17,6 +17,7 @@ mod redis_cluster;
 use redis_cluster::Cluster;
 
 type ClusterRegion = Region<u64, u64, RedisStore<u64, u64>, RedisMutex>;
+type AsyncClusterRegion = AsyncRegion<u64, u64, RedisStore<u64, u64>, RedisMutex>;
 
 fn region(redis: &Redis, namespace: &str) -> ClusterRegion {
     Region::builder()
@@ -308,6 +309,34 @@ fn a_stalled_node_costs_a_call_about_one_timeout_and_the_region_recovers_after_i
     assert_eq!(fresh, KEYS as usize, "{}", asynchronous.statistics());
 }
 
+/// A blocking and an async region on `cluster` through one handle (timeout 200 ms, a breaker
+/// that opens after `breaker_failures`), in `namespace`, and a runtime for the async calls.
+fn failover_regions(
+    cluster: &Cluster,
+    namespace: &str,
+    breaker_failures: u32,
+) -> (ClusterRegion, AsyncClusterRegion, tokio::runtime::Runtime) {
+    let redis = Redis::builder(&cluster.url())
+        .timeout(Duration::from_millis(200))
+        .breaker_failures(breaker_failures)
+        .build()
+        .unwrap();
+    let region = || -> ClusterRegion {
+        Region::builder()
+            .name(namespace)
+            .expiry(Duration::from_secs(600))
+            .store(redis.store(namespace))
+            .mutexes(redis.mutexes(namespace))
+            .build()
+            .unwrap()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    (region(), region().to_async(), runtime)
+}
+
 /// A primary stalls (SIGSTOP) and stays stalled past the cluster's node timeout (2 s here),
 /// so the cluster promotes its replica. Async calls on a handle that was connected before
 /// reach the promoted replica and are served from the store again, while the old primary is
@@ -318,7 +347,6 @@ fn a_stalled_node_costs_a_call_about_one_timeout_and_the_region_recovers_after_i
 /// are dropped, follow too.
 #[test]
 fn calls_follow_the_failover_of_a_stalled_primary() {
-    const TIMEOUT: Duration = Duration::from_millis(200);
     const KEYS: u64 = 48;
     let cluster = Cluster::start_with(1, 2_000);
     let victim = 2;
@@ -326,25 +354,7 @@ fn calls_follow_the_failover_of_a_stalled_primary() {
         cluster.is_primary(victim),
         "node {victim} starts as a primary"
     );
-    let redis = Redis::builder(&cluster.url())
-        .timeout(TIMEOUT)
-        .breaker_failures(u32::MAX)
-        .build()
-        .unwrap();
-    let region = || -> ClusterRegion {
-        Region::builder()
-            .name("failover")
-            .expiry(Duration::from_secs(600))
-            .store(redis.store("failover"))
-            .mutexes(redis.mutexes("failover"))
-            .build()
-            .unwrap()
-    };
-    let (blocking, asynchronous) = (region(), region().to_async());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (blocking, asynchronous, rt) = failover_regions(&cluster, "stalled", u32::MAX);
     for key in 0..KEYS {
         assert_eq!(
             rt.block_on(asynchronous.get_with(&key, || async move { key })),
@@ -401,7 +411,6 @@ fn calls_follow_the_failover_of_a_stalled_primary() {
 /// 4.2-4.5 s after the kill (a 2 s node timeout).
 #[test]
 fn calls_follow_the_failover_of_a_killed_primary() {
-    const TIMEOUT: Duration = Duration::from_millis(200);
     const KEYS: u64 = 48;
     let mut cluster = Cluster::start_with(1, 2_000);
     let victim = 2;
@@ -409,24 +418,7 @@ fn calls_follow_the_failover_of_a_killed_primary() {
         cluster.is_primary(victim),
         "node {victim} starts as a primary"
     );
-    let redis = Redis::builder(&cluster.url())
-        .timeout(TIMEOUT)
-        .build()
-        .unwrap();
-    let region = || -> ClusterRegion {
-        Region::builder()
-            .name("killed")
-            .expiry(Duration::from_secs(600))
-            .store(redis.store("killed"))
-            .mutexes(redis.mutexes("killed"))
-            .build()
-            .unwrap()
-    };
-    let (blocking, asynchronous) = (region(), region().to_async());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let (blocking, asynchronous, rt) = failover_regions(&cluster, "killed", 3);
     // Four threads at once leave four blocking connections idle.
     std::thread::scope(|scope| {
         for _ in 0..4 {
