@@ -528,14 +528,16 @@ impl Redis {
         if self.shared.reconnecting.swap(true, Ordering::AcqRel) {
             return;
         }
-        let (shared, timeout) = (Arc::clone(&self.shared), self.timeout());
+        let (reconnecting, timeout) = (Reconnecting(Arc::clone(&self.shared)), self.timeout());
         runtime.spawn(async move {
+            let shared = &reconnecting.0;
             let connect = shared.target.connect_async(timeout);
             if let Ok(Ok(connection)) = tokio::time::timeout(timeout, connect).await {
                 *shared.multiplexed.lock() = Some(connection);
             }
             tokio::time::sleep(timeout).await;
-            shared.reconnecting.store(false, Ordering::Release);
+            // Dropped here, or with the task if its runtime shuts down first.
+            drop(reconnecting);
         });
     }
 
@@ -565,6 +567,18 @@ impl Redis {
         };
         *self.shared.multiplexed.lock() = Some(connection.clone());
         Ok(connection)
+    }
+}
+
+/// A replacement of a cluster's async connection under way: when it ends, however (its task
+/// dropped with a runtime that shut down too), the next may start.
+#[cfg(feature = "tokio")]
+struct Reconnecting(Arc<Shared>);
+
+#[cfg(feature = "tokio")]
+impl Drop for Reconnecting {
+    fn drop(&mut self) {
+        self.0.reconnecting.store(false, Ordering::Release);
     }
 }
 
