@@ -29,7 +29,9 @@
 //! included here by path, with a plain map for the hit counters readers raise): the hit ratios
 //! of `dogpile` to within a few hundredths of a point (0.2 at most in the runs of 2026-12-05:
 //! the store seeds its hashes at random) in about a quarter of the time, to tune the policy
-//! with. Its times are not a cache's.
+//! with. Its times are not a cache's. The policy is deterministic for a hash seed, so its
+//! `--reps N` replay it with seeds 1 to N, and the figure is the median over the seeds: a rule
+//! that wins with one seed can lose points with another (`--only policy --reps 5`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -141,12 +143,13 @@ impl policy::Residents<u64> for Residents {
 }
 
 impl PolicyOnly {
-    fn new(capacity: usize) -> Self {
+    /// The policy for `capacity` keys, its hashes seeded with `seed`.
+    fn new(capacity: usize, seed: u64) -> Self {
         PolicyOnly {
             policy: RefCell::new(policy::Policy::new(
                 capacity as u64,
                 false,
-                foldhash::fast::FixedState::with_seed(1),
+                foldhash::fast::FixedState::with_seed(seed),
             )),
             residents: Residents::default(),
             evicted: RefCell::new(Vec::new()),
@@ -187,7 +190,9 @@ impl Cache for Lru {
     }
 }
 
-fn cache(name: &str, capacity: usize) -> Box<dyn Cache> {
+/// A fresh `name` of `capacity` keys for repetition `rep` (the policy alone is seeded with
+/// `rep + 1`: it is deterministic for a seed, so its repetitions vary the seed).
+fn cache(name: &str, capacity: usize, rep: u64) -> Box<dyn Cache> {
     match name {
         "dogpile" => Box::new(
             Region::<u64, u64>::builder()
@@ -202,7 +207,7 @@ fn cache(name: &str, capacity: usize) -> Box<dyn Cache> {
                 .build(),
         ),
         "quick_cache" => Box::new(quick_cache::sync::Cache::new(capacity)),
-        "policy" => Box::new(PolicyOnly::new(capacity)),
+        "policy" => Box::new(PolicyOnly::new(capacity, rep + 1)),
         "lru" => Box::new(Lru(Mutex::new(
             LruCache::builder()
                 .max_size(capacity)
@@ -213,9 +218,10 @@ fn cache(name: &str, capacity: usize) -> Box<dyn Cache> {
     }
 }
 
-/// Replays `keys` through a fresh cache: the hit ratio and the ns per access.
-fn replay(name: &str, capacity: usize, keys: &[u64]) -> (f64, f64) {
-    let cache = cache(name, capacity);
+/// Replays `keys` through a fresh cache, for repetition `rep`: the hit ratio and the ns per
+/// access.
+fn replay(name: &str, capacity: usize, keys: &[u64], rep: u64) -> (f64, f64) {
+    let cache = cache(name, capacity, rep);
     let misses = Cell::new(0u64);
     let start = Instant::now();
     for &key in keys {
@@ -529,7 +535,7 @@ fn main() {
             for rep in 0..options.reps {
                 for turn in 0..names.len() {
                     let name = names[(turn + rep) % names.len()];
-                    let (ratio, ns) = replay(name, size, &trace.keys);
+                    let (ratio, ns) = replay(name, size, &trace.keys, rep as u64);
                     let entry = figures.entry(name).or_default();
                     entry.0.push(ratio);
                     entry.1.push(ns);
