@@ -6,7 +6,8 @@
 //!
 //! A key's direct creators queue on a mutex of the process (not the region's, which may be the
 //! one failing); a value made is kept for the calls that waited for it and, for the failure
-//! throttle, for the next ones, then forgotten. The kept values are bounded by [`MOST`] keys.
+//! throttle, for the next ones, then forgotten. The kept values are bounded by [`MOST`] keys,
+//! as the failures are.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -14,15 +15,12 @@ use std::sync::Arc;
 
 use super::creation::Creation;
 use super::expiry;
-use super::failures::Searched;
+use super::failures::{Searched, MOST};
 use super::{CacheKey, CacheValue, Made, Region, RegionError, Served, Store};
 use crate::lock::drive::{held_by_this_thread, Held};
 use crate::lock::{LocalMutex, NameRegistry};
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 use crate::{BackendError, OwnedMutexGuard, RawMutex};
-
-/// The most keys with a direct value kept.
-const MOST: usize = 65_536;
 
 type NewMutex<K> = fn(&K) -> LocalMutex;
 
@@ -159,18 +157,18 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
     /// Keeps `value`, made for `key` at `now` by a direct creator.
     pub(super) fn keep(&self, key: &K, value: V, now: i64, (window, tolerance): (i64, i64)) {
         let mut made = self.made.lock();
-        if made.map.len() >= MOST && !made.map.contains_key(key) {
-            if made.searched.recently(now) {
-                return;
-            }
-            made.map
-                .retain(|_, kept| expiry::within(now, kept.at, window, tolerance));
-            if made.map.len() >= MOST {
-                made.searched = Searched::fruitlessly(now, window);
+        let Values {
+            map: made,
+            searched,
+            ..
+        } = &mut *made;
+        if made.len() >= MOST && !made.contains_key(key) {
+            let within =
+                |_: &K, kept: &mut Kept<V>| expiry::within(now, kept.at, window, tolerance);
+            if !searched.make_room(made, (now, window), within) {
                 return;
             }
         }
-        let made = &mut made.map;
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         made.insert(
             key.clone(),

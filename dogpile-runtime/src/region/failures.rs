@@ -17,7 +17,7 @@ use std::sync::Arc;
 use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering};
 
 /// The most keys with a failure on record.
-const MOST: usize = 65_536;
+pub(super) const MOST: usize = 65_536;
 
 /// A key's last failure.
 #[derive(Clone)]
@@ -59,17 +59,27 @@ impl Default for Searched {
 }
 
 impl Searched {
-    /// A search at `now` that found no room, in a map whose records are kept at least `kept`.
-    pub(super) fn fruitlessly(now: i64, kept: i64) -> Self {
-        Searched {
-            at: now,
-            until: now.saturating_add(kept / 16),
+    /// Whether `map`, full at [`MOST`] keys, has room for one more at `now`: its entries that
+    /// `keep` refuses are let go, unless a search found none within a sixteenth of `kept` (the
+    /// shortest time an entry is kept) or the clock went back since.
+    pub(super) fn make_room<Q, T>(
+        &mut self,
+        map: &mut HashMap<Q, T>,
+        (now, kept): (i64, i64),
+        keep: impl FnMut(&Q, &mut T) -> bool,
+    ) -> bool {
+        if self.at <= now && now < self.until {
+            return false;
         }
-    }
-
-    /// Whether a search found no room too recently to search again at `now`.
-    pub(super) fn recently(self, now: i64) -> bool {
-        self.at <= now && now < self.until
+        map.retain(keep);
+        if map.len() >= MOST {
+            *self = Searched {
+                at: now,
+                until: now.saturating_add(kept / 16),
+            };
+            return false;
+        }
+        true
     }
 }
 
@@ -126,17 +136,10 @@ impl<K: Hash + Eq + Clone> Failures<K> {
             last.seq = seq;
             return;
         }
-        if records.map.len() >= MOST {
-            if records.searched.recently(at) {
-                return;
-            }
-            records.map.retain(|_, failure| !stale(failure));
-            if records.map.len() >= MOST {
-                records.searched = Searched::fruitlessly(at, kept);
-                return;
-            }
+        let Records { map, searched } = &mut *records;
+        if map.len() >= MOST && !searched.make_room(map, (at, kept), |_, failure| !stale(failure)) {
+            return;
         }
-        let map = &mut records.map;
         map.insert(
             key.clone(),
             Failure {

@@ -211,9 +211,7 @@ mod r#async {
     use std::time::Duration;
 
     use ::redis::aio::{ConnectionLike, MultiplexedConnection};
-    use ::redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, RedisResult, Value};
-
-    use ::redis::Client;
+    use ::redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
     use super::Target;
 
