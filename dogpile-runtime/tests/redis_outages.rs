@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -736,4 +736,90 @@ fn herd_through_an_outage(url: &str, dir: &Path) {
         })
         .collect();
     fs::write(dir.join("runs"), runs).unwrap();
+}
+
+/// 50 threads, then 50 async tasks, ask for one key at once while the server is stalled
+/// (SIGSTOP), the creator taking 50 ms: one upstream call per herd (the direct calls of a
+/// process queue on its mutex of the key and share the value), and no caller waits more than
+/// about one timeout plus the creator (each pays its own store call's timeout, at once with
+/// the others, not one per command or one after another). The async herd has a handle of its
+/// own, so that it meets the stall with its breaker closed too.
+#[test]
+fn fifty_callers_on_a_stalled_server_make_one_upstream_call() {
+    const CALLERS: usize = 50;
+    const CREATOR: Duration = Duration::from_millis(50);
+    let server = Server::start();
+    let (redis, second) = (handle(&server.url(), 3), handle(&server.url(), 3));
+    let asynchronous = region(&second, "herd").to_async();
+    let region = region(&redis, "herd");
+    let rt = runtime(2);
+    assert_eq!(region.get_with(&0, || 0), 0, "connected before the stall");
+    assert_eq!(rt.block_on(asynchronous.get_with(&0, || async { 0 })), 0);
+    server.freeze();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let upstream = |calls: &AtomicUsize, key: u64| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        key
+    };
+
+    let barrier = Arc::new(std::sync::Barrier::new(CALLERS));
+    let threads: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (region, calls, barrier) = (region.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                let began = Instant::now();
+                let value = region.get_with(&1, || {
+                    thread::sleep(CREATOR);
+                    upstream(&calls, 1)
+                });
+                (value, began.elapsed())
+            })
+        })
+        .collect();
+    let blocking: Vec<(u64, Duration)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let blocking_calls = calls.swap(0, Ordering::SeqCst);
+
+    let tasks: Vec<_> = (0..CALLERS)
+        .map(|_| {
+            let (region, calls) = (asynchronous.clone(), calls.clone());
+            rt.spawn(async move {
+                let began = Instant::now();
+                let value = region
+                    .get_with(&2, || async move {
+                        tokio::time::sleep(CREATOR).await;
+                        upstream(&calls, 2)
+                    })
+                    .await;
+                (value, began.elapsed())
+            })
+        })
+        .collect();
+    let answered: Vec<(u64, Duration)> = rt.block_on(async { futures_join(tasks).await });
+    let async_calls = calls.load(Ordering::SeqCst);
+    server.thaw();
+
+    let slowest = |herd: &[(u64, Duration)]| herd.iter().map(|(_, took)| *took).max().unwrap();
+    eprintln!(
+        "{CALLERS} callers, server stalled, timeout {TIMEOUT:?}, creator {CREATOR:?}: blocking \
+         {blocking_calls} upstream call(s), slowest {:?}; async {async_calls} call(s), slowest \
+         {:?}",
+        slowest(&blocking),
+        slowest(&answered)
+    );
+    assert!(blocking.iter().all(|(value, _)| *value == 1));
+    assert!(answered.iter().all(|(value, _)| *value == 2));
+    assert_eq!((blocking_calls, async_calls), (1, 1));
+    let bound = TIMEOUT * 2 + CREATOR;
+    assert!(slowest(&blocking) < bound, "{blocking:?}");
+    assert!(slowest(&answered) < bound, "{answered:?}");
+}
+
+/// Awaits every task, in order.
+async fn futures_join<T>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
+    let mut done = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        done.push(task.await.unwrap());
+    }
+    done
 }
