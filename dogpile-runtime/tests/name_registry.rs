@@ -171,3 +171,58 @@ fn released_objects_leave_no_entry_behind() {
     registry.release(&1, b);
     assert_eq!(registry.entries(), 0);
 }
+
+/// A registry that keeps spares hands a given-back object to the next new identifier, keeps at
+/// most the number asked for, and never keeps one that someone else still holds or that an
+/// entry can still reach (given back under another identifier).
+#[test]
+fn spares_are_reused_only_once_no_one_can_reach_them() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&made);
+    let registry = NameRegistry::reusing(move |_: &u64| counted.fetch_add(1, Ordering::Relaxed), 2);
+
+    // Misses of distinct keys, one at a time: one object made, handed on from key to key.
+    for id in 0..1_000u64 {
+        let object = registry.get(&id);
+        registry.release(&id, object);
+    }
+    assert_eq!(made.load(Ordering::Relaxed), 1);
+
+    // Five held at once, then given back: two kept, and only two new identifiers reuse.
+    let held: Vec<_> = (0..5u64).map(|id| (id, registry.get(&id))).collect();
+    assert_eq!(made.load(Ordering::Relaxed), 5);
+    for (id, object) in held {
+        registry.release(&id, object);
+    }
+    let again: Vec<_> = (10..13u64).map(|id| registry.get(&id)).collect();
+    assert_eq!(
+        made.load(Ordering::Relaxed),
+        6,
+        "two spares, then a new one"
+    );
+    assert!(!Arc::ptr_eq(&again[0], &again[1]) && !Arc::ptr_eq(&again[1], &again[2]));
+    for (id, object) in (10..13u64).zip(again) {
+        registry.release(&id, object);
+    }
+
+    // Still held by another caller: not a spare, the next identifier gets a different object.
+    let (a, b) = (registry.get(&20), registry.get(&20));
+    registry.release(&20, a);
+    let other = registry.get(&21);
+    assert!(
+        !Arc::ptr_eq(&other, &b),
+        "a held object is never handed out again"
+    );
+    registry.release(&21, other);
+
+    // Given back under the wrong identifier: its own entry still reaches it, so it is not kept.
+    let wrong = registry.get(&30);
+    registry.release(&31, wrong);
+    let same = registry.get(&30);
+    let next = registry.get(&32);
+    assert!(
+        !Arc::ptr_eq(&same, &next),
+        "an object an entry reaches is not reused"
+    );
+    registry.release(&20, b);
+}

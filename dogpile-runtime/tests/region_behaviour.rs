@@ -364,6 +364,51 @@ fn the_waiters_of_a_first_miss_read_the_value_without_taking_the_mutex_in_turn()
     assert!(waited >= THREADS / 2, "{waited} of {THREADS} waited");
 }
 
+/// A region keeps the default mutexes its calls give back for the next keys' misses; a
+/// factory's mutex may be its key's (a file lock's path), so it is made for every key's miss
+/// and never handed to another key.
+#[test]
+fn a_factory_mutex_is_made_for_its_own_key_only() {
+    let made = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let recording = made.clone();
+    let region: Region<u64, u64, _, Counted> = Region::builder()
+        .mutexes(move |key: &u64| {
+            recording.lock().unwrap().push(*key);
+            Counted(LocalMutex::new(), Arc::new(AtomicUsize::new(0)))
+        })
+        .build()
+        .unwrap();
+    for key in 0..100u64 {
+        assert_eq!(region.get_with(&key, || key * 2), key * 2);
+    }
+    assert_eq!(*made.lock().unwrap(), (0..100).collect::<Vec<_>>());
+
+    // The default mutexes, reused from key to key, still keep one creator per key.
+    let region: Region<u64, u64> = Region::builder().build().unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    for key in 0..20u64 {
+        let barrier = Arc::new(Barrier::new(8));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (region, barrier, calls) = (region.clone(), barrier.clone(), calls.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    region.get_with(&key, || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        thread::sleep(Duration::from_millis(5));
+                        key
+                    })
+                })
+            })
+            .collect();
+        for t in threads {
+            assert_eq!(t.join().unwrap(), key);
+        }
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 20, "one creator call per key");
+    assert_eq!(region.mutexes_in_use(), 0);
+}
+
 #[test]
 fn the_lock_timeout_counts_from_the_first_wait_across_failing_holders() {
     // Holders that fail one after the other, each in 60 ms: a caller with a lock timeout of

@@ -50,9 +50,13 @@ const MIN_SWEEP: usize = 64;
 pub struct NameRegistry<K, V, F = fn(&K) -> V> {
     creator: F,
     entries: Mutex<Entries<K, V>>,
+    /// How many objects given back may be kept for reuse (see [`reusing`](Self::reusing)).
+    spares: usize,
 }
 
 struct Entries<K, V> {
+    /// Objects given back that no one held, handed out again instead of new ones.
+    spare: Vec<Arc<V>>,
     /// Hashed with foldhash, seeded per registry: a miss hashes its key here once more, and
     /// SipHash cost it about a hundred instructions.
     map: HashMap<K, Weak<V>, RandomState>,
@@ -65,6 +69,7 @@ struct Entries<K, V> {
 impl<K: Hash + Eq, V> Entries<K, V> {
     fn new() -> Self {
         Entries {
+            spare: Vec::new(),
             map: HashMap::default(),
             sweep_at: MIN_SWEEP,
             gets_left: MIN_SWEEP,
@@ -104,9 +109,32 @@ where
     /// assert_eq!(*registry.get(&21), 42);
     /// ```
     pub fn new(creator: F) -> Self {
+        Self::reusing(creator, 0)
+    }
+
+    /// A registry that keeps up to `spares` of the objects given back with
+    /// [`release`](Self::release) that no one else held, and hands them out again, for any
+    /// identifier, instead of calling `creator`: a miss of a new key then costs no allocation.
+    ///
+    /// Only for objects that do not depend on their identifier and are as good as new once no
+    /// one holds them, such as a [`LocalMutex`](crate::LocalMutex) (a holder keeps its `Arc`
+    /// while it holds the mutex, so one given back with no other holder is free).
+    ///
+    /// ```
+    /// # use dogpile_runtime::lock::{LocalMutex, NameRegistry};
+    /// # use std::sync::Arc;
+    /// let registry = NameRegistry::reusing(|_: &u32| LocalMutex::new(), 4);
+    /// let first = registry.get(&1);
+    /// let address = Arc::as_ptr(&first);
+    /// registry.release(&1, first);
+    /// // Key 2's mutex is the one key 1 gave back: no new allocation.
+    /// assert_eq!(Arc::as_ptr(&registry.get(&2)), address);
+    /// ```
+    pub fn reusing(creator: F, spares: usize) -> Self {
         NameRegistry {
             creator,
             entries: Mutex::new(Entries::new()),
+            spares,
         }
     }
 
@@ -129,7 +157,10 @@ where
             Some(live) => live,
             None => {
                 let key = identifier.to_owned();
-                let value = Arc::new((self.creator)(&key));
+                let value = match entries.spare.pop() {
+                    Some(spare) => spare,
+                    None => Arc::new((self.creator)(&key)),
+                };
                 entries.map.insert(key, Arc::downgrade(&value));
                 value
             }
@@ -167,6 +198,11 @@ where
                     // Another identifier's object: its entry is not this one to remove.
                     entries.map.insert(key, weak);
                 }
+            }
+            // Kept only once no entry can reach it: for another identifier it is a new object.
+            if entries.spare.len() < self.spares && Arc::weak_count(&object) == 0 {
+                entries.spare.push(object);
+                return;
             }
         }
         drop(entries);

@@ -9,6 +9,10 @@ use crate::error::{check_duration, LONGEST};
 use crate::stats::Counters;
 use crate::{Clock, ConfigError, LocalMutex, NameRegistry, RawMutex};
 
+/// Mutexes given back by calls that no other call held, kept for the next keys' misses: as
+/// many as calls can run at once on a busy machine, so that misses of new keys allocate none.
+const SPARE_MUTEXES: usize = 16;
+
 /// What a region does when its store or mutex fails (a server is down, a file is gone).
 ///
 /// ```
@@ -55,6 +59,9 @@ pub enum OnBackendError {
 pub struct RegionBuilder<K, V, S = MemoryStore<K, V>, M = LocalMutex> {
     pub(super) store: S,
     pub(super) mutexes: MutexFactory<K, M>,
+    /// How many mutexes given back the registry keeps for new keys: only the default
+    /// [`LocalMutex`]es, which do not depend on their key.
+    pub(super) spare_mutexes: usize,
     pub(super) expiry: Option<Duration>,
     /// `None`: the coarse clock, called directly on the hot path.
     pub(super) clock: Option<Arc<dyn Clock>>,
@@ -93,6 +100,7 @@ where
         RegionBuilder {
             store: MemoryStore::unbounded(),
             mutexes: Box::new(|_: &K| LocalMutex::new()),
+            spare_mutexes: SPARE_MUTEXES,
             expiry: None,
             clock: None,
             lock_timeout: None,
@@ -503,6 +511,7 @@ where
         RegionBuilder {
             store,
             mutexes: self.mutexes,
+            spare_mutexes: self.spare_mutexes,
             expiry: self.expiry,
             clock: self.clock,
             lock_timeout: self.lock_timeout,
@@ -538,6 +547,8 @@ where
         RegionBuilder {
             store: self.store,
             mutexes: Box::new(mutexes),
+            // A factory's mutex may be its key's (a file lock's path): never handed to another.
+            spare_mutexes: 0,
             expiry: self.expiry,
             clock: self.clock,
             lock_timeout: self.lock_timeout,
@@ -714,7 +725,7 @@ where
         Ok(Region {
             inner: Arc::new(Inner {
                 store: self.store,
-                mutexes: NameRegistry::new(self.mutexes),
+                mutexes: NameRegistry::reusing(self.mutexes, self.spare_mutexes),
                 clock: self.clock,
                 missing_until: crate::sync::AtomicI64::new(0),
                 expired_until: crate::sync::AtomicI64::new(
