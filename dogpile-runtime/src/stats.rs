@@ -52,8 +52,8 @@ pub(crate) enum Counter {
 pub(crate) const COUNTERS: usize = Counter::WaitMaxNanos as usize + 1;
 
 /// With the `metrics` feature, a thread's hits are published to the recorder every this many
-/// (and whenever anything else is counted, or the statistics are read): a hit writes only its
-/// thread's stripe, never the recorder's shared counter.
+/// (and by every call that counts anything else, or when the statistics are read): a hit writes
+/// only its thread's stripe, never the recorder's shared counter.
 #[cfg(feature = "metrics")]
 const HITS_PER_PUBLICATION: u64 = 64;
 
@@ -168,8 +168,15 @@ impl Counters {
             }
         } else {
             self.exported.add(counter);
-            // Off the hot path: the hits are brought up to date too.
-            self.publish_hits();
+            // Off the hot path: the hits are brought up to date too, once per call (a sum over
+            // every thread's stripe): a miss, a regeneration and a lock timeout are each followed
+            // in their call by what it ends with (a creation, a wait, a failure).
+            if !matches!(
+                counter,
+                Counter::Miss | Counter::Regeneration | Counter::LockTimeout
+            ) {
+                self.publish_hits();
+            }
         }
     }
 
