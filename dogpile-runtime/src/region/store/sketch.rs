@@ -59,30 +59,41 @@ impl Sketch {
         self.period / PERIOD_PER_ENTRY
     }
 
-    /// The four (word, shift) places of the counters of `hash`.
+    /// The block of `hash`'s counters (the index of its first word), and their four places in
+    /// it: (word within the block, shift).
     #[inline]
-    fn places(&self, hash: u64) -> [(usize, u32); 4] {
+    fn places(&self, hash: u64) -> (usize, [(usize, u32); 4]) {
         // Spread the bits again: the caller's hash may be weak in some of them.
         let hash = hash.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let block = ((hash >> 32) as usize & self.block_mask) * 8;
         let mut places = [(0, 0); 4];
         for (row, place) in places.iter_mut().enumerate() {
             let bits = (hash >> (row * 8)) as usize;
-            *place = (block + row * 2 + (bits & 1), ((bits >> 1) & 15) as u32 * 4);
+            *place = ((row * 2 + (bits & 1)) & 7, ((bits >> 1) & 15) as u32 * 4);
         }
-        places
+        (block, places)
+    }
+
+    /// The eight words of the block at `start`: one bounds check, and none for the places in
+    /// it, whose word is below eight.
+    #[inline]
+    fn block(&self, start: usize) -> &[u64; 8] {
+        let block: &[u64] = &self.table[start..start + 8];
+        block.try_into().expect("a block is eight words")
     }
 
     #[inline]
-    fn counter(&self, (word, shift): (usize, u32)) -> u8 {
-        ((self.table[word] >> shift) & 15) as u8
+    fn counter(block: &[u64; 8], (word, shift): (usize, u32)) -> u8 {
+        ((block[word] >> shift) & 15) as u8
     }
 
     /// How often `hash` was counted lately (at most [`MAX_COUNT`]).
     pub(super) fn estimate(&self, hash: u64) -> u8 {
-        self.places(hash)
+        let (start, places) = self.places(hash);
+        let block = self.block(start);
+        places
             .into_iter()
-            .map(|place| self.counter(place))
+            .map(|place| Self::counter(block, place))
             .min()
             .unwrap_or(0)
     }
@@ -90,10 +101,13 @@ impl Sketch {
     /// Counts `hash` `times` more.
     pub(super) fn increment(&mut self, hash: u64, times: u8) {
         self.age_some();
-        let places = self.places(hash);
+        let (start, places) = self.places(hash);
+        let block: &mut [u64; 8] = (&mut self.table[start..start + 8])
+            .try_into()
+            .expect("a block is eight words");
         let min = places
             .iter()
-            .map(|&place| self.counter(place))
+            .map(|&place| Self::counter(block, place))
             .min()
             .unwrap_or(0);
         let target = min.saturating_add(times).min(MAX_COUNT);
@@ -101,9 +115,9 @@ impl Sketch {
             return;
         }
         for (word, shift) in places {
-            let current = ((self.table[word] >> shift) & 15) as u8;
+            let current = ((block[word] >> shift) & 15) as u8;
             if current < target {
-                self.table[word] += u64::from(target - current) << shift;
+                block[word] += u64::from(target - current) << shift;
             }
         }
         self.additions += usize::from(times);
