@@ -27,7 +27,8 @@
 //! difference of two run lengths); `--plot FILE.svg` draws the slowest reader of S5 over time
 //! for dogpile, moka and cached (the README's `docs/reader-latency.svg`); `--reps N` (default 5).
 //! `--hits LOOP CONTENDER N` runs one loop alone, for callgrind by hand: `s1`, `s1_in_order`,
-//! `s1a`, `s3`, or `misses` (N new keys through a cache full at 10,000 `u64` values).
+//! `s1a`, `s3`, `misses` (N new keys through a cache full at 10,000 `u64` values), or
+//! `misses_async` (the same awaited in a task: `dogpile async` or `moka future`).
 //!
 //! Built with `--features metrics`, each repetition first installs a Prometheus recorder
 //! (`metrics-exporter-prometheus`), so that dogpile's counts reach real counters: the cost of
@@ -554,6 +555,38 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
             for k in 20_000..20_000 + iters {
                 black_box(cache.get_with(black_box(k), &|| k));
             }
+        }
+        // The same misses awaited in one task (current-thread runtime): `dogpile async`
+        // (`AsyncRegion::get_with`) or `moka future`.
+        "misses_async" => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                match name {
+                    "dogpile async" => {
+                        let region = Region::<u64, u64>::builder()
+                            .expiry(HOUR)
+                            .capacity(10_000)
+                            .build()
+                            .unwrap()
+                            .to_async();
+                        for k in 0..20_000 + iters {
+                            black_box(region.get_with(&black_box(k), || async move { k }).await);
+                        }
+                    }
+                    "moka future" => {
+                        let cache: moka::future::Cache<u64, u64> = moka::future::Cache::builder()
+                            .max_capacity(10_000)
+                            .time_to_live(HOUR)
+                            .build();
+                        for k in 0..20_000 + iters {
+                            black_box(cache.get_with(black_box(k), async move { k }).await);
+                        }
+                    }
+                    other => panic!("unknown async contender {other}"),
+                }
+            });
         }
         _ => {
             s3(name, iters);

@@ -267,6 +267,47 @@ async fn an_async_creator_asking_for_its_own_key_fails_instead_of_hanging() {
     assert!(message.contains("loops"), "{message}");
 }
 
+/// Creators that call the next key, eight deep (past the four marks a task keeps without
+/// allocating), the last asking for the sixth: an error, not a wait on itself; and the chain's
+/// keys are all free again after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creator_eight_keys_deep_asking_for_a_key_it_holds_fails_instead_of_hanging() {
+    fn chain(
+        region: Region<u8, u64>,
+        key: u8,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, String>> + Send>> {
+        Box::pin(async move {
+            let inner = region.clone();
+            region
+                .to_async()
+                .try_get_with(&key, || async move {
+                    let next = if key == 7 { 5 } else { key + 1 };
+                    chain(inner, next).await
+                })
+                .await
+                .map_err(|e| match e {
+                    // The inner creator's own message, passed up the chain.
+                    RegionError::Creator(message) => (*message).clone(),
+                    other => other.to_string(),
+                })
+        })
+    }
+    let region: Region<u8, u64> = Region::builder().name("chain").build().unwrap();
+    let result = timeout(BOUND, chain(region.clone(), 0))
+        .await
+        .expect("a creator waited on its own key");
+    let message = result.expect_err("the eighth creator asked for the sixth key");
+    assert!(message.contains("key 5"), "{message}");
+    assert_eq!(region.mutexes_in_use(), 0);
+    // Nothing was stored, and every key can be made again.
+    for key in 0..8u8 {
+        let made = timeout(BOUND, region.to_async().get_with(&key, || async move { 7 }))
+            .await
+            .expect("a key stayed held");
+        assert_eq!(made, 7);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn background_regeneration_is_a_spawned_task() {
     let clock = manual();
