@@ -487,10 +487,8 @@ where
         // A value for the store is newer than one a direct call made: whatever becomes of the
         // write, that one is not shared again.
         let inner = &*self.inner;
-        if !inner.directs.is_empty() {
-            let window = (inner.fail_safe_throttle_nanos, inner.tolerance_nanos);
-            (inner.directs).forget_made(key, inner.now().as_nanos(), window);
-        }
+        let window = (inner.fail_safe_throttle_nanos, inner.tolerance_nanos);
+        (inner.directs).forget_made(key, || inner.now().as_nanos(), window);
         Write {
             region: self,
             key,

@@ -85,12 +85,6 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
         self.mutexes.get(key)
     }
 
-    /// Whether no value is kept: the one check a value made through the store pays.
-    #[inline]
-    pub(super) fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Acquire) == 0
-    }
-
     /// How many direct values were kept so far, taken when a call begins.
     #[inline]
     pub(super) fn seq(&self) -> u64 {
@@ -123,12 +117,19 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static, V: Clone> Directs<K, V> {
     /// Forgets `key`'s value, a value for it having been made through the store at `now`;
     /// and, at most once per `window`, every value past it: the store is answering again, and
     /// the values made while it failed would otherwise stay until their own keys were asked
-    /// for again (or the map filled), however large.
+    /// for again (or the map filled), however large. With nothing kept (the usual case) it
+    /// costs one load: the clock is read only when there is something to forget.
     #[inline]
-    pub(super) fn forget_made(&self, key: &K, now: i64, (window, tolerance): (i64, i64)) {
+    pub(super) fn forget_made(
+        &self,
+        key: &K,
+        now: impl FnOnce() -> i64,
+        (window, tolerance): (i64, i64),
+    ) {
         if self.len.load(Ordering::Acquire) == 0 {
             return;
         }
+        let now = now();
         let mut made = self.made.lock();
         let mut gone: Vec<Kept<V>> = made.map.remove(key).into_iter().collect();
         if !expiry::within(now, made.swept, window, tolerance) {
