@@ -337,6 +337,24 @@ fn failover_regions(
     (region(), region().to_async(), runtime)
 }
 
+/// Stores keys `0..keys` through `region`, and waits until `victim`'s replica has them: a
+/// failover of `victim` then loses none.
+fn store_every_key(
+    cluster: &Cluster,
+    victim: usize,
+    region: &AsyncClusterRegion,
+    rt: &tokio::runtime::Runtime,
+    keys: u64,
+) {
+    for key in 0..keys {
+        assert_eq!(
+            rt.block_on(region.get_with(&key, || async move { key })),
+            key
+        );
+    }
+    cluster.wait_replicated(victim);
+}
+
 /// A primary stalls (SIGSTOP) and stays stalled past the cluster's node timeout (2 s here),
 /// so the cluster promotes its replica. Async calls on a handle that was connected before
 /// reach the promoted replica and are served from the store again, while the old primary is
@@ -355,13 +373,7 @@ fn calls_follow_the_failover_of_a_stalled_primary() {
         "node {victim} starts as a primary"
     );
     let (blocking, asynchronous, rt) = failover_regions(&cluster, "stalled", u32::MAX);
-    for key in 0..KEYS {
-        assert_eq!(
-            rt.block_on(asynchronous.get_with(&key, || async move { key })),
-            key
-        );
-    }
-    cluster.wait_replicated(victim);
+    store_every_key(&cluster, victim, &asynchronous, &rt, KEYS);
 
     cluster.freeze(victim);
     let frozen = Instant::now();
@@ -429,13 +441,7 @@ fn calls_follow_the_failover_of_a_killed_primary() {
             });
         }
     });
-    for key in 0..KEYS {
-        assert_eq!(
-            rt.block_on(asynchronous.get_with(&key, || async move { key })),
-            key
-        );
-    }
-    cluster.wait_replicated(victim);
+    store_every_key(&cluster, victim, &asynchronous, &rt, KEYS);
 
     cluster.kill(victim);
     let killed = Instant::now();
