@@ -27,8 +27,9 @@
 //! difference of two run lengths); `--plot FILE.svg` draws the slowest reader of S5 over time
 //! for dogpile, moka and cached (the README's `docs/reader-latency.svg`); `--reps N` (default 5).
 //! `--hits LOOP CONTENDER N` runs one loop alone, for callgrind by hand: `s1`, `s1_in_order`,
-//! `s1a`, `s3`, `misses` (N new keys through a cache full at 10,000 `u64` values), or
-//! `misses_async` (the same awaited in a task: `dogpile async` or `moka future`).
+//! `s1a`, `s3`, `misses` (N new keys through a cache full at 10,000 `u64` values),
+//! `misses_async` (the same awaited in a task: `dogpile async` or `moka future`), or
+//! `misses_str` (the same by `String` keys read as `&str`: `dogpile`, `moka`, `quick_cache`).
 //!
 //! Built with `--features metrics`, each repetition first installs a Prometheus recorder
 //! (`metrics-exporter-prometheus`), so that dogpile's counts reach real counters: the cost of
@@ -556,6 +557,10 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
                 black_box(cache.get_with(black_box(k), &|| k));
             }
         }
+        // The same misses by `String` keys, each read by a borrowed `&str` as a service reads
+        // its keys (a request's path or id): what the owned keys cost each cache beyond `u64`
+        // keys. The key is written into one reused buffer (the same work for every contender).
+        "misses_str" => string_misses(name, iters),
         // The same misses awaited in one task (current-thread runtime): `dogpile async`
         // (`AsyncRegion::get_with`) or `moka future`.
         "misses_async" => {
@@ -591,6 +596,53 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
         _ => {
             s3(name, iters);
         }
+    }
+}
+
+/// `misses` by `String` keys read as `&str`: `dogpile`, `moka` (`get_with_by_ref`) or
+/// `quick_cache` (`get_or_insert_with`), each full at 10,000 values first.
+fn string_misses(name: &str, iters: u64) {
+    /// `k` as 16 hex digits after a fixed prefix, in `buffer`.
+    fn key(buffer: &mut String, k: u64) -> &str {
+        buffer.truncate(4);
+        for shift in (0..16).rev() {
+            let digit = (k >> (shift * 4)) & 0xf;
+            buffer.push(char::from_digit(digit as u32, 16).unwrap_or('0'));
+        }
+        buffer
+    }
+    let mut buffer = String::from("key-");
+    let keys = (0..20_000).chain(20_000..20_000 + iters);
+    match name {
+        "dogpile" => {
+            let region = Region::<String, u64>::builder()
+                .expiry(HOUR)
+                .capacity(10_000)
+                .build()
+                .unwrap();
+            for k in keys {
+                black_box(region.get_with(key(&mut buffer, black_box(k)), || k));
+            }
+        }
+        "moka" => {
+            let cache: moka::sync::Cache<String, u64> = moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(HOUR)
+                .build();
+            for k in keys {
+                black_box(cache.get_with_by_ref(key(&mut buffer, black_box(k)), || k));
+            }
+        }
+        "quick_cache" => {
+            let cache = quick_cache::sync::Cache::<String, u64>::new(10_000);
+            for k in keys {
+                let made = cache.get_or_insert_with(key(&mut buffer, black_box(k)), || {
+                    Ok::<_, std::convert::Infallible>(k)
+                });
+                black_box(made.unwrap_or_else(|never| match never {}));
+            }
+        }
+        other => panic!("unknown contender {other} for misses_str"),
     }
 }
 

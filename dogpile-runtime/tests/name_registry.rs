@@ -226,3 +226,28 @@ fn spares_are_reused_only_once_no_one_can_reach_them() {
     );
     registry.release(&20, b);
 }
+
+/// The owned identifiers of released entries are copied into by new ones: each new identifier
+/// is found again under its own name, longer or shorter than the one whose buffer it took, and
+/// never under the old one.
+#[test]
+fn identifiers_copied_into_released_ones_are_found_under_their_own_names() {
+    // Objects that do not depend on their identifier, as a registry with spares requires.
+    let registry = NameRegistry::reusing(|_: &String| AtomicUsize::new(0), 2);
+    let names = ["a", "a much longer identifier", "bc", "", "bc/d", "a"];
+    let mut previous: Option<&str> = None;
+    for name in names {
+        let object = registry.get(name);
+        let again = registry.get(name);
+        assert!(Arc::ptr_eq(&object, &again), "{name:?} found again");
+        if let Some(old) = previous.filter(|old| *old != name) {
+            let other = registry.get(old);
+            assert!(!Arc::ptr_eq(&object, &other), "{old:?} is not {name:?}");
+            registry.release(old, other);
+        }
+        registry.release(name, again);
+        registry.release(name, object);
+        assert_eq!(registry.entries(), 0, "{name:?} released");
+        previous = Some(name);
+    }
+}

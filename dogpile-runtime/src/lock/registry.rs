@@ -57,6 +57,9 @@ pub struct NameRegistry<K, V, F = fn(&K) -> V> {
 struct Entries<K, V> {
     /// Objects given back that no one held, handed out again instead of new ones.
     spare: Vec<Arc<V>>,
+    /// The owned identifiers of entries that [`release`](NameRegistry::release) removed, whose
+    /// allocations (a `String`'s buffer) the next new identifiers are copied into.
+    spare_keys: Vec<K>,
     /// Hashed with foldhash, seeded per registry: a miss hashes its key here once more, and
     /// SipHash cost it about a hundred instructions.
     map: HashMap<K, Weak<V>, RandomState>,
@@ -70,6 +73,7 @@ impl<K: Hash + Eq, V> Entries<K, V> {
     fn new() -> Self {
         Entries {
             spare: Vec::new(),
+            spare_keys: Vec::new(),
             map: HashMap::default(),
             sweep_at: MIN_SWEEP,
             gets_left: MIN_SWEEP,
@@ -115,6 +119,9 @@ where
     /// A registry that keeps up to `spares` of the objects given back with
     /// [`release`](Self::release) that no one else held, and hands them out again, for any
     /// identifier, instead of calling `creator`: a miss of a new key then costs no allocation.
+    /// It keeps as many of the owned identifiers those releases removed, and copies new
+    /// identifiers into them ([`ToOwned::clone_into`]), so a `String` identifier's buffer is
+    /// reused too (each keeps the largest identifier copied into it).
     ///
     /// Only for objects that do not depend on their identifier and are as good as new once no
     /// one holds them, such as a [`LocalMutex`](crate::LocalMutex) (a holder keeps its `Arc`
@@ -156,7 +163,13 @@ where
         let value = match entries.map.get(identifier).and_then(Weak::upgrade) {
             Some(live) => live,
             None => {
-                let key = identifier.to_owned();
+                let key = match entries.spare_keys.pop() {
+                    Some(mut key) => {
+                        identifier.clone_into(&mut key);
+                        key
+                    }
+                    None => identifier.to_owned(),
+                };
                 let value = match entries.spare.pop() {
                     Some(spare) => spare,
                     None => Arc::new((self.creator)(&key)),
@@ -197,6 +210,8 @@ where
                 if !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&object)) {
                     // Another identifier's object: its entry is not this one to remove.
                     entries.map.insert(key, weak);
+                } else if entries.spare_keys.len() < self.spares {
+                    entries.spare_keys.push(key);
                 }
             }
             // Kept only once no entry can reach it: for another identifier it is a new object.
