@@ -267,6 +267,67 @@ async fn an_async_creator_asking_for_its_own_key_fails_instead_of_hanging() {
     assert!(message.contains("loops"), "{message}");
 }
 
+/// A creator's marks follow its task, not its thread: one that awaits (and resumes on either
+/// of two workers, among busy tasks) and then asks for its own key fails, every time; the
+/// tasks polled on those threads meanwhile, waiting for the same keys, are not taken for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_creator_that_awaits_then_asks_for_its_own_key_fails_wherever_it_resumes() {
+    let region: Region<u8, u64> = Region::builder().name("moves").build().unwrap();
+    let busy: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async {
+                for _ in 0..2_000 {
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let (mut creators, mut waiters) = (Vec::new(), Vec::new());
+    for key in 0..20u8 {
+        // The creator runs in a task of its own, which either worker may poll.
+        let (outer, inner) = (region.clone(), region.clone());
+        creators.push(tokio::spawn(async move {
+            let outer = outer.to_async();
+            let made = outer.try_get_with(&key, || async move {
+                let before = std::thread::current().id();
+                for _ in 0..3 {
+                    sleep(Duration::from_millis(1)).await;
+                    tokio::task::yield_now().await;
+                }
+                let after = std::thread::current().id();
+                let asked = inner
+                    .to_async()
+                    .try_get_with(&key, || async { Ok::<_, String>(1) })
+                    .await;
+                Err::<u64, _>((before != after, asked.is_err()))
+            });
+            match made.await {
+                Err(RegionError::Creator(outcome)) => *outcome,
+                other => panic!("key {key}: the creator's error, not {other:?}"),
+            }
+        }));
+        // Another task waiting for the key meanwhile: it waits, then makes the value itself.
+        let region = region.clone();
+        waiters.push(tokio::spawn(async move {
+            sleep(Duration::from_millis(1)).await;
+            region.to_async().get_with(&key, || async { 2 }).await
+        }));
+    }
+    let mut moved = 0;
+    for (key, creator) in creators.into_iter().enumerate() {
+        let (resumed_elsewhere, refused) = timeout(BOUND, creator).await.expect("hung").unwrap();
+        assert!(refused, "key {key}: a creator was let wait for its own key");
+        moved += usize::from(resumed_elsewhere);
+    }
+    for waiter in waiters {
+        assert_eq!(timeout(BOUND, waiter).await.unwrap().unwrap(), 2);
+    }
+    for task in busy {
+        task.await.unwrap();
+    }
+    eprintln!("{moved} of 20 creators resumed on the other thread");
+}
+
 /// Creators that call the next key, eight deep (past the four marks a task keeps without
 /// allocating), the last asking for the sixth: an error, not a wait on itself; and the chain's
 /// keys are all free again after it.

@@ -71,17 +71,19 @@ where
             .filter_map(|c| c.guard.as_ref().map(|g| g.mutex().clone()))
             .collect();
         let run = Run::start(region, &asked);
-        let made = while_holding(&held, async {
-            let creating = CatchUnwind(std::pin::pin!(run.span().instrument(init(&asked))));
-            match region.inner.hard_timeout {
-                None => run.ran(creating.await),
-                Some(timeout) => match tokio::time::timeout(timeout, creating).await {
-                    Ok(made) => run.ran(made),
-                    Err(_) => Err(run.timed_out(timeout)),
-                },
-            }
-        })
-        .await;
+        let made = {
+            let creation = std::pin::pin!(async {
+                let creating = CatchUnwind(std::pin::pin!(run.span().instrument(init(&asked))));
+                match region.inner.hard_timeout {
+                    None => run.ran(creating.await),
+                    Some(timeout) => match tokio::time::timeout(timeout, creating).await {
+                        Ok(made) => run.ran(made),
+                        Err(_) => Err(run.timed_out(timeout)),
+                    },
+                }
+            });
+            while_holding(&held, creation).await
+        };
         let values = match check(run, &mut creations, made) {
             Checked::Made(run, values) => {
                 let mut written = Vec::with_capacity(values.len());

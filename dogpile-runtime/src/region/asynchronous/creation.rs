@@ -35,32 +35,34 @@ where
         }
         let run = Run::start(self.region, self.key);
         let held = self.guard.as_ref().map(|guard| guard.mutex().clone());
-        let ended = while_holding(held.as_ref(), async {
-            let creating = CatchUnwind(std::pin::pin!(run.span().instrument(init())));
-            let made = match self.region.inner.hard_timeout {
-                None => run.ran(creating.await),
-                // Past it, the creator's future is dropped: cancelled, nothing stored.
-                Some(timeout) => match tokio::time::timeout(timeout, creating).await {
-                    Ok(made) => run.ran(made),
-                    Err(_) => Err(run.timed_out(timeout)),
-                },
-            };
-            match made {
-                Ok(made) => {
-                    let (value, life) = made.into_parts();
-                    let stored = match self.write(&value, life) {
-                        Some(write) => Some(write.awaiting().await),
-                        None => None,
-                    };
-                    self.made(run, value, stored)
+        let ended = {
+            let creation = std::pin::pin!(async {
+                let creating = CatchUnwind(std::pin::pin!(run.span().instrument(init())));
+                let made = match self.region.inner.hard_timeout {
+                    None => run.ran(creating.await),
+                    // Past it, the creator's future is dropped: cancelled, nothing stored.
+                    Some(timeout) => match tokio::time::timeout(timeout, creating).await {
+                        Ok(made) => run.ran(made),
+                        Err(_) => Err(run.timed_out(timeout)),
+                    },
+                };
+                match made {
+                    Ok(made) => {
+                        let (value, life) = made.into_parts();
+                        let stored = match self.write(&value, life) {
+                            Some(write) => Some(write.awaiting().await),
+                            None => None,
+                        };
+                        self.made(run, value, stored)
+                    }
+                    Err(failed) => {
+                        run.failed(&failed);
+                        self.failed(failed)
+                    }
                 }
-                Err(failed) => {
-                    run.failed(&failed);
-                    self.failed(failed)
-                }
-            }
-        })
-        .await;
+            });
+            while_holding(held.as_ref(), creation).await
+        };
         if let Some(guard) = self.guard.take() {
             guard.release().await;
         }

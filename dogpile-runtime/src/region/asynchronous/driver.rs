@@ -6,10 +6,12 @@
 //! blocks a worker thread.
 
 use std::borrow::Borrow;
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::hash::Hash;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -23,10 +25,11 @@ use crate::region::verbs::Stored;
 use crate::region::{AsyncStore, CacheKey, CacheValue, KeyMutex, Stamp};
 use crate::{AsyncRawMutex, BackendError, RawMutex, WakeOnRelease};
 
-tokio::task_local! {
-    /// The mutexes whose creator runs in this task, to turn a wait for one's own key into an
-    /// error instead of a deadlock.
-    static HOLDING: Marks;
+std::thread_local! {
+    /// The mutexes whose creator the task this thread polls now runs, to turn a wait for one's
+    /// own key into an error instead of a deadlock: set by [`Holding`] for each poll of a
+    /// creator's future, so it follows the task from thread to thread as a task-local would.
+    static HOLDING: RefCell<Marks> = const { RefCell::new(Marks::new()) };
 }
 
 /// How many mutexes a task's marks hold without allocating: a creation holds one, and a
@@ -38,13 +41,21 @@ const INLINE_MARKS: usize = 4;
 /// an allocation, its growth and its release, about 450 instructions); a batch's many spill to
 /// the heap.
 #[derive(Clone, Default)]
-struct Marks {
+pub(in crate::region) struct Marks {
     inline: [usize; INLINE_MARKS],
     len: usize,
     spilled: Vec<usize>,
 }
 
 impl Marks {
+    const fn new() -> Self {
+        Marks {
+            inline: [0; INLINE_MARKS],
+            len: 0,
+            spilled: Vec::new(),
+        }
+    }
+
     fn push(&mut self, address: usize) {
         match self.inline.get_mut(self.len) {
             Some(slot) => {
@@ -295,17 +306,61 @@ impl<M: AsyncRawMutex + 'static> Drop for AsyncGuard<M> {
     }
 }
 
-/// Runs `future` marked as holding every mutex of `held` (in this task), so that a creator
-/// asking for one of their keys gets an error instead of waiting for itself.
-pub(in crate::region) async fn while_holding<'m, M: 'm, F: Future>(
+/// `future` marked as holding every mutex of `held` (in this task, with the marks it had), so
+/// that a creator asking for one of their keys gets an error instead of waiting for itself.
+/// The future is borrowed pinned where its caller made it: a creation's future, the largest
+/// part of an async call's state, is not moved again (a task-local's scope took it by value,
+/// two copies of it per miss).
+pub(in crate::region) fn while_holding<'m, 'f, M: 'm, F: Future>(
     held: impl IntoIterator<Item = &'m Arc<M>>,
-    future: F,
-) -> F::Output {
-    let mut marks = HOLDING.try_with(Clone::clone).unwrap_or_default();
+    future: Pin<&'f mut F>,
+) -> Holding<'f, F> {
+    let mut marks = HOLDING
+        .try_with(|marks| marks.borrow().clone())
+        .unwrap_or_default();
     for mutex in held {
         marks.push(address(mutex));
     }
-    HOLDING.scope(marks, future).await
+    Holding { marks, future }
+}
+
+/// A future polled with its task's marks in [`HOLDING`] (see [`while_holding`]).
+pub(in crate::region) struct Holding<'f, F> {
+    marks: Marks,
+    future: Pin<&'f mut F>,
+}
+
+impl<F: Future> Future for Holding<'_, F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Holding { marks, future } = &mut *self;
+        // Swapped in for the poll, and back when it returns or unwinds: a task polled next on
+        // this thread sees its own marks, and a creator nested in this one sees these.
+        let _marked = Swapped::new(marks);
+        future.as_mut().poll(cx)
+    }
+}
+
+/// Marks swapped with the thread's while it lives.
+struct Swapped<'a>(&'a mut Marks);
+
+impl<'a> Swapped<'a> {
+    fn new(marks: &'a mut Marks) -> Self {
+        swap_marks(marks);
+        Swapped(marks)
+    }
+}
+
+impl Drop for Swapped<'_> {
+    fn drop(&mut self) {
+        swap_marks(self.0);
+    }
+}
+
+fn swap_marks(marks: &mut Marks) {
+    // Only while the thread is being torn down is the slot gone: nothing is marked then.
+    let _ = HOLDING.try_with(|held| std::mem::swap(&mut *held.borrow_mut(), marks));
 }
 
 fn address<M>(mutex: &Arc<M>) -> usize {
@@ -316,7 +371,7 @@ fn address<M>(mutex: &Arc<M>) -> usize {
 pub(in crate::region) fn holding<M>(mutex: &Arc<M>) -> bool {
     let address = address(mutex);
     HOLDING
-        .try_with(|held| held.contains(address))
+        .try_with(|held| held.borrow().contains(address))
         .unwrap_or(false)
 }
 

@@ -784,7 +784,7 @@ where
             return Ok((value, Served::Waited));
         }
         let direct = Creation::direct(region, key, err).began(began);
-        let made = while_holding([&mutex], direct.create_async(init)).await;
+        let made = while_holding([&mutex], std::pin::pin!(direct.create_async(init))).await;
         region.direct_made(key, &made);
         guard.release().await;
         made
