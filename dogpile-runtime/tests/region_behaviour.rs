@@ -851,3 +851,44 @@ fn soft_and_hard_invalidations_in_either_order() {
     region.invalidate_all().unwrap();
     assert_eq!(region.peek(&1), None, "hard after soft: gone");
 }
+
+/// `String` keys of many lengths churned by four threads through a small bounded region: the
+/// registry and the store copy new keys into the buffers of keys they let go, and every call
+/// still gets its own key's value, with the region within its bound and no mutex left held.
+#[test]
+fn string_keys_churned_by_four_threads_each_get_their_own_value() {
+    fn value_of(key: &str) -> u64 {
+        key.bytes().fold(key.len() as u64, |sum, b| {
+            sum.wrapping_mul(31).wrapping_add(u64::from(b))
+        })
+    }
+    let region: Region<String, u64> = Region::builder().capacity(200).build().unwrap();
+    let served = bounded({
+        let region = region.clone();
+        move || {
+            let threads: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let region = region.clone();
+                    thread::spawn(move || {
+                        let mut served = 0;
+                        for round in 0..2 {
+                            for n in 0..5_000u64 {
+                                // Overlapping key ranges, lengths 2 to 60.
+                                let n = (n * 7 + t * 1_000 + round) % 6_000;
+                                let key = format!("{n}{}", "x".repeat((n % 59) as usize));
+                                let got = region.get_with(key.as_str(), || value_of(&key));
+                                assert_eq!(got, value_of(&key), "{key:?}");
+                                served += 1;
+                            }
+                        }
+                        served
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).sum::<u64>()
+        }
+    });
+    assert_eq!(served, 40_000);
+    assert!(region.len() <= 200, "{} entries", region.len());
+    assert_eq!(region.mutexes_in_use(), 0);
+}
