@@ -202,7 +202,12 @@ impl Counters {
     /// Adds `n`; the stripe's count now.
     #[inline]
     fn add_n(&self, counter: Counter, n: u64) -> u64 {
-        let index = stripe_index();
+        self.add_at(stripe_index(), counter, n)
+    }
+
+    /// [`add_n`](Self::add_n) on the stripe at `index`, this thread's.
+    #[inline]
+    fn add_at(&self, index: usize, counter: Counter, n: u64) -> u64 {
         let cell = &self.stripes[index].0[counter as usize];
         if index < OWNED {
             // This thread is the stripe's only writer.
@@ -221,9 +226,8 @@ impl Counters {
         self.exported.hits(self.sum(Counter::Hit));
     }
 
-    /// Raises a maximum to `n`, if higher.
-    fn raise(&self, counter: Counter, n: u64) {
-        let index = stripe_index();
+    /// Raises a maximum to `n`, if higher, on the stripe at `index`, this thread's.
+    fn raise_at(&self, index: usize, counter: Counter, n: u64) {
         let cell = &self.stripes[index].0[counter as usize];
         if index < OWNED {
             if cell.load(Ordering::Relaxed) < n {
@@ -239,12 +243,14 @@ impl Counters {
         #[cfg(feature = "metrics")]
         self.exported.creator(took, failed);
         let took = nanos(took);
-        let _ = self.add_n(Counter::CreatorRun, 1);
-        let _ = self.add_n(Counter::CreatorNanos, took);
-        self.raise(Counter::CreatorMaxNanos, took);
+        // The thread's stripe, looked up once for the three or five counts.
+        let index = stripe_index();
+        let _ = self.add_at(index, Counter::CreatorRun, 1);
+        let _ = self.add_at(index, Counter::CreatorNanos, took);
+        self.raise_at(index, Counter::CreatorMaxNanos, took);
         if failed {
-            let _ = self.add_n(Counter::CreatorFailure, 1);
-            let _ = self.add_n(Counter::CreatorFailureNanos, took);
+            let _ = self.add_at(index, Counter::CreatorFailure, 1);
+            let _ = self.add_at(index, Counter::CreatorFailureNanos, took);
         }
     }
 
@@ -253,8 +259,9 @@ impl Counters {
         #[cfg(feature = "metrics")]
         self.exported.waited(took);
         let took = nanos(took);
-        let _ = self.add_n(Counter::WaitNanos, took);
-        self.raise(Counter::WaitMaxNanos, took);
+        let index = stripe_index();
+        let _ = self.add_at(index, Counter::WaitNanos, took);
+        self.raise_at(index, Counter::WaitMaxNanos, took);
     }
 
     fn sum(&self, counter: Counter) -> u64 {

@@ -47,6 +47,7 @@ pub(crate) enum Stop<V, G> {
 /// Reads and locks as the protocol says, from `next` on, until the call needs its creator or
 /// ends: the one loop of every blocking call, a single key's and each key of a batch. A mutex
 /// held when the call ends without creating is released here.
+#[inline]
 pub(crate) fn advance<V, K: Key<V>>(
     key: &mut K,
     protocol: &mut Protocol<'_, V>,
@@ -205,6 +206,7 @@ pub(crate) struct Held<M: RawMutex + ?Sized> {
 
 impl<M: RawMutex + ?Sized> Held<M> {
     /// Marks `guard`'s mutex as this thread's creator's.
+    #[inline]
     pub(crate) fn new(guard: OwnedMutexGuard<M>) -> Self {
         let mark = Holding::enter(guard.mutex());
         Held { guard, _mark: mark }

@@ -40,6 +40,7 @@ where
         self.mutex.get()
     }
 
+    #[inline]
     fn read(&mut self) -> Result<Found<V>, BackendError> {
         Ok(self
             .region
