@@ -14,11 +14,11 @@ use stats_alloc::{Region as Allocations, StatsAlloc, INSTRUMENTED_SYSTEM};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 /// A miss by a `String` key in a full bounded region makes the owned key once from the `&str`,
-/// and the store's two copies (the policy's, and the map's entry with its key) reuse what the
-/// last miss gave back: the key's buffer in the key's mutex's registry, and the evicted key's
-/// in the map. Five allocations a miss before they did.
+/// the store its two copies (the policy's, and the map's entry with its key), and the key's
+/// mutex's registry none: it copies the key into the buffer of one it let go (five allocations
+/// a miss before it did).
 #[test]
-fn a_miss_by_a_string_key_allocates_three_times_in_a_full_store() {
+fn a_miss_by_a_string_key_allocates_four_times_in_a_full_store() {
     let region: Region<String, u64> = Region::builder().capacity(1_000).build().unwrap();
     let keys: Vec<String> = (0..20_000u64).map(|k| format!("user/{k:08}")).collect();
     for key in &keys[..10_000] {
@@ -30,8 +30,9 @@ fn a_miss_by_a_string_key_allocates_three_times_in_a_full_store() {
         }
     });
     let per_miss = misses as f64 / 10_000.0;
-    // The map's own upkeep (its reclamation batches) adds a few hundredths.
-    assert!(per_miss < 3.2, "{per_miss:.2} allocations a miss");
+    // The map's own upkeep (its reclamation batches) and the registry's sweeps, each of which
+    // drops its spare identifiers, add a few hundredths.
+    assert!(per_miss < 4.2, "{per_miss:.2} allocations a miss");
     // Every key kept is found under its own name.
     assert_eq!(region.peek(keys[19_999].as_str()), Some(9_999));
     assert_eq!(region.peek(keys[5].as_str()), None);

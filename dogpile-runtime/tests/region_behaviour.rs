@@ -853,8 +853,8 @@ fn soft_and_hard_invalidations_in_either_order() {
 }
 
 /// `String` keys of many lengths churned by four threads through a small bounded region: the
-/// registry and the store copy new keys into the buffers of keys they let go, and every call
-/// still gets its own key's value, with the region within its bound and no mutex left held.
+/// mutex registry copies new keys into the buffers of keys it let go, and every call still
+/// gets its own key's value, with the region within its bound and no mutex left held.
 #[test]
 fn string_keys_churned_by_four_threads_each_get_their_own_value() {
     fn value_of(key: &str) -> u64 {

@@ -58,7 +58,8 @@ struct Entries<K, V> {
     /// Objects given back that no one held, handed out again instead of new ones.
     spare: Vec<Arc<V>>,
     /// The owned identifiers of entries that [`release`](NameRegistry::release) removed, whose
-    /// allocations (a `String`'s buffer) the next new identifiers are copied into.
+    /// allocations (a `String`'s buffer) the next new identifiers are copied into; dropped at
+    /// each sweep, so that a long identifier's buffer is not kept for short ones for long.
     spare_keys: Vec<K>,
     /// Hashed with foldhash, seeded per registry: a miss hashes its key here once more, and
     /// SipHash cost it about a hundred instructions.
@@ -90,6 +91,7 @@ impl<K: Hash + Eq, V> Entries<K, V> {
     }
 
     fn sweep(&mut self) {
+        self.spare_keys.clear();
         self.map.retain(|_, weak| weak.strong_count() > 0);
         let live = self.map.len();
         self.sweep_at = (live * 2).max(MIN_SWEEP);
@@ -119,9 +121,9 @@ where
     /// A registry that keeps up to `spares` of the objects given back with
     /// [`release`](Self::release) that no one else held, and hands them out again, for any
     /// identifier, instead of calling `creator`: a miss of a new key then costs no allocation.
-    /// It keeps as many of the owned identifiers those releases removed, and copies new
-    /// identifiers into them ([`ToOwned::clone_into`]), so a `String` identifier's buffer is
-    /// reused too (each keeps the largest identifier copied into it).
+    /// It keeps as many of the owned identifiers those releases removed, until its next sweep,
+    /// and copies new identifiers into them ([`ToOwned::clone_into`]), so a `String`
+    /// identifier's buffer is reused too.
     ///
     /// Only for objects that do not depend on their identifier and are as good as new once no
     /// one holds them, such as a [`LocalMutex`](crate::LocalMutex) (a holder keeps its `Arc`

@@ -355,7 +355,7 @@ where
                 }
             }
             policy.reweigh(node, weight);
-            let (evictions, _) = self.evict(&mut policy, &held, &mut departures, guard);
+            let evictions = self.evict(&mut policy, &held, &mut departures, guard);
             self.count_evictions(evictions);
             (departures, false, Removed::Replaced)
         } else {
@@ -367,52 +367,49 @@ where
                 key,
                 node: Cell::new(Some(policy.insert(key.clone(), weight))),
             };
-            let (evictions, spare) = self.evict(&mut policy, &newcomer, &mut departures, guard);
+            let evictions = self.evict(&mut policy, &newcomer, &mut departures, guard);
             let Some(node) = newcomer.node.get() else {
                 // Evicted at once: never in the map; the caller counts and reports it (its
                 // weight is in the evicted weight).
                 self.count_evictions((evictions.0 - 1, evictions.1));
                 return (departures, true, Removed::evicted(evictions.0 - 1));
             };
-            // A key evicted for it lends its allocation (a `String`'s buffer) to its copy.
-            let owned = match spare {
-                Some(mut spare) => {
-                    spare.clone_from(key);
-                    spare
-                }
-                None => key.clone(),
-            };
-            self.map
-                .insert(owned, Entry::new(value.clone(), stamp, node, 0), guard);
+            self.map.insert(
+                key.clone(),
+                Entry::new(value.clone(), stamp, node, 0),
+                guard,
+            );
             self.count_evictions(evictions);
             (departures, false, Removed::evicted(evictions.0))
         }
     }
 
-    /// Evicts until the store is within its bound; how many keys went and their weight, and
-    /// an evicted key no listener is given, whose allocation the caller may reuse.
+    /// Evicts until the store is within its bound; how many keys went, and their weight.
     /// `residents` is the map as the policy sees it.
+    ///
+    /// An evicted key's allocation is not lent to the new key's copy (as the mutex registry
+    /// lends the identifiers it let go, until its next sweep): a `String` buffer would then pass
+    /// from key to key with the capacity of the longest it ever held, and a store would keep a
+    /// 50 MB key's buffer for as long as it runs.
     fn evict<'g>(
         &self,
         policy: &mut Policy<K, RandomState>,
         residents: &impl Residents<K>,
         departures: &mut Vec<Departure<'g, K, V>>,
         guard: &'g impl Guard,
-    ) -> ((u64, u64), Option<K>) {
+    ) -> (u64, u64) {
         let reporting = self.listener.is_some();
         let mut evictions = 0;
-        let mut spare = None;
         let before = policy.weight();
         policy.evict(residents, |key| {
             evictions += 1;
-            let old = self.map.remove(&key, guard);
-            match old {
-                Some(old) if reporting => departures.push((key, old, EvictionCause::Capacity)),
-                _ if spare.is_none() => spare = Some(key),
-                _ => {}
+            if let Some(old) = self.map.remove(&key, guard) {
+                if reporting {
+                    departures.push((key, old, EvictionCause::Capacity));
+                }
             }
         });
-        ((evictions, before.saturating_sub(policy.weight())), spare)
+        (evictions, before.saturating_sub(policy.weight()))
     }
 
     fn count_evictions(&self, (evictions, weight): (u64, u64)) {
