@@ -1,10 +1,10 @@
 //! A region is read by a borrowed form of its key (a `&str` for a `String` key), as moka's
 //! `get_with_by_ref` and `HashMap::get` do: a hit allocates nothing, a miss makes the owned key
 //! once. Every keyed verb takes it, blocking and async. One test binary of its own: it counts
-//! the process's allocations.
+//! the process's allocations, one test at a time.
 
 use std::alloc::System;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dogpile_runtime::region::Served;
 use dogpile_runtime::Region;
@@ -13,12 +13,23 @@ use stats_alloc::{Region as Allocations, StatsAlloc, INSTRUMENTED_SYSTEM};
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
+/// Held by each test for its whole run: the counts are the process's, so a test running beside
+/// another would count its allocations too.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn alone() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// A miss by a `String` key in a full bounded region makes the owned key once from the `&str`,
 /// the store its two copies (the policy's, and the map's entry with its key), and the key's
 /// mutex's registry none: it copies the key into the buffer of one it let go (five allocations
 /// a miss before it did).
 #[test]
 fn a_miss_by_a_string_key_allocates_four_times_in_a_full_store() {
+    let _alone = alone();
     let region: Region<String, u64> = Region::builder().capacity(1_000).build().unwrap();
     let keys: Vec<String> = (0..20_000u64).map(|k| format!("user/{k:08}")).collect();
     for key in &keys[..10_000] {
@@ -46,6 +57,7 @@ fn allocations_in(f: impl FnOnce()) -> usize {
 
 #[test]
 fn a_string_keyed_region_is_read_with_a_str_and_a_hit_allocates_nothing() {
+    let _alone = alone();
     let region: Region<String, Arc<str>> = Region::builder().build().unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
