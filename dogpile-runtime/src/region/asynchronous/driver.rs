@@ -41,7 +41,7 @@ const INLINE_MARKS: usize = 4;
 /// an allocation, its growth and its release, about 450 instructions); a batch's many spill to
 /// the heap.
 #[derive(Clone, Default)]
-pub(in crate::region) struct Marks {
+struct Marks {
     inline: [usize; INLINE_MARKS],
     len: usize,
     spilled: Vec<usize>,
