@@ -15,6 +15,11 @@ use crate::sync::Mutex;
 /// the live count at the last sweep, whichever is larger.
 const MIN_SWEEP: usize = 64;
 
+/// An identifier's allocation is handed on to new identifiers at most this many times, then
+/// freed: a `String` buffer keeps the capacity of the longest identifier copied into it, so a
+/// long one's must not serve the short ones after it for good.
+const KEY_REUSES: u8 = 64;
+
 /// Hands out one shared object per identifier while anyone holds it, creating it on demand.
 ///
 /// Every caller of [`get`](Self::get) with the same identifier receives the same `Arc<V>` for as
@@ -58,12 +63,13 @@ struct Entries<K, V> {
     /// Objects given back that no one held, handed out again instead of new ones.
     spare: Vec<Arc<V>>,
     /// The owned identifiers of entries that [`release`](NameRegistry::release) removed, whose
-    /// allocations (a `String`'s buffer) the next new identifiers are copied into; dropped at
-    /// each sweep, so that a long identifier's buffer is not kept for short ones for long.
-    spare_keys: Vec<K>,
+    /// allocations (a `String`'s buffer) the next new identifiers are copied into, each with
+    /// the times its allocation was handed on (at most [`KEY_REUSES`]).
+    spare_keys: Vec<(K, u8)>,
     /// Hashed with foldhash, seeded per registry: a miss hashes its key here once more, and
-    /// SipHash cost it about a hundred instructions.
-    map: HashMap<K, Weak<V>, RandomState>,
+    /// SipHash cost it about a hundred instructions. Beside each object, the times its key's
+    /// allocation was handed on.
+    map: HashMap<K, (Weak<V>, u8), RandomState>,
     /// Sweep when the map reaches this many entries.
     sweep_at: usize,
     /// Sweep when this many more `get`s have run.
@@ -91,8 +97,7 @@ impl<K: Hash + Eq, V> Entries<K, V> {
     }
 
     fn sweep(&mut self) {
-        self.spare_keys.clear();
-        self.map.retain(|_, weak| weak.strong_count() > 0);
+        self.map.retain(|_, (weak, _)| weak.strong_count() > 0);
         let live = self.map.len();
         self.sweep_at = (live * 2).max(MIN_SWEEP);
         self.gets_left = (live / 4).max(MIN_SWEEP);
@@ -121,9 +126,9 @@ where
     /// A registry that keeps up to `spares` of the objects given back with
     /// [`release`](Self::release) that no one else held, and hands them out again, for any
     /// identifier, instead of calling `creator`: a miss of a new key then costs no allocation.
-    /// It keeps as many of the owned identifiers those releases removed, until its next sweep,
-    /// and copies new identifiers into them ([`ToOwned::clone_into`]), so a `String`
-    /// identifier's buffer is reused too.
+    /// It keeps as many of the owned identifiers those releases removed and copies new
+    /// identifiers into them ([`ToOwned::clone_into`]), so a `String` identifier's buffer is
+    /// reused too, up to 64 times (it keeps the capacity of the longest copied into it).
     ///
     /// Only for objects that do not depend on their identifier and are as good as new once no
     /// one holds them, such as a [`LocalMutex`](crate::LocalMutex) (a holder keeps its `Arc`
@@ -162,21 +167,25 @@ where
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let mut entries = self.entries.lock();
-        let value = match entries.map.get(identifier).and_then(Weak::upgrade) {
+        let value = match entries
+            .map
+            .get(identifier)
+            .and_then(|(weak, _)| weak.upgrade())
+        {
             Some(live) => live,
             None => {
-                let key = match entries.spare_keys.pop() {
-                    Some(mut key) => {
+                let (key, reused) = match entries.spare_keys.pop() {
+                    Some((mut key, reused)) => {
                         identifier.clone_into(&mut key);
-                        key
+                        (key, reused + 1)
                     }
-                    None => identifier.to_owned(),
+                    None => (identifier.to_owned(), 0),
                 };
                 let value = match entries.spare.pop() {
                     Some(spare) => spare,
                     None => Arc::new((self.creator)(&key)),
                 };
-                entries.map.insert(key, Arc::downgrade(&value));
+                entries.map.insert(key, (Arc::downgrade(&value), reused));
                 value
             }
         };
@@ -208,12 +217,12 @@ where
         let mut entries = self.entries.lock();
         // Under the lock no one can take a new reference: the count is final if it is one.
         if Arc::strong_count(&object) == 1 {
-            if let Some((key, weak)) = entries.map.remove_entry(identifier) {
+            if let Some((key, (weak, reused))) = entries.map.remove_entry(identifier) {
                 if !std::ptr::eq(weak.as_ptr(), Arc::as_ptr(&object)) {
                     // Another identifier's object: its entry is not this one to remove.
-                    entries.map.insert(key, weak);
-                } else if entries.spare_keys.len() < self.spares {
-                    entries.spare_keys.push(key);
+                    entries.map.insert(key, (weak, reused));
+                } else if reused < KEY_REUSES && entries.spare_keys.len() < self.spares {
+                    entries.spare_keys.push((key, reused));
                 }
             }
             // Kept only once no entry can reach it: for another identifier it is a new object.

@@ -388,9 +388,9 @@ where
     /// `residents` is the map as the policy sees it.
     ///
     /// An evicted key's allocation is not lent to the new key's copy (as the mutex registry
-    /// lends the identifiers it let go, until its next sweep): a `String` buffer would then pass
-    /// from key to key with the capacity of the longest it ever held, and a store would keep a
-    /// 50 MB key's buffer for as long as it runs.
+    /// lends the identifiers it let go, each at most 64 times): a `String` buffer would then
+    /// pass from key to key with the capacity of the longest it ever held, and a store would
+    /// keep a 50 MB key's buffer for as long as it runs.
     fn evict<'g>(
         &self,
         policy: &mut Policy<K, RandomState>,
