@@ -328,6 +328,64 @@ async fn a_creator_that_awaits_then_asks_for_its_own_key_fails_wherever_it_resum
     eprintln!("{moved} of 20 creators resumed on the other thread");
 }
 
+/// A creator asking for its own key through the other colour of call fails as it does through
+/// its own: an async creator calling the blocking verb, and a blocking creator awaiting the
+/// async one on a runtime of its own. Both waited on themselves for good before. Each runs on
+/// a thread of its own, so that a wait on itself fails the test instead of hanging it.
+#[test]
+fn a_creator_asking_for_its_own_key_through_the_other_colour_fails() {
+    fn within_bound<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (sent, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = sent.send(f());
+        });
+        received
+            .recv_timeout(BOUND)
+            .unwrap_or_else(|_| panic!("{what} waited on itself"))
+    }
+    let region: Region<u8, u64> = Region::builder().name("colours").build().unwrap();
+
+    let (outer, inner) = (region.clone(), region.clone());
+    let made = within_bound("an async creator calling the blocking verb", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(outer.to_async().try_get_with(&1, || async move {
+            inner
+                .try_get_with(&1, || Ok::<_, String>(1))
+                .map_err(|e| e.to_string())
+        }))
+    });
+    let Err(RegionError::Creator(message)) = made else {
+        panic!("expected the recursion error, got {made:?}")
+    };
+    assert!(message.contains("key 1"), "{message}");
+
+    let (outer, inner) = (region.clone(), region.clone());
+    let made = within_bound("a blocking creator awaiting the async verb", move || {
+        outer.try_get_with(&2, || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            runtime
+                .block_on(
+                    inner
+                        .to_async()
+                        .try_get_with(&2, || async { Ok::<_, String>(2) }),
+                )
+                .map_err(|e| e.to_string())
+        })
+    });
+    let Err(RegionError::Creator(message)) = made else {
+        panic!("expected the recursion error, got {made:?}")
+    };
+    assert!(message.contains("key 2"), "{message}");
+    assert_eq!(region.get_with(&1, || 7), 7);
+    assert_eq!(region.mutexes_in_use(), 0);
+}
+
 /// Creators that call the next key, eight deep (past the four marks a task keeps without
 /// allocating), the last asking for the sixth: an error, not a wait on itself; and the chain's
 /// keys are all free again after it.

@@ -172,7 +172,8 @@ use holding::HOLDING;
 /// its own mutex fails instead of waiting forever.
 pub(crate) struct Holding(usize);
 
-fn address<M: ?Sized>(mutex: &Arc<M>) -> usize {
+/// What marks a mutex as held: its address.
+pub(crate) fn address<M: ?Sized>(mutex: &Arc<M>) -> usize {
     Arc::as_ptr(mutex).cast::<()>() as usize
 }
 
@@ -218,8 +219,18 @@ impl<M: RawMutex + ?Sized> Held<M> {
     }
 }
 
-/// Whether this thread is running a creator under `mutex`.
+/// Whether this thread is running a creator under `mutex`: a blocking creator, or the async
+/// creator of the task it is polling (a blocking call made inside an async creator, or an
+/// async call awaited inside a blocking one, asks with the same marks).
 pub(crate) fn held_by_this_thread<M: ?Sized>(mutex: &Arc<M>) -> bool {
     let id = address(mutex);
-    HOLDING.with(|held| held.borrow().contains(&id))
+    HOLDING.with(|held| held.borrow().contains(&id)) || polled_task_holds(id)
+}
+
+#[cfg(feature = "tokio")]
+use crate::region::polled_task_holds;
+
+#[cfg(not(feature = "tokio"))]
+fn polled_task_holds(_: usize) -> bool {
+    false
 }

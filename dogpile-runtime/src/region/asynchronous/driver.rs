@@ -17,7 +17,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::AsyncRegion;
-use crate::lock::drive::{first_timeout, Stop};
+use crate::lock::drive::{address, first_timeout, held_by_this_thread, Stop};
 use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
 use crate::region::creation::Guard;
 use crate::region::expiry::Age;
@@ -363,16 +363,17 @@ fn swap_marks(marks: &mut Marks) {
     let _ = HOLDING.try_with(|held| std::mem::swap(&mut *held.borrow_mut(), marks));
 }
 
-fn address<M>(mutex: &Arc<M>) -> usize {
-    Arc::as_ptr(mutex) as *const () as usize
-}
-
-/// Whether this task runs the creator of `mutex`'s key.
-pub(in crate::region) fn holding<M>(mutex: &Arc<M>) -> bool {
-    let address = address(mutex);
+/// Whether the task this thread polls now runs the creator of the mutex at `address`.
+pub(crate) fn polled_task_holds(address: usize) -> bool {
     HOLDING
         .try_with(|held| held.borrow().contains(address))
         .unwrap_or(false)
+}
+
+/// Whether this task, or a blocking creator running on this thread, runs the creator of
+/// `mutex`'s key.
+pub(in crate::region) fn holding<M>(mutex: &Arc<M>) -> bool {
+    held_by_this_thread(mutex)
 }
 
 /// Waits until `mutex` may have been released: woken by it, or, for a mutex that cannot wake

@@ -23,7 +23,7 @@ use std::hash::Hash;
 use std::time::Duration;
 
 pub use background::AsyncBackground;
-pub(crate) use driver::AsyncGuard;
+pub(crate) use driver::{polled_task_holds, AsyncGuard};
 
 use super::creation::Creation;
 use super::expiry::{soft_stamp, Age};
