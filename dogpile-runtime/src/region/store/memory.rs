@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::cell::Cell;
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 
 use foldhash::fast::RandomState;
 use papaya::{Guard, HashMap};
@@ -14,7 +14,7 @@ use super::policy::{Policy, Residents, HITS_MAX};
 use super::Store;
 use crate::clock::{Clock, CoarseClock};
 use crate::region::Stamp;
-use crate::sync::{AtomicU32, AtomicU64, AtomicU8, Mutex, Ordering};
+use crate::sync::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Mutex, Ordering};
 use crate::{BackendError, ConfigError};
 
 /// A value with its stamp, as the map holds it.
@@ -41,6 +41,58 @@ impl<V> Entry<V> {
 
 type Map<K, V> = HashMap<K, Entry<V>, RandomState>;
 
+/// Set in an entry's hit counter when its key is in the policy's sample: its hits are logged for
+/// the policy's miniature simulations. The hits themselves are the low bits, as in any entry.
+const SAMPLED: u8 = 0x80;
+
+/// Hits of sampled keys, by hash, until the policy's lock replays them in its simulations: at
+/// the next write, or when a lap of the ring fills and the lock is free. Older hits are
+/// overwritten if a lap passes before either; the simulations only need most of them.
+struct SampledHits {
+    slots: Box<[AtomicU64]>,
+    /// How many hits were logged.
+    next: AtomicUsize,
+    /// How many were replayed (or overwritten); changed only under the policy's lock.
+    replayed: AtomicUsize,
+}
+
+/// The ring's slots: a lap of hits between writes.
+const SAMPLED_SLOTS: usize = 64;
+
+impl SampledHits {
+    fn new() -> Self {
+        SampledHits {
+            slots: (0..SAMPLED_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            next: AtomicUsize::new(0),
+            replayed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Logs a hit of the sampled key of `hash`; whether it ended a lap.
+    fn log(&self, hash: u64) -> bool {
+        let at = self.next.fetch_add(1, Ordering::Relaxed);
+        self.slots[at % SAMPLED_SLOTS].store(hash, Ordering::Release);
+        at % SAMPLED_SLOTS == SAMPLED_SLOTS - 1
+    }
+
+    /// Replays the hits logged since the last time (at most a lap) in `policy`'s simulations.
+    /// A slot whose hit is not written yet reads as empty: that hit is replayed at the next lap.
+    fn replay(&self, policy: &mut Policy<impl Hash, RandomState>) {
+        let end = self.next.load(Ordering::Acquire);
+        let start = self.replayed.load(Ordering::Relaxed);
+        if start == end {
+            return;
+        }
+        for at in start.max(end.saturating_sub(SAMPLED_SLOTS))..end {
+            let hash = self.slots[at % SAMPLED_SLOTS].swap(0, Ordering::Acquire);
+            if hash != 0 {
+                policy.hit(hash);
+            }
+        }
+        self.replayed.store(end, Ordering::Relaxed);
+    }
+}
+
 /// A value that left the store, for the listener: its key, the entry (alive while the map's
 /// guard is held), and why.
 type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
@@ -50,7 +102,10 @@ type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
 /// **Reads** take no lock and write nothing shared in the common case: the map is
 /// [`papaya`]'s lock-free hash map (hashed with `foldhash`, seeded per store), whose readers only
 /// mark their own thread's epoch. In a bounded store a hit also raises its entry's hit counter,
-/// but only while it is below its small cap, so a hot entry is read without a write.
+/// but only while it is below its small cap, so a hot entry is read without a write. In a store
+/// bounded at 16,384 keys or more, a hit on one of the keys its policy samples (one in 2 to one
+/// in `capacity / 8,192`) also logs the key's hash in a small shared ring, for the miniature
+/// simulations that choose the policy's admission margin.
 ///
 /// **Writes** to a bounded store take one lock, where a W-TinyLFU policy decides what stays:
 /// new keys enter a FIFO window; leaving it, a key that was hit moves to the main ring, and one
@@ -91,6 +146,10 @@ pub struct MemoryStore<K, V> {
     map: Map<K, V>,
     /// `None`: no bound, and no lock.
     policy: Option<Mutex<Policy<K, RandomState>>>,
+    /// Where readers log the hits of sampled keys, if the policy samples.
+    sampled_hits: Option<SampledHits>,
+    /// The map's and the policy's hasher, for the hash a sampled hit is logged by.
+    hasher: RandomState,
     weigher: Option<Weigher<K, V>>,
     listener: Option<Listener<K, V>>,
     evictions: AtomicU64,
@@ -149,13 +208,19 @@ where
     pub(super) fn with_settings(settings: Settings<K, V>, bound: Option<u64>) -> Self {
         let hasher = RandomState::default();
         let presize = bound.map_or(0, |b| usize::try_from(b).unwrap_or(usize::MAX).min(1 << 16));
+        let policy = bound.map(|b| Policy::new(b, settings.weigher.is_some(), hasher.clone()));
         MemoryStore {
+            sampled_hits: policy
+                .as_ref()
+                .filter(|policy| policy.simulates())
+                .map(|_| SampledHits::new()),
             map: HashMap::builder()
                 .hasher(hasher.clone())
                 .capacity(presize)
                 .resize_mode(papaya::ResizeMode::Incremental(64))
                 .build(),
-            policy: bound.map(|b| Mutex::new(Policy::new(b, settings.weigher.is_some(), hasher))),
+            policy: policy.map(Mutex::new),
+            hasher,
             weigher: settings.weigher.clone(),
             listener: settings.listener.clone(),
             evictions: AtomicU64::new(0),
@@ -196,8 +261,28 @@ where
         let hits = entry.hits.load(Ordering::Relaxed);
         if hits < HITS_MAX {
             entry.hits.store(hits + 1, Ordering::Relaxed);
+        } else if hits != HITS_MAX {
+            self.sampled_hit(key, entry);
         }
         Some(f(&entry.value, entry.stamp))
+    }
+
+    /// A hit of a sampled key: counted, and logged for the policy's simulations.
+    #[cold]
+    #[inline(never)]
+    fn sampled_hit<Q: Hash + ?Sized>(&self, key: &Q, entry: &Entry<V>) {
+        let hits = entry.hits.load(Ordering::Relaxed);
+        if hits & !SAMPLED < HITS_MAX {
+            entry.hits.store(hits + 1, Ordering::Relaxed);
+        }
+        let Some(log) = &self.sampled_hits else {
+            return;
+        };
+        if log.log(self.hasher.hash_one(key)) {
+            if let Some(mut policy) = self.policy.as_ref().and_then(Mutex::try_lock) {
+                log.replay(&mut policy);
+            }
+        }
     }
 
     /// Whether `key` has a value, without counting a hit for the policy (a check of the
@@ -332,6 +417,9 @@ where
         let reporting = self.listener.is_some();
         let mut departures = Vec::new();
         let mut policy = policy.lock();
+        if let Some(log) = &self.sampled_hits {
+            log.replay(&mut policy);
+        }
         let held = Held(&self.map, guard);
         if u64::from(weight) > policy.max_weight() {
             // It could never fit: keep nothing under this key.
@@ -362,10 +450,11 @@ where
             // The new key's entry goes into the map after the evictions, at the node the policy
             // leaves it: re-pointing an entry already in the map, when a removal moves its node,
             // would cost a look-up.
+            let (node, sampled) = policy.insert(key.clone(), weight);
             let newcomer = Newcomer {
                 held,
                 key,
-                node: Cell::new(Some(policy.insert(key.clone(), weight))),
+                node: Cell::new(Some(node)),
             };
             let evictions = self.evict(&mut policy, &newcomer, &mut departures, guard);
             let Some(node) = newcomer.node.get() else {
@@ -374,9 +463,10 @@ where
                 self.count_evictions((evictions.0 - 1, evictions.1));
                 return (departures, true, Removed::evicted(evictions.0 - 1));
             };
+            let hits = if sampled { SAMPLED } else { 0 };
             self.map.insert(
                 key.clone(),
-                Entry::new(value.clone(), stamp, node, 0),
+                Entry::new(value.clone(), stamp, node, hits),
                 guard,
             );
             self.count_evictions(evictions);
@@ -490,7 +580,8 @@ where
             return 0;
         };
         let hits = entry.hits.load(Ordering::Relaxed);
-        entry.hits.store(f(hits), Ordering::Relaxed);
+        let (sampled, hits) = (hits & SAMPLED, hits & !SAMPLED);
+        entry.hits.store(f(hits) | sampled, Ordering::Relaxed);
         hits
     }
 
@@ -700,6 +791,67 @@ impl<K: Hash + Eq, V> fmt::Debug for MemoryStore<K, V> {
 mod tests {
     use super::*;
     use crate::Timestamp;
+
+    /// Sampled keys among `keys` of `store`, and the accesses its shadows replayed.
+    fn sampled(store: &MemoryStore<u64, u64>, keys: impl Iterator<Item = u64>) -> (usize, u64) {
+        let policy = store.policy.as_ref().expect("bounded").lock();
+        let sampled = keys.filter(|k| policy.samples(policy.hash(k))).count();
+        (sampled, policy.replayed())
+    }
+
+    #[test]
+    fn hits_of_sampled_keys_reach_the_policys_simulations_without_a_write() {
+        let store: MemoryStore<u64, u64> = MemoryStore::new(Some(1 << 15)).unwrap();
+        let t = Stamp::new(Timestamp::from_nanos(1));
+        for key in 0..1 << 15 {
+            store.put(&key, &key, t).unwrap();
+        }
+        let (put, before) = sampled(&store, 0..1 << 15);
+        assert!(put > 1_000, "{put} of 32,768 keys sampled");
+        assert_eq!(before, put as u64, "each sampled miss replayed");
+        // Hits only: each lap of the ring is replayed by the reader that ends it.
+        let reads = || (0..200_000u64).map(|i| i * 7919 % (1 << 15));
+        for key in reads() {
+            assert_eq!(store.get(&key).unwrap().map(|(v, _)| v), Some(key));
+        }
+        let (hits, after) = sampled(&store, reads());
+        let replayed = after - before;
+        assert!(
+            (hits as u64).abs_diff(replayed) < SAMPLED_SLOTS as u64,
+            "{replayed} of {hits} sampled hits replayed"
+        );
+        // A write replays what is left.
+        store.put(&u64::MAX, &0, t).unwrap();
+        let (new, last) = sampled(&store, std::iter::once(u64::MAX));
+        assert_eq!(last - before, (hits + new) as u64);
+    }
+
+    #[test]
+    fn threads_reading_and_writing_a_sampling_store_keep_its_bound_and_its_values() {
+        let store: MemoryStore<u64, u64> = MemoryStore::new(Some(1 << 14)).unwrap();
+        let t = Stamp::new(Timestamp::from_nanos(1));
+        std::thread::scope(|s| {
+            for thread in 0..4u64 {
+                let store = &store;
+                s.spawn(move || {
+                    let mut x = thread + 1;
+                    for _ in 0..50_000 {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        let key = x % 40_000;
+                        match store.get(&key).unwrap() {
+                            Some((value, _)) => assert_eq!(value, key),
+                            None => store.put(&key, &key, t).unwrap(),
+                        }
+                    }
+                });
+            }
+        });
+        assert!(store.count().unwrap() <= 1 << 14);
+        let (_, replayed) = sampled(&store, std::iter::empty());
+        assert!(replayed > 10_000, "{replayed} accesses replayed");
+    }
 
     #[test]
     fn a_new_value_the_policy_rejects_at_once_is_reported_and_counted_once() {

@@ -16,6 +16,7 @@ mod memory;
 mod nodes;
 mod outage;
 mod policy;
+mod shadow;
 mod sketch;
 
 pub use config::MemoryStoreBuilder;

@@ -9,6 +9,9 @@
 //!   ring's victim, which is then evicted.
 //!   Otherwise the newcomer is the one evicted. So one-hit keys (a scan, a burst of new keys)
 //!   pass through the window without displacing the keys that are asked for again and again.
+//!   A store of [`MIN_BOUND`](super::shadow::MIN_BOUND) keys or more chooses the margin (1 or
+//!   0) by miniature simulations of a sample of its keys ([`Shadows`]): neither wins on every
+//!   trace.
 //! - A key asked for again soon after the window let it go (within half the store's keys'
 //!   departures from the window, [`RETURN_PER_MILLE`]) goes **straight to the main ring**, as
 //!   S3-FIFO's ghosts send it: its return is the hit the window was too small to see. A key the
@@ -53,6 +56,7 @@ use std::hash::{BuildHasher, Hash};
 
 use super::ghosts::{Ghosts, Origin, SEQ_MASK};
 use super::nodes::{List, Nodes, NIL};
+use super::shadow::{Shadows, MARGINS};
 use super::sketch::Sketch;
 
 /// An entry's hit counter stops here: halved at each pass of the hand, a hot entry survives
@@ -62,8 +66,9 @@ pub(crate) const HITS_MAX: u8 = 15;
 /// The sketch must have seen a newcomer this often before it may displace a main entry.
 const ADMIT_AT: u8 = 3;
 
-/// How far ahead of the main ring's victim a newcomer's count must be to replace it.
-const ADMIT_MARGIN: u8 = 1;
+/// How far ahead of the main ring's victim a newcomer's count must be to replace it, unless
+/// the store's [`Shadows`] find another margin misses less.
+const ADMIT_MARGIN: u8 = MARGINS[0];
 
 /// A key the window let go returns to the main ring if it comes back within this many
 /// thousandths of the store's keys' departures from the window.
@@ -127,6 +132,11 @@ pub(super) struct Policy<K, S> {
     /// How many keys have left the window (promoted or evicted), and the main ring (evicted):
     /// the clock a ghost's age is told by.
     departures: [u64; 2],
+    /// How far ahead of the victim a newcomer must be: [`ADMIT_MARGIN`], or what the shadows
+    /// chose.
+    admit_margin: u8,
+    /// The miniature simulations that choose `admit_margin`, in a store large enough.
+    shadows: Option<Box<Shadows>>,
     hasher: S,
 }
 
@@ -135,7 +145,18 @@ where
     K: Hash,
     S: BuildHasher,
 {
+    /// The policy of a store bounded at `max_weight`, with miniature simulations if it is
+    /// large enough and bounded by count.
     pub(super) fn new(max_weight: u64, weighted: bool, hasher: S) -> Self {
+        let mut policy = Policy::fixed(max_weight, weighted, hasher);
+        if !weighted {
+            policy.shadows = Shadows::new(max_weight);
+        }
+        policy
+    }
+
+    /// A policy that keeps its admission margin.
+    pub(super) fn fixed(max_weight: u64, weighted: bool, hasher: S) -> Self {
         Policy {
             nodes: Nodes::new(weighted),
             max_weight,
@@ -145,7 +166,53 @@ where
             sketch: None,
             ghosts: None,
             departures: [0; 2],
+            admit_margin: ADMIT_MARGIN,
+            shadows: None,
             hasher,
+        }
+    }
+
+    /// Sets the admission margin (for good in a [`fixed`](Self::fixed) policy).
+    pub(super) fn set_admit_margin(&mut self, margin: u8) {
+        self.admit_margin = margin;
+    }
+
+    /// Whether the store has miniature simulations to choose its admission margin: hits of
+    /// sampled keys are to be told to [`hit`](Self::hit).
+    pub(super) fn simulates(&self) -> bool {
+        self.shadows.is_some()
+    }
+
+    /// How many accesses of sampled keys the shadows replayed.
+    #[cfg(test)]
+    pub(super) fn replayed(&self) -> u64 {
+        self.shadows.as_ref().map_or(0, |s| s.replayed())
+    }
+
+    /// Whether hits of the key of `hash` are to be told to [`hit`](Self::hit): it is in the
+    /// shadows' sample.
+    #[inline]
+    pub(super) fn samples(&self, hash: u64) -> bool {
+        self.shadows.as_ref().is_some_and(|s| s.samples(hash))
+    }
+
+    /// The hash `key` is sampled by.
+    #[inline]
+    pub(super) fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// A hit of a sampled key, by its hash.
+    pub(super) fn hit(&mut self, hash: u64) {
+        self.replay(hash);
+    }
+
+    /// Replays an access of a sampled key in the shadows, and follows their choice.
+    fn replay(&mut self, hash: u64) {
+        if let Some(shadows) = &mut self.shadows {
+            if let Some(margin) = shadows.access(hash) {
+                self.admit_margin = margin;
+            }
         }
     }
 
@@ -162,11 +229,17 @@ where
         self.nodes.len()
     }
 
-    /// Counts a miss of `key` and adds it; its node. Call [`evict`](Self::evict) after.
-    pub(super) fn insert(&mut self, key: K, weight: u32) -> u32 {
+    /// Counts a miss of `key` and adds it; its node, and whether the key is sampled (its
+    /// hits are to be told to [`hit`](Self::hit)). Call [`evict`](Self::evict) after.
+    pub(super) fn insert(&mut self, key: K, weight: u32) -> (u32, bool) {
         let mut returned = false;
-        if let Some(sketch) = &mut self.sketch {
-            let hash = self.hasher.hash_one(&key);
+        let mut sampled = false;
+        let hash = (self.shadows.is_some() || self.sketch.is_some()).then(|| self.hash(&key));
+        if let Some(hash) = hash.filter(|&hash| self.samples(hash)) {
+            sampled = true;
+            self.replay(hash);
+        }
+        if let (Some(sketch), Some(hash)) = (&mut self.sketch, hash) {
             sketch.increment(hash, 1);
             if let Some((origin, seq)) = self.ghosts.as_mut().and_then(|g| g.take(hash)) {
                 let frequency = self.sketch().estimate(hash);
@@ -183,7 +256,7 @@ where
         } else {
             List::Window
         };
-        self.nodes.push(key, weight, list)
+        (self.nodes.push(key, weight, list), sampled)
     }
 
     /// Changes the weight of a key whose value was replaced. Call [`evict`](Self::evict) after.
@@ -257,7 +330,7 @@ where
         // a tie would evict a key just before its return for one that returns no sooner: the
         // newcomer must be ahead by more than one.
         let victim_frequency = self.sketch().estimate(victim_hash);
-        if frequency > victim_frequency.saturating_add(ADMIT_MARGIN) {
+        if frequency > victim_frequency.saturating_add(self.admit_margin) {
             self.ghost(victim_hash, Origin::Main);
             // The victim may be the last node, which the removal moves into `candidate`'s index.
             let candidate_key_moves = candidate as usize == self.nodes.len() - 1;
@@ -416,7 +489,7 @@ mod tests {
             entry.0 = (entry.0 + 1).min(HITS_MAX);
             return true;
         }
-        let node = policy.insert(key, 1);
+        let node = policy.insert(key, 1).0;
         map.0.borrow_mut().insert(key, (0, node));
         let mut evicted = Vec::new();
         policy.evict(map, |key| evicted.push(key));
