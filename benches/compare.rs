@@ -539,6 +539,15 @@ fn run_hits_only(scenario: &str, name: &str, iters: u64) {
             let cache = preloaded(name, KEYS);
             read_loop(&*cache, iters, 7, KEYS);
         }
+        // S1 on a region large enough (131,072 values) that its policy samples keys for its
+        // miniature simulations: one key in 16 logs its hits.
+        "s1_sampling" => {
+            let cache = contender(name, HOUR, 1 << 17);
+            for k in 0..KEYS {
+                cache.get_with(k, &|| value(k));
+            }
+            read_loop(&*cache, iters, 7, KEYS);
+        }
         "s1_in_order" => {
             let cache = preloaded(name, KEYS);
             read_loop_in_order(&*cache, iters, KEYS);

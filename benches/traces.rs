@@ -70,6 +70,9 @@ mod nodes;
 #[path = "../dogpile-runtime/src/region/store/policy.rs"]
 mod policy;
 #[allow(dead_code, unused_imports)]
+#[path = "../dogpile-runtime/src/region/store/shadow.rs"]
+mod shadow;
+#[allow(dead_code, unused_imports)]
 #[path = "../dogpile-runtime/src/region/store/sketch.rs"]
 mod sketch;
 
@@ -161,10 +164,15 @@ impl Cache for PolicyOnly {
     fn get_with(&self, key: u64, create: &dyn Fn() -> u64) -> u64 {
         if let Some(entry) = self.residents.0.borrow_mut().get_mut(&key) {
             entry.0 = (entry.0 + 1).min(policy::HITS_MAX);
+            let mut policy = self.policy.borrow_mut();
+            let hash = policy.hash(&key);
+            if policy.samples(hash) {
+                policy.hit(hash);
+            }
             return key;
         }
         let mut policy = self.policy.borrow_mut();
-        let node = policy.insert(key, 1);
+        let (node, _) = policy.insert(key, 1);
         self.residents.0.borrow_mut().insert(key, (0, node));
         let mut evicted = self.evicted.borrow_mut();
         policy.evict(&self.residents, |gone| evicted.push(gone));
