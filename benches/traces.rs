@@ -34,7 +34,7 @@
 //! that wins with one seed can lose points with another (`--only policy --reps 5`).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read};
@@ -123,27 +123,8 @@ struct PolicyOnly {
     evicted: RefCell<Vec<u64>>,
 }
 
-/// Each resident key's hit counter and node.
-#[derive(Default)]
-struct Residents(RefCell<HashMap<u64, (u8, u32), foldhash::fast::FixedState>>);
-
-impl policy::Residents<u64> for Residents {
-    fn update_hits(&self, key: &u64, f: impl FnOnce(u8) -> u8) -> u8 {
-        let mut map = self.0.borrow_mut();
-        let Some(entry) = map.get_mut(key) else {
-            return 0;
-        };
-        let before = entry.0;
-        entry.0 = f(before);
-        before
-    }
-
-    fn moved(&self, key: &u64, node: u32) {
-        if let Some(entry) = self.0.borrow_mut().get_mut(key) {
-            entry.1 = node;
-        }
-    }
-}
+/// Each resident key's hit counter and node: the map the store's simulations keep.
+type Residents = shadow::Keys;
 
 impl PolicyOnly {
     /// The policy for `capacity` keys, its hashes seeded with `seed`.

@@ -460,28 +460,10 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::cell::RefCell;
     use std::collections::HashMap;
 
     /// A map of hit counters and node indexes, as the memory store keeps them.
-    #[derive(Default)]
-    struct Map(RefCell<HashMap<u64, (u8, u32)>>);
-
-    impl Residents<u64> for Map {
-        fn update_hits(&self, key: &u64, f: impl FnOnce(u8) -> u8) -> u8 {
-            let mut map = self.0.borrow_mut();
-            let Some(entry) = map.get_mut(key) else {
-                return 0;
-            };
-            let before = entry.0;
-            entry.0 = f(before);
-            before
-        }
-
-        fn moved(&self, key: &u64, node: u32) {
-            self.0.borrow_mut().get_mut(key).expect("a live key").1 = node;
-        }
-    }
+    type Map = super::super::shadow::Keys;
 
     /// A cache on the policy; whether `key` was a hit.
     fn access(policy: &mut Policy<u64, foldhash::fast::FixedState>, map: &Map, key: u64) -> bool {

@@ -32,9 +32,10 @@ pub(super) const MIN_BOUND: u64 = 2 * SAMPLED_KEYS;
 /// The copies are compared after this many times their size of sampled accesses.
 const PERIOD_PER_KEY: u64 = 16;
 
-/// A copy's resident keys: a hit counter and a node each.
+/// A copy's resident keys: a hit counter and a node each (also the policy's tests' map, and the
+/// trace bench's for the policy alone).
 #[derive(Default)]
-struct Keys(RefCell<HashMap<u64, (u8, u32), FixedState>>);
+pub(super) struct Keys(pub(super) RefCell<HashMap<u64, (u8, u32), FixedState>>);
 
 impl Residents<u64> for Keys {
     fn update_hits(&self, key: &u64, f: impl FnOnce(u8) -> u8) -> u8 {
