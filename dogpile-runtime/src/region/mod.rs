@@ -41,8 +41,6 @@ use std::time::Duration;
 
 pub use crate::stats::Statistics;
 #[cfg(feature = "tokio")]
-pub(crate) use asynchronous::polled_task_holds;
-#[cfg(feature = "tokio")]
 pub use asynchronous::{AsyncBackground, AsyncRegion};
 pub use background::Background;
 pub use builder::{OnBackendError, RegionBuilder};

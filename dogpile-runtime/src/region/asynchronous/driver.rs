@@ -6,7 +6,6 @@
 //! blocks a worker thread.
 
 use std::borrow::Borrow;
-use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::hash::Hash;
 use std::pin::Pin;
@@ -17,59 +16,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::AsyncRegion;
-use crate::lock::drive::{address, first_timeout, held_by_this_thread, Stop};
+use crate::lock::drive::{address, first_timeout, held_by_this_thread, Marks, Stop};
 use crate::lock::protocol::{Found, Next, Protocol, Refused, Waited};
 use crate::region::creation::Guard;
 use crate::region::expiry::Age;
 use crate::region::verbs::Stored;
 use crate::region::{AsyncStore, CacheKey, CacheValue, KeyMutex, Stamp};
 use crate::{AsyncRawMutex, BackendError, RawMutex, WakeOnRelease};
-
-std::thread_local! {
-    /// The mutexes whose creator the task this thread polls now runs, to turn a wait for one's
-    /// own key into an error instead of a deadlock: set by [`Holding`] for each poll of a
-    /// creator's future, so it follows the task from thread to thread as a task-local would.
-    static HOLDING: RefCell<Marks> = const { RefCell::new(Marks::new()) };
-}
-
-/// How many mutexes a task's marks hold without allocating: a creation holds one, and a
-/// creator that calls another key nests one more.
-const INLINE_MARKS: usize = 4;
-
-/// The addresses of the mutexes a task's creators hold. Every creation copies its task's marks
-/// into a new scope: the first few inline, so that a miss allocates none (a `Vec` cost a miss
-/// an allocation, its growth and its release, about 450 instructions); a batch's many spill to
-/// the heap.
-#[derive(Clone, Default)]
-struct Marks {
-    inline: [usize; INLINE_MARKS],
-    len: usize,
-    spilled: Vec<usize>,
-}
-
-impl Marks {
-    const fn new() -> Self {
-        Marks {
-            inline: [0; INLINE_MARKS],
-            len: 0,
-            spilled: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, address: usize) {
-        match self.inline.get_mut(self.len) {
-            Some(slot) => {
-                *slot = address;
-                self.len += 1;
-            }
-            None => self.spilled.push(address),
-        }
-    }
-
-    fn contains(&self, address: usize) -> bool {
-        self.inline[..self.len].contains(&address) || self.spilled.contains(&address)
-    }
-}
 
 /// How long an async waiter sleeps between tries of a mutex that cannot wake it: doubled from
 /// the first value up to the last.
@@ -226,7 +179,7 @@ async fn wait<M: AsyncRawMutex + 'static>(
     if let Some(guard) = AsyncGuard::try_acquire(mutex).await? {
         return Ok((Waited::Acquired, Some(guard)));
     }
-    if holding(mutex) {
+    if held_by_this_thread(mutex) {
         return Ok((Waited::WouldDeadlock, None));
     }
     blocks();
@@ -314,27 +267,25 @@ impl<M: AsyncRawMutex + 'static> Drop for AsyncGuard<M> {
 pub(in crate::region) fn while_holding<'m, 'f, M: 'm, F: Future>(
     held: impl IntoIterator<Item = &'m Arc<M>>,
     future: Pin<&'f mut F>,
-) -> Holding<'f, F> {
-    let mut marks = HOLDING
-        .try_with(|marks| marks.borrow().clone())
-        .unwrap_or_default();
+) -> Marked<'f, F> {
+    let mut marks = Marks::of_this_thread();
     for mutex in held {
         marks.push(address(mutex));
     }
-    Holding { marks, future }
+    Marked { marks, future }
 }
 
-/// A future polled with its task's marks in [`HOLDING`] (see [`while_holding`]).
-pub(in crate::region) struct Holding<'f, F> {
+/// A future polled with its task's marks as this thread's (see [`while_holding`]).
+pub(in crate::region) struct Marked<'f, F> {
     marks: Marks,
     future: Pin<&'f mut F>,
 }
 
-impl<F: Future> Future for Holding<'_, F> {
+impl<F: Future> Future for Marked<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let Holding { marks, future } = &mut *self;
+        let Marked { marks, future } = &mut *self;
         // Swapped in for the poll, and back when it returns or unwinds: a task polled next on
         // this thread sees its own marks, and a creator nested in this one sees these.
         let _marked = Swapped::new(marks);
@@ -347,33 +298,15 @@ struct Swapped<'a>(&'a mut Marks);
 
 impl<'a> Swapped<'a> {
     fn new(marks: &'a mut Marks) -> Self {
-        swap_marks(marks);
+        marks.swap_with_this_thread();
         Swapped(marks)
     }
 }
 
 impl Drop for Swapped<'_> {
     fn drop(&mut self) {
-        swap_marks(self.0);
+        self.0.swap_with_this_thread();
     }
-}
-
-fn swap_marks(marks: &mut Marks) {
-    // Only while the thread is being torn down is the slot gone: nothing is marked then.
-    let _ = HOLDING.try_with(|held| std::mem::swap(&mut *held.borrow_mut(), marks));
-}
-
-/// Whether the task this thread polls now runs the creator of the mutex at `address`.
-pub(crate) fn polled_task_holds(address: usize) -> bool {
-    HOLDING
-        .try_with(|held| held.borrow().contains(address))
-        .unwrap_or(false)
-}
-
-/// Whether this task, or a blocking creator running on this thread, runs the creator of
-/// `mutex`'s key.
-pub(in crate::region) fn holding<M>(mutex: &Arc<M>) -> bool {
-    held_by_this_thread(mutex)
 }
 
 /// Waits until `mutex` may have been released: woken by it, or, for a mutex that cannot wake

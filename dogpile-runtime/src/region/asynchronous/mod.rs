@@ -23,7 +23,7 @@ use std::hash::Hash;
 use std::time::Duration;
 
 pub use background::AsyncBackground;
-pub(crate) use driver::{polled_task_holds, AsyncGuard};
+pub(crate) use driver::AsyncGuard;
 
 use super::creation::Creation;
 use super::expiry::{soft_stamp, Age};
@@ -32,11 +32,11 @@ use super::{
     CacheKey, CacheValue, Invalidation, Made, NotCached, OnBackendError, Region, RegionError,
     Served, Statistics,
 };
-use crate::lock::drive::Stop;
+use crate::lock::drive::{held_by_this_thread, Stop};
 use crate::lock::protocol::{Found, Protocol};
 use crate::region::{AsyncStore, KeyMutex};
 use crate::{AsyncRawMutex, BackendError, RawMutex};
-use driver::{acquire, holding, while_holding};
+use driver::{acquire, while_holding};
 
 /// A region from async code: the same cache as the [`Region`] it came from
 /// ([`Region::to_async`]), with calls that await.
@@ -405,7 +405,7 @@ where
         let region = &self.region;
         let key = &key.to_owned();
         let mutex = region.inner.mutexes.get::<K>(key);
-        if holding(&mutex) {
+        if held_by_this_thread(&mutex) {
             return Err(region.recursion(key));
         }
         let guard = acquire(&mutex).await.map_err(RegionError::Backend)?;
@@ -770,7 +770,7 @@ where
         let region = &self.region;
         let directs = &region.inner.directs;
         let mutex = directs.mutex(key);
-        if holding(&mutex) {
+        if held_by_this_thread(&mutex) {
             return Err(region.recursion(key));
         }
         let waited_from = directs.seq();
