@@ -148,7 +148,7 @@ impl Cache for PolicyOnly {
             let mut policy = self.policy.borrow_mut();
             let hash = policy.hash(&key);
             if policy.samples(hash) {
-                policy.hit(hash);
+                policy.replay(hash);
             }
             return key;
         }

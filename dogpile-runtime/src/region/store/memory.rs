@@ -86,7 +86,7 @@ impl SampledHits {
         for at in start.max(end.saturating_sub(SAMPLED_SLOTS))..end {
             let hash = self.slots[at % SAMPLED_SLOTS].swap(0, Ordering::Acquire);
             if hash != 0 {
-                policy.hit(hash);
+                policy.replay(hash);
             }
         }
         self.replayed.store(end, Ordering::Relaxed);

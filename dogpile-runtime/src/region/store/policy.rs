@@ -178,7 +178,7 @@ where
     }
 
     /// Whether the store has miniature simulations to choose its admission margin: hits of
-    /// sampled keys are to be told to [`hit`](Self::hit).
+    /// sampled keys are to be told to [`replay`](Self::replay).
     pub(super) fn simulates(&self) -> bool {
         self.shadows.is_some()
     }
@@ -189,7 +189,7 @@ where
         self.shadows.as_ref().map_or(0, |s| s.replayed())
     }
 
-    /// Whether hits of the key of `hash` are to be told to [`hit`](Self::hit): it is in the
+    /// Whether hits of the key of `hash` are to be told to [`replay`](Self::replay): it is in the
     /// shadows' sample.
     #[inline]
     pub(super) fn samples(&self, hash: u64) -> bool {
@@ -202,13 +202,9 @@ where
         self.hasher.hash_one(key)
     }
 
-    /// A hit of a sampled key, by its hash.
-    pub(super) fn hit(&mut self, hash: u64) {
-        self.replay(hash);
-    }
-
-    /// Replays an access of a sampled key in the shadows, and follows their choice.
-    fn replay(&mut self, hash: u64) {
+    /// Replays an access of a sampled key, by its hash, in the shadows, and follows their
+    /// choice: [`insert`](Self::insert) replays the misses, the store its readers' hits.
+    pub(super) fn replay(&mut self, hash: u64) {
         if let Some(shadows) = &mut self.shadows {
             if let Some(margin) = shadows.access(hash) {
                 self.admit_margin = margin;
@@ -230,7 +226,7 @@ where
     }
 
     /// Counts a miss of `key` and adds it; its node, and whether the key is sampled (its
-    /// hits are to be told to [`hit`](Self::hit)). Call [`evict`](Self::evict) after.
+    /// hits are to be told to [`replay`](Self::replay)). Call [`evict`](Self::evict) after.
     pub(super) fn insert(&mut self, key: K, weight: u32) -> (u32, bool) {
         let mut returned = false;
         let mut sampled = false;
