@@ -103,7 +103,7 @@ type Departure<'g, K, V> = (K, &'g Entry<V>, EvictionCause);
 /// [`papaya`]'s lock-free hash map (hashed with `foldhash`, seeded per store), whose readers only
 /// mark their own thread's epoch. In a bounded store a hit also raises its entry's hit counter,
 /// but only while it is below its small cap, so a hot entry is read without a write. In a store
-/// bounded at 16,384 keys or more, a hit on one of the keys its policy samples (one in 2 to one
+/// bounded at 65,536 keys or more, a hit on one of the keys its policy samples (one in 8 to one
 /// in `capacity / 8,192`) also logs the key's hash in a small shared ring, for the miniature
 /// simulations that choose the policy's admission margin.
 ///
@@ -801,16 +801,16 @@ mod tests {
 
     #[test]
     fn hits_of_sampled_keys_reach_the_policys_simulations_without_a_write() {
-        let store: MemoryStore<u64, u64> = MemoryStore::new(Some(1 << 15)).unwrap();
+        let store: MemoryStore<u64, u64> = MemoryStore::new(Some(1 << 16)).unwrap();
         let t = Stamp::new(Timestamp::from_nanos(1));
-        for key in 0..1 << 15 {
+        for key in 0..1 << 16 {
             store.put(&key, &key, t).unwrap();
         }
-        let (put, before) = sampled(&store, 0..1 << 15);
-        assert!(put > 1_000, "{put} of 32,768 keys sampled");
+        let (put, before) = sampled(&store, 0..1 << 16);
+        assert!(put > 1_000, "{put} of 65,536 keys sampled");
         assert_eq!(before, put as u64, "each sampled miss replayed");
         // Hits only: each lap of the ring is replayed by the reader that ends it.
-        let reads = || (0..200_000u64).map(|i| i * 7919 % (1 << 15));
+        let reads = || (0..200_000u64).map(|i| i * 7919 % (1 << 16));
         for key in reads() {
             assert_eq!(store.get(&key).unwrap().map(|(v, _)| v), Some(key));
         }
@@ -828,7 +828,7 @@ mod tests {
 
     #[test]
     fn threads_reading_and_writing_a_sampling_store_keep_its_bound_and_its_values() {
-        let store: MemoryStore<u64, u64> = MemoryStore::new(Some(1 << 14)).unwrap();
+        let store: MemoryStore<u64, u64> = MemoryStore::new(Some(1 << 16)).unwrap();
         let t = Stamp::new(Timestamp::from_nanos(1));
         std::thread::scope(|s| {
             for thread in 0..4u64 {
@@ -839,7 +839,7 @@ mod tests {
                         x ^= x << 13;
                         x ^= x >> 7;
                         x ^= x << 17;
-                        let key = x % 40_000;
+                        let key = x % 160_000;
                         match store.get(&key).unwrap() {
                             Some((value, _)) => assert_eq!(value, key),
                             None => store.put(&key, &key, t).unwrap(),
@@ -848,7 +848,7 @@ mod tests {
                 });
             }
         });
-        assert!(store.count().unwrap() <= 1 << 14);
+        assert!(store.count().unwrap() <= 1 << 16);
         let (_, replayed) = sampled(&store, std::iter::empty());
         assert!(replayed > 10_000, "{replayed} accesses replayed");
     }
