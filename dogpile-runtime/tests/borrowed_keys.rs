@@ -80,6 +80,14 @@ fn allocations_in(f: impl FnOnce()) -> usize {
     counted.change().allocations
 }
 
+/// The fewest allocations of three runs of `f`. The counts are the process's, and the test
+/// harness's own thread allocates beside a test now and then (it spawns the thread of the next
+/// test, waiting for [`alone`], while this one runs: three allocations, seen once in CI); an
+/// allocation of `f`'s own is in every run.
+fn fewest_allocations_in(mut f: impl FnMut()) -> usize {
+    (0..3).map(|_| allocations_in(&mut f)).min().unwrap_or(0)
+}
+
 #[test]
 fn a_string_keyed_region_is_read_with_a_str_and_a_hit_allocates_nothing() {
     let _alone = alone();
@@ -96,7 +104,7 @@ fn a_string_keyed_region_is_read_with_a_str_and_a_hit_allocates_nothing() {
     region.get_with("eur/usd", || unreachable!());
     runtime.block_on(from_async.get_with("eur/usd", || async { unreachable!() }));
 
-    let hits = allocations_in(|| {
+    let hits = fewest_allocations_in(|| {
         for _ in 0..1000 {
             assert_eq!(&*region.get_with("eur/usd", || unreachable!()), "1.08");
             let (value, served) = region
@@ -106,7 +114,7 @@ fn a_string_keyed_region_is_read_with_a_str_and_a_hit_allocates_nothing() {
         }
     });
     assert_eq!(hits, 0, "blocking hits allocated");
-    let async_hits = allocations_in(|| {
+    let async_hits = fewest_allocations_in(|| {
         runtime.block_on(async {
             for _ in 0..1000 {
                 let value = from_async
